@@ -1,0 +1,16 @@
+"""jaxtd: over-parameterized symmetric tensor decomposition in JAX.
+
+The core: :class:`SymCP` (a symmetric CP tensor as a pytree), exact Gram-form
+:func:`inner`/:func:`norm`/:func:`loss`, an accurate :func:`relative_error`, ground truths in
+:mod:`jaxtd.targets` and prefix-consistent initialization in :mod:`jaxtd.initialization`.
+"""
+
+from jaxtd import initialization, targets
+from jaxtd.initialization import init_factors
+from jaxtd.losses import inner, loss, norm, relative_error, residual_sq
+from jaxtd.symcp import SymCP, to_dense
+
+__version__ = "0.1.0"
+
+__all__ = ["SymCP", "to_dense", "inner", "norm", "loss", "relative_error", "residual_sq",
+           "targets", "initialization", "init_factors", "__version__"]

@@ -1,0 +1,48 @@
+"""Prefix-consistent initialization of width-``m`` factor matrices.
+
+Row ``i`` is drawn from ``jax.random.fold_in(key, i)``, so the first ``m`` rows of a width-``M``
+initialization equal the width-``m`` initialization: a width-``m`` run inside a padded grid starts
+exactly where the same run alone starts (MATH.md §2, width masks).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtd.targets import default_dtype
+
+__all__ = ["gaussian_rows", "init_factors", "SCALES"]
+
+SCALES = ("small", "standard")
+
+
+def gaussian_rows(key, width: int, dim: int, dtype=None, offset=0) -> jax.Array:
+    """``(width, dim)`` standard normal rows, row ``i`` from ``fold_in(key, offset + i)``."""
+    dtype = dtype or default_dtype()
+    rows = jnp.arange(width) + offset
+    return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,), dtype))(rows)
+
+
+def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
+                 dtype=None) -> jax.Array:
+    """Initial factors ``W0`` of shape ``(width, dim)``.
+
+    ``scale="small"``: each row ``delta * z / ||z||`` (norm exactly ``delta``; ``delta`` may be a
+    traced scalar). ``scale="standard"``: rows ``N(0, I/d)`` (unit norm on average).
+    """
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
+        raise TypeError(f"width must be an int >= 1, got {width!r}")
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if isinstance(delta, (int, float)) and not delta > 0:
+        raise ValueError(f"delta must be > 0, got {delta}")
+    z = gaussian_rows(key, width, dim, dtype)
+    if scale == "standard":
+        return z / jnp.sqrt(jnp.asarray(dim, z.dtype))
+    return jnp.asarray(delta, z.dtype) * z / jnp.linalg.norm(z, axis=1, keepdims=True)
