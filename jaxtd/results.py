@@ -1,0 +1,458 @@
+"""Results of a sweep: one row per cell plus recorded histories, saved as files first.
+
+A :class:`Results` is a table (a pandas DataFrame, one row per ``(seed, width, hyper-parameters)``
+cell) and a dict of histories, each an array of shape ``(n_cells, n_records, ...)`` whose first
+axis follows the rows. It round-trips exactly through :meth:`Results.save` / :meth:`Results.load`:
+
+    out_dir/
+      config.json      the sweep configuration, column order, dtypes, versions (jax, jaxtd, ...)
+      rows.npz         the table, one array per column (exact dtypes)
+      histories.npz    the histories
+      results.csv      export (floats written with round-trip precision)
+      results.json     export (a list of records; NaN written as null)
+      chunks/          a long sweep's finished seed chunks (see :class:`ChunkStore`)
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``), so an
+interrupted sweep never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import sys
+import tempfile
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Results", "ChunkStore", "versions", "check_out_dir", "atomic_write"]
+
+HISTORY_PREFIX = "history/"
+_CHUNK_RE = re.compile(r"^chunk_(\d{5})\.npz$")
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that produced a result (stored beside every saved result)."""
+    import jax  # local: results files can be read without initializing JAX
+
+    import jaxtd
+    return {"jaxtd": jaxtd.__version__, "jax": jax.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "python": platform.python_version()}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types (lists, not tuples; Python scalars), so a config compares equal after a
+    JSON round trip."""
+    return json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON-serializable: {type(obj).__name__}")
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "wb"):
+    """Open a temporary file beside ``path``; on success flush, fsync and ``os.replace`` it onto
+    ``path`` (atomic on POSIX); on failure remove it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def check_out_dir(out_dir: str, argname: str = "out_dir") -> str:
+    """Create ``out_dir`` if needed and prove it writable (by writing a file), before any compute.
+
+    Raises ``ValueError`` naming ``argname`` when it is a file, cannot be created, or cannot be
+    written to.
+    """
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"{argname} must be a path (str or os.PathLike), got {type(out_dir).__name__}")
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{argname}={out_dir!r} is a file, not a directory; pass a directory path")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise ValueError(f"{argname}={out_dir!r} is not a writable directory ({err.strerror}); "
+                         "choose a directory you can write to") from err
+    return out_dir
+
+
+def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _write_json(path: str, obj: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=False)
+
+
+def _column_array(series: pd.Series) -> np.ndarray:
+    """A column as a numpy array that ``np.savez`` stores without pickle (strings as unicode)."""
+    arr = series.to_numpy()
+    if arr.dtype == object:
+        return arr.astype(str)
+    return arr
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+def _records(rows: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-able records, NaN and infinities as null."""
+    columns = {}
+    for name in rows.columns:
+        values = rows[name].to_numpy()
+        if values.dtype.kind == "f":
+            columns[name] = [None if not math.isfinite(v) else v for v in values.tolist()]
+        else:
+            columns[name] = values.tolist()
+    return [dict(zip(columns, vals)) for vals in zip(*columns.values())] if columns else []
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Results:
+    """The cells of a sweep.
+
+    Attributes:
+      rows: DataFrame with one row per cell. Columns: any constant metadata columns, ``seed``,
+        ``width``, ``padded_width``, one column per swept hyper-parameter, ``final_relative_error``,
+        ``final_loss``, ``success`` (``final_relative_error <= success_threshold`` and not
+        diverged), ``diverged``, ``diverged_step`` (``-1`` = never), ``fit_time_0 .. fit_time_{r-1}``
+        (first recorded step where ground-truth component ``j`` is fitted to half its weight,
+        ``-1`` = never), ``distance`` (``||W_T - W_0||_F / ||W_0||_F``), ``active_count``, and any
+        further scalar output of the algorithm's runner.
+      histories: name -> array ``(n_cells, n_records, ...)`` aligned with ``rows``.
+      config: the JSON-able configuration that produced the cells (compared on resume).
+      info: versions, timings and compile counts (not part of the configuration).
+      key_columns: columns that identify a group of cells besides ``seed`` and ``width``
+        (metadata and hyper-parameter columns); the summaries group by them.
+    """
+
+    rows: pd.DataFrame
+    histories: Mapping[str, np.ndarray]
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    key_columns: tuple = ()
+
+    def __post_init__(self):
+        if not isinstance(self.rows, pd.DataFrame):
+            raise TypeError(f"rows must be a pandas DataFrame, got {type(self.rows).__name__}")
+        n = len(self.rows)
+        hist = {}
+        for name, arr in dict(self.histories).items():
+            arr = np.asarray(arr)
+            if arr.ndim < 1 or arr.shape[0] != n:
+                raise ValueError(f"histories[{name!r}] has shape {arr.shape}; its first axis must "
+                                 f"have one entry per row ({n})")
+            hist[name] = arr
+        missing = [c for c in self.key_columns if c not in self.rows.columns]
+        if missing:
+            raise ValueError(f"key_columns {missing} are not columns of rows")
+        object.__setattr__(self, "histories", hist)
+        object.__setattr__(self, "config", _jsonable(dict(self.config)))
+        object.__setattr__(self, "info", _jsonable(dict(self.info)))
+        object.__setattr__(self, "key_columns", tuple(self.key_columns))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self):
+        widths = sorted(set(self.rows["width"].tolist())) if "width" in self.rows else []
+        return (f"Results({len(self)} cells, widths={widths}, key_columns={list(self.key_columns)}, "
+                f"histories={sorted(self.histories)})")
+
+    # -- views and exports -------------------------------------------------------------------
+    def to_pandas(self) -> pd.DataFrame:
+        """A copy of the table (one row per cell)."""
+        return self.rows.copy()
+
+    def history(self, name: str) -> np.ndarray:
+        """The recorded history ``name``, shape ``(n_cells, n_records, ...)``."""
+        if name not in self.histories:
+            raise KeyError(f"no history {name!r}; available: {sorted(self.histories)}")
+        return self.histories[name]
+
+    def to_csv(self, path: str) -> None:
+        """Write the table as CSV (round-trip float precision), atomically."""
+        with atomic_write(os.fspath(path), "w") as f:
+            self.rows.to_csv(f, index=False, float_format=None)
+
+    def to_json(self, path: str) -> None:
+        """Write the table as a JSON list of records (NaN as null), atomically."""
+        _write_json(os.fspath(path), _records(self.rows))
+
+    # -- derived results --------------------------------------------------------------------
+    def select(self, mask) -> "Results":
+        """The cells where the boolean ``mask`` (array or Series, one entry per row) holds."""
+        mask = np.asarray(mask, bool)
+        if mask.shape != (len(self),):
+            raise ValueError(f"mask must have shape ({len(self)},), got {mask.shape}")
+        return dataclasses.replace(
+            self, rows=self.rows[mask].reset_index(drop=True),
+            histories={k: v[mask] for k, v in self.histories.items()})
+
+    def with_columns(self, **values) -> "Results":
+        """Add constant columns (e.g. ``algorithm="gd", dim=16``) placed first; they become key
+        columns, so summaries group by them."""
+        clash = [k for k in values if k in self.rows.columns]
+        if clash:
+            raise ValueError(f"columns {clash} already exist; choose other names")
+        for k, v in values.items():
+            if not np.isscalar(v):
+                raise TypeError(f"column {k!r} must be a scalar (str, int, float, bool), got "
+                                f"{type(v).__name__}")
+        extra = pd.DataFrame({k: [v] * len(self) for k, v in values.items()},
+                             index=self.rows.index)
+        rows = pd.concat([extra, self.rows], axis=1)
+        return dataclasses.replace(self, rows=rows,
+                                   key_columns=tuple(values) + tuple(self.key_columns))
+
+    @staticmethod
+    def concat(parts: Sequence["Results"]) -> "Results":
+        """Stack the cells of several results (e.g. one sweep per algorithm or per dimension,
+        each tagged with :meth:`with_columns`).
+
+        Columns missing from a part are filled with NaN (numbers) or ``""`` (strings); histories
+        missing from a part, or shorter along a trailing axis, are padded with NaN.
+        """
+        parts = list(parts)
+        if not parts or not all(isinstance(p, Results) for p in parts):
+            raise TypeError("parts must be a non-empty sequence of Results")
+        rows = pd.concat([p.rows for p in parts], ignore_index=True)
+        names = list(dict.fromkeys(k for p in parts for k in p.histories))
+        histories = {name: _stack_padded([p.histories.get(name) for p in parts],
+                                         [len(p) for p in parts]) for name in names}
+        keys = tuple(dict.fromkeys(k for p in parts for k in p.key_columns))
+        return Results(rows, histories, config={"parts": [p.config for p in parts]},
+                       info={"parts": [p.info for p in parts]}, key_columns=keys)
+
+    # -- summaries ---------------------------------------------------------------------------
+    def _group_columns(self, by) -> list[str]:
+        if by is None:
+            by = self.key_columns
+        elif isinstance(by, str):
+            by = (by,)
+        missing = [c for c in by if c not in self.rows.columns]
+        if missing:
+            raise ValueError(f"by: {missing} are not columns; available: {list(self.rows.columns)}")
+        return [c for c in by if c != "width"] + ["width"]
+
+    def _success(self, threshold) -> pd.Series:
+        if threshold is None:
+            return self.rows["success"].astype(bool)
+        err = self.rows["final_relative_error"].to_numpy()
+        ok = np.isfinite(err) & (err <= threshold) & ~self.rows["diverged"].to_numpy(bool)
+        return pd.Series(ok, index=self.rows.index)
+
+    def summary(self, by=None, *, threshold: float | None = None) -> pd.DataFrame:
+        """Per width (and per value of ``by``; default: the key columns, i.e. metadata and
+        hyper-parameters): ``n`` cells, ``success_rate``, ``median_error`` (diverged cells count
+        as ``inf``, never as a silent NaN), ``diverged_rate``.
+
+        ``threshold`` recomputes success as ``final_relative_error <= threshold``; default: the
+        ``success`` column (the sweep's ``success_threshold``).
+        """
+        cols = self._group_columns(by)
+        err = self.rows["final_relative_error"].to_numpy(np.float64)
+        err = np.where(np.isfinite(err) & ~self.rows["diverged"].to_numpy(bool), err, np.inf)
+        frame = self.rows[cols].assign(_ok=self._success(threshold).to_numpy(np.float64),
+                                       _err=err,
+                                       _div=self.rows["diverged"].to_numpy(np.float64))
+        grouped = frame.groupby(cols, sort=True)
+        out = pd.DataFrame({"n": grouped.size(), "success_rate": grouped["_ok"].mean(),
+                            "median_error": grouped["_err"].median(),
+                            "diverged_rate": grouped["_div"].mean()})
+        return out.reset_index()
+
+    def critical_width(self, rate: float = 0.5, by=None, *, threshold: float | None = None):
+        """Smallest width whose success rate is ``>= rate``.
+
+        With no key columns (and ``by=None``) returns an ``int``, or ``None`` when no width
+        reaches ``rate``. Otherwise returns a DataFrame with one row per group and a
+        ``critical_width`` column (``pd.NA`` when none reaches ``rate``).
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        table = self.summary(by, threshold=threshold)
+        groups = [c for c in table.columns
+                  if c not in ("width", "n", "success_rate", "median_error", "diverged_rate")]
+        ok = table[table["success_rate"] >= rate]
+        if not groups:
+            return int(ok["width"].min()) if len(ok) else None
+        found = ok.groupby(groups)["width"].min().rename("critical_width")
+        all_groups = table[groups].drop_duplicates().set_index(groups)
+        out = all_groups.join(found).reset_index()
+        out["critical_width"] = out["critical_width"].astype("Int64")
+        return out
+
+    # -- files ---------------------------------------------------------------------------------
+    def _columns_meta(self) -> list[list[str]]:
+        return [[c, str(self.rows[c].dtype)] for c in self.rows.columns]
+
+    def save(self, out_dir: str) -> str:
+        """Write ``config.json``, ``rows.npz``, ``histories.npz``, ``results.csv`` and
+        ``results.json`` into ``out_dir`` (created if needed), each atomically; return the path."""
+        out_dir = check_out_dir(out_dir)
+        _save_npz(os.path.join(out_dir, "rows.npz"),
+                  {c: _column_array(self.rows[c]) for c in self.rows.columns})
+        _save_npz(os.path.join(out_dir, "histories.npz"), self.histories)
+        self.to_csv(os.path.join(out_dir, "results.csv"))
+        self.to_json(os.path.join(out_dir, "results.json"))
+        meta = {"format": "jaxtd.results/1", "config": self.config,
+                "info": {**self.info, "versions": self.info.get("versions", versions())},
+                "columns": self._columns_meta(), "key_columns": list(self.key_columns),
+                "histories": sorted(self.histories)}
+        # config.json last: its presence marks a complete result
+        _write_json(os.path.join(out_dir, "config.json"), meta)
+        return out_dir
+
+    @classmethod
+    def load(cls, out_dir: str) -> "Results":
+        """Read a result written by :meth:`save` (or by a finished sweep with ``out_dir``)."""
+        out_dir = os.fspath(out_dir)
+        path = os.path.join(out_dir, "config.json")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{out_dir!r} holds no saved jaxtd results (no config.json); "
+                                    "pass the out_dir of a finished sweep or of Results.save")
+        with open(path) as f:
+            meta = json.load(f)
+        columns = _load_npz(os.path.join(out_dir, "rows.npz"))
+        rows = _frame(columns, meta["columns"])
+        histories = _load_npz(os.path.join(out_dir, "histories.npz"))
+        return cls(rows, histories, config=meta["config"], info=meta["info"],
+                   key_columns=tuple(meta["key_columns"]))
+
+
+def _frame(columns: Mapping[str, np.ndarray], order: Iterable) -> pd.DataFrame:
+    """Rebuild a DataFrame with the saved column order and dtypes."""
+    data = {}
+    for name, dtype in order:
+        arr = columns[name]
+        data[name] = pd.Series(arr, dtype=dtype if arr.dtype.kind != "U" else None)
+        if str(data[name].dtype) != dtype:
+            data[name] = data[name].astype(dtype)
+    return pd.DataFrame(data)
+
+
+def _stack_padded(arrays: Sequence[np.ndarray | None], lengths: Sequence[int]) -> np.ndarray:
+    """Concatenate along axis 0, padding trailing axes (and absent parts) with NaN."""
+    present = [a for a in arrays if a is not None]
+    ndim = max(a.ndim for a in present)
+    if any(a.ndim != ndim for a in present):
+        raise ValueError("cannot concatenate histories of different ranks")
+    trailing = tuple(max(a.shape[i] for a in present) for i in range(1, ndim))
+    same = all(a is not None and a.shape[1:] == trailing for a in arrays) and \
+        len({a.dtype for a in present}) == 1
+    if same:
+        return np.concatenate(arrays)
+    dtype = np.result_type(np.float32, *[a.dtype for a in present])
+    out = []
+    for a, n in zip(arrays, lengths):
+        block = np.full((n,) + trailing, np.nan, dtype)
+        if a is not None:
+            block[tuple(slice(0, s) for s in a.shape)] = a
+        out.append(block)
+    return np.concatenate(out)
+
+
+# -- chunked sweeps ---------------------------------------------------------------------------
+
+def _diff(old: Mapping, new: Mapping) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: saved {old.get(k, '<absent>')!r} vs requested {new.get(k, '<absent>')!r}"
+            for k in keys if old.get(k, "<absent>") != new.get(k, "<absent>")]
+
+
+class ChunkStore:
+    """The output directory of a chunked sweep.
+
+    ``out_dir/sweep.json`` holds the configuration; ``out_dir/chunks/chunk_NNNNN.npz`` one finished
+    seed chunk each (table columns as ``row/<name>`` and histories as ``history/<name>``),
+    written atomically. Opening a directory that holds a different configuration, or files that
+    are not a jaxtd sweep, raises ``ValueError``: results are never silently mixed.
+    """
+
+    def __init__(self, out_dir: str, config: Mapping[str, Any], *, resume: bool = True):
+        self.out_dir = check_out_dir(out_dir)
+        self.config = _jsonable(dict(config))
+        self.chunk_dir = os.path.join(self.out_dir, "chunks")
+        manifest = os.path.join(self.out_dir, "sweep.json")
+        entries = [e for e in os.listdir(self.out_dir) if not e.startswith(".tmp-")]
+        if os.path.isfile(manifest):
+            with open(manifest) as f:
+                saved = json.load(f)["config"]
+            if saved != self.config:
+                lines = "\n  ".join(_diff(saved, self.config))
+                raise ValueError(
+                    f"out_dir={self.out_dir!r} holds a sweep with a different configuration:\n  "
+                    f"{lines}\nuse a new out_dir (results of different configurations are never "
+                    "mixed)")
+            if not resume:
+                raise ValueError(f"out_dir={self.out_dir!r} already holds this sweep; pass "
+                                 "resume=True to continue it or choose an empty out_dir")
+        elif entries:
+            raise ValueError(f"out_dir={self.out_dir!r} is not empty and holds no jaxtd sweep "
+                             f"(found {sorted(entries)[:5]}); choose an empty or new directory")
+        else:
+            _write_json(manifest, {"format": "jaxtd.sweep/1", "config": self.config,
+                                   "versions": versions()})
+        os.makedirs(self.chunk_dir, exist_ok=True)
+
+    def _path(self, index: int) -> str:
+        return os.path.join(self.chunk_dir, f"chunk_{index:05d}.npz")
+
+    def done(self) -> set[int]:
+        """Indices of the chunks already written."""
+        return {int(m.group(1)) for m in map(_CHUNK_RE.match, os.listdir(self.chunk_dir)) if m}
+
+    def write(self, index: int, columns: Mapping[str, np.ndarray],
+              histories: Mapping[str, np.ndarray]) -> None:
+        """Write chunk ``index`` atomically."""
+        arrays = {f"row/{k}": np.asarray(v) for k, v in columns.items()}
+        arrays.update({HISTORY_PREFIX + k: np.asarray(v) for k, v in histories.items()})
+        _save_npz(self._path(index), arrays)
+
+    def read(self, index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """``(columns, histories)`` of chunk ``index``."""
+        data = _load_npz(self._path(index))
+        columns = {k[4:]: v for k, v in data.items() if k.startswith("row/")}
+        histories = {k[len(HISTORY_PREFIX):]: v for k, v in data.items()
+                     if k.startswith(HISTORY_PREFIX)}
+        return columns, histories
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """``None`` (auto): show a progress bar only when stderr is a terminal."""
+    if progress is None:
+        return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return bool(progress)
