@@ -13,3 +13,43 @@ def dense(weights, factors, order):
             t = np.multiply.outer(t, v)
         out += c * t
     return out
+
+
+def _outer_all(vectors):
+    t = np.asarray(vectors[0], np.float64)
+    for v in vectors[1:]:
+        t = np.multiply.outer(t, np.asarray(v, np.float64))
+    return t
+
+
+def dense_lazy(weights, factors, delta, order):
+    """Dense ``T(W0) + J Δ`` (numpy float64): ``J Δ = sum_i c_i sum_k w⊗..⊗δ_i(slot k)⊗..⊗w``."""
+    w = np.asarray(weights, np.float64)
+    u = np.asarray(factors, np.float64)
+    e = np.asarray(delta, np.float64)
+    out = dense(w, u, order)
+    for c, v, dv in zip(w, u, e):
+        for k in range(order):
+            out += c * _outer_all([dv if j == k else v for j in range(order)])
+    return out
+
+
+def dense_jacobian(weights, factors, order):
+    """``(d**l, m*d)`` Jacobian of ``W -> vec T(c, W)`` (numpy float64), column ``i*d + a``."""
+    u = np.asarray(factors, np.float64)
+    m, d = u.shape
+    cols = []
+    for i in range(m):
+        for a in range(d):
+            e = np.zeros_like(u)
+            e[i, a] = 1.0
+            cols.append((dense_lazy(weights, u, e, order) - dense(weights, u, order)).ravel())
+    return np.stack(cols, axis=1)
+
+
+def lstsq_relative_residual(weights, factors, target_weights, target_factors, order):
+    """``min_Δ ||T(W0) + JΔ - T*|| / ||T*||`` by numpy lstsq on the dense Jacobian."""
+    jac = dense_jacobian(weights, factors, order)
+    y = (dense(target_weights, target_factors, order) - dense(weights, factors, order)).ravel()
+    sol, *_ = np.linalg.lstsq(jac, y, rcond=None)
+    return np.linalg.norm(jac @ sol - y) / np.linalg.norm(dense(target_weights, target_factors, order))
