@@ -88,8 +88,12 @@ class SymCP:
         return jnp.result_type(self.weights, self.factors)
 
     def __repr__(self):
-        return (f"SymCP(order={self.order}, rank={_shape(self.factors)[-2]}, "
-                f"dim={_shape(self.factors)[-1]}, dtype={getattr(self.factors, 'dtype', None)})")
+        # leaves may be anything after a tree_map (floats, None, sharding specs)
+        shape = _shape(self.factors)
+        if shape is None or len(shape) < 2:
+            return f"SymCP(order={self.order}, weights={self.weights!r}, factors={self.factors!r})"
+        return (f"SymCP(order={self.order}, rank={shape[-2]}, dim={shape[-1]}, "
+                f"dtype={getattr(self.factors, 'dtype', None)})")
 
 
 def check_compatible(a: SymCP, b: SymCP, names=("a", "b")) -> None:
