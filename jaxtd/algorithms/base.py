@@ -28,7 +28,7 @@ import optax
 
 from jaxtd.symcp import SymCP
 
-__all__ = ["Algorithm", "check_width", "check_positive", "check_nonnegative", "check_target",
+__all__ = ["Algorithm", "Static", "check_width", "check_positive", "check_nonnegative", "check_target",
            "check_optimizer", "resolve_hparams", "row_mask", "mask_rows", "where_rows",
            "redraw_rows"]
 
@@ -42,6 +42,38 @@ class Algorithm(NamedTuple):
     tensor: Callable   # tensor(state) -> SymCP of the current model (masked weights)
     params: Callable   # params(state) -> (width, d) factor matrix
     hparams: Mapping[str, float]
+
+    # The hparams dict would make the tuple unhashable; jit needs the algorithm as a static arg.
+    def __hash__(self):
+        items = tuple(sorted((k, float(v)) for k, v in self.hparams.items()))
+        return hash((self.name, self.init, self.step, self.tensor, self.params, items))
+
+
+@jax.tree_util.register_pytree_node_class
+class Static:
+    """A pytree with no leaves holding a hashable Python value (e.g. the tensor order) as static
+    metadata, so a state can carry it through jit/vmap/scan without it becoming a tracer."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def tree_flatten(self):
+        return (), self.value
+
+    @classmethod
+    def tree_unflatten(cls, value, leaves):
+        return cls(value)
+
+    def __eq__(self, other):
+        return isinstance(other, Static) and self.value == other.value
+
+    def __hash__(self):
+        return hash(self.value)
+
+    def __repr__(self):
+        return f"Static({self.value!r})"
 
 
 # -- validation (plain Python, before tracing) ---------------------------------------------------

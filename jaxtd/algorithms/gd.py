@@ -1,0 +1,166 @@
+"""Gradient descent on the regularized loss ``L_λ`` (ALGORITHMS.md §C), with any optax optimizer.
+
+Small initialization: row ``i`` is ``δ z_i/||z_i||`` with ``z_i`` from ``fold_in(key, i)`` (norm
+exactly ``δ = init_scale``); fixed signs per :func:`jaxtd.models.draw_signs`. Each step takes the
+gradient of ``L_λ(W) = 1/2 ||T(W) - T*||^2 + λ/2 sum_i mask_i ||w_i||^2`` and applies the optimizer's
+update, zeroed on masked rows.
+
+Learning rate as a sweepable hyper-parameter. ``optimizer`` may be
+
+- a float ``η``: plain SGD, ``W <- W - η ∇L_λ``; ``hparams["learning_rate"]`` is ``η``;
+- a factory ``learning_rate -> GradientTransformation`` (e.g. ``optax.adam``): it is wrapped in
+  ``optax.inject_hyperparams`` so ``hparams["learning_rate"]`` is the optimizer's own learning rate
+  (exact for every optax optimizer, schedules and weight decay included); pass its default as
+  ``learning_rate=``;
+- a ready ``GradientTransformation``: its learning rate is baked in, so ``hparams["learning_rate"]``
+  is a *multiplier* of its updates, default 1.
+
+In every case the hparam lives in the state, so one compiled step serves a whole sweep.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxtd import initialization, models
+from jaxtd.algorithms import base
+from jaxtd.symcp import SymCP
+
+__all__ = ["gd", "GDState", "make_optimizer"]
+
+
+class GDState(NamedTuple):
+    """State of :func:`gd`.
+
+    Attributes:
+      params: ``(m, d)`` factors ``W``.
+      signs: ``(m,)`` fixed signs ``s``.
+      mask: ``(m,)`` 0/1 activity mask.
+      opt_state: the optimizer state.
+      hparams: dict of scalar arrays (``init_scale``, ``regularization``, ``learning_rate``).
+      count: int32 number of steps taken.
+      order: static tensor order ``l``.
+    """
+
+    params: jax.Array
+    signs: jax.Array
+    mask: jax.Array
+    opt_state: Any
+    hparams: dict
+    count: jax.Array
+    order: base.Static
+
+
+OptimizerSpec = Union[float, optax.GradientTransformation, Callable[..., optax.GradientTransformation]]
+
+
+def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = None):
+    """Normalize an optimizer spec to ``(transformation, default_lr, injected)``.
+
+    ``injected`` tells whether the learning rate sits in ``opt_state.hyperparams`` (float or
+    factory) or multiplies the updates (ready transformation). See the module docstring.
+    """
+    if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
+        base.check_positive(optimizer, "optimizer (a float learning rate)")
+        if learning_rate is not None:
+            raise ValueError("learning_rate= is only for a factory optimizer; a float optimizer "
+                             "already is the learning rate")
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=float(optimizer)), \
+            float(optimizer), True
+    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+        base.check_optimizer(optimizer)
+        lr = 1.0 if learning_rate is None else base.check_positive(learning_rate, "learning_rate")
+        return optimizer, float(lr), False
+    if callable(optimizer):
+        if learning_rate is None:
+            raise ValueError("learning_rate= is required with a factory optimizer, e.g. "
+                             "gd(optax.adam, learning_rate=1e-3)")
+        base.check_positive(learning_rate, "learning_rate")
+        try:
+            tx = optax.inject_hyperparams(optimizer)(learning_rate=float(learning_rate))
+        except TypeError as err:
+            raise TypeError(f"optimizer factory must accept a learning_rate argument: {err}") from err
+        return base.check_optimizer(tx), float(learning_rate), True
+    return base.check_optimizer(optimizer), 1.0, False
+
+
+def _with_lr(opt_state, lr, injected: bool):
+    if not injected:
+        return opt_state
+    hp = dict(opt_state.hyperparams)
+    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
+    return opt_state._replace(hyperparams=hp)
+
+
+def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: float = 1e-2,
+       regularization: float = 0.0, learning_rate: Optional[float] = None,
+       signs: str = "auto", name: Optional[str] = None) -> base.Algorithm:
+    """Gradient descent from a small initialization on ``L_λ`` (ALGORITHMS.md §C).
+
+    Args:
+      optimizer: float SGD step, optax factory (with ``learning_rate=``) or ready
+        ``GradientTransformation`` (see module docstring for how ``learning_rate`` is swept).
+      model: ``"plain"`` or ``"two_homogeneous"`` (ALGORITHMS.md §A).
+      init_scale: norm ``δ > 0`` of each initial row (hparam ``init_scale``).
+      regularization: ``λ >= 0`` (hparam ``regularization``).
+      learning_rate: default learning rate for a factory optimizer, or default multiplier for a
+        ready transformation.
+      signs: fixed-sign rule, see :func:`jaxtd.models.draw_signs`.
+      name: algorithm name (default ``"gd-<model>"``).
+    Returns:
+      An :class:`~jaxtd.algorithms.Algorithm` with hparams ``init_scale``, ``regularization``,
+      ``learning_rate``. ``step`` reports ``{"loss": L_λ(W)}`` before the update.
+    """
+    model_fn = models.get(model)
+    if isinstance(model, str):
+        label = model
+    else:
+        label = getattr(model, "__name__", "custom")
+    if signs not in models.SIGN_RULES:
+        raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
+    base.check_positive(init_scale, "init_scale")
+    base.check_nonnegative(regularization, "regularization")
+    tx, lr_default, injected = make_optimizer(optimizer, learning_rate)
+    defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
+                "learning_rate": lr_default}
+
+    def init(key, target: SymCP, width: int, *, active=None, hparams=None) -> GDState:
+        base.check_target(target)
+        width = base.check_width(width)
+        dtype = target.factors.dtype
+        hp = base.resolve_hparams(defaults, hparams, dtype)
+        k_w, k_s = jax.random.split(key)
+        params = initialization.init_factors(k_w, width, target.dim, scale="small",
+                                             delta=hp["init_scale"], dtype=dtype)
+        mask = base.row_mask(width, active, dtype)
+        opt_state = _with_lr(tx.init(params), hp["learning_rate"], injected)
+        return GDState(params, models.draw_signs(k_s, width, target.order, signs, dtype), mask,
+                       opt_state, hp, jnp.zeros((), jnp.int32),
+                       base.Static(target.order))
+
+    def objective(params, state: GDState, target: SymCP):
+        return models.regularized_loss(model_fn, params, target, signs=state.signs,
+                                       mask=state.mask, regularization=state.hparams["regularization"])
+
+    def step(state: GDState, target: SymCP):
+        value, grads = jax.value_and_grad(objective)(state.params, state, target)
+        opt_state = _with_lr(state.opt_state, state.hparams["learning_rate"], injected)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        if not injected:
+            updates = jax.tree_util.tree_map(lambda u: state.hparams["learning_rate"] * u, updates)
+        # Optimizers with weight decay would move padded rows; the mask keeps them inert.
+        updates = base.mask_rows(updates, state.mask)
+        params = optax.apply_updates(state.params, updates)
+        new = state._replace(params=params, opt_state=opt_state, count=state.count + 1)
+        return new, {"loss": value}
+
+    def tensor(state: GDState) -> SymCP:
+        return model_fn(state.params, state.order.value, state.signs, state.mask)
+
+    return base.Algorithm(name or f"gd-{label}", init, step, tensor, lambda state: state.params,
+                          defaults)
