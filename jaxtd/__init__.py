@@ -9,8 +9,13 @@ from jaxtd import initialization, targets
 from jaxtd.initialization import init_factors
 from jaxtd.losses import inner, loss, norm, relative_error, residual_sq
 from jaxtd.symcp import SymCP, to_dense
+from jaxtd import algorithms, metrics, models
+# After the submodule import: the name jaxtd.run is the function, the module stays jaxtd.run in
+# sys.modules.
+from jaxtd.run import RunResult, run, simulate
 
 __version__ = "0.1.0"
 
 __all__ = ["SymCP", "to_dense", "inner", "norm", "loss", "relative_error", "residual_sq",
-           "targets", "initialization", "init_factors", "__version__"]
+           "targets", "initialization", "init_factors", "__version__",
+           "algorithms", "models", "metrics", "run", "simulate", "RunResult"]
