@@ -29,7 +29,7 @@ zero gradient.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,7 +39,10 @@ from jaxtd import _extended
 from jaxtd.initialization import init_factors
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
-__all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetric", "linearize"]
+__all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetric", "linearize",
+           "normal_equations", "lstsq", "best_residual", "LazyLstsq", "sym_dim",
+           "predicted_critical_width", "threshold_experiment", "Threshold", "fit_exponent",
+           "LazyTrainState", "lazy_metrics", "train_init", "train_step", "train"]
 
 
 # -- validation (plain Python, before tracing) ----------------------------------------------------
@@ -208,3 +211,305 @@ def linearize(model: SymCP) -> Callable[[jax.Array], jax.Array]:
         return t0 + jvp(jnp.asarray(delta, model.factors.dtype))
 
     return lazy_model
+
+
+# -- the exact lazy optimum -----------------------------------------------------------------------
+
+class LazyLstsq(NamedTuple):
+    """Least-squares solution of the lazy model (see :func:`lstsq`).
+
+    Attributes:
+      delta: ``(m, d)`` minimum-norm minimizer ``Δ*`` (within the rank cut-off).
+      residual: ``min_Δ ||T(W0) + JΔ - T*|| / ||T*||``, scalar.
+      rank: numerical rank of ``J`` (tangent-space dimension), int scalar.
+      distance: ``||Δ*||_F / ||W0||_F`` over the active rows, scalar (how far the optimum sits).
+    """
+    delta: jax.Array
+    residual: jax.Array
+    rank: jax.Array
+    distance: jax.Array
+
+
+def normal_equations(model: SymCP, target: SymCP):
+    """The ``(m d, m d)`` matrix ``J^T J`` and the ``(m d,)`` vector ``J^T (T* - T(W0))`` in closed
+    form (MATH.md §3), rows flattened as ``i * d + a``; cost ``O(m^2 d^2 + m r d)``.
+
+    Block ``(i, j)`` of ``J^T J`` is ``l c_i c_j [G_ij^{l-1} I_d + (l-1) G_ij^{l-2} w_j w_i^T]`` with
+    ``G = W0 W0^T``; row ``i`` of ``J^T Y`` for ``Y = T(b, V)`` is ``l c_i sum_k b_k <w_i,v_k>^{l-1} v_k``.
+    """
+    _check_model_target(model, target)
+    l = model.order
+    dtype = jnp.result_type(model.weights, model.factors, target.weights, target.factors)
+    c, w = model.weights.astype(dtype), model.factors.astype(dtype)
+    m, d = w.shape
+    g = w @ w.T
+    cc = l * (c[:, None] * c[None, :])
+    g_lm2 = g ** (l - 2)
+    eye = jnp.eye(d, dtype=dtype)
+    jtj = (jnp.einsum("ij,ab->iajb", cc * g_lm2 * g, eye)
+           + (l - 1) * jnp.einsum("ij,ja,ib->iajb", cc * g_lm2, w, w)).reshape(m * d, m * d)
+    v = jnp.concatenate([target.factors.astype(dtype), w])
+    b = jnp.concatenate([target.weights.astype(dtype), -c])
+    jty = (l * c)[:, None] * (((w @ v.T) ** (l - 1) * b[None, :]) @ v)
+    return jtj, jty.reshape(m * d)
+
+
+def default_rcond(dtype) -> float:
+    """Eigenvalue cut-off of ``J^T J`` relative to its largest eigenvalue. In float64 the computed
+    null eigenvalues sit below ~1e-16 and the smallest genuine ones, at the threshold width, at
+    ~3e-9 .. 1e-8 for the sizes measured (d <= 16, l = 3, 4): 1e-12 leaves margin on both sides."""
+    return 1e-12 if jnp.dtype(dtype) == jnp.float64 else 1e-4
+
+
+def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLstsq:
+    """Exact least squares of the lazy model: ``min_Δ ||T(W0) + JΔ - T*||``.
+
+    Builds the normal equations in closed form (:func:`normal_equations`; never the ``d**l``
+    tensor), eigendecomposes ``J^T J`` and keeps eigenvalues above ``rcond * λ_max`` (default
+    :func:`default_rcond`). The squared residual is ``||T* - T(W0)||^2 - sum_k (v_k^T J^T y)^2/λ_k``:
+    a sum of positive terms subtracted once, so in float64 its absolute error is ~1e-16 ||T*||^2
+    and a fitted target comes out at ``<= 1e-7``, not a noisy 1e-3. **Use float64**
+    (``jax_enable_x64``): in float32 the squared condition number of ``J^T J`` limits the relative
+    residual to ~1e-3 and the rank to ~4 digits.
+
+    By Euler's identity ``J W0 = l T(W0)``, ``T(W0)`` lies in the tangent space, so the residual
+    is the distance from ``T*`` to the tangent space for any initialization (not only the
+    antisymmetric one). Rows with zero weight (masks) are excluded: their diagonal blocks are
+    replaced by the identity (scaled) and their right-hand side is 0, so they neither count in
+    ``rank`` nor move. Memory ``O((m d)^2)``, time ``O((m d)^3)``; jit/vmap-able.
+    """
+    jtj, jty = normal_equations(model, target)
+    m, d = model.factors.shape
+    l = model.order
+    dtype = jtj.dtype
+    rcond = default_rcond(dtype) if rcond is None else float(rcond)
+    masked = jnp.repeat(model.weights == 0, d)
+    # Masked rows: identity blocks (scaled like J^T J) and zero right-hand side, so they are
+    # well-conditioned, never cut, and contribute nothing.
+    diag_max = jnp.maximum(jnp.max(jnp.diagonal(jtj)), jnp.finfo(dtype).tiny)
+    a = jtj + jnp.diag(jnp.where(masked, diag_max, 0.0).astype(dtype))
+    lam, vec = jnp.linalg.eigh(a)
+    keep = lam > rcond * lam[-1]
+    coef = vec.T @ jty
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
+    delta = (vec @ (inv * coef)).reshape(m, d)
+    rank = jnp.sum(keep) - jnp.sum(masked)
+    from jaxtd.losses import loss, norm
+    res_sq = jnp.maximum(2.0 * loss(target, model) - jnp.sum(inv * coef ** 2), 0.0)
+    # A tangent space of full dimension C(d+l-1, l) contains T*: the residual is then exactly 0,
+    # which the subtraction above only reaches to ~sqrt(eps) * cond(J) near the threshold.
+    res_sq = jnp.where(rank >= sym_dim(d, l), 0.0, res_sq)
+    active = (model.weights != 0).astype(dtype)
+    w0_norm = jnp.sqrt(jnp.sum(active[:, None] * model.factors.astype(dtype) ** 2))
+    return LazyLstsq(delta=delta, residual=jnp.sqrt(res_sq) / norm(target), rank=rank,
+                     distance=jnp.linalg.norm(delta) / w0_norm)
+
+
+def sym_dim(dim: int, order: int) -> int:
+    """``dim Sym^l(R^d) = C(d + l - 1, l)``: the dimension of symmetric order-``l`` tensors."""
+    return math.comb(dim + order - 1, order)
+
+
+def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None) -> jax.Array:
+    """``min_Δ ||T(W0) + JΔ - T*||_F / ||T*||_F``, exact (see :func:`lstsq`; use float64)."""
+    return lstsq(model, target, rcond=rcond).residual
+
+
+# -- the threshold experiment ---------------------------------------------------------------------
+
+# Alexander–Hirschowitz: (order, dim, width) where the tangent space falls one short of
+# min(m d, C(d+l-1, l)) for generic W0 (besides order 2).
+AH_EXCEPTIONS = ((4, 3, 5), (4, 4, 9), (4, 5, 14), (3, 5, 7))
+
+
+def predicted_critical_width(dim: int, order: int) -> int:
+    """Expected ``m*(d, l)`` for a generic ``W0`` and target (standard, non-antisymmetric init):
+    ``⌈C(d+l-1, l) / d⌉``, except order 2 (the tangent space has dimension ``md - m(m-1)/2``, so
+    ``m* = d``) and the Alexander–Hirschowitz exceptions (one more)."""
+    if order == 2:
+        return int(dim)
+    m = -(-sym_dim(dim, order) // dim)
+    return m + 1 if (order, dim, m) in AH_EXCEPTIONS else m
+
+
+class Threshold(NamedTuple):
+    """Output of :func:`threshold_experiment`.
+
+    Attributes:
+      table: ``pandas.DataFrame`` with one row per (dim, order, seed, width): columns ``dim, order,
+        seed, width, residual`` (best lazy relative residual), ``rank`` (tangent-space dimension),
+        ``sym_dim`` (``C(d+l-1, l)``), ``distance`` (``||Δ*|| / ||W0||``).
+      critical: ``{(dim, order): m*}``, the smallest grid width whose residual is ``<= tol`` for
+        every seed (``None`` if no width of the grid reaches it).
+      predicted: ``{(dim, order): m*}`` from :func:`predicted_critical_width`.
+    """
+    table: Any
+    critical: dict
+    predicted: dict
+
+
+def _check_cases(cases):
+    out = []
+    for case in cases:
+        if (not isinstance(case, (tuple, list)) or len(case) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in case)):
+            raise TypeError(f"cases must be a sequence of (dim, order) int pairs, got {case!r}")
+        d, l = int(case[0]), int(case[1])
+        if d < 1 or l < 2:
+            raise ValueError(f"cases entries need dim >= 1 and order >= 2, got {case!r}")
+        out.append((d, l))
+    if not out:
+        raise ValueError("cases must hold at least one (dim, order) pair")
+    return out
+
+
+def _case_widths(widths, d, l):
+    ws = widths(d, l) if callable(widths) else (
+        range(1, predicted_critical_width(d, l) + 3) if widths is None else widths)
+    ws = sorted({int(w) for w in ws})
+    if not ws or ws[0] < 1:
+        raise ValueError(f"widths must be positive ints, got {ws!r} for (dim, order) = ({d}, {l})")
+    return ws
+
+
+def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int = 20,
+                         init: str = "standard", tol: float = 1e-6, rcond: float | None = None,
+                         key=0, batch_size: int = 8) -> Threshold:
+    """Best lazy residual over a grid of widths for several ``(dim, order)``; the critical widths.
+
+    For each case and seed: ``W0`` of the largest grid width (rows prefix-consistent,
+    ``scale="standard"``, unit weights; or :func:`antisymmetric` with ``init="antisymmetric"``) and
+    a generic target (``target_rank`` random unit components, unit weights); every width ``m`` is
+    the same ``W0`` with rows ``>= m`` masked, and :func:`lstsq` is mapped over the masks
+    (``jax.lax.map`` in batches of ``batch_size``, so one compiled solve serves the whole grid).
+
+    Args:
+      cases: sequence of ``(dim, order)``.
+      widths: ``None`` (``1 .. predicted + 2``), a sequence of widths, or a callable
+        ``(dim, order) -> widths``. ``critical`` is only as fine as the grid.
+      seeds, target_rank, init, tol, rcond, key: as described above; ``key`` an int or PRNG key.
+
+    The computation always runs in float64 (inside ``jax.enable_x64(True)``, a thread-local
+    scope: the global setting is left alone), because the 1e-6 threshold is below what the
+    float32 normal equations can resolve. Cost per case: ``O(len(widths) (M d)^3)`` with ``M`` the
+    largest width.
+    """
+    cases = _check_cases(cases)
+    if init not in ("standard", "antisymmetric"):
+        raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
+    for name, v in (("seeds", seeds), ("target_rank", target_rank), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    import pandas as pd
+    from jaxtd.targets import random_unit
+
+    rows, critical, predicted = [], {}, {}
+    with jax.enable_x64(True):
+        base = jax.random.PRNGKey(key) if isinstance(key, (int, np.integer)) else key
+        for d, l in cases:
+            ws = _case_widths(widths, d, l)
+            top = ws[-1]
+            solve = jax.jit(lambda mdl, tgt, mask: lstsq(
+                SymCP(mdl.weights * mask, mdl.factors, l), tgt, rcond=rcond))
+            fits = []
+            for seed in range(seeds):
+                k_init, k_target = jax.random.split(jax.random.fold_in(base, seed))
+                if init == "antisymmetric":
+                    model = antisymmetric(k_init, top, d, l, dtype=jnp.float64)
+                else:
+                    model = SymCP(jnp.ones((top,), jnp.float64),
+                                  init_factors(k_init, top, d, scale="standard",
+                                               dtype=jnp.float64), l)
+                tgt = random_unit(k_target, d, target_rank, l, dtype=jnp.float64)
+                masks = (jnp.arange(top)[None, :] < jnp.asarray(ws)[:, None]).astype(jnp.float64)
+                out = jax.lax.map(lambda mk: solve(model, tgt, mk), masks, batch_size=batch_size)
+                res, rank, dist = (np.asarray(v) for v in (out.residual, out.rank, out.distance))
+                for i, w in enumerate(ws):
+                    rows.append(dict(dim=d, order=l, seed=seed, width=w, residual=float(res[i]),
+                                     rank=int(rank[i]), sym_dim=sym_dim(d, l),
+                                     distance=float(dist[i])))
+                ok = [w for w, r in zip(ws, res) if r <= tol]
+                fits.append(ok[0] if ok else None)
+            critical[(d, l)] = None if None in fits else max(fits)
+            predicted[(d, l)] = predicted_critical_width(d, l) * (2 if init == "antisymmetric" else 1)
+    return Threshold(pd.DataFrame(rows), critical, predicted)
+
+
+def fit_exponent(dims, widths) -> float:
+    """Least-squares slope of ``log m*`` against ``log d`` (the lazy theory: ``-> l - 1``)."""
+    x, y = np.log(np.asarray(dims, np.float64)), np.log(np.asarray(widths, np.float64))
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"dims and widths must be equal-length sequences of >= 2 positive values, "
+                         f"got {len(x)} and {len(y)}")
+    return float(np.polyfit(x, y, 1)[0])
+
+
+# -- lazy training --------------------------------------------------------------------------------
+
+class LazyTrainState(NamedTuple):
+    """State of lazy gradient descent: the perturbation ``Δ`` ``(m, d)`` and the optax state."""
+    delta: jax.Array
+    opt_state: Any
+
+
+def lazy_metrics(model: SymCP, delta, target: SymCP) -> dict:
+    """``loss`` (``1/2 ||T_lin - T*||^2``, accurate), ``relative_error`` and ``distance``
+    (``||Δ||_F / ||W0||_F`` over active rows) of the lazy model at ``Δ``; scalars."""
+    from jaxtd.losses import norm
+    model, delta, target = jax.lax.stop_gradient((model, delta, target))
+    res_sq = lazy_residual_sq(model, delta, target)
+    active = (model.weights != 0).astype(delta.dtype)[:, None]
+    w0_norm = jnp.sqrt(jnp.sum(active * model.factors ** 2))
+    return dict(loss=0.5 * res_sq, relative_error=jnp.sqrt(res_sq) / norm(target),
+                distance=jnp.sqrt(jnp.sum(active * delta ** 2)) / w0_norm)
+
+
+def train_init(model: SymCP, optimizer, delta=None) -> LazyTrainState:
+    """Start lazy training at ``Δ = delta`` (default 0, i.e. at ``W0``) with an optax optimizer."""
+    if not isinstance(model, SymCP):
+        raise TypeError(f"model must be a jaxtd.SymCP, got {type(model).__name__}")
+    if not hasattr(optimizer, "init") or not hasattr(optimizer, "update"):
+        raise TypeError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    if delta is None:
+        delta = jnp.zeros_like(model.factors)
+    _check_delta(model, delta)
+    return LazyTrainState(delta, optimizer.init(delta))
+
+
+def train_step(optimizer) -> Callable:
+    """``step(state, model, target) -> state``: one optimizer update on :func:`lazy_loss` in ``Δ``.
+
+    Pure and jit/vmap/scan-able; the optimizer structure is static (closed over)."""
+    import optax
+
+    def step(state: LazyTrainState, model: SymCP, target: SymCP) -> LazyTrainState:
+        grad = jax.grad(lambda dl: 0.5 * _lazy_sq(model, dl, target))(state.delta)
+        updates, opt_state = optimizer.update(grad, state.opt_state, state.delta)
+        return LazyTrainState(optax.apply_updates(state.delta, updates), opt_state)
+
+    return step
+
+
+def train(model: SymCP, target: SymCP, optimizer, steps: int, *, record_every: int = 1,
+          delta=None):
+    """Lazy gradient descent: ``steps`` updates of ``optimizer`` on ``Δ`` under ``lax.scan``.
+
+    Returns ``(state, history)`` with ``history`` a dict of ``(steps // record_every,)`` arrays:
+    ``step`` (updates done), and :func:`lazy_metrics` (``loss``, ``relative_error``, ``distance``)
+    after those updates. Pure (jit it, or vmap over models/targets); ``steps`` and
+    ``record_every`` are static ints, ``steps`` a multiple of ``record_every``.
+    """
+    _check_model_target(model, target)
+    for name, v in (("steps", steps), ("record_every", record_every)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if steps % record_every:
+        raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}")
+    state = train_init(model, optimizer, delta)
+    step = train_step(optimizer)
+
+    def block(st, i):
+        st = jax.lax.fori_loop(0, record_every, lambda _, s: step(s, model, target), st)
+        return st, dict(step=(i + 1) * record_every, **lazy_metrics(model, st.delta, target))
+
+    return jax.lax.scan(block, state, jnp.arange(steps // record_every))

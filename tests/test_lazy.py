@@ -110,3 +110,122 @@ def test_antisymmetric_init(width, x64):
                                                                      scale="standard"))
     with pytest.raises(ValueError, match="width"):
         lazy.antisymmetric(key, 0, 5, 3)
+
+
+# -- agreement of the two linearizations ----------------------------------------------------------
+
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_linearize_agrees_with_factored_form(order, x64):
+    model, delta, target = _case(order, d=3 if order == 5 else 4, seed=1)
+    lin = lazy.linearize(model)
+    np.testing.assert_allclose(lin(delta), oracles.dense_lazy(model.weights, model.factors, delta,
+                                                              order), rtol=1e-10, atol=1e-12)
+    t_dense = jaxtd.to_dense(target)
+    dense_loss = lambda dl: 0.5 * jnp.sum((lin(dl) - t_dense) ** 2)
+    np.testing.assert_allclose(lazy.lazy_loss(model, delta, target), dense_loss(delta), rtol=1e-10)
+    np.testing.assert_allclose(jax.grad(lazy.lazy_loss, argnums=1)(model, delta, target),
+                               jax.grad(dense_loss)(delta), rtol=1e-10, atol=1e-12)
+
+
+def _gram(c, u, b, v, order):
+    return c @ ((u @ v.T) ** order) @ b
+
+
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+def test_factored_form_matches_nested_jvp_of_gram_form(order, x64):
+    """<JΔ, JΔ'> = ∂s∂t g(W0+sΔ, W0+tΔ'), <JΔ, T*> = ∂s <T(W0+sΔ), T*>, g the plain Gram form."""
+    model, delta, target = _case(order, d=5, m=4, seed=2)
+    c, w0 = model.weights, model.factors
+    g = lambda u, v: _gram(c, u, c, v, order)
+    d_t = lambda v: jax.jvp(lambda u: g(u, v), (w0,), (delta,))[1]
+    jj = jax.jvp(d_t, (w0,), (delta,))[1]                     # ||JΔ||^2
+    j0 = jax.jvp(lambda u: g(u, w0), (w0,), (delta,))[1]      # <JΔ, T(W0)>
+    jt = jax.jvp(lambda u: _gram(c, u, target.weights, target.factors, order), (w0,), (delta,))[1]
+    base = 2.0 * jaxtd.loss(model, target)                     # ||T(W0) - T*||^2
+    want = base + 2.0 * (j0 - jt) + jj
+    np.testing.assert_allclose(lazy.lazy_residual_sq(model, delta, target), want, rtol=1e-10)
+
+
+# -- the exact optimum ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("order,d,m", [(2, 4, 3), (3, 4, 3), (3, 4, 6), (4, 3, 4), (5, 3, 2)])
+def test_best_residual_matches_dense_lstsq(order, d, m, x64):
+    model, _, target = _case(order, d=d, m=m, r=3, seed=4)
+    got = lazy.lstsq(model, target)
+    want = oracles.lstsq_relative_residual(model.weights, model.factors, target.weights,
+                                           target.factors, order)
+    np.testing.assert_allclose(got.residual, want, rtol=1e-8, atol=1e-9)
+    jac = oracles.dense_jacobian(model.weights, model.factors, order)
+    assert int(got.rank) == np.linalg.matrix_rank(jac)
+    # the minimizer is the minimum-norm one and attains the residual
+    y = (oracles.dense(target.weights, target.factors, order)
+         - oracles.dense(model.weights, model.factors, order)).ravel()
+    np.testing.assert_allclose(np.asarray(got.delta).ravel(), np.linalg.pinv(jac) @ y,
+                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(lazy.lazy_relative_error(model, got.delta, target), got.residual,
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_best_residual_masks_and_normal_equations(x64):
+    model, _, target = _case(3, d=4, m=6, seed=5)
+    mask = (jnp.arange(6) < 3).astype(jnp.float64)
+    masked = lazy.lstsq(jaxtd.SymCP(model.weights * mask, model.factors, 3), target)
+    alone = lazy.lstsq(jaxtd.SymCP(model.weights[:3], model.factors[:3], 3), target)
+    np.testing.assert_allclose(masked.residual, alone.residual, rtol=1e-9)
+    assert int(masked.rank) == int(alone.rank) == 12
+    np.testing.assert_allclose(masked.delta[:3], alone.delta, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(masked.delta[3:], 0.0)
+    jtj, jty = lazy.normal_equations(model, target)
+    jac = oracles.dense_jacobian(model.weights, model.factors, 3)
+    y = (oracles.dense(target.weights, target.factors, 3)
+         - oracles.dense(model.weights, model.factors, 3)).ravel()
+    np.testing.assert_allclose(jtj, jac.T @ jac, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(jty, jac.T @ y, rtol=1e-10, atol=1e-12)
+
+
+def test_antisymmetric_halves_the_tangent_space(x64):
+    # a pair spans one factor's tangent directions: width 2k antisymmetric ~ width k standard
+    anti = lazy.antisymmetric(jax.random.PRNGKey(0), 6, 4, 3, dtype=jnp.float64)
+    _, _, target = _case(3, d=4, seed=6)
+    assert int(lazy.lstsq(anti, target).rank) == 12
+
+
+def test_threshold_experiment_rule_exceptions_and_references():
+    def grid(d, l):
+        return {(8, 3): [13, 15], (6, 4): [18, 21], (4, 3): [4, 5], (3, 4): [5, 6],
+                (5, 2): [4, 5]}[(d, l)]
+    out = lazy.threshold_experiment([(8, 3), (6, 4), (4, 3), (3, 4), (5, 2)], widths=grid)
+    assert not jax.config.jax_enable_x64  # the float64 scope does not leak
+    res = out.table.set_index(["dim", "order", "width"])["residual"]
+    # measured references: d=8, l=3: 13 -> ~0.28, 15 -> 0;  d=6, l=4: 18 -> ~0.32, 21 -> 0
+    assert 0.15 < res[(8, 3, 13)] < 0.45 and res[(8, 3, 15)] <= 1e-6
+    assert 0.15 < res[(6, 4, 18)] < 0.5 and res[(6, 4, 21)] <= 1e-6
+    # rule ⌈C(d+l-1,l)/d⌉ (d=4, l=3: 20/4 = 5)
+    assert res[(4, 3, 4)] > 1e-2 and res[(4, 3, 5)] <= 1e-6
+    # Alexander–Hirschowitz (4, 3, 5): 5 * 3 = 15 = C(6, 4) unknowns, yet one dimension short
+    assert res[(3, 4, 5)] > 1e-2 and res[(3, 4, 6)] <= 1e-6
+    ranks = out.table.set_index(["dim", "order", "width"])["rank"]
+    assert ranks[(3, 4, 5)] == 14
+    # order 2: m d = 20 >= 15 at m = 4, but the tangent space has md - m(m-1)/2 = 14 dims
+    assert res[(5, 2, 4)] > 1e-2 and res[(5, 2, 5)] <= 1e-6 and ranks[(5, 2, 4)] == 14
+    assert out.critical == {(8, 3): 15, (6, 4): 21, (4, 3): 5, (3, 4): 6, (5, 2): 5}
+    assert out.critical == out.predicted
+
+
+def test_predicted_width_and_exponent_fit():
+    assert [lazy.predicted_critical_width(d, 3) for d in (4, 5, 6, 8)] == [5, 8, 10, 15]
+    assert [lazy.predicted_critical_width(d, 4) for d in (3, 4, 5, 6)] == [6, 10, 15, 21]
+    assert lazy.predicted_critical_width(7, 2) == 7
+    dims = np.array([4.0, 8.0, 16.0])
+    assert lazy.fit_exponent(dims, 3 * dims ** 2.5) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="dims"):
+        lazy.fit_exponent([4], [5])
+
+
+def test_threshold_experiment_bad_input():
+    with pytest.raises(TypeError, match="cases"):
+        lazy.threshold_experiment([(8, 3.0)])
+    with pytest.raises(ValueError, match="init"):
+        lazy.threshold_experiment([(4, 3)], init="orthogonal")
+    with pytest.raises(ValueError, match="widths"):
+        lazy.threshold_experiment([(4, 3)], widths=[0, 2])
