@@ -484,7 +484,10 @@ def train_step(optimizer) -> Callable:
 
     def step(state: LazyTrainState, model: SymCP, target: SymCP) -> LazyTrainState:
         grad = jax.grad(lambda dl: 0.5 * _lazy_sq(model, dl, target))(state.delta)
-        updates, opt_state = optimizer.update(grad, state.opt_state, state.delta)
+        # optax's own arithmetic (e.g. adam's bias correction, float ** int32 count) is written
+        # for standard promotion; our code stays strict-clean, the optimizer gets its default.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = optimizer.update(grad, state.opt_state, state.delta)
         return LazyTrainState(optax.apply_updates(state.delta, updates), opt_state)
 
     return step

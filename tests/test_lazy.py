@@ -229,3 +229,56 @@ def test_threshold_experiment_bad_input():
         lazy.threshold_experiment([(4, 3)], init="orthogonal")
     with pytest.raises(ValueError, match="widths"):
         lazy.threshold_experiment([(4, 3)], widths=[0, 2])
+
+
+# -- lazy training --------------------------------------------------------------------------------
+
+def _standard(d, l, m, seed=0, dtype=None):
+    w0 = jaxtd.init_factors(jax.random.PRNGKey(seed), m, d, scale="standard", dtype=dtype)
+    return jaxtd.SymCP(jnp.ones((m,), w0.dtype), w0, l)
+
+
+def test_lazy_gd_converges_to_best_residual_not_below(x64):
+    import optax
+    d, l, m = 4, 3, 3                      # m d = 12 < C(6, 3) = 20: below the threshold
+    model = _standard(d, l, m)
+    target = jaxtd.targets.random_unit(jax.random.PRNGKey(1), d, 3, l)
+    best = lazy.lstsq(model, target)
+    assert float(best.residual) > 0.3
+    lmax = float(jnp.linalg.eigvalsh(lazy.normal_equations(model, target)[0])[-1])
+    for opt in (optax.sgd(1.0 / lmax), optax.adam(1e-2)):
+        _, hist = jax.jit(lambda mo, t: lazy.train(mo, t, opt, 1500, record_every=50))(model, target)
+        err = np.asarray(hist["relative_error"])
+        assert np.all(err >= float(best.residual) - 1e-12)        # never below the optimum
+        np.testing.assert_allclose(err[-1], best.residual, rtol=1e-6)
+        np.testing.assert_allclose(hist["loss"], 0.5 * (err * jaxtd.norm(target)) ** 2, rtol=1e-8)
+        assert hist["step"][-1] == 1500 and err[0] > err[-1]
+    # plain GD from Δ = 0 stays in the row space of J: it lands on the minimum-norm optimum
+    np.testing.assert_allclose(hist["distance"][-1], best.distance, rtol=1e-3)
+
+
+def test_lazy_train_float32_and_validation():
+    import optax
+    model = _standard(4, 3, 8)
+    target = jaxtd.targets.random_unit(jax.random.PRNGKey(1), 4, 2, 3)
+    state, hist = jax.jit(lambda mo, t: lazy.train(mo, t, optax.adam(2e-2), 400,
+                                                   record_every=100))(model, target)
+    assert state.delta.dtype == jnp.float32 and hist["relative_error"].dtype == jnp.float32
+    assert hist["relative_error"].shape == (4,)
+    assert float(hist["relative_error"][-1]) < 0.1 * float(hist["relative_error"][0])
+    with pytest.raises(ValueError, match="record_every"):
+        lazy.train(model, target, optax.sgd(0.1), 10, record_every=3)
+    with pytest.raises(TypeError, match="optimizer"):
+        lazy.train(model, target, "sgd", 10)
+    with pytest.raises(ValueError, match="delta"):
+        lazy.train_init(model, optax.sgd(0.1), jnp.zeros((3, 4)))
+
+
+def test_distance_of_the_lazy_optimum_blows_up_at_the_threshold():
+    out = lazy.threshold_experiment([(8, 3), (3, 4)],
+                                    widths=lambda d, l: {8: [12, 13, 15, 16, 20], 3: [4, 6, 9]}[d])
+    dist = out.table.set_index(["dim", "width"])["distance"]
+    # d=8, l=3: m* = 15 (m d = C(10, 3) = 120, J square): the minimizer is far larger there
+    assert dist[(8, 15)] > 3 * max(dist[(8, 12)], dist[(8, 13)], dist[(8, 16)], dist[(8, 20)])
+    assert dist[(8, 15)] > 30.0                  # ||Δ*|| >> ||W0||: not lazy at all
+    assert dist[(3, 6)] > 3 * max(dist[(3, 4)], dist[(3, 9)])
