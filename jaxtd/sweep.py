@@ -1,0 +1,513 @@
+"""Grids of runs in one call: seeds × widths × hyper-parameters (DESIGN.md, "sweep").
+
+:func:`sweep` runs every cell ``(seed s, width m, hyper-parameter combination h)`` of a grid with
+one jit-compiled, vmapped computation per *width bucket*:
+
+- **Seeds.** Cell ``(s, ·)`` uses the key :func:`key_for_seed` ``(s)``, which depends on the seed
+  index only, so a cell equals ``jaxtd.run(algorithm, key_for_seed(s), target, width=m, ...)`` run
+  alone (same key, same result).
+- **Widths.** Widths are grouped into buckets (default: powers of two, ``(2^(k-1), 2^k]``) and each
+  bucket runs at its largest width ``M`` with an ``active = m`` mask (MATH.md §2): masked rows carry
+  zero weight and receive zero gradient, and initialization is prefix-consistent, so the first
+  ``m`` rows evolve exactly as the width-``m`` run. Buckets bound padding waste to less than 2× in
+  width while keeping the number of compilations to one per bucket.
+- **Hyper-parameters.** ``hparams={"learning_rate": [0.05, 0.1]}`` adds a vmapped axis (the
+  Cartesian product when several names are given); the algorithm keeps them in its state, so one
+  compiled step serves every value.
+- **Devices.** The seed axis is sharded across ``jax.devices()`` (``NamedSharding`` on a 1-D mesh);
+  each chunk of seeds is padded to a multiple of the device count (padding cells are dropped).
+- **Long sweeps.** Seeds run in chunks of ``chunk_size``; with ``out_dir`` each finished chunk is
+  written atomically and a rerun resumes from the saved chunks (:class:`jaxtd.results.ChunkStore`).
+
+Inside the compiled computation numerical trouble is data: a diverging cell is flagged with its step
+by the runner and never affects other cells (each cell is an independent vmapped lane).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import math
+import numbers
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxtd.algorithms.base import Algorithm
+from jaxtd.results import ChunkStore, Results, check_out_dir, progress_enabled, versions
+from jaxtd.symcp import SymCP
+from jaxtd.targets import default_dtype
+
+__all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS"]
+
+BUCKETINGS = ("pow2", "exact", "single")
+_SEED_AXIS = "seed"
+
+
+# -- keys and buckets -------------------------------------------------------------------------
+
+def _default_base_key():
+    return jax.random.PRNGKey(0)
+
+
+def key_for_seed(seed, base_key=None):
+    """The PRNG key of seed index ``seed``: ``fold_in(base_key, seed)``.
+
+    Depends on the seed index only (never on the grid, the chunk or the device), so a sweep's cell
+    can be reproduced alone. ``base_key`` defaults to ``jax.random.PRNGKey(0)``; an int is read as
+    ``PRNGKey(base_key)``. ``seed`` may be a traced int (the sweep computes keys under ``vmap``).
+    """
+    if isinstance(seed, bool) or (isinstance(seed, numbers.Number)
+                                  and not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(seed, numbers.Integral) and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return jax.random.fold_in(_base_key(base_key), seed)
+
+
+def _base_key(base_key):
+    if base_key is None:
+        return _default_base_key()
+    if isinstance(base_key, numbers.Integral) and not isinstance(base_key, bool):
+        return jax.random.PRNGKey(int(base_key))
+    return base_key
+
+
+def bucket_widths(widths: Sequence[int], bucketing: str = "pow2") -> tuple[tuple[int, ...], ...]:
+    """Group sorted ``widths`` into buckets that share one compiled computation.
+
+    ``"pow2"``: width ``m`` goes to bucket ``k = ceil(log2 m)``, i.e. ``(2^(k-1), 2^k]``; a bucket
+    runs at its largest member, so every width is padded by less than 2×. ``"exact"``: one bucket
+    per width (no padding, one compilation each). ``"single"``: one bucket for all widths.
+    """
+    if bucketing not in BUCKETINGS:
+        raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
+    widths = sorted(widths)
+    if bucketing == "single":
+        return (tuple(widths),)
+    if bucketing == "exact":
+        return tuple((m,) for m in widths)
+    groups: dict[int, list[int]] = {}
+    for m in widths:
+        groups.setdefault((m - 1).bit_length(), []).append(m)
+    return tuple(tuple(g) for _, g in sorted(groups.items()))
+
+
+# -- validated configuration ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class SweepSpec:
+    """The static, validated description of a grid (everything but the algorithm and target).
+
+    ``hparam_grid`` lists the combinations (Cartesian product, first name slowest), one tuple of
+    floats per combination, in the order of ``hparam_names``.
+    """
+
+    seeds: tuple[int, ...]
+    widths: tuple[int, ...]
+    steps: int
+    record_every: int
+    hparam_names: tuple[str, ...]
+    hparam_values: tuple[tuple[float, ...], ...]
+    success_threshold: float
+    chunk_size: int
+    bucketing: str
+    metadata: tuple[tuple[str, Any], ...]
+
+    @property
+    def hparam_grid(self) -> tuple[tuple[float, ...], ...]:
+        return tuple(itertools.product(*self.hparam_values))
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(len(self.seeds) / self.chunk_size)
+
+    def chunk(self, index: int) -> tuple[int, ...]:
+        return self.seeds[index * self.chunk_size:(index + 1) * self.chunk_size]
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _int_list(name: str, value, minimum: int, example: str) -> tuple[int, ...]:
+    if _is_int(value):
+        value = [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints, e.g. {example}; got "
+                        f"{type(value).__name__}") from None
+    if not items:
+        raise ValueError(f"{name} is empty; pass at least one value, e.g. {example}")
+    for v in items:
+        if not _is_int(v):
+            raise TypeError(f"{name} must hold ints, got {v!r}; e.g. {example}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    dup = sorted({int(v) for v in items if items.count(v) > 1})
+    if dup:
+        raise ValueError(f"{name} has duplicates {dup}; list each value once")
+    return tuple(int(v) for v in items)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_hparams(algorithm: Algorithm, hparams) -> tuple[tuple[str, ...], tuple]:
+    if hparams is None:
+        return (), ()
+    if not isinstance(hparams, Mapping):
+        raise TypeError("hparams must be a dict name -> list of values, e.g. "
+                        f"{{'learning_rate': [0.05, 0.1]}}; got {type(hparams).__name__}")
+    known = dict(algorithm.hparams)
+    unknown = sorted(set(hparams) - set(known))
+    if unknown:
+        raise ValueError(f"hparams has unknown names {unknown}; algorithm {algorithm.name!r} "
+                         f"accepts {sorted(known)}")
+    names, values = [], []
+    for name, vals in hparams.items():
+        if isinstance(vals, numbers.Real) and not isinstance(vals, bool):
+            vals = [vals]
+        vals = list(vals)
+        if not vals:
+            raise ValueError(f"hparams[{name!r}] is empty; give at least one value")
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"hparams[{name!r}] must hold real numbers, got {v!r}")
+        if len(set(vals)) != len(vals):
+            raise ValueError(f"hparams[{name!r}] has duplicate values {vals}; list each once")
+        names.append(str(name))
+        values.append(tuple(float(v) for v in vals))
+    return tuple(names), tuple(values)
+
+
+def _check_metadata(metadata, reserved) -> tuple[tuple[str, Any], ...]:
+    if metadata is None:
+        return ()
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict column -> scalar, got {type(metadata).__name__}")
+    out = []
+    for k, v in metadata.items():
+        if not isinstance(k, str):
+            raise TypeError(f"metadata keys must be column names (str), got {k!r}")
+        if k in reserved:
+            raise ValueError(f"metadata column {k!r} clashes with a result column; rename it")
+        if isinstance(v, np.generic):
+            v = v.item()
+        if not isinstance(v, (str, int, float, bool)):
+            raise TypeError(f"metadata[{k!r}] must be a str, int, float or bool, got "
+                            f"{type(v).__name__}")
+        out.append((k, v))
+    return tuple(out)
+
+
+_RESULT_COLUMNS = ("seed", "width", "padded_width", "final_relative_error", "final_loss",
+                   "success", "diverged", "diverged_step", "distance", "active_count")
+
+
+def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, success_threshold,
+          chunk_size, bucketing, metadata) -> SweepSpec:
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError("algorithm must be a jaxtd Algorithm (e.g. jaxtd.algorithms.gd(...)), got "
+                        f"{type(algorithm).__name__}")
+    if not isinstance(target, SymCP):
+        raise TypeError(f"target must be a jaxtd.SymCP (e.g. from jaxtd.targets), got "
+                        f"{type(target).__name__}")
+    if _is_int(seeds):
+        if seeds < 1:
+            raise ValueError(f"seeds must be >= 1 (a count) or a list of seed indices, got {seeds}")
+        seeds = range(seeds)
+    seeds = _int_list("seeds", seeds, 0, "range(16)")
+    widths = tuple(sorted(_int_list("widths", widths, 1, "[2, 4, 8]")))
+    steps = _check_int("steps", steps, 1)
+    if record_every is None:
+        from jaxtd.run import default_record_every
+        record_every = default_record_every(steps)
+    record_every = _check_int("record_every", record_every, 1)
+    if steps % record_every:
+        raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
+                         "pick a divisor of steps")
+    names, values = _check_hparams(algorithm, hparams)
+    if (isinstance(success_threshold, bool) or not isinstance(success_threshold, numbers.Real)
+            or not (math.isfinite(success_threshold) and success_threshold > 0)):
+        raise ValueError(f"success_threshold must be a finite number > 0, got {success_threshold!r}")
+    chunk_size = len(seeds) if chunk_size is None else _check_int("chunk_size", chunk_size, 1)
+    if bucketing not in BUCKETINGS:
+        raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
+    meta = _check_metadata(metadata, set(_RESULT_COLUMNS) | set(names))
+    return SweepSpec(seeds, widths, steps, record_every, names, values, float(success_threshold),
+                     min(chunk_size, len(seeds)), bucketing, meta)
+
+
+def _fingerprint(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _key_data(key) -> np.ndarray:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return np.asarray(jax.random.key_data(key))
+    return np.asarray(key)
+
+
+def _config(spec: SweepSpec, algorithm: Algorithm, target: SymCP, base_key) -> dict:
+    """What identifies a sweep's results (compared before resuming)."""
+    return {"algorithm": algorithm.name,
+            "algorithm_hparams": {k: float(v) for k, v in dict(algorithm.hparams).items()},
+            "target": {"order": target.order, "dim": target.dim, "rank": target.rank,
+                       "dtype": str(target.factors.dtype),
+                       "sha256": _fingerprint(target.weights, target.factors)},
+            "dtype": str(default_dtype()),
+            "base_key": _fingerprint(_key_data(base_key)),
+            "seeds": list(spec.seeds), "widths": list(spec.widths), "steps": spec.steps,
+            "record_every": spec.record_every,
+            "hparams": {k: list(v) for k, v in zip(spec.hparam_names, spec.hparam_values)},
+            "success_threshold": spec.success_threshold, "chunk_size": spec.chunk_size,
+            "bucketing": spec.bucketing, "metadata": dict(spec.metadata)}
+
+
+# -- the compiled grid ------------------------------------------------------------------------
+
+def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: int,
+             hparam_names: tuple[str, ...]):
+    """``f(seeds (S,), actives (W,), grid {name: (H,)}, base_key, target) -> RunResult`` with
+    leading axes ``(S, W, H)``: vmap over seeds (outer, sharded), widths, hparam combinations."""
+    from jaxtd.run import simulate  # the runner; imported here so results load without it
+
+    def cell(seed, active, h, grid, base_key, target):
+        hp = {k: grid[k][h] for k in hparam_names} if hparam_names else None
+        return simulate(algorithm, jax.random.fold_in(base_key, seed), target,
+                        width=padded_width, steps=steps, record_every=record_every,
+                        active=active, hparams=hp)
+
+    def f(seeds, actives, grid, base_key, target):
+        n_h = next(iter(grid.values())).shape[0] if grid else 1
+        per_h = jax.vmap(cell, in_axes=(None, None, 0, None, None, None))
+        per_w = jax.vmap(per_h, in_axes=(None, 0, None, None, None, None))
+        per_s = jax.vmap(per_w, in_axes=(0, None, None, None, None, None))
+        return per_s(seeds, actives, jnp.arange(n_h), grid, base_key, target)
+
+    return f
+
+
+@dataclasses.dataclass
+class _Bucket:
+    """One width bucket: its widths, padded width and (lazily) compiled executable."""
+
+    widths: tuple[int, ...]
+    compiled: Any = None
+    compile_seconds: float = 0.0
+
+    @property
+    def padded_width(self) -> int:
+        return max(self.widths)
+
+
+def _mesh(devices):
+    return jax.make_mesh((len(devices),), (_SEED_AXIS,),
+                         axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+
+
+def _run_chunk(buckets, fn_for, seeds_padded, grid, base_key, target, shardings):
+    """Dispatch every bucket of one seed chunk (compiling a bucket on first use), then fetch."""
+    seed_sh, repl = shardings
+    seeds_arr = jax.device_put(np.asarray(seeds_padded, np.int32), seed_sh)
+    args_rest = jax.device_put((grid, base_key, target), repl)
+    outs = []
+    for b in buckets:
+        actives = jax.device_put(np.asarray(b.widths, np.int32), repl)
+        args = (seeds_arr, actives) + tuple(args_rest)
+        if b.compiled is None:
+            t0 = time.perf_counter()
+            jitted = jax.jit(fn_for(b), in_shardings=(seed_sh, repl, repl, repl, repl),
+                             out_shardings=seed_sh)
+            b.compiled = jitted.lower(*args).compile()
+            b.compile_seconds = time.perf_counter() - t0
+        outs.append(b.compiled(*args))  # async dispatch: buckets queue up
+    shards = len(outs[0].final_relative_error.sharding.device_set)
+    return [jax.device_get(o) for o in outs], shards
+
+
+def _flatten_chunk(spec: SweepSpec, buckets, outs, chunk_seeds) -> tuple[dict, dict]:
+    """Per-bucket outputs ``(S_pad, W_b, H, ...)`` → columns and histories in cell order
+    (seed, width, hparam combination), padding seeds dropped."""
+    n_s, n_h = len(chunk_seeds), len(spec.hparam_grid)
+    fields = [o._asdict() for o in outs]
+
+    def cat(get):  # concatenate buckets along the width axis, drop padding seeds, flatten cells
+        arr = np.concatenate([get(f) for f in fields], axis=1)[:n_s]
+        return arr.reshape((-1,) + arr.shape[3:])
+
+    n_w = len(spec.widths)
+    grid_seed, grid_width, grid_h = np.meshgrid(np.asarray(chunk_seeds, np.int64),
+                                                np.asarray(spec.widths, np.int64),
+                                                np.arange(n_h), indexing="ij")
+    padded = np.concatenate([np.full((len(b.widths),), b.padded_width, np.int64)
+                             for b in buckets])
+    columns = {"seed": grid_seed.ravel(), "width": grid_width.ravel(),
+               "padded_width": np.broadcast_to(padded[None, :, None], (n_s, n_w, n_h)).ravel()}
+    combos = np.asarray(spec.hparam_grid, np.float64).reshape(n_h, -1)
+    for i, name in enumerate(spec.hparam_names):
+        columns[name] = combos[grid_h.ravel(), i]
+    histories = {}
+    for name in fields[0]:
+        if name == "history":
+            for h in fields[0]["history"]:
+                histories[h] = cat(lambda f, h=h: np.asarray(f["history"][h]))
+            continue
+        values = cat(lambda f, name=name: np.asarray(f[name]))
+        if values.ndim == 1:
+            columns[name] = values
+        elif values.ndim == 2:
+            stem = "fit_time" if name == "fit_times" else name
+            for j in range(values.shape[1]):
+                columns[f"{stem}_{j}"] = values[:, j]
+        else:  # a per-cell array that is not a scalar or a vector: keep it whole
+            histories[name] = values
+    err = columns["final_relative_error"]
+    columns["success"] = (np.isfinite(err) & (err <= spec.success_threshold)
+                          & ~columns["diverged"].astype(bool))
+    return columns, histories
+
+
+def _order_columns(columns: Mapping[str, np.ndarray], spec: SweepSpec) -> pd.DataFrame:
+    n = len(next(iter(columns.values())))
+    front = ["seed", "width", "padded_width", *spec.hparam_names, "final_relative_error",
+             "final_loss", "success", "diverged", "diverged_step"]
+    fits = sorted((c for c in columns if c.startswith("fit_time_")), key=lambda c: int(c[9:]))
+    rest = [c for c in columns if c not in front and c not in fits]
+    data = {k: [v] * n for k, v in spec.metadata}
+    data.update({c: columns[c] for c in front + fits + rest if c in columns})
+    return pd.DataFrame(data)
+
+
+def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
+          record_every: Optional[int] = None, hparams: Optional[Mapping[str, Sequence[float]]] = None,
+          success_threshold: float = 1e-2, chunk_size: Optional[int] = None,
+          out_dir: Optional[str] = None, resume: bool = True, progress: Optional[bool] = None,
+          bucketing: str = "pow2", base_key=None,
+          metadata: Optional[Mapping[str, Any]] = None, devices=None) -> Results:
+    """Run every (seed, width, hyper-parameter) cell of a grid; one compilation per width bucket.
+
+    Args:
+      algorithm: an :class:`~jaxtd.algorithms.Algorithm` (``gd``, ``variant``, ``deflation``,
+        ``lazy_gd``, ...).
+      target: the ground truth :class:`~jaxtd.SymCP` (order ``l``, dim ``d``, rank ``r``).
+      seeds: a count ``n`` (seeds ``0..n-1``) or a sequence of distinct seed indices ``>= 0``;
+        cell key = :func:`key_for_seed` ``(seed, base_key)``.
+      widths: distinct widths ``>= 1`` (below the target's rank is allowed).
+      steps: number of algorithm steps per cell.
+      record_every: record the history every this many steps (a divisor of ``steps``; default
+        about ``steps / 100``, as in :func:`jaxtd.run`).
+      hparams: ``{name: [values]}`` over the algorithm's ``hparams``; the grid is the Cartesian
+        product, one vmapped axis (no recompilation per value).
+      success_threshold: a cell succeeds when its final relative error is ``<=`` this and it did
+        not diverge.
+      chunk_size: seeds per chunk (default: all seeds in one chunk). Each chunk is padded to a
+        multiple of the device count; with ``out_dir`` each finished chunk is saved.
+      out_dir: directory for chunks and final results (:meth:`Results.save` layout). Checked to be
+        a writable directory before any compute; one holding a different sweep is refused.
+      resume: with ``out_dir`` holding this same sweep, reuse its saved chunks (``False``: refuse).
+      progress: tqdm bar over chunks with ETA; ``None`` shows it only on a terminal.
+      bucketing: ``"pow2"`` (default), ``"exact"`` or ``"single"``; see :func:`bucket_widths`.
+      base_key: root PRNG key (default ``PRNGKey(0)``; an int means ``PRNGKey(int)``).
+      metadata: constant columns prepended to every row (e.g. ``{"algorithm": "gd", "dim": 16}``);
+        they become key columns of the result, so summaries group by them.
+      devices: devices to shard the seed axis over (default ``jax.devices()``); results do not
+        depend on it.
+
+    Returns:
+      :class:`~jaxtd.results.Results`, rows ordered by seed, width, hyper-parameter combination.
+      ``info`` holds ``n_compiles``, ``compile_seconds`` (per padded width), ``run_seconds`` (compiled
+      execution plus transfer, compilation excluded), device count and versions.
+    """
+    spec = _spec(algorithm, target, seeds, widths, steps, record_every, hparams,
+                 success_threshold, chunk_size, bucketing, metadata)
+    base_key = _base_key(base_key)
+    devices = _check_devices(devices)
+    config = _config(spec, algorithm, target, base_key)
+    store = None
+    if out_dir is not None:
+        check_out_dir(out_dir)
+        store = ChunkStore(out_dir, config, resume=resume)
+    return _execute(spec, algorithm, target, base_key, config, store, progress, devices)
+
+
+def _check_devices(devices) -> list:
+    if devices is None:
+        return list(jax.devices())
+    devices = list(devices)
+    if not devices or not all(isinstance(d, jax.Device) for d in devices):
+        raise TypeError("devices must be a non-empty list of jax.Device (e.g. jax.devices()[:2])")
+    return devices
+
+
+def _execute(spec, algorithm, target, base_key, config, store, progress, devices) -> Results:
+    from tqdm.auto import tqdm
+
+    n_dev = len(devices)
+    mesh = _mesh(devices)
+    shardings = (NamedSharding(mesh, PartitionSpec(_SEED_AXIS)), NamedSharding(mesh, PartitionSpec()))
+    dtype = default_dtype()
+    # numpy, not jnp: building the grid must not trigger an eager XLA compilation
+    grid = {name: np.asarray([c[i] for c in spec.hparam_grid], np.dtype(dtype))
+            for i, name in enumerate(spec.hparam_names)}
+    buckets = [_Bucket(ws) for ws in bucket_widths(spec.widths, spec.bucketing)]
+
+    def fn_for(b):
+        return _grid_fn(algorithm, b.padded_width, spec.steps, spec.record_every,
+                        spec.hparam_names)
+
+    chunk_len = math.ceil(spec.chunk_size / n_dev) * n_dev
+    done = store.done() if store is not None else set()
+    parts, run_seconds, seed_shards = [], 0.0, 0
+    bar = tqdm(total=spec.n_chunks, initial=len(done & set(range(spec.n_chunks))), unit="chunk",
+               desc=f"sweep {algorithm.name}", disable=not progress_enabled(progress))
+    try:
+        for index in range(spec.n_chunks):
+            if index in done:
+                parts.append(store.read(index))
+                continue
+            seeds = spec.chunk(index)
+            padded = seeds + (seeds[-1],) * (chunk_len - len(seeds))
+            t0 = time.perf_counter()
+            compile_before = sum(b.compile_seconds for b in buckets)
+            outs, seed_shards = _run_chunk(buckets, fn_for, padded, grid, base_key, target, shardings)
+            run_seconds += (time.perf_counter() - t0
+                            - (sum(b.compile_seconds for b in buckets) - compile_before))
+            columns, histories = _flatten_chunk(spec, buckets, outs, seeds)
+            if store is not None:
+                store.write(index, columns, histories)
+            parts.append((columns, histories))
+            bar.update(1)
+    finally:
+        bar.close()
+    columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+    histories = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    compiled = [b for b in buckets if b.compiled is not None]
+    info = {"n_compiles": len(compiled), "n_buckets": len(buckets),
+            "compile_seconds": {str(b.padded_width): b.compile_seconds for b in compiled},
+            "run_seconds": run_seconds, "chunks_resumed": len(done), "n_devices": n_dev,
+            "seed_shards": seed_shards, "chunk_len": chunk_len,
+            "platform": devices[0].platform, "versions": versions()}
+    results = Results(_order_columns(columns, spec), histories, config=config, info=info,
+                      key_columns=tuple(k for k, _ in spec.metadata) + spec.hparam_names)
+    if store is not None:
+        results.save(store.out_dir)
+    return results
