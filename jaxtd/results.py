@@ -222,20 +222,27 @@ class Results:
             histories={k: v[mask] for k, v in self.histories.items()})
 
     def with_columns(self, **values) -> "Results":
-        """Add constant columns (e.g. ``algorithm="gd", dim=16``) placed first; they become key
-        columns, so summaries group by them."""
+        """Add columns: a scalar (e.g. ``algorithm="gd", dim=16``) is a constant column placed
+        first and becomes a key column (summaries group by it); an array with one entry per row
+        (e.g. ``lazy_best_residual=...``) is a data column appended last."""
         clash = [k for k in values if k in self.rows.columns]
         if clash:
             raise ValueError(f"columns {clash} already exist; choose other names")
+        const, data = {}, {}
         for k, v in values.items():
-            if not np.isscalar(v):
-                raise TypeError(f"column {k!r} must be a scalar (str, int, float, bool), got "
-                                f"{type(v).__name__}")
-        extra = pd.DataFrame({k: [v] * len(self) for k, v in values.items()},
-                             index=self.rows.index)
-        rows = pd.concat([extra, self.rows], axis=1)
+            if np.isscalar(v):
+                const[k] = v
+                continue
+            arr = np.asarray(v)
+            if arr.shape != (len(self),):
+                raise ValueError(f"column {k!r} must be a scalar or have shape ({len(self)},) "
+                                 f"(one value per row), got shape {arr.shape}")
+            data[k] = arr
+        index = self.rows.index
+        rows = pd.concat([pd.DataFrame({k: [v] * len(self) for k, v in const.items()}, index=index),
+                          self.rows, pd.DataFrame(data, index=index)], axis=1)
         return dataclasses.replace(self, rows=rows,
-                                   key_columns=tuple(values) + tuple(self.key_columns))
+                                   key_columns=tuple(const) + tuple(self.key_columns))
 
     @staticmethod
     def concat(parts: Sequence["Results"]) -> "Results":

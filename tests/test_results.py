@@ -107,6 +107,13 @@ def test_select_with_columns_concat():
     np.testing.assert_array_equal(only.history("step")[:, :3], b.history("step"))
     with pytest.raises(ValueError, match="already exist"):
         a.with_columns(seed=1)
+    # per-row data columns go last and are not key columns
+    c = a.with_columns(lazy_best_residual=np.arange(len(a)) / 10.0, dim=16)
+    assert list(c.rows.columns[:2]) == ["dim", "algorithm"] and c.rows.columns[-1] == "lazy_best_residual"
+    assert c.key_columns == ("dim", "algorithm", "learning_rate")
+    np.testing.assert_array_equal(c.rows["lazy_best_residual"], np.arange(len(a)) / 10.0)
+    with pytest.raises(ValueError, match="one value per row"):
+        a.with_columns(lazy_best_residual=np.ones(3))
 
 
 def test_bad_inputs(tmp_path):
