@@ -20,7 +20,8 @@ A config file has three kinds of tables (unknown keys anywhere are errors)::
     seeds = 8
     steps = 3000
     success_threshold = 1e-2
-    record_every = 30                    # optional (default: steps // 100)
+    record_every = 20                    # optional (default: a divisor of steps near steps / 100)
+    bucketing = "pow2"                   # optional: pow2 | single | exact (compilations vs padding)
 
     [gd]                                 # optional, one table per algorithm, see PARAMS
     learning_rate = 0.1
@@ -46,7 +47,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "PARAMS",
            "parse", "loads", "load", "preset", "preset_names", "preset_path", "quick", "dumps",
-           "lazy_threshold"]
+           "lazy_threshold", "default_record_every"]
 
 ALGORITHMS = ("lazy", "gd", "variant", "deflation")
 KINDS = ("orthogonal", "basis", "random")
@@ -60,8 +61,10 @@ PARAMS: Mapping[str, Mapping[str, Any]] = {
     "variant": {"learning_rate": 0.05, "init_scale": 1e-2, "regularization": 1e-3,
                 "amplify_steps": 100, "fit_steps": 200, "selection": "smallest"},
     "deflation": {"learning_rate": 0.05, "delta0": 1e-3, "delta1": 1e-2, "gamma": 2.0,
-                  "tau0": 5.0, "regularization": 1e-4, "model": "two_homogeneous"},
-    "lazy": {"learning_rate": 0.05, "init": "antisymmetric", "train": True},
+                  "tau0": 5.0, "regularization": 1e-4, "epsilon": 1e-3, "model": "two_homogeneous"},
+    # residual_seeds: the exact best residual costs O((m d)^3) per cell; it barely depends on
+    # the seed, so big grids compute it for the first few seeds only (0 = every seed).
+    "lazy": {"learning_rate": 0.05, "init": "standard", "train": True, "residual_seeds": 0},
 }
 CHOICES: Mapping[str, tuple[str, ...]] = {
     "model": ("plain", "two_homogeneous"),
@@ -72,7 +75,9 @@ NONNEGATIVE = ("regularization",)  # every other number must be > 0
 
 TOP_KEYS = ("name", "description", "plot", "target", "sweep") + ALGORITHMS
 TARGET_KEYS = ("order", "dim", "rank", "kind", "weights", "seed")
-SWEEP_KEYS = ("algorithms", "widths", "seeds", "steps", "success_threshold", "record_every")
+SWEEP_KEYS = ("algorithms", "widths", "seeds", "steps", "success_threshold", "record_every",
+              "bucketing")
+BUCKETINGS = ("pow2", "single", "exact")  # jaxtd.sweep: one compilation per bucket
 
 
 class ConfigError(ValueError):
@@ -110,6 +115,7 @@ class Sweep:
     steps: int
     success_threshold: float
     record_every: int
+    bucketing: str = "pow2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +213,7 @@ def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
 
 
 def _sweep(raw: Any) -> Sweep:
-    raw = _table("sweep", raw, SWEEP_KEYS, SWEEP_KEYS[:-1])
+    raw = _table("sweep", raw, SWEEP_KEYS, SWEEP_KEYS[:5])
     algorithms = raw["algorithms"]
     if not isinstance(algorithms, list) or not algorithms:
         raise ConfigError("[sweep] algorithms", f"expected a non-empty list, got {algorithms!r}",
@@ -217,12 +223,19 @@ def _sweep(raw: Any) -> Sweep:
         raise ConfigError("[sweep] algorithms", "duplicate algorithm", "list each algorithm once")
     widths = tuple(sorted(_int_list("[sweep] widths", raw["widths"], 1)))
     steps = _int("[sweep] steps", raw["steps"], 1)
-    record_every = _int("[sweep] record_every", raw.get("record_every", max(1, steps // 100)), 1)
-    if record_every > steps:
-        raise ConfigError("[sweep] record_every", f"{record_every} > steps = {steps}",
-                          "use a value <= steps")
+    record_every = _int("[sweep] record_every", raw.get("record_every", default_record_every(steps)), 1)
+    if steps % record_every:
+        raise ConfigError("[sweep] record_every", f"{record_every} does not divide steps = {steps}",
+                          f"use a divisor of steps, e.g. {default_record_every(steps)}")
+    bucketing = _choice("[sweep] bucketing", raw.get("bucketing", "pow2"), BUCKETINGS)
     return Sweep(algorithms, widths, _int("[sweep] seeds", raw["seeds"], 1), steps,
-                 _float("[sweep] success_threshold", raw["success_threshold"]), record_every)
+                 _float("[sweep] success_threshold", raw["success_threshold"]), record_every,
+                 bucketing)
+
+
+def default_record_every(steps: int) -> int:
+    """The largest divisor of ``steps`` up to ``steps // 100`` (about 100 records per run)."""
+    return max(k for k in range(1, max(1, steps // 100) + 1) if steps % k == 0)
 
 
 def _params(name: str, raw: Any) -> dict[str, Any]:
@@ -239,7 +252,7 @@ def _params(name: str, raw: Any) -> dict[str, Any]:
         elif isinstance(default, str):
             out[key] = _choice(where, value, CHOICES[key])
         elif isinstance(default, int):
-            out[key] = _int(where, value, 1)
+            out[key] = _int(where, value, 0 if key == "residual_seeds" else 1)
         else:
             out[key] = _float(where, value, positive=key not in NONNEGATIVE)
     return out
@@ -317,16 +330,17 @@ def preset(name: str) -> Config:
 # Derived configs and serialization.
 
 def quick(config: Config) -> Config:
-    """A smoke-test version of ``config``: 2 seeds, at most 300 steps, 3 widths, 2 sizes each."""
+    """A smoke-test version of ``config``: 2 seeds, at most 300 steps, 2 widths (the smallest and
+    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size."""
     t, s = config.target, config.sweep
 
     def ends(values, k):
         return values if len(values) <= k else values[:k - 1] + values[-1:]
 
-    widths = s.widths if len(s.widths) <= 3 else (s.widths[0], s.widths[len(s.widths) // 2], s.widths[-1])
+    widths = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]}))
     steps = min(s.steps, 300)
     sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
-                                record_every=min(s.record_every, steps))
+                                record_every=default_record_every(steps))
     target = dataclasses.replace(t, orders=ends(t.orders, 2), dims=ends(t.dims, 2),
                                  ranks=ends(t.ranks, 2))
     params = {k: dict(v) for k, v in config.params.items()}
@@ -334,6 +348,8 @@ def quick(config: Config) -> Config:
         for key in ("amplify_steps", "fit_steps"):
             if key in table:
                 table[key] = max(1, min(table[key], steps // 6))
+        if "residual_seeds" in table:
+            table["residual_seeds"] = 1
     return dataclasses.replace(config, target=target, sweep=sweep, params=params,
                                name=f"{config.name} (quick)")
 
@@ -362,20 +378,21 @@ def dumps(config: Config) -> str:
               "seed": t.seed}
     sweep = {"algorithms": list(s.algorithms), "widths": list(s.widths), "seeds": s.seeds,
              "steps": s.steps, "success_threshold": s.success_threshold,
-             "record_every": s.record_every}
+             "record_every": s.record_every, "bucketing": s.bucketing}
     lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
     for section, table in [("target", target), ("sweep", sweep), *config.params.items()]:
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
 
 
-def lazy_threshold(dim: int, order: int) -> int:
+def lazy_threshold(dim: int, order: int, init: str = "standard") -> int:
     """Smallest width whose generic tangent space spans ``Sym^l(R^d)`` (ALGORITHMS.md §B).
 
-    ``⌈C(d+l-1, l)/d⌉``; order 2: ``d``; plus one at the Alexander–Hirschowitz defective cases.
+    ``⌈C(d+l-1, l)/d⌉`` (order 2: ``d``; one more at the Alexander–Hirschowitz defective cases),
+    from :func:`jaxtd.lazy.predicted_critical_width`. The antisymmetric init pairs rows on one
+    factor, so it needs ``2 m* - 1`` rows (``m*`` distinct factors, the last one unpaired).
     """
-    if order == 2:
-        return dim
-    m = -(-math.comb(dim + order - 1, order) // dim)
-    defective = {(4, 3, 5), (4, 4, 9), (4, 5, 14), (3, 5, 7)}
-    return m + 1 if (order, dim, m) in defective else m
+    from jaxtd.lazy import predicted_critical_width  # here: parsing a config never needs JAX
+
+    m = predicted_critical_width(int(dim), int(order))
+    return 2 * m - 1 if init == "antisymmetric" else m
