@@ -41,6 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxtd.algorithms.base import Algorithm
 from jaxtd.results import ChunkStore, Results, check_out_dir, progress_enabled, versions
+from jaxtd.run import default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
@@ -233,7 +234,6 @@ def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, succes
     widths = tuple(sorted(_int_list("widths", widths, 1, "[2, 4, 8]")))
     steps = _check_int("steps", steps, 1)
     if record_every is None:
-        from jaxtd.run import default_record_every
         record_every = default_record_every(steps)
     record_every = _check_int("record_every", record_every, 1)
     if steps % record_every:
@@ -288,11 +288,10 @@ def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: 
              hparam_names: tuple[str, ...]):
     """``f(seeds (S,), actives (W,), grid {name: (H,)}, base_key, target) -> RunResult`` with
     leading axes ``(S, W, H)``: vmap over seeds (outer, sharded), widths, hparam combinations."""
-    from jaxtd.run import simulate  # the runner; imported here so results load without it
-
     def cell(seed, active, h, grid, base_key, target):
         hp = {k: grid[k][h] for k in hparam_names} if hparam_names else None
-        return simulate(algorithm, jax.random.fold_in(base_key, seed), target,
+        return simulate(_first_rows(algorithm, padded_width, active),
+                        jax.random.fold_in(base_key, seed), target,
                         width=padded_width, steps=steps, record_every=record_every,
                         active=active, hparams=hp)
 
@@ -304,6 +303,19 @@ def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: 
         return per_s(seeds, actives, jnp.arange(n_h), grid, base_key, target)
 
     return f
+
+
+def _first_rows(algorithm: Algorithm, padded_width: int, active) -> Algorithm:
+    """The algorithm with ``params`` restricted to the first ``active`` rows (others zeroed).
+
+    The runner measures the distance from init ``||W - W0|| / ||W0||`` on ``params``; padded rows
+    never move but would inflate ``||W0||``, so a width-``m`` cell reports the width-``m`` distance.
+    Only the runner calls ``params``; the algorithm's own functions are untouched.
+    """
+    active = jnp.asarray(active)
+    keep = (jnp.arange(padded_width, dtype=active.dtype) < active)[:, None]
+    params = algorithm.params
+    return algorithm._replace(params=lambda state: jnp.where(keep, params(state), 0))
 
 
 @dataclasses.dataclass
@@ -331,7 +343,8 @@ def _run_chunk(buckets, fn_for, seeds_padded, grid, base_key, target, shardings)
     args_rest = jax.device_put((grid, base_key, target), repl)
     outs = []
     for b in buckets:
-        actives = jax.device_put(np.asarray(b.widths, np.int32), repl)
+        # the default int (int64 under x64), as a Python int `active` would be
+        actives = jax.device_put(np.asarray(b.widths, np.dtype(jnp.result_type(int))), repl)
         args = (seeds_arr, actives) + tuple(args_rest)
         if b.compiled is None:
             t0 = time.perf_counter()
