@@ -66,10 +66,14 @@ def active_count(model: SymCP, target: SymCP, fraction=0.1) -> jax.Array:
     return jnp.sum(size >= threshold).astype(jnp.int32)
 
 
-def distance(params: jax.Array, params0: jax.Array) -> jax.Array:
-    """``||W - W0||_F / ||W0||_F`` (``||W - W0||_F`` if ``W0 = 0``); scalar."""
-    den = jnp.linalg.norm(params0)
-    return jnp.linalg.norm(params - params0) / jnp.where(den > 0, den, 1.0)
+def distance(params: jax.Array, params0: jax.Array, mask=None) -> jax.Array:
+    """``||W - W0||_F / ||W0||_F`` over the rows where ``mask`` (``(m,)``, default all) is
+    non-zero (``||W - W0||_F`` if ``W0 = 0``); scalar."""
+    live = jnp.ones(params.shape[:1], bool) if mask is None else mask != 0
+    live = live[:, None]
+    den = jnp.sqrt(jnp.sum(jnp.where(live, params0 * params0, 0.0)))
+    num = jnp.sqrt(jnp.sum(jnp.where(live, (params - params0) ** 2, 0.0)))
+    return num / jnp.where(den > 0, den, 1.0)
 
 
 def fit_times(fitted: jax.Array, true: jax.Array, steps: jax.Array, fraction=0.5) -> jax.Array:
@@ -87,7 +91,7 @@ def fit_times(fitted: jax.Array, true: jax.Array, steps: jax.Array, fraction=0.5
     return jnp.where(jnp.any(reached, axis=0), steps[first], -1).astype(jnp.int32)
 
 
-def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *,
+def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *, mask=None,
            active_fraction=0.1) -> dict:
     """All per-record metrics of §F except the step: a dict of scalars and ``(r,)`` arrays."""
     model, params = jax.lax.stop_gradient((model, params))
@@ -95,7 +99,7 @@ def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *
     return {
         "loss": half,
         "relative_error": jnp.sqrt(2.0 * half) / losses.norm(jax.lax.stop_gradient(target)),
-        "distance": distance(params, params0),
+        "distance": distance(params, params0, mask),
         "active_count": active_count(model, target, active_fraction),
         "fitted_weight": fitted_weights(model, target),
         "best_correlation": best_correlation(model, target),

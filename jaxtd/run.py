@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses, metrics
-from jaxtd.algorithms.base import Algorithm, check_positive, check_target, check_width
+from jaxtd.algorithms.base import (Algorithm, check_positive, check_target, check_width,
+                                   row_mask)
 from jaxtd.symcp import SymCP
 
 __all__ = ["RunResult", "simulate", "run", "default_record_every"]
@@ -86,12 +87,14 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
     n_records = steps // record_every
     state0 = algorithm.init(key, target, width, active=active, hparams=hparams)
     params0 = algorithm.params(state0)
+    # Distances over the active rows only, so a masked run reports what it would alone.
+    mask = row_mask(width, active, params0.dtype)
     target_sq = losses.inner(target, target)
     dtype = target_sq.dtype
 
     def measure(state, last):
         out = metrics.record(algorithm.tensor(state), target, algorithm.params(state), params0,
-                             active_fraction=active_fraction)
+                             mask=mask, active_fraction=active_fraction)
         extra = {("objective" if k == "loss" else k): v for k, v in last.items()}
         out.update({k: v for k, v in extra.items() if k not in out})
         return out
