@@ -1,0 +1,289 @@
+"""Reconstruction of the first paper's "variant of gradient descent" (ALGORITHMS.md §D).
+
+The paper ("Beyond Lazy Training for Over-parameterized Tensor Decomposition", NeurIPS 2020) gives
+no pseudo-code we can reproduce bit for bit; this is a **reconstruction** consistent with what is
+known, every choice exposed as a parameter:
+
+1. Small init ``w_i = δ z_i/||z_i||`` (row ``i`` from ``fold_in(key, i)``, as :func:`gd`); fixed
+   signs ``s_i`` (``+1`` for odd ``l``, random for even ``l`` by default).
+2. Epoch ``e`` (``H_amp + H_fit`` gradient steps):
+
+   a. *re-draw*: pick one active row ``i`` (``"smallest"`` norm, or ``"round_robin"``) and set
+      ``w_i = δ z/||z||`` with ``z`` from ``fold_in(fold_in(k_redraw, e), i)`` (never depends on the
+      padded width); with ``sign_rule="residual"`` its sign becomes ``s_i = sign R(w̄_i^{⊗l})``,
+      ``R = T* - T(W)`` without row ``i``, so its norm grows at rate ``2|R(w̄^{⊗l})| - λ``;
+   b. *amplify*: ``H_amp`` steps on ``L_λ`` moving row ``i`` alone (the others frozen): the
+      tensor-power-like flow of the direction amplifies its random correlation with ``R``;
+   c. *fit*: ``H_fit`` steps on ``L_λ`` moving every active row.
+3. Stop after ``K`` epochs, or once the relative error is ``<= ε`` (the state then stays frozen).
+
+One ``step`` call is one gradient step (the re-draw happens inside the first step of an epoch),
+so the common runner drives it like :func:`~jaxtd.algorithms.gd`. Epoch, phase and selection come
+from a step counter in the state through ``jnp.where`` and masks: no Python branching on traced
+values, so a step jits once and vmaps over seeds, widths and hparams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxtd import initialization, losses, models
+from jaxtd.algorithms import base
+from jaxtd.algorithms.gd import make_optimizer
+from jaxtd.symcp import SymCP
+
+__all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "residual_along",
+           "select_row", "redraw_key", "draw_row"]
+
+SELECTIONS = ("smallest", "round_robin")
+SIGN_RULES = ("residual", "keep")
+
+# fold_in data deriving the re-draw stream from the run key: independent of the init stream
+# (split(key) -> init rows, signs), so a variant and a gd run with one key share their init.
+_REDRAW_STREAM = 0x7E_D2A
+
+
+@jax.tree_util.register_static
+@dataclasses.dataclass(frozen=True)
+class StaticInt:
+    """A Python int carried in a state as pytree metadata (static under jit/vmap/scan)."""
+
+    value: int
+
+
+class VariantState(NamedTuple):
+    """State of :func:`variant`.
+
+    Attributes:
+      params: ``(m, d)`` factors ``W``.
+      signs: ``(m,)`` signs ``s`` (changed only at a re-draw with ``sign_rule="residual"``).
+      mask: ``(m,)`` 0/1 activity mask.
+      opt_state: optimizer state (reset on the re-drawn row).
+      hparams: dict of scalar arrays ``init_scale`` (δ), ``regularization`` (λ),
+        ``learning_rate``.
+      count: int32 number of ``step`` calls so far (the clock of the epoch structure).
+      key: PRNG key of the re-draw stream.
+      selected: int32 row re-drawn at the start of the current epoch.
+      stopped: bool, True once ``K`` epochs are done or the error reached ``ε`` (frozen).
+      order: static tensor order ``l``.
+    """
+
+    params: jax.Array
+    signs: jax.Array
+    mask: jax.Array
+    opt_state: Any
+    hparams: dict
+    count: jax.Array
+    key: jax.Array
+    selected: jax.Array
+    stopped: jax.Array
+    order: StaticInt
+
+
+# -- pieces shared with deflation ----------------------------------------------------------------
+
+def residual_along(tensor: SymCP, target: SymCP, directions: jax.Array) -> jax.Array:
+    """``R(v_k^{⊗l}) = T*(v_k^{⊗l}) - T(v_k^{⊗l})`` for each row ``v_k`` of ``directions``.
+
+    Args:
+      tensor: the current model ``T`` (masked weights).
+      target: ``T*``.
+      directions: ``(k, d)``.
+    Returns:
+      ``(k,)``: ``sum_j c*_j <a_j, v_k>^l - sum_i c_i <u_i, v_k>^l``.
+    """
+    l = target.order
+    return ((directions @ target.factors.T) ** l) @ target.weights - \
+        ((directions @ tensor.factors.T) ** l) @ tensor.weights
+
+
+def redraw_key(key) -> jax.Array:
+    """The re-draw stream of a run key (row ``i`` of epoch ``e``: ``fold_in(fold_in(., e), i)``)."""
+    return jax.random.fold_in(key, _REDRAW_STREAM)
+
+
+def draw_row(key, epoch, row, dim: int, delta, dtype) -> jax.Array:
+    """``(d,)`` row ``δ z/||z||``, ``z ~ N(0, I)`` from ``fold_in(fold_in(key, epoch), row)``.
+
+    Same draw as :func:`jaxtd.algorithms.base.redraw_rows` gives row ``row``, without drawing the
+    other ``width - 1`` rows.
+    """
+    z = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, epoch), row), (dim,), dtype)
+    return jnp.asarray(delta).astype(dtype) * z / jnp.linalg.norm(z)
+
+
+def select_row(params: jax.Array, mask: jax.Array, epoch, selection: str) -> jax.Array:
+    """Row to re-draw at the start of ``epoch``, among active rows only (int32 scalar).
+
+    ``"smallest"``: argmin of ``||w_i||`` over rows with ``mask_i = 1`` (masked rows count as
+    ``+inf``); ``"round_robin"``: ``epoch mod (number of active rows)``. Neither depends on the
+    padded width, since active rows come first.
+    """
+    if selection == "smallest":
+        norms = jnp.sum(params * params, axis=-1)
+        return jnp.argmin(jnp.where(mask > 0, norms, jnp.inf)).astype(jnp.int32)
+    active = jnp.maximum(jnp.sum(mask > 0), 1).astype(jnp.int32)
+    return (jnp.asarray(epoch, jnp.int32) % active).astype(jnp.int32)
+
+
+def relative_from_fit(fit: jax.Array, target: SymCP) -> jax.Array:
+    """``sqrt(2 fit) / ||T*||`` from the unregularized loss ``fit = 1/2 ||T - T*||^2`` (clamped)."""
+    return jnp.sqrt(2.0 * jnp.maximum(fit, 0.0)) / losses.norm(target)
+
+
+def freeze(halt: jax.Array, old: Any, new: Any) -> Any:
+    """Leafwise ``where(halt, old, new)``: a stopped run keeps its state (no Python branch)."""
+    return jax.tree_util.tree_map(lambda o, n: jnp.where(halt, o, n), old, new)
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a Python int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(value: Any, name: str, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _with_lr(opt_state, lr, injected: bool):
+    """Write the state's learning-rate hparam into an ``inject_hyperparams`` optimizer state."""
+    if not injected:
+        return opt_state
+    hp = dict(opt_state.hyperparams)
+    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
+    return opt_state._replace(hyperparams=hp)
+
+
+# -- the algorithm -------------------------------------------------------------------------------
+
+def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale: float = 1e-2,
+            regularization: float = 1e-3, amplify_steps: int = 100, fit_steps: int = 200,
+            epochs: Optional[int] = 30, epsilon: float = 0.0, selection: str = "smallest",
+            sign_rule: str = "residual", signs: str = "auto",
+            learning_rate: Optional[float] = None, name: Optional[str] = None) -> base.Algorithm:
+    """Reconstruction of the paper's variant of GD (ALGORITHMS.md §D; see the module docstring).
+
+    Args:
+      optimizer: the step ``η`` as a float (plain SGD, default 0.05), an optax factory with
+        ``learning_rate=``, or a ready ``GradientTransformation`` (then ``learning_rate`` is a
+        multiplier), exactly as in :func:`~jaxtd.algorithms.gd`.
+      model: ``"two_homogeneous"`` (the analysed one, default) or ``"plain"``.
+      init_scale: δ > 0, norm of initial and re-drawn rows (hparam ``init_scale``).
+      regularization: λ >= 0 of ``L_λ`` (hparam ``regularization``); the fitted weights settle
+        ``O(λ)`` below the truth.
+      amplify_steps: ``H_amp >= 0`` steps moving the re-drawn row alone.
+      fit_steps: ``H_fit >= 0`` steps moving all active rows (``H_amp + H_fit >= 1``).
+      epochs: ``K >= 1`` epochs, after which the state is frozen; ``None``: never stop.
+      epsilon: stop (freeze) once the relative error ``||T - T*||/||T*|| <= ε``; 0 never stops.
+      selection: ``"smallest"`` active row by norm, or ``"round_robin"``.
+      sign_rule: ``"residual"``: the re-drawn row takes ``sign R(w̄^{⊗l})``; ``"keep"``: its sign
+        is unchanged.
+      signs: initial fixed-sign rule (:func:`jaxtd.models.draw_signs`).
+      learning_rate: default learning rate of a factory optimizer / multiplier of a ready one.
+      name: algorithm name (default ``"variant"``).
+    Returns:
+      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` before the
+      update), ``epoch``, ``selected`` (re-drawn row) and ``stopped``.
+    """
+    model_fn = models.get(model)
+    check_choice(signs, "signs", models.SIGN_RULES)
+    check_choice(selection, "selection", SELECTIONS)
+    check_choice(sign_rule, "sign_rule", SIGN_RULES)
+    base.check_positive(init_scale, "init_scale")
+    base.check_nonnegative(regularization, "regularization")
+    base.check_nonnegative(epsilon, "epsilon")
+    h_amp = check_int(amplify_steps, "amplify_steps", 0)
+    h_fit = check_int(fit_steps, "fit_steps", 0)
+    if h_amp + h_fit < 1:
+        raise ValueError("amplify_steps + fit_steps must be >= 1 (an epoch needs a step)")
+    epoch_len = h_amp + h_fit
+    if epochs is not None:
+        epochs = check_int(epochs, "epochs", 1)
+    if not (isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool)):
+        raise TypeError(f"epsilon must be a float >= 0, got {epsilon!r}")
+    tx, lr_default, injected = make_optimizer(optimizer, learning_rate)
+    defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
+                "learning_rate": lr_default}
+
+    def init(key, target: SymCP, width: int, *, active=None,
+             hparams=None) -> VariantState:
+        base.check_target(target)
+        width = base.check_width(width)
+        dtype = target.factors.dtype
+        hp = base.resolve_hparams(defaults, hparams, dtype)
+        k_w, k_s = jax.random.split(key)
+        params = initialization.init_factors(k_w, width, target.dim, scale="small",
+                                             delta=hp["init_scale"], dtype=dtype)
+        return VariantState(
+            params=params, signs=models.draw_signs(k_s, width, target.order, signs, dtype),
+            mask=base.row_mask(width, active, dtype),
+            opt_state=_with_lr(tx.init(params), hp["learning_rate"], injected), hparams=hp,
+            count=jnp.zeros((), jnp.int32), key=redraw_key(key),
+            selected=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
+            order=StaticInt(target.order))
+
+    def redraw(state: VariantState, target: SymCP, epoch, begin):
+        """Step (a), applied only where ``begin``: new row, sign and optimizer state."""
+        row = jnp.where(begin, select_row(state.params, state.mask, epoch, selection),
+                        state.selected)
+        fresh = draw_row(state.key, epoch, row, target.dim, state.hparams["init_scale"],
+                         state.params.dtype)
+        onehot = jnp.arange(state.params.shape[0], dtype=jnp.int32) == row
+        chosen = onehot & begin
+        params = jnp.where(chosen[:, None], fresh[None, :], state.params)
+        signs = state.signs
+        if sign_rule == "residual":
+            others = model_fn(state.params, target.order, state.signs,
+                              state.mask * (1 - onehot.astype(state.mask.dtype)))
+            r = residual_along(others, target, (fresh / jnp.linalg.norm(fresh))[None, :])[0]
+            signs = jnp.where(chosen, jnp.where(r >= 0, 1.0, -1.0).astype(signs.dtype), signs)
+        opt_state = base.where_rows(chosen, tx.init(params), state.opt_state)
+        return state._replace(params=params, signs=signs, opt_state=opt_state, selected=row)
+
+    def step(state: VariantState, target: SymCP):
+        epoch = state.count // epoch_len
+        phase = state.count % epoch_len
+        before = state
+        state = redraw(state, target, epoch, phase == 0)
+        lam = state.hparams["regularization"]
+        value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
+            model_fn, state.params, target, signs=state.signs, mask=state.mask,
+            regularization=lam)
+        fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
+        # amplify: only the re-drawn row moves; fit: every active row
+        onehot = (jnp.arange(state.params.shape[0], dtype=jnp.int32) == state.selected).astype(state.mask.dtype)
+        moving = jnp.where(phase < h_amp, onehot, 1.0).astype(state.mask.dtype) * state.mask
+        grads = base.mask_rows(grads, moving)
+        opt_state = _with_lr(state.opt_state, state.hparams["learning_rate"], injected)
+        updates, opt_state = tx.update(grads, opt_state, state.params)
+        if not injected:
+            updates = jax.tree_util.tree_map(lambda u: state.hparams["learning_rate"] * u,
+                                             updates)
+        updates = base.mask_rows(updates, moving)
+        done = epoch >= epochs if epochs is not None else jnp.zeros((), bool)
+        if epsilon > 0:
+            done = done | (relative_from_fit(fit, target) <= epsilon)
+        halt = before.stopped | done
+        new = state._replace(params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state)
+        new = freeze(halt, before, new)._replace(count=before.count + 1, stopped=halt)
+        return new, {"loss": value, "epoch": epoch, "selected": state.selected,
+                     "stopped": halt}
+
+    def tensor(state: VariantState) -> SymCP:
+        return model_fn(state.params, state.order.value, state.signs, state.mask)
+
+    return base.Algorithm(name or "variant", init, step, tensor, lambda state: state.params,
+                          defaults)
