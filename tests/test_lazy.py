@@ -86,6 +86,12 @@ def test_bad_inputs():
         lazy.lazy_loss(model, delta, jaxtd.SymCP(target.weights, target.factors[:, :3], 3))
     with pytest.raises(TypeError, match="delta"):
         lazy.lazy_loss(model, [[0.0]], target)
+    with pytest.raises(ValueError, match="delta"):
+        lazy.linearize(model)(delta[:, :2])
+    with pytest.raises(ValueError, match="target"):
+        lazy.best_residual(model, jaxtd.SymCP(target.weights, target.factors, 2))
+    with pytest.raises(TypeError, match="model"):
+        lazy.linearize(model.factors)
 
 
 @pytest.mark.parametrize("width", [6, 7])
@@ -190,11 +196,18 @@ def test_antisymmetric_halves_the_tangent_space(x64):
     assert int(lazy.lstsq(anti, target).rank) == 12
 
 
-def test_threshold_experiment_rule_exceptions_and_references():
-    def grid(d, l):
-        return {(8, 3): [13, 15], (6, 4): [18, 21], (4, 3): [4, 5], (3, 4): [5, 6],
-                (5, 2): [4, 5]}[(d, l)]
-    out = lazy.threshold_experiment([(8, 3), (6, 4), (4, 3), (3, 4), (5, 2)], widths=grid)
+_GRID = {(8, 3): [12, 13, 15, 16, 20], (6, 4): [18, 21], (4, 3): [4, 5], (3, 4): [4, 5, 6, 9],
+         (5, 2): [4, 5]}
+
+
+@pytest.fixture(scope="module")
+def threshold():
+    """One threshold experiment shared by the tests below (one compile per case)."""
+    return lazy.threshold_experiment(list(_GRID), widths=lambda d, l: _GRID[(d, l)])
+
+
+def test_threshold_experiment_rule_exceptions_and_references(threshold):
+    out = threshold
     assert not jax.config.jax_enable_x64  # the float64 scope does not leak
     res = out.table.set_index(["dim", "order", "width"])["residual"]
     # measured references: d=8, l=3: 13 -> ~0.28, 15 -> 0;  d=6, l=4: 18 -> ~0.32, 21 -> 0
@@ -205,11 +218,23 @@ def test_threshold_experiment_rule_exceptions_and_references():
     # Alexander–Hirschowitz (4, 3, 5): 5 * 3 = 15 = C(6, 4) unknowns, yet one dimension short
     assert res[(3, 4, 5)] > 1e-2 and res[(3, 4, 6)] <= 1e-6
     ranks = out.table.set_index(["dim", "order", "width"])["rank"]
-    assert ranks[(3, 4, 5)] == 14
+    assert ranks[(3, 4, 5)] == 14 and ranks[(3, 4, 6)] == 15
     # order 2: m d = 20 >= 15 at m = 4, but the tangent space has md - m(m-1)/2 = 14 dims
     assert res[(5, 2, 4)] > 1e-2 and res[(5, 2, 5)] <= 1e-6 and ranks[(5, 2, 4)] == 14
     assert out.critical == {(8, 3): 15, (6, 4): 21, (4, 3): 5, (3, 4): 6, (5, 2): 5}
     assert out.critical == out.predicted
+    # residuals never increase with the width (nested tangent spaces)
+    for (d, l), t in out.table.groupby(["dim", "order"]):
+        assert np.all(np.diff(t.sort_values("width").residual.to_numpy()) <= 1e-9)
+
+
+def test_distance_of_the_lazy_optimum_blows_up_at_the_threshold(threshold):
+    dist = threshold.table.set_index(["dim", "order", "width"])["distance"]
+    # d=8, l=3: m* = 15 (m d = C(10, 3) = 120, J square): the minimizer is far larger there
+    near = dist[(8, 3, 15)]
+    assert near > 3 * max(dist[(8, 3, w)] for w in (12, 13, 16, 20))
+    assert near > 30.0                  # ||Δ*|| >> ||W0||: not lazy at all
+    assert dist[(3, 4, 6)] > 3 * max(dist[(3, 4, 4)], dist[(3, 4, 9)])
 
 
 def test_predicted_width_and_exponent_fit():
@@ -272,13 +297,3 @@ def test_lazy_train_float32_and_validation():
         lazy.train(model, target, "sgd", 10)
     with pytest.raises(ValueError, match="delta"):
         lazy.train_init(model, optax.sgd(0.1), jnp.zeros((3, 4)))
-
-
-def test_distance_of_the_lazy_optimum_blows_up_at_the_threshold():
-    out = lazy.threshold_experiment([(8, 3), (3, 4)],
-                                    widths=lambda d, l: {8: [12, 13, 15, 16, 20], 3: [4, 6, 9]}[d])
-    dist = out.table.set_index(["dim", "width"])["distance"]
-    # d=8, l=3: m* = 15 (m d = C(10, 3) = 120, J square): the minimizer is far larger there
-    assert dist[(8, 15)] > 3 * max(dist[(8, 12)], dist[(8, 13)], dist[(8, 16)], dist[(8, 20)])
-    assert dist[(8, 15)] > 30.0                  # ||Δ*|| >> ||W0||: not lazy at all
-    assert dist[(3, 6)] > 3 * max(dist[(3, 4)], dist[(3, 9)])
