@@ -1,0 +1,203 @@
+"""Reconstruction of the deflation paper's modified gradient flow (ALGORITHMS.md §E).
+
+The sequel (NeurIPS 2021) shows that gradient flow on an orthogonally decomposable tensor fits
+the larger components first, and that a modified flow with a small regularizer and
+re-initialization provably follows this deflation process. Its exact pseudo-code is not
+reproduced here; this is a **reconstruction** with every choice exposed as a parameter:
+
+- initialization: every row at norm ``δ0`` (``w_i = δ0 z_i/||z_i||``, row ``i`` from
+  ``fold_in(key, i)``, as :func:`~jaxtd.algorithms.gd`); this draw serves as epoch 0's;
+- epoch ``s = 0, 1, ...`` lasts time ``τ0 γ^s``: epoch ``s`` starts at step
+  ``round(τ0 (γ^s - 1)/(γ - 1) / η)`` (cumulative time rounded, so rounding never drifts;
+  defaults: steps 0, 100, 300, 700, 1500, 3100, ...);
+- at the start of every epoch ``s >= 1``, each active row with ``||w_i|| < δ1`` is re-drawn at
+  norm ``δ0`` from ``fold_in(fold_in(k_redraw, s), i)`` (independent of the padded width); rows
+  that grew past ``δ1`` carry a fitted component and are kept;
+- in between, gradient flow on ``L_λ`` by Euler steps ``W <- W - η ∇L_λ(W)`` (masked rows inert);
+- stop (freeze the state) once the relative error is ``<= ε`` or after ``max_epochs`` epochs.
+
+Why epochs grow: with ``T(W) ≈ 0`` a direction snaps to ``e_j`` at time ``∝ 1/a_j``, so each
+doubling of the epoch length gives the next (half as large) component time to be found, while
+re-drawing the rows that stayed small restores the random correlations the fitted components
+used up.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxtd import initialization, models
+from jaxtd.algorithms import base
+from jaxtd.algorithms.variant import (StaticInt, check_choice, check_int, freeze, redraw_key,
+                                      relative_from_fit, residual_along)
+from jaxtd.symcp import SymCP
+
+__all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start"]
+
+SIGN_RULES = ("keep", "residual")
+
+# int32 step counts: a start beyond this is "never" (γ^s overflows long before a run ends).
+_NEVER = 2 ** 30
+
+
+class DeflationState(NamedTuple):
+    """State of :func:`deflation`.
+
+    Attributes:
+      params: ``(m, d)`` factors ``W``.
+      signs: ``(m,)`` fixed signs ``s``.
+      mask: ``(m,)`` 0/1 activity mask.
+      hparams: dict of scalar arrays: ``init_scale`` (δ0), ``threshold`` (δ1), ``regularization``
+        (λ), ``learning_rate`` (η), ``gamma`` (γ), ``tau0`` (τ0).
+      count: int32 number of ``step`` calls so far.
+      key: PRNG key of the re-draw stream.
+      epoch: int32 current epoch ``s``.
+      next_start: int32 step at which epoch ``s + 1`` starts.
+      stopped: bool, True once the error reached ``ε`` or ``max_epochs`` epochs are done.
+      order: static tensor order ``l``.
+    """
+
+    params: jax.Array
+    signs: jax.Array
+    mask: jax.Array
+    hparams: dict
+    count: jax.Array
+    key: jax.Array
+    epoch: jax.Array
+    next_start: jax.Array
+    stopped: jax.Array
+    order: StaticInt
+
+
+def epoch_start(epoch, tau0, gamma, learning_rate) -> jax.Array:
+    """int32 step at which ``epoch`` starts: ``round(τ0 (γ^s - 1)/(γ - 1) / η)``.
+
+    ``τ0 (γ^s - 1)/(γ - 1) = sum_{k<s} τ0 γ^k`` is the flow time before epoch ``s``; values past
+    ``2^30`` steps are clamped there (never reached by a run).
+    """
+    s = jnp.asarray(epoch).astype(jnp.result_type(gamma))
+    time = tau0 * (gamma ** s - 1) / (gamma - 1)
+    return jnp.round(jnp.minimum(time / learning_rate, _NEVER)).astype(jnp.int32)
+
+
+def _check_real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {value!r}")
+    return float(value)
+
+
+def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
+              epsilon: float = 1e-3, regularization: Optional[float] = None, *,
+              tau0: float = 5.0, step_size: float = 0.05, max_epochs: Optional[int] = None,
+              model: str = "two_homogeneous", signs: str = "auto", sign_rule: str = "keep",
+              name: Optional[str] = None) -> base.Algorithm:
+    """Reconstruction of the modified gradient flow (ALGORITHMS.md §E; see the module docstring).
+
+    Args:
+      delta0: initialization and re-draw norm ``δ0 > 0`` (hparam ``init_scale``).
+      delta1: re-draw threshold ``δ1 > δ0`` (hparam ``threshold``).
+      gamma: epoch-length growth ``γ > 1`` (hparam ``gamma``).
+      epsilon: target relative error ``ε > 0``: the run stops (freezes) once reached.
+      regularization: ``λ >= 0`` of ``L_λ``, default ``ε/10`` (hparam ``regularization``).
+      tau0: length ``τ0 > 0`` of epoch 0 in flow time (hparam ``tau0``).
+      step_size: Euler step ``η > 0`` (hparam ``learning_rate``); epoch ``s`` has about
+        ``τ0 γ^s / η`` steps.
+      max_epochs: stop after this many epochs (``None``: only ``ε`` and the runner stop it).
+      model: ``"two_homogeneous"`` (default, the analysed model) or ``"plain"``.
+      signs: initial fixed-sign rule (:func:`jaxtd.models.draw_signs`; ``"auto"`` is random for
+        even ``l``).
+      sign_rule: ``"keep"``: a re-drawn row keeps its sign; ``"residual"``: it takes
+        ``sign R(w̄^{⊗l})`` with ``R = T* - T(W)`` over the rows that are not re-drawn.
+      name: algorithm name (default ``"deflation"``).
+    Returns:
+      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` before the
+      update), ``epoch`` and ``stopped``. Overrides through ``hparams=`` are traced and so not
+      validated (keep ``δ1 > δ0``, ``γ > 1``).
+    """
+    delta0 = _check_real(delta0, "delta0")
+    delta1 = _check_real(delta1, "delta1")
+    gamma = _check_real(gamma, "gamma")
+    epsilon = _check_real(epsilon, "epsilon")
+    tau0 = _check_real(tau0, "tau0")
+    step_size = _check_real(step_size, "step_size")
+    for value, label in ((delta0, "delta0"), (delta1, "delta1"), (epsilon, "epsilon"),
+                         (tau0, "tau0"), (step_size, "step_size")):
+        base.check_positive(value, label)
+    if delta1 <= delta0:
+        raise ValueError(f"delta1 (re-draw threshold, {delta1}) must be > delta0 (init norm, "
+                         f"{delta0}): otherwise fresh rows are re-drawn forever; e.g. "
+                         f"delta1 = 10 * delta0")
+    if not (np.isfinite(gamma) and gamma > 1):
+        raise ValueError(f"gamma must be a finite number > 1 (epochs must grow), got {gamma}")
+    if regularization is None:
+        regularization = epsilon / 10
+    base.check_nonnegative(_check_real(regularization, "regularization"), "regularization")
+    if max_epochs is not None:
+        max_epochs = check_int(max_epochs, "max_epochs", 1)
+    check_choice(signs, "signs", models.SIGN_RULES)
+    check_choice(sign_rule, "sign_rule", SIGN_RULES)
+    model_fn = models.get(model)
+    defaults = {"init_scale": delta0, "threshold": delta1, "regularization": float(regularization),
+                "learning_rate": step_size, "gamma": gamma, "tau0": tau0}
+
+    def init(key, target: SymCP, width: int, *, active=None,
+             hparams=None) -> DeflationState:
+        base.check_target(target)
+        width = base.check_width(width)
+        dtype = target.factors.dtype
+        hp = base.resolve_hparams(defaults, hparams, dtype)
+        k_w, k_s = jax.random.split(key)
+        params = initialization.init_factors(k_w, width, target.dim, scale="small",
+                                             delta=hp["init_scale"], dtype=dtype)
+        return DeflationState(
+            params=params, signs=models.draw_signs(k_s, width, target.order, signs, dtype),
+            mask=base.row_mask(width, active, dtype), hparams=hp,
+            count=jnp.zeros((), jnp.int32), key=redraw_key(key), epoch=jnp.zeros((), jnp.int32),
+            next_start=epoch_start(1, hp["tau0"], hp["gamma"], hp["learning_rate"]),
+            stopped=jnp.zeros((), bool), order=StaticInt(target.order))
+
+    def redraw(state: DeflationState, target: SymCP) -> DeflationState:
+        """At an epoch start: re-draw the active rows below ``δ1``; advance the epoch clock."""
+        hp = state.hparams
+        begin = state.count == state.next_start
+        epoch = state.epoch + begin.astype(jnp.int32)
+        next_start = jnp.where(begin, epoch_start(epoch + 1, hp["tau0"], hp["gamma"],
+                                                  hp["learning_rate"]), state.next_start)
+        small = models.safe_norm(state.params, axis=-1) < hp["threshold"]
+        chosen = begin & small & (state.mask > 0)
+        params = base.redraw_rows(state.key, epoch, state.params, chosen, hp["init_scale"])
+        signs = state.signs
+        if sign_rule == "residual":
+            kept = model_fn(state.params, target.order, state.signs,
+                            state.mask * (1 - chosen.astype(state.mask.dtype)))
+            r = residual_along(kept, target, models.unit_rows(params))
+            signs = jnp.where(chosen, jnp.where(r >= 0, 1.0, -1.0).astype(signs.dtype), signs)
+        return state._replace(params=params, signs=signs, epoch=epoch, next_start=next_start)
+
+    def step(state: DeflationState, target: SymCP):
+        before = state
+        state = redraw(state, target)
+        lam = state.hparams["regularization"]
+        value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
+            model_fn, state.params, target, signs=state.signs, mask=state.mask,
+            regularization=lam)
+        fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
+        params = state.params - state.hparams["learning_rate"] * state.mask[:, None] * grads
+        done = relative_from_fit(fit, target) <= epsilon
+        if max_epochs is not None:
+            done = done | (state.epoch >= max_epochs)
+        halt = before.stopped | done
+        new = freeze(halt, before, state._replace(params=params))
+        new = new._replace(count=before.count + 1, stopped=halt)
+        return new, {"loss": value, "epoch": state.epoch, "stopped": halt}
+
+    def tensor(state: DeflationState) -> SymCP:
+        return model_fn(state.params, state.order.value, state.signs, state.mask)
+
+    return base.Algorithm(name or "deflation", init, step, tensor, lambda state: state.params,
+                          defaults)
