@@ -255,9 +255,10 @@ def normal_equations(model: SymCP, target: SymCP):
 
 
 def default_rcond(dtype) -> float:
-    """Eigenvalue cut-off of ``J^T J`` relative to its largest eigenvalue. In float64 the computed
-    null eigenvalues sit below ~1e-16 and the smallest genuine ones, at the threshold width, at
-    ~3e-9 .. 1e-8 for the sizes measured (d <= 16, l = 3, 4): 1e-12 leaves margin on both sides."""
+    """Eigenvalue cut-off of the Jacobi-scaled ``J^T J`` relative to its largest eigenvalue. In
+    float64 the computed null eigenvalues sit below ~1e-16 and the smallest genuine ones, at the
+    threshold width, at ~1e-8 for the sizes measured (d <= 16, l = 3, 4; lower for l = 5):
+    1e-12 leaves margin on both sides."""
     return 1e-12 if jnp.dtype(dtype) == jnp.float64 else 1e-4
 
 
@@ -265,8 +266,11 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     """Exact least squares of the lazy model: ``min_Δ ||T(W0) + JΔ - T*||``.
 
     Builds the normal equations in closed form (:func:`normal_equations`; never the ``d**l``
-    tensor), eigendecomposes ``J^T J`` and keeps eigenvalues above ``rcond * λ_max`` (default
-    :func:`default_rcond`). The squared residual is ``||T* - T(W0)||^2 - sum_k (v_k^T J^T y)^2/λ_k``:
+    tensor), eigendecomposes the Jacobi-scaled ``S J^T J S`` (``S`` = diag of ``J^T J`` to the
+    ``-1/2``) and keeps eigenvalues above ``rcond * λ_max`` (default :func:`default_rcond`); the
+    count is the numerical ``rank``. ``delta`` is the minimum-norm minimizer, from a second
+    eigendecomposition of the unscaled ``J^T J`` truncated to the same rank (two ``eigh`` of size
+    ``m d``). The squared residual is ``||T* - T(W0)||^2 - sum_k (v_k^T S J^T y)^2/λ_k``:
     a sum of positive terms subtracted once, so in float64 its absolute error is ~1e-16 ||T*||^2
     and a fitted target comes out at ``<= 1e-7``, not a noisy 1e-3. **Use float64**
     (``jax_enable_x64``): in float32 the squared condition number of ``J^T J`` limits the relative
@@ -284,18 +288,28 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     dtype = jtj.dtype
     rcond = default_rcond(dtype) if rcond is None else float(rcond)
     masked = jnp.repeat(model.weights == 0, d)
-    # Masked rows: identity blocks (scaled like J^T J) and zero right-hand side, so they are
-    # well-conditioned, never cut, and contribute nothing.
-    diag_max = jnp.maximum(jnp.max(jnp.diagonal(jtj)), jnp.finfo(dtype).tiny)
-    a = jtj + jnp.diag(jnp.where(masked, diag_max, 0.0).astype(dtype))
-    lam, vec = jnp.linalg.eigh(a)
-    keep = lam > rcond * lam[-1]
-    coef = vec.T @ jty
+    n_masked = jnp.sum(masked)
+    # Rank and residual from the Jacobi-scaled matrix S J^T J S (same range as J, but column norms
+    # ~ |c_i| ||w_i||^{l-1} equilibrated: a short row no longer hides a genuine direction below
+    # the cut-off). Masked rows get identity blocks and zero right-hand side: never cut, no effect.
+    diag = jnp.diagonal(jtj)
+    scale = jnp.where(masked | (diag <= 0), 1.0, jax.lax.rsqrt(jnp.where(diag > 0, diag, 1.0)))
+    lam_s, vec_s = jnp.linalg.eigh(scale[:, None] * jtj * scale[None, :]
+                                   + jnp.diag(masked.astype(dtype)))
+    keep_s = lam_s > rcond * lam_s[-1]
+    coef_s = vec_s.T @ (scale * jty)
+    proj_sq = jnp.sum(jnp.where(keep_s, coef_s ** 2 / jnp.where(keep_s, lam_s, 1.0), 0.0))
+    kept = jnp.sum(keep_s)
+    rank = kept - n_masked
+    # The minimum-norm minimizer lives in the unscaled coordinates: truncated eigen-solution of
+    # J^T J keeping the same number of directions.
+    diag_max = jnp.maximum(jnp.max(diag), jnp.finfo(dtype).tiny)
+    lam, vec = jnp.linalg.eigh(jtj + jnp.diag(jnp.where(masked, diag_max, 0.0).astype(dtype)))
+    keep = (jnp.arange(m * d) >= m * d - kept) & (lam > 0)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
-    delta = (vec @ (inv * coef)).reshape(m, d)
-    rank = jnp.sum(keep) - jnp.sum(masked)
+    delta = (vec @ (inv * (vec.T @ jty))).reshape(m, d)
     from jaxtd.losses import loss, norm
-    res_sq = jnp.maximum(2.0 * loss(target, model) - jnp.sum(inv * coef ** 2), 0.0)
+    res_sq = jnp.maximum(2.0 * loss(target, model) - proj_sq, 0.0)
     # A tangent space of full dimension C(d+l-1, l) contains T*: the residual is then exactly 0,
     # which the subtraction above only reaches to ~sqrt(eps) * cond(J) near the threshold.
     res_sq = jnp.where(rank >= sym_dim(d, l), 0.0, res_sq)
