@@ -24,6 +24,12 @@ each of ``s`` and ``t`` after linearization, so this is exact), and
 ``||T(W0) + JΔ - T*||^2 = s^T K s`` over the stacked rows ``[W0; A]``, weights ``[c; -c*]``,
 perturbations ``[Δ; 0]``. Rows with zero weight (masked rows) contribute nothing and receive
 zero gradient.
+
+Also here: :func:`antisymmetric` initialization (``T(W0) = 0``); the exact lazy optimum
+:func:`lstsq` / :func:`best_residual` (normal equations in closed form, float64 needed for the
+1e-6 threshold); the threshold experiment :func:`threshold_experiment` (always float64, in a
+thread-local ``jax.enable_x64`` scope), :func:`predicted_critical_width`, :func:`fit_exponent`;
+lazy training :func:`train` (any optax optimizer under ``lax.scan``).
 """
 
 from __future__ import annotations

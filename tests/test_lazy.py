@@ -297,3 +297,13 @@ def test_lazy_train_float32_and_validation():
         lazy.train(model, target, "sgd", 10)
     with pytest.raises(ValueError, match="delta"):
         lazy.train_init(model, optax.sgd(0.1), jnp.zeros((3, 4)))
+
+
+def test_best_residual_float32_is_approximate_but_sane():
+    model = _standard(4, 3, 3)
+    target = jaxtd.targets.random_unit(jax.random.PRNGKey(1), 4, 3, 3)
+    got = lazy.best_residual(model, target)
+    assert got.dtype == jnp.float32
+    want = oracles.lstsq_relative_residual(model.weights, model.factors, target.weights,
+                                           target.factors, 3)
+    np.testing.assert_allclose(got, want, atol=1e-3)
