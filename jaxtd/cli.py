@@ -104,14 +104,20 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _lazy_column(results, algorithm, target, sub: Path, params: dict, n_seeds: int):
+def _seeds(name: str, config: cfg.Config) -> int:
+    """How many seeds algorithm ``name`` runs (``[lazy] seeds`` may cut the lazy ones)."""
+    n = config.sweep.seeds
+    limit = config.params[name].get("seeds", 0) if name == "lazy" else 0
+    return min(n, limit) if limit else n
+
+
+def _lazy_column(results, algorithm, target, sub: Path):
     """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``sub/lazy_best.npz``)."""
     import numpy as np
 
     from jaxtd.results import atomic_write
     widths = sorted(set(int(w) for w in results.rows["width"]))
-    seeds = list(range(n_seeds if params["residual_seeds"] == 0
-                       else min(n_seeds, params["residual_seeds"])))
+    seeds = sorted(set(int(s) for s in results.rows["seed"]))
     cache = sub / "lazy_best.npz"
     if cache.exists():
         with np.load(cache) as saved:
@@ -122,21 +128,19 @@ def _lazy_column(results, algorithm, target, sub: Path, params: dict, n_seeds: i
         sub.mkdir(parents=True, exist_ok=True)
         with atomic_write(str(cache)) as f:
             np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
-    col = [table[int(s), widths.index(int(w))] if int(s) < len(seeds) else np.nan
+    col = [table[seeds.index(int(s)), widths.index(int(w))]
            for s, w in zip(results.rows["seed"], results.rows["width"])]
     rows = results.rows.assign(lazy_best_residual=np.asarray(col, np.float64))
     return dataclasses.replace(results, rows=rows)
 
 
-def _residual_only(sweep: cfg.Sweep, params: dict):
+def _residual_only(widths: Sequence[int], n_seeds: int):
     """A Results of lazy rows without training (``[lazy] train = false``): error columns NaN."""
     import pandas as pd
 
     from jaxtd.results import Results
-    n = params["residual_seeds"] or sweep.seeds
-    seeds = list(range(min(n, sweep.seeds)))
     rows = pd.DataFrame([dict(seed=s, width=w, final_relative_error=float("nan"), success=False,
-                              diverged=False) for s in seeds for w in sweep.widths])
+                              diverged=False) for s in range(n_seeds) for w in widths])
     return Results(rows, {})
 
 
@@ -155,18 +159,18 @@ def execute(config: cfg.Config, out_dir: Path, *, resume: bool, progress: bool |
             params = config.params[name]
             sub = out_dir / "sweeps" / f"{name}-l{order}-d{dim}-r{rank}"
             _log(f"[jaxtd] {name}: l={order} d={dim} r={rank}, widths {list(s.widths)}, "
-                 f"{s.seeds} seeds, {s.steps} steps")
+                 f"{_seeds(name, config)} seeds, {s.steps} steps")
             algorithm = make_algorithm(name, params, s.steps)
             if name == "lazy" and not params["train"]:
-                res = _residual_only(s, params)
+                res = _residual_only(s.widths, _seeds(name, config))
             else:
-                res = sweep(algorithm, target, seeds=s.seeds,
+                res = sweep(algorithm, target, seeds=_seeds(name, config),
                                   widths=list(s.widths), steps=s.steps,
                                   record_every=s.record_every,
                                   success_threshold=s.success_threshold, out_dir=str(sub),
                                   resume=resume, progress=progress, bucketing=s.bucketing)
             if name == "lazy":
-                res = _lazy_column(res, algorithm, target, sub, params, s.seeds)
+                res = _lazy_column(res, algorithm, target, sub)
                 if not params["train"]:
                     best = res.rows["lazy_best_residual"].to_numpy()
                     res = dataclasses.replace(res, rows=res.rows.assign(
@@ -218,7 +222,7 @@ def _resolve_config(args) -> tuple[cfg.Config, Path]:
         config = cfg.load(args.config)
     elif args.preset:
         config = cfg.preset(args.preset)
-    elif args.resume and saved is not None and saved.exists():
+    elif args.resume and not args.quick and saved is not None and saved.exists():
         return cfg.load(saved), out  # resuming: the saved resolved config, as run before
     else:
         config = cfg.preset("headline")

@@ -62,9 +62,9 @@ PARAMS: Mapping[str, Mapping[str, Any]] = {
                 "amplify_steps": 100, "fit_steps": 200, "selection": "smallest"},
     "deflation": {"learning_rate": 0.05, "delta0": 1e-3, "delta1": 1e-2, "gamma": 2.0,
                   "tau0": 5.0, "regularization": 1e-4, "epsilon": 1e-3, "model": "two_homogeneous"},
-    # residual_seeds: the exact best residual costs O((m d)^3) per cell; it barely depends on
-    # the seed, so big grids compute it for the first few seeds only (0 = every seed).
-    "lazy": {"learning_rate": 0.05, "init": "standard", "train": True, "residual_seeds": 0},
+    # seeds: the exact best residual costs O((m d)^3) per cell and the lazy outcome barely
+    # depends on the seed, so big grids run lazy on the first few seeds only (0 = every seed).
+    "lazy": {"learning_rate": 0.05, "init": "standard", "train": True, "seeds": 0},
 }
 CHOICES: Mapping[str, tuple[str, ...]] = {
     "model": ("plain", "two_homogeneous"),
@@ -252,7 +252,7 @@ def _params(name: str, raw: Any) -> dict[str, Any]:
         elif isinstance(default, str):
             out[key] = _choice(where, value, CHOICES[key])
         elif isinstance(default, int):
-            out[key] = _int(where, value, 0 if key == "residual_seeds" else 1)
+            out[key] = _int(where, value, 0 if key == "seeds" else 1)
         else:
             out[key] = _float(where, value, positive=key not in NONNEGATIVE)
     return out
@@ -340,7 +340,7 @@ def quick(config: Config) -> Config:
     widths = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]}))
     steps = min(s.steps, 300)
     sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
-                                record_every=default_record_every(steps))
+                                record_every=default_record_every(steps), bucketing="single")
     target = dataclasses.replace(t, orders=ends(t.orders, 2), dims=ends(t.dims, 2),
                                  ranks=ends(t.ranks, 2))
     params = {k: dict(v) for k, v in config.params.items()}
@@ -348,8 +348,8 @@ def quick(config: Config) -> Config:
         for key in ("amplify_steps", "fit_steps"):
             if key in table:
                 table[key] = max(1, min(table[key], steps // 6))
-        if "residual_seeds" in table:
-            table["residual_seeds"] = 1
+        if name == "lazy":
+            table["seeds"] = 1
     return dataclasses.replace(config, target=target, sweep=sweep, params=params,
                                name=f"{config.name} (quick)")
 
