@@ -233,9 +233,9 @@ def _sweep(raw: Any) -> Sweep:
                  bucketing)
 
 
-def default_record_every(steps: int) -> int:
-    """The largest divisor of ``steps`` up to ``steps // 100`` (about 100 records per run)."""
-    return max(k for k in range(1, max(1, steps // 100) + 1) if steps % k == 0)
+def default_record_every(steps: int, records: int = 100) -> int:
+    """The largest divisor of ``steps`` up to ``steps // records`` (about ``records`` records)."""
+    return max(k for k in range(1, max(1, steps // records) + 1) if steps % k == 0)
 
 
 def _params(name: str, raw: Any) -> dict[str, Any]:
@@ -340,7 +340,7 @@ def quick(config: Config) -> Config:
     widths = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]}))
     steps = min(s.steps, 300)
     sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
-                                record_every=default_record_every(steps), bucketing="single")
+                                record_every=default_record_every(steps, 20), bucketing="single")
     target = dataclasses.replace(t, orders=ends(t.orders, 2), dims=ends(t.dims, 2),
                                  ranks=ends(t.ranks, 2))
     params = {k: dict(v) for k, v in config.params.items()}
