@@ -10,7 +10,9 @@ median wall time (after warm-up) of
   Gram-reusing ``jax.custom_vjp`` (goal: ≤ 2.5x matmul, issue 7 item 1);
 - ``autodiff``: the same through plain autodiff of the Gram formula (``losses.loss_autodiff``);
 - ``dense``: the same on the materialized ``d^l`` tensors, where they fit in memory (goal:
-  factored ≥ 100x faster than dense at (256, 32, 4), issue 2 item 7).
+  factored ≥ 100x faster than dense at (256, 32, 4), issue 2 item 7);
+- ``relerr``: ``jit(jaxtd.relative_error)`` in float32 (the accurate metric), for scale, on rows
+  with ``m <= 1024``.
 
 ``main(argv)`` returns ``{row: {column: value}}`` (rows named ``m{m}_d{d}_l{l}``) for
 ``benchmarks/run_all.py``. Ratios, not absolute times, are the figures to compare: CPU machines
@@ -34,6 +36,7 @@ from _common import machine, median_time  # noqa: E402
 
 SHAPES = ((1024, 256, 4), (4096, 512, 3), (256, 32, 4))
 DENSE_MAX_ENTRIES = 2 ** 26  # largest d^l tensor / Khatri-Rao factor the dense baseline builds
+RELERR_MAX_WIDTH = 1024  # the precise relative error costs ~20-50 matmuls: skip the widest row
 
 
 def _khatri_rao_power(w, p):
@@ -79,6 +82,10 @@ def bench_row(m, d, l, rank, repeats):
     row["autodiff_over_matmul"] = row["autodiff_s"] / unit
     if "dense_s" in row:
         row["dense_over_custom"] = row["dense_s"] / row["custom_s"]
+    if m <= RELERR_MAX_WIDTH:  # the accurate float32 metric, for scale (not a loss+grad figure)
+        relerr = jax.jit(jaxtd.relative_error)
+        row["relerr_s"] = median_time(relerr, model, target, repeats=max(1, repeats // 2), warmup=1)
+        row["relerr_over_matmul"] = row["relerr_s"] / unit
     return row
 
 
@@ -98,7 +105,7 @@ def main(argv=None) -> dict:
     print(f"loss+grad vs one W@W.T  (median of {repeats} after warm-up; {mach['nproc']} cpus, "
           f"{mach['cpu']}, jax {mach['jax']}, {mach['device']})")
     head = (f"{'(m, d, l)':>16} {'matmul ms':>10} {'custom/mm':>10} {'autodiff/mm':>12} "
-            f"{'dense/custom':>13}")
+            f"{'dense/custom':>13} {'relerr/mm':>10}")
     print(head)
     print("-" * len(head))
     results = {}
@@ -107,7 +114,8 @@ def main(argv=None) -> dict:
         results[f"m{m}_d{d}_l{l}"] = row
         print(f"{str((m, d, l)):>16} {row['matmul_s'] * 1e3:>10.2f} "
               f"{row['custom_over_matmul']:>10.2f} {row['autodiff_over_matmul']:>12.2f} "
-              f"{_fmt(row.get('dense_over_custom'), '13.1f'):>13}", flush=True)
+              f"{_fmt(row.get('dense_over_custom'), '13.1f'):>13} "
+              f"{_fmt(row.get('relerr_over_matmul'), '10.1f'):>10}", flush=True)
     print("goals: custom/mm <= 2.5 at (1024,256,4) and (4096,512,3); dense/custom >= 100 at "
           "(256,32,4)")
     return results

@@ -53,3 +53,21 @@ def lstsq_relative_residual(weights, factors, target_weights, target_factors, or
     y = (dense(target_weights, target_factors, order) - dense(weights, factors, order)).ravel()
     sol, *_ = np.linalg.lstsq(jac, y, rcond=None)
     return np.linalg.norm(jac @ sol - y) / np.linalg.norm(dense(target_weights, target_factors, order))
+
+
+def gram_sums_longdouble(est_weights, est_factors, tgt_weights, tgt_factors, order):
+    """``(||E - T||^2, ||T||^2)`` from the Gram form in numpy ``longdouble`` (64-bit mantissa on
+    x86-64): independent of jaxtd's float32 tricks and ~2000x finer than float64."""
+    w = np.concatenate([np.asarray(est_weights, np.float64),
+                        -np.asarray(tgt_weights, np.float64)]).astype(np.longdouble)
+    u = np.concatenate([np.asarray(est_factors, np.float64),
+                        np.asarray(tgt_factors, np.float64)]).astype(np.longdouble)
+    h = (u @ u.T) ** order * w[:, None] * w[None, :]
+    r = len(np.asarray(tgt_weights))
+    return h.sum(), h[-r:, -r:].sum()
+
+
+def relative_error_longdouble(est_weights, est_factors, tgt_weights, tgt_factors, order):
+    """``||E - T|| / ||T||`` as a Python float (see :func:`gram_sums_longdouble`)."""
+    res, tsq = gram_sums_longdouble(est_weights, est_factors, tgt_weights, tgt_factors, order)
+    return float(np.sqrt(max(res, 0) / tsq))
