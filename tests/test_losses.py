@@ -312,3 +312,14 @@ def test_mismatch_rejected_before_tracing():
     b = _random_symcp(jax.random.PRNGKey(1), 3, 5, 3)
     with pytest.raises(ValueError, match="dim"):
         jax.jit(jax.grad(jaxtd.loss))(a, b)
+
+
+def test_float32_inputs_stay_precise_with_x64_enabled(x64):
+    est, tgt = _near_fit(jax.random.PRNGKey(6), 3, 16, 3, 2, 1e-6)
+    f32 = lambda t: jaxtd.SymCP(t.weights.astype(jnp.float32),  # noqa: E731
+                                t.factors.astype(jnp.float32), t.order)
+    est, tgt = f32(est), f32(tgt)
+    want = oracles.relative_error_longdouble(est.weights, est.factors, tgt.weights, tgt.factors, 3)
+    got = jaxtd.relative_error(est, tgt)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(float(got), want, rtol=1e-3)
