@@ -132,9 +132,10 @@ def residual_sq(estimate: SymCP, target: SymCP, *, precise: bool = True) -> jax.
     arithmetic (:func:`jaxtd._extended.gram_power_sums`): absolute error ~2^-64 of the sum of the
     magnitudes of the Gram terms, so the result is accurate to ~1e-6 relative down to
     ``residual / ||target||^2 ~ 1e-12``. Cost ~20-25 ``k x k x d`` float32 matmuls plus
-    ``O(k^2)`` elementwise triple-float work, ``k = k_estimate + k_target`` (about ten
-    value-and-gradient steps of :func:`loss`: record it every so many steps, or pass
-    ``precise=False`` for a cheap float32 figure good down to errors of ~3e-4). Float64 inputs (or
+    ``O(k^2)`` elementwise triple-float work, ``k = k_estimate + k_target``: measured 38x one
+    bare ``W @ W.T`` at ``(m, d, l) = (1024, 256, 4)``, i.e. ~15 value-and-gradient steps of
+    :func:`loss` (``benchmarks/loss_grad.py``). Record it every so many steps, or pass
+    ``precise=False`` for a cheap float32 figure good down to errors of ~3e-4. Float64 inputs (or
     ``precise=False``) use the plain Gram form. Not differentiable (use :func:`loss`).
     """
     check_compatible(estimate, target, ("estimate", "target"))
