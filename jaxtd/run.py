@@ -177,7 +177,8 @@ def _check_key(key) -> None:
                         "vmap jaxtd.simulate for many seeds")
 
 
-def validate(algorithm, key, target, *, width, steps, record_every, divergence_factor=1e6):
+def validate(algorithm, key, target, *, width, steps, record_every, divergence_factor=1e6,
+             active=None):
     """The plain-Python checks of :func:`run` (exposed for sweeps); returns the ints."""
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a jaxtd.algorithms.Algorithm (e.g. "
@@ -191,6 +192,9 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
         raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
                          f"e.g. record_every={default_record_every(steps)}")
     check_positive(divergence_factor, "divergence_factor")
+    if active is not None and np.ndim(active) == 0 and not isinstance(active, jax.core.Tracer):
+        if not 1 <= int(active) <= width:
+            raise ValueError(f"active must be in [1, width={width}], got {int(active)}")
     return width, steps, record_every
 
 
@@ -203,7 +207,7 @@ def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
         record_every = default_record_every(_check_int(steps, "steps"))
     width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
                                           record_every=record_every,
-                                          divergence_factor=divergence_factor)
+                                          divergence_factor=divergence_factor, active=active)
     return _simulate_jit(algorithm, key, target, width=width, steps=steps,
                          record_every=record_every, active=active, hparams=hparams,
                          divergence_factor=divergence_factor, fit_fraction=fit_fraction,
