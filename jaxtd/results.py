@@ -349,6 +349,10 @@ class Results:
         out_dir = os.fspath(out_dir)
         path = os.path.join(out_dir, "config.json")
         if not os.path.isfile(path):
+            if os.path.isfile(os.path.join(out_dir, "sweep.json")):
+                raise FileNotFoundError(
+                    f"{out_dir!r} holds an unfinished sweep (no config.json yet); rerun "
+                    "jaxtd.sweep with the same arguments and out_dir to resume and finish it")
             raise FileNotFoundError(f"{out_dir!r} holds no saved jaxtd results (no config.json); "
                                     "pass the out_dir of a finished sweep or of Results.save")
         with open(path) as f:

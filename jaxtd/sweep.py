@@ -290,8 +290,7 @@ def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: 
     leading axes ``(S, W, H)``: vmap over seeds (outer, sharded), widths, hparam combinations."""
     def cell(seed, active, h, grid, base_key, target):
         hp = {k: grid[k][h] for k in hparam_names} if hparam_names else None
-        return simulate(_first_rows(algorithm, padded_width, active),
-                        jax.random.fold_in(base_key, seed), target,
+        return simulate(algorithm, jax.random.fold_in(base_key, seed), target,
                         width=padded_width, steps=steps, record_every=record_every,
                         active=active, hparams=hp)
 
@@ -303,19 +302,6 @@ def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: 
         return per_s(seeds, actives, jnp.arange(n_h), grid, base_key, target)
 
     return f
-
-
-def _first_rows(algorithm: Algorithm, padded_width: int, active) -> Algorithm:
-    """The algorithm with ``params`` restricted to the first ``active`` rows (others zeroed).
-
-    The runner measures the distance from init ``||W - W0|| / ||W0||`` on ``params``; padded rows
-    never move but would inflate ``||W0||``, so a width-``m`` cell reports the width-``m`` distance.
-    Only the runner calls ``params``; the algorithm's own functions are untouched.
-    """
-    active = jnp.asarray(active)
-    keep = (jnp.arange(padded_width, dtype=active.dtype) < active)[:, None]
-    params = algorithm.params
-    return algorithm._replace(params=lambda state: jnp.where(keep, params(state), 0))
 
 
 @dataclasses.dataclass
