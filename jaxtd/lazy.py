@@ -34,6 +34,7 @@ lazy training :func:`train` (any optax optimizer under ``lax.scan``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -392,6 +393,12 @@ def _case_widths(widths, d, l):
     return ws
 
 
+def _masked_lstsq(model: SymCP, target: SymCP, masks, *, rcond, batch_size) -> LazyLstsq:
+    """:func:`lstsq` of ``model`` with weights times each row of ``masks`` ``(n_widths, M)``."""
+    return jax.lax.map(lambda mk: lstsq(SymCP(model.weights * mk, model.factors, model.order),
+                                        target, rcond=rcond), masks, batch_size=batch_size)
+
+
 def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int = 20,
                          init: str = "standard", tol: float = 1e-6, rcond: float | None = None,
                          key=0, batch_size: int = 8) -> Threshold:
@@ -429,8 +436,7 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
         for d, l in cases:
             ws = _case_widths(widths, d, l)
             top = ws[-1]
-            solve = jax.jit(lambda mdl, tgt, mask: lstsq(
-                SymCP(mdl.weights * mask, mdl.factors, l), tgt, rcond=rcond))
+            solve = jax.jit(functools.partial(_masked_lstsq, rcond=rcond, batch_size=batch_size))
             fits = []
             for seed in range(seeds):
                 k_init, k_target = jax.random.split(jax.random.fold_in(base, seed))
@@ -442,7 +448,7 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
                                                dtype=jnp.float64), l)
                 tgt = random_unit(k_target, d, target_rank, l, dtype=jnp.float64)
                 masks = (jnp.arange(top)[None, :] < jnp.asarray(ws)[:, None]).astype(jnp.float64)
-                out = jax.lax.map(lambda mk: solve(model, tgt, mk), masks, batch_size=batch_size)
+                out = solve(model, tgt, masks)
                 res, rank, dist = (np.asarray(v) for v in (out.residual, out.rank, out.distance))
                 for i, w in enumerate(ws):
                     rows.append(dict(dim=d, order=l, seed=seed, width=w, residual=float(res[i]),
