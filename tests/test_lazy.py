@@ -203,12 +203,15 @@ _GRID = {(8, 3): [12, 13, 15, 16, 20], (6, 4): [18, 21], (4, 3): [4, 5], (3, 4):
 @pytest.fixture(scope="module")
 def threshold():
     """One threshold experiment shared by the tests below (one compile per case)."""
-    return lazy.threshold_experiment(list(_GRID), widths=lambda d, l: _GRID[(d, l)])
+    before = jax.config.jax_enable_x64
+    out = lazy.threshold_experiment(list(_GRID), widths=lambda d, l: _GRID[(d, l)])
+    assert jax.config.jax_enable_x64 == before  # the float64 scope does not leak
+    return out
 
 
 def test_threshold_experiment_rule_exceptions_and_references(threshold):
     out = threshold
-    assert not jax.config.jax_enable_x64  # the float64 scope does not leak
+    assert out.table.residual.dtype == np.float64
     res = out.table.set_index(["dim", "order", "width"])["residual"]
     # measured references: d=8, l=3: 13 -> ~0.28, 15 -> 0;  d=6, l=4: 18 -> ~0.32, 21 -> 0
     assert 0.15 < res[(8, 3, 13)] < 0.45 and res[(8, 3, 15)] <= 1e-6
