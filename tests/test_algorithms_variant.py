@@ -15,7 +15,7 @@ import pytest
 import jaxtd
 from jaxtd.algorithms import gd, variant
 from jaxtd.algorithms.variant import redraw_key
-from jaxtd.run import run, simulate
+from jaxtd.run import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"
@@ -125,39 +125,58 @@ def test_epoch_structure(selection):
             assert moved[:active].all()
 
 
-def test_redraw_does_not_depend_on_padded_width():
-    """A width-5 run with active=5 inside width 9 is the width-5 run (both selection rules)."""
+def trajectory(algorithm, key, target, width, steps, active=None):
+    """Final state and stacked step metrics of ``steps`` calls of ``algorithm.step`` (one jit;
+    cheaper to compile than the full runner)."""
+
+    @jax.jit
+    def go(key, target, active):
+        state = algorithm.init(key, target, width, active=active)
+        return jax.lax.scan(lambda s, _: algorithm.step(s, target), state, None, length=steps)
+
+    return go(key, target, active)
+
+
+@pytest.mark.parametrize("selection", ["smallest", "round_robin"])
+def test_redraw_does_not_depend_on_padded_width(selection):
+    """A width-5 run with active=5 inside width 9 is the width-5 run: same rows, same re-draws,
+    padded rows untouched."""
     target = small_problem()
-    for selection in ("smallest", "round_robin"):
-        alg = variant(0.05, amplify_steps=5, fit_steps=10, epochs=None, selection=selection,
-                      init_scale=0.05)
-        key = jax.random.PRNGKey(7)
-        alone = run(alg, key, target, width=5, steps=90, record_every=5)
-        padded = run(alg, key, target, width=9, steps=90, record_every=5, active=5)
-        # (distance is left out: its denominator ||W0|| counts the padded rows)
-        for name in ("relative_error", "loss", "fitted_weight", "best_correlation", "selected"):
-            np.testing.assert_allclose(padded.history[name], alone.history[name], rtol=2e-5,
-                                       atol=1e-7, err_msg=name)
-        assert len(np.unique(alone.history["selected"])) > 1
+    alg = variant(0.05, amplify_steps=5, fit_steps=10, epochs=None, selection=selection,
+                  init_scale=0.05)
+    key = jax.random.PRNGKey(7)
+    alone, m_alone = trajectory(alg, key, target, 5, 90)
+    padded, m_padded = trajectory(alg, key, target, 9, 90, active=5)
+    np.testing.assert_array_equal(m_padded["selected"], m_alone["selected"])
+    assert len(np.unique(m_alone["selected"])) > 1
+    np.testing.assert_allclose(m_padded["loss"], m_alone["loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(padded.params[:5], alone.params, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(padded.signs[:5], alone.signs)
+    start = alg.init(key, target, 9, active=5)
+    np.testing.assert_allclose(padded.params[5:], start.params[5:], rtol=1e-6)  # eager vs jit
 
 
 def test_epochs_and_epsilon_stop_the_run(x64):
     target = small_problem()
     key = jax.random.PRNGKey(0)
     alg = variant(0.05, amplify_steps=2, fit_steps=3, epochs=4)
-    res = run(alg, key, target, width=4, steps=40, record_every=1)
-    stopped = np.asarray(res.history["stopped"])
-    np.testing.assert_array_equal(stopped[1:], np.arange(1, 41) > 20)
-    loss = np.asarray(res.history["loss"])
-    assert np.all(loss[21:] == loss[20]) and np.any(loss[1:20] != loss[20])
+    final, m = trajectory(alg, key, target, 4, 40)
+    np.testing.assert_array_equal(m["stopped"], np.arange(40) >= 20)
+    loss = np.asarray(m["loss"])
+    assert np.all(loss[20:] == loss[20]) and np.all(loss[1:20] != loss[20])
+    assert int(final.count) == 40
 
+    # ε stop, λ = 0: the reported loss is 1/2 ||T - T*||^2, so the error is sqrt(2 loss)/||T*||
     alg = variant(0.1, init_scale=0.1, amplify_steps=20, fit_steps=100, epochs=None,
                   epsilon=0.05, regularization=0.0)
-    res = run(alg, key, target, width=4, steps=1200, record_every=10)
-    err = np.asarray(res.history["relative_error"])
-    assert res.history["stopped"][-1] and err[-1] <= 0.05
-    first = int(np.argmax(err <= 0.05))
-    assert err[first - 1] > 0.05 and np.all(err[first:] == err[first])
+    final, m = trajectory(alg, key, target, 4, 1200)
+    dense = oracles.dense(target.weights, target.factors, 3)
+    err = np.sqrt(2 * np.asarray(m["loss"])) / np.linalg.norm(dense)
+    stopped = np.asarray(m["stopped"])
+    assert stopped[-1]
+    first = int(np.argmax(stopped))
+    assert err[first] <= 0.05 and np.all(err[:first] > 0.05)
+    assert np.all(err[first:] == err[first])
 
 
 def test_hparams_live_in_state_and_vmap():
@@ -167,21 +186,22 @@ def test_hparams_live_in_state_and_vmap():
     assert set(alg.hparams) == {"init_scale", "regularization", "learning_rate"}
     hp = {"init_scale": jnp.asarray([1e-2, 1e-1]), "regularization": jnp.asarray([0.0, 1e-2]),
           "learning_rate": jnp.asarray([0.05, 0.0])}
-    init = jax.vmap(lambda h: alg.init(jax.random.PRNGKey(0), target, 4, hparams=h))
+    init = jax.jit(jax.vmap(lambda h: alg.init(jax.random.PRNGKey(0), target, 4, hparams=h)))
     states = init(hp)
     np.testing.assert_allclose(np.linalg.norm(states.params, axis=-1),
                                [[1e-2] * 4, [1e-1] * 4], rtol=1e-5)
-    after, _ = jax.vmap(lambda s: alg.step(s, target))(states)
+    after, _ = jax.jit(jax.vmap(lambda s: alg.step(s, target)))(states)
     # zero step size: only the re-draw changed the state
     moved = np.any(np.asarray(after.params[1]) != np.asarray(states.params[1]), axis=1)
     assert moved.sum() == 1
 
 
-def test_float32_default_and_float64(x64):
+def test_float64(x64):
     target64 = small_problem()
+    assert target64.factors.dtype == jnp.float64
     alg = variant(amplify_steps=2, fit_steps=2)
-    res = run(alg, jax.random.PRNGKey(0), target64, width=3, steps=8, record_every=4)
-    assert res.final_loss.dtype == jnp.float64
+    final, m = trajectory(alg, jax.random.PRNGKey(0), target64, 3, 8)
+    assert final.params.dtype == jnp.float64 and m["loss"].dtype == jnp.float64
 
 
 def test_float32_step_dtype():

@@ -102,7 +102,9 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
       delta0: initialization and re-draw norm ``δ0 > 0`` (hparam ``init_scale``).
       delta1: re-draw threshold ``δ1 > δ0`` (hparam ``threshold``).
       gamma: epoch-length growth ``γ > 1`` (hparam ``gamma``).
-      epsilon: target relative error ``ε > 0``: the run stops (freezes) once reached.
+      epsilon: target relative error ``ε > 0``: the run stops (freezes) once reached. The check
+        uses the step's own loss (no extra cost); in float32 its cancellation error makes it
+        reliable for ``ε >= ~1e-3`` only (use float64 for smaller ``ε``).
       regularization: ``λ >= 0`` of ``L_λ``, default ``ε/10`` (hparam ``regularization``).
       tau0: length ``τ0 > 0`` of epoch 0 in flow time (hparam ``tau0``).
       step_size: Euler step ``η > 0`` (hparam ``learning_rate``); epoch ``s`` has about
@@ -115,9 +117,10 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
         ``sign R(w̄^{⊗l})`` with ``R = T* - T(W)`` over the rows that are not re-drawn.
       name: algorithm name (default ``"deflation"``).
     Returns:
-      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` before the
-      update), ``epoch`` and ``stopped``. Overrides through ``hparams=`` are traced and so not
-      validated (keep ``δ1 > δ0``, ``γ > 1``).
+      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` of the
+      iterate the update starts from, after any re-draw), ``epoch`` and ``stopped``. A stopped
+      run keeps that iterate. Overrides through ``hparams=`` are traced and so not validated
+      (keep ``δ1 > δ0``, ``γ > 1``).
     """
     delta0 = _check_real(delta0, "delta0")
     delta1 = _check_real(delta1, "delta1")
@@ -161,10 +164,9 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
             next_start=epoch_start(1, hp["tau0"], hp["gamma"], hp["learning_rate"]),
             stopped=jnp.zeros((), bool), order=StaticInt(target.order))
 
-    def redraw(state: DeflationState, target: SymCP) -> DeflationState:
-        """At an epoch start: re-draw the active rows below ``δ1``; advance the epoch clock."""
+    def redraw(state: DeflationState, target: SymCP, begin) -> DeflationState:
+        """Where ``begin``: re-draw the active rows below ``δ1``; advance the epoch clock."""
         hp = state.hparams
-        begin = state.count == state.next_start
         epoch = state.epoch + begin.astype(jnp.int32)
         next_start = jnp.where(begin, epoch_start(epoch + 1, hp["tau0"], hp["gamma"],
                                                   hp["learning_rate"]), state.next_start)
@@ -180,21 +182,22 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
         return state._replace(params=params, signs=signs, epoch=epoch, next_start=next_start)
 
     def step(state: DeflationState, target: SymCP):
-        before = state
-        state = redraw(state, target)
+        starting = state.count == state.next_start
+        halted = state.stopped
+        if max_epochs is not None:
+            halted = halted | (starting & (state.epoch + 1 >= max_epochs))
+        # a stopped run is frozen as it is: no more re-draws, so its loss stays put
+        state = redraw(state, target, starting & ~halted)
         lam = state.hparams["regularization"]
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,
             regularization=lam)
         fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
+        halted = halted | (relative_from_fit(fit, target) <= epsilon)
         params = state.params - state.hparams["learning_rate"] * state.mask[:, None] * grads
-        done = relative_from_fit(fit, target) <= epsilon
-        if max_epochs is not None:
-            done = done | (state.epoch >= max_epochs)
-        halt = before.stopped | done
-        new = freeze(halt, before, state._replace(params=params))
-        new = new._replace(count=before.count + 1, stopped=halt)
-        return new, {"loss": value, "epoch": state.epoch, "stopped": halt}
+        new = freeze(halted, state, state._replace(params=params))
+        new = new._replace(count=state.count + 1, stopped=halted)
+        return new, {"loss": value, "epoch": state.epoch, "stopped": halted}
 
     def tensor(state: DeflationState) -> SymCP:
         return model_fn(state.params, state.order.value, state.signs, state.mask)

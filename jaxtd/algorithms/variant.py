@@ -187,6 +187,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
       fit_steps: ``H_fit >= 0`` steps moving all active rows (``H_amp + H_fit >= 1``).
       epochs: ``K >= 1`` epochs, after which the state is frozen; ``None``: never stop.
       epsilon: stop (freeze) once the relative error ``||T - T*||/||T*|| <= ε``; 0 never stops.
+        The check uses the step's own float loss: in float32 reliable for ``ε >= ~1e-3`` only.
       selection: ``"smallest"`` active row by norm, or ``"round_robin"``.
       sign_rule: ``"residual"``: the re-drawn row takes ``sign R(w̄^{⊗l})``; ``"keep"``: its sign
         is unchanged.
@@ -194,8 +195,9 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
       learning_rate: default learning rate of a factory optimizer / multiplier of a ready one.
       name: algorithm name (default ``"variant"``).
     Returns:
-      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` before the
-      update), ``epoch``, ``selected`` (re-drawn row) and ``stopped``.
+      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` of the
+      iterate the update starts from, after any re-draw), ``epoch``, ``selected`` (the row
+      re-drawn this epoch) and ``stopped``; a stopped run keeps that iterate.
     """
     model_fn = models.get(model)
     check_choice(signs, "signs", models.SIGN_RULES)
@@ -255,16 +257,18 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
     def step(state: VariantState, target: SymCP):
         epoch = state.count // epoch_len
         phase = state.count % epoch_len
-        before = state
-        state = redraw(state, target, epoch, phase == 0)
+        halted = state.stopped
+        if epochs is not None:
+            halted = halted | (epoch >= epochs)
+        # a stopped run is frozen as it is: no more re-draws, so its loss stays put
+        state = redraw(state, target, epoch, (phase == 0) & ~halted)
         lam = state.hparams["regularization"]
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,
             regularization=lam)
-        fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
         # amplify: only the re-drawn row moves; fit: every active row
-        onehot = (jnp.arange(state.params.shape[0], dtype=jnp.int32) == state.selected).astype(state.mask.dtype)
-        moving = jnp.where(phase < h_amp, onehot, 1.0).astype(state.mask.dtype) * state.mask
+        onehot = jnp.arange(state.params.shape[0], dtype=jnp.int32) == state.selected
+        moving = jnp.where(phase < h_amp, onehot, True).astype(state.mask.dtype) * state.mask
         grads = base.mask_rows(grads, moving)
         opt_state = _with_lr(state.opt_state, state.hparams["learning_rate"], injected)
         updates, opt_state = tx.update(grads, opt_state, state.params)
@@ -272,15 +276,14 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
             updates = jax.tree_util.tree_map(lambda u: state.hparams["learning_rate"] * u,
                                              updates)
         updates = base.mask_rows(updates, moving)
-        done = epoch >= epochs if epochs is not None else jnp.zeros((), bool)
         if epsilon > 0:
-            done = done | (relative_from_fit(fit, target) <= epsilon)
-        halt = before.stopped | done
+            fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
+            halted = halted | (relative_from_fit(fit, target) <= epsilon)
         new = state._replace(params=optax.apply_updates(state.params, updates),
                              opt_state=opt_state)
-        new = freeze(halt, before, new)._replace(count=before.count + 1, stopped=halt)
+        new = freeze(halted, state, new)._replace(count=state.count + 1, stopped=halted)
         return new, {"loss": value, "epoch": epoch, "selected": state.selected,
-                     "stopped": halt}
+                     "stopped": halted}
 
     def tensor(state: VariantState) -> SymCP:
         return model_fn(state.params, state.order.value, state.signs, state.mask)
