@@ -32,7 +32,7 @@ def _dense(t):
 # -- identities against the dense tensor ---------------------------------------------------------
 
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("dim,ka,kb", [(1, 1, 1), (3, 4, 2), (5, 6, 3), (7, 2, 5)])
+@pytest.mark.parametrize("dim,ka,kb", [(1, 1, 1), (4, 5, 2), (7, 2, 5)])
 def test_identities_match_dense(order, dim, ka, kb, x64):
     k1, k2 = jax.random.split(jax.random.PRNGKey(100 * order + 10 * dim + ka))
     a = _random_symcp(k1, ka, dim, order)
@@ -101,7 +101,7 @@ def _assert_trees_close(got, want, rtol, atol=0.0):
 
 
 @pytest.mark.parametrize("order", ORDERS)
-@pytest.mark.parametrize("dim,ka,kb", [(3, 5, 2), (6, 4, 4)])
+@pytest.mark.parametrize("dim,ka,kb", [(3, 5, 2), (6, 3, 4)])
 def test_gradients_match_dense_loss(order, dim, ka, kb, x64):
     k1, k2 = jax.random.split(jax.random.PRNGKey(7 * order + dim))
     a = _random_symcp(k1, ka, dim, order, zero_from=ka - 1)
