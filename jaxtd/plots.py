@@ -45,7 +45,9 @@ def _method_rows(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (method, cell) with an ``error`` column: lazy rows yield two methods."""
     parts = []
     is_lazy = df["algorithm"] == "lazy"
-    other = df[~is_lazy].assign(method=df["algorithm"], error=df["final_relative_error"])
+    # callables, not df's columns: assigning a Series to an empty frame would adopt its index
+    other = df[~is_lazy].assign(method=lambda x: x["algorithm"],
+                                error=lambda x: x["final_relative_error"])
     parts.append(other)
     lazy = df[is_lazy]
     if len(lazy):
@@ -55,7 +57,8 @@ def _method_rows(df: pd.DataFrame) -> pd.DataFrame:
             best = lazy[lazy["lazy_best_residual"].notna()]
             parts.append(best.assign(method="lazy best", error=best["lazy_best_residual"],
                                      diverged=False))
-    return pd.concat(parts, ignore_index=True)
+    # empty parts would turn integer columns into floats in the concatenation
+    return pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
 
 
 def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:

@@ -27,6 +27,7 @@ widths = [2, 8]
 seeds = 2
 steps = 200
 success_threshold = 1e-2
+record_every = 20
 bucketing = "single"
 
 [lazy]

@@ -41,6 +41,16 @@ def test_curves_split_lazy_into_gd_and_best():
     assert gd.loc[4, "median_error"] == pytest.approx(1e-4)
 
 
+def test_untrained_lazy_rows_keep_integer_columns():
+    df = _table()
+    df.loc[df["algorithm"] == "lazy", "final_relative_error"] = np.nan
+    df = df[df["algorithm"] == "lazy"]
+    table = plots.curves(df, 1e-2)
+    assert list(table["method"].unique()) == ["lazy best"]
+    assert table["width"].dtype.kind == "i" and table["dim"].dtype.kind == "i"
+    assert "1.0" not in plots.format_table(df, 1e-2)
+
+
 def test_diverged_cells_fail_and_count_as_inf():
     df = _table()
     df.loc[(df["algorithm"] == "gd") & (df["width"] == 16), "diverged"] = True
