@@ -120,7 +120,7 @@ def test_float32_runs_report_accurate_small_errors():
     assert 0.5 * err64[-1] < err32[-1] < 1e-5
 
 
-def test_one_compilation_per_algorithm_and_shapes():
+def test_one_compilation_per_algorithm_and_shapes(x64):  # x64: the cheaper metric to compile
     target = _target()
     alg = gd(0.1, model="two_homogeneous")
     traces = []
@@ -148,7 +148,7 @@ def test_vmap_over_keys_and_masks_equals_separate_runs(x64):
     alg = gd(0.1, model="two_homogeneous", regularization=1e-3)
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     actives = jnp.array([7, 3, 5])
-    kw = dict(steps=400, record_every=50)
+    kw = dict(steps=200, record_every=50)
     batched = jax.jit(jax.vmap(lambda k, a: simulate(alg, k, target, width=7, active=a, **kw)))(
         keys, actives)
     for i in range(3):
