@@ -216,6 +216,7 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
             if true_weights is not None:
                 ax.axhline(true_weights[j], color=line.get_color(), ls=":", lw=0.8)
         ax.set_xscale("log")
+        _plain_ticks(ax.xaxis)
         ax.set_xlabel("step")
         ax.set_ylabel("fitted weight T(ā_j, ..., ā_j)")
         row = rows.loc[i]
