@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxtd import initialization, models
 from jaxtd.algorithms import base
-from jaxtd.algorithms.variant import (StaticInt, check_choice, check_int, freeze, redraw_key,
+from jaxtd.algorithms.variant import (check_choice, check_int, freeze, redraw_key,
                                       relative_from_fit, residual_along)
 from jaxtd.symcp import SymCP
 
@@ -71,7 +71,7 @@ class DeflationState(NamedTuple):
     epoch: jax.Array
     next_start: jax.Array
     stopped: jax.Array
-    order: StaticInt
+    order: base.Static
 
 
 def epoch_start(epoch, tau0, gamma, learning_rate) -> jax.Array:
@@ -162,7 +162,7 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
             mask=base.row_mask(width, active, dtype), hparams=hp,
             count=jnp.zeros((), jnp.int32), key=redraw_key(key), epoch=jnp.zeros((), jnp.int32),
             next_start=epoch_start(1, hp["tau0"], hp["gamma"], hp["learning_rate"]),
-            stopped=jnp.zeros((), bool), order=StaticInt(target.order))
+            stopped=jnp.zeros((), bool), order=base.Static(target.order))
 
     def redraw(state: DeflationState, target: SymCP, begin) -> DeflationState:
         """Where ``begin``: re-draw the active rows below ``δ1``; advance the epoch clock."""

@@ -25,7 +25,6 @@ values, so a step jits once and vmaps over seeds, widths and hparams.
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 from typing import Any, NamedTuple, Optional
 
@@ -36,7 +35,7 @@ import optax
 
 from jaxtd import initialization, losses, models
 from jaxtd.algorithms import base
-from jaxtd.algorithms.gd import make_optimizer
+from jaxtd.algorithms.gd import _with_lr, make_optimizer
 from jaxtd.symcp import SymCP
 
 __all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "residual_along",
@@ -48,14 +47,6 @@ SIGN_RULES = ("residual", "keep")
 # fold_in data deriving the re-draw stream from the run key: independent of the init stream
 # (split(key) -> init rows, signs), so a variant and a gd run with one key share their init.
 _REDRAW_STREAM = 0x7E_D2A
-
-
-@jax.tree_util.register_static
-@dataclasses.dataclass(frozen=True)
-class StaticInt:
-    """A Python int carried in a state as pytree metadata (static under jit/vmap/scan)."""
-
-    value: int
 
 
 class VariantState(NamedTuple):
@@ -84,7 +75,7 @@ class VariantState(NamedTuple):
     key: jax.Array
     selected: jax.Array
     stopped: jax.Array
-    order: StaticInt
+    order: base.Static
 
 
 # -- pieces shared with deflation ----------------------------------------------------------------
@@ -157,15 +148,6 @@ def check_choice(value: Any, name: str, choices) -> str:
     return value
 
 
-def _with_lr(opt_state, lr, injected: bool):
-    """Write the state's learning-rate hparam into an ``inject_hyperparams`` optimizer state."""
-    if not injected:
-        return opt_state
-    hp = dict(opt_state.hyperparams)
-    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
-    return opt_state._replace(hyperparams=hp)
-
-
 # -- the algorithm -------------------------------------------------------------------------------
 
 def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale: float = 1e-2,
@@ -234,7 +216,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
             opt_state=_with_lr(tx.init(params), hp["learning_rate"], injected), hparams=hp,
             count=jnp.zeros((), jnp.int32), key=redraw_key(key),
             selected=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
-            order=StaticInt(target.order))
+            order=base.Static(target.order))
 
     def redraw(state: VariantState, target: SymCP, epoch, begin):
         """Step (a), applied only where ``begin``: new row, sign and optimizer state."""
