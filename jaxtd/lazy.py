@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import _extended
+from jaxtd._precision import einsum, matmul
 from jaxtd.initialization import init_factors
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
@@ -82,9 +83,9 @@ def _stacked(model: SymCP, delta, target: SymCP):
 def _lazy_kernel(u, e, order: int):
     """``(n, n)`` matrix of ``<T_i + J e_i, T_j + J e_j>`` (module docstring)."""
     l = order
-    g = u @ u.T
-    p = e @ u.T
-    q = e @ e.T
+    g = matmul(u, u.T)
+    p = matmul(e, u.T)
+    q = matmul(e, e.T)
     g_lm2 = g ** (l - 2)          # integer power: g^0 = 1 exactly, so order 2 needs no case
     g_lm1 = g_lm2 * g
     return (g_lm1 * g + l * g_lm1 * (p + p.T + q) + (l * (l - 1)) * g_lm2 * (p * p.T))
@@ -92,7 +93,7 @@ def _lazy_kernel(u, e, order: int):
 
 def _lazy_sq(model: SymCP, delta, target: SymCP):
     s, u, e = _stacked(model, delta, target)
-    return s @ _lazy_kernel(u, e, model.order) @ s
+    return matmul(matmul(s, _lazy_kernel(u, e, model.order)), s)
 
 
 def lazy_loss(model: SymCP, delta, target: SymCP) -> jax.Array:
@@ -155,7 +156,7 @@ def lazy_residual_sq(model: SymCP, delta, target: SymCP, *, precise: bool = True
     if precise and u.dtype == jnp.float32:
         value = _lazy_sq_doublefloat(s, u, e, model.order)
     else:
-        value = s @ _lazy_kernel(u, e, model.order) @ s
+        value = matmul(matmul(s, _lazy_kernel(u, e, model.order)), s)
     return jnp.maximum(value, 0.0)
 
 
@@ -249,15 +250,15 @@ def normal_equations(model: SymCP, target: SymCP):
     dtype = jnp.result_type(model.weights, model.factors, target.weights, target.factors)
     c, w = model.weights.astype(dtype), model.factors.astype(dtype)
     m, d = w.shape
-    g = w @ w.T
+    g = matmul(w, w.T)
     cc = l * (c[:, None] * c[None, :])
     g_lm2 = g ** (l - 2)
     eye = jnp.eye(d, dtype=dtype)
-    jtj = (jnp.einsum("ij,ab->iajb", cc * g_lm2 * g, eye)
-           + (l - 1) * jnp.einsum("ij,ja,ib->iajb", cc * g_lm2, w, w)).reshape(m * d, m * d)
+    jtj = (einsum("ij,ab->iajb", cc * g_lm2 * g, eye)
+           + (l - 1) * einsum("ij,ja,ib->iajb", cc * g_lm2, w, w)).reshape(m * d, m * d)
     v = jnp.concatenate([target.factors.astype(dtype), w])
     b = jnp.concatenate([target.weights.astype(dtype), -c])
-    jty = (l * c)[:, None] * (((w @ v.T) ** (l - 1) * b[None, :]) @ v)
+    jty = (l * c)[:, None] * matmul(matmul(w, v.T) ** (l - 1) * b[None, :], v)
     return jtj, jty.reshape(m * d)
 
 
@@ -304,7 +305,7 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     lam_s, vec_s = jnp.linalg.eigh(scale[:, None] * jtj * scale[None, :]
                                    + jnp.diag(masked.astype(dtype)))
     keep_s = lam_s > rcond * lam_s[-1]
-    coef_s = vec_s.T @ (scale * jty)
+    coef_s = matmul(vec_s.T, scale * jty)
     proj_sq = jnp.sum(jnp.where(keep_s, coef_s ** 2 / jnp.where(keep_s, lam_s, 1.0), 0.0))
     kept = jnp.sum(keep_s)
     rank = kept - n_masked
@@ -314,7 +315,7 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     lam, vec = jnp.linalg.eigh(jtj + jnp.diag(jnp.where(masked, diag_max, 0.0).astype(dtype)))
     keep = (jnp.arange(m * d) >= m * d - kept) & (lam > 0)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
-    delta = (vec @ (inv * (vec.T @ jty))).reshape(m, d)
+    delta = matmul(vec, inv * matmul(vec.T, jty)).reshape(m, d)
     from jaxtd.losses import loss, norm
     res_sq = jnp.maximum(2.0 * loss(target, model) - proj_sq, 0.0)
     # A tangent space of full dimension C(d+l-1, l) contains T*: the residual is then exactly 0,

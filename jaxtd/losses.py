@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import _extended
+from jaxtd._precision import matmul
 from jaxtd.symcp import SymCP, check_compatible
 
 __all__ = ["inner", "norm", "loss", "loss_autodiff", "gram_inner", "gram_loss", "residual_sq",
@@ -38,7 +39,7 @@ def gram_inner(c, u, b, v, order: int) -> jax.Array:
     ``c (k,)``, ``u (k, d)``, ``b (n,)``, ``v (n, d)``. Differentiable in every mode and to any
     order (the function to use with ``jax.jvp``/``jax.linearize``).
     """
-    return c @ ((u @ v.T) ** order) @ b
+    return matmul(matmul(c, matmul(u, v.T) ** order), b)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -56,16 +57,16 @@ def gram_loss(w, u, order: int) -> jax.Array:
 
 
 def _gram_loss_fwd(w, u, order):
-    g = u @ u.T
+    g = matmul(u, u.T)
     p = g ** (order - 1)
-    hw = (p * g) @ w
-    return 0.5 * (w @ hw), (w, u, p, hw)
+    hw = matmul(p * g, w)
+    return 0.5 * matmul(w, hw), (w, u, p, hw)
 
 
 def _gram_loss_bwd(order, res, ct):
     w, u, p, hw = res
     k = (order * ct) * (w[:, None] * p * w[None, :])
-    return ct * hw, k @ u
+    return ct * hw, matmul(k, u)
 
 
 gram_loss.defvjp(_gram_loss_fwd, _gram_loss_bwd)

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import losses
+from jaxtd._precision import matmul
 from jaxtd.symcp import SymCP, check_compatible
 
 __all__ = ["relative_error", "half_residual_sq", "true_weights", "fitted_weights",
@@ -47,14 +48,14 @@ def true_weights(target: SymCP) -> jax.Array:
 def fitted_weights(model: SymCP, target: SymCP) -> jax.Array:
     """``(r,)`` fitted weight ``sum_i c_i <u_i, ā_j>^l`` along each ground-truth direction."""
     check_compatible(model, target, ("model", "target"))
-    g = model.factors @ _unit(target.factors).T.astype(model.factors.dtype)  # (m, r)
-    return model.weights @ g ** model.order
+    g = matmul(model.factors, _unit(target.factors).T.astype(model.factors.dtype))  # (m, r)
+    return matmul(model.weights, g ** model.order)
 
 
 def best_correlation(model: SymCP, target: SymCP) -> jax.Array:
     """``(r,)`` ``max_i |<ū_i, ā_j>|`` over components with non-zero weight (0 if none)."""
     check_compatible(model, target, ("model", "target"))
-    corr = jnp.abs(_unit(model.factors) @ _unit(target.factors).T.astype(model.factors.dtype))
+    corr = jnp.abs(matmul(_unit(model.factors), _unit(target.factors).T.astype(model.factors.dtype)))
     live = (model.weights != 0)[:, None]
     return jnp.max(jnp.where(live, corr, 0.0), axis=0)
 

@@ -35,6 +35,7 @@ import optax
 
 from jaxtd import initialization, losses, models
 from jaxtd.algorithms import base
+from jaxtd._precision import matmul
 from jaxtd.algorithms.gd import _with_lr, make_optimizer
 from jaxtd.symcp import SymCP
 
@@ -91,8 +92,8 @@ def residual_along(tensor: SymCP, target: SymCP, directions: jax.Array) -> jax.A
       ``(k,)``: ``sum_j c*_j <a_j, v_k>^l - sum_i c_i <u_i, v_k>^l``.
     """
     l = target.order
-    return ((directions @ target.factors.T) ** l) @ target.weights - \
-        ((directions @ tensor.factors.T) ** l) @ tensor.weights
+    return (matmul(matmul(directions, target.factors.T) ** l, target.weights)
+            - matmul(matmul(directions, tensor.factors.T) ** l, tensor.weights))
 
 
 def redraw_key(key) -> jax.Array:
