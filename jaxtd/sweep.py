@@ -25,6 +25,7 @@ by the runner and never affects other cells (each cell is an independent vmapped
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import itertools
@@ -45,7 +46,7 @@ from jaxtd.run import default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
-__all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS"]
+__all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS", "clear_cache"]
 
 BUCKETINGS = ("pow2", "exact", "single")
 _SEED_AXIS = "seed"
@@ -311,6 +312,7 @@ class _Bucket:
     widths: tuple[int, ...]
     compiled: Any = None
     compile_seconds: float = 0.0
+    fresh: bool = False  # compiled by this sweep (not taken from the executable cache)
 
     @property
     def padded_width(self) -> int:
@@ -322,7 +324,46 @@ def _mesh(devices):
                          axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
-def _run_chunk(buckets, fn_for, seeds_padded, grid, base_key, target, shardings):
+# Compiled grid programs of this process, most recently used last. A program is determined by the
+# algorithm (equal constructor arguments give equal algorithms), the padded width, steps, record
+# cadence, swept hparam names, the arguments' shapes/dtypes and the devices: a second sweep of the
+# same shapes compiles nothing. Bounded, since each entry holds device code.
+_EXECUTABLES: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
+_MAX_EXECUTABLES = 64
+
+
+def _signature(args) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype) if not hasattr(x, "dtype")
+                           else str(x.dtype)) for x in leaves)
+
+
+def _executable(cache_key, build, args, shardings):
+    """The compiled program for ``cache_key`` (compiled now on a miss); ``(executable, seconds)``
+    with ``seconds = 0`` on a hit."""
+    hit = _EXECUTABLES.get(cache_key)
+    if hit is not None:
+        _EXECUTABLES.move_to_end(cache_key)
+        return hit, 0.0
+    seed_sh, repl = shardings
+    t0 = time.perf_counter()
+    jitted = jax.jit(build(), in_shardings=(seed_sh, repl, repl, repl, repl),
+                     out_shardings=seed_sh)
+    compiled = jitted.lower(*args).compile()
+    seconds = time.perf_counter() - t0
+    _EXECUTABLES[cache_key] = compiled
+    while len(_EXECUTABLES) > _MAX_EXECUTABLES:
+        _EXECUTABLES.popitem(last=False)
+    return compiled, seconds
+
+
+def clear_cache() -> None:
+    """Forget every compiled grid program of this process (the next sweep compiles again)."""
+    _EXECUTABLES.clear()
+
+
+def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, target, shardings,
+               devices):
     """Dispatch every bucket of one seed chunk (compiling a bucket on first use), then fetch."""
     seed_sh, repl = shardings
     seeds_arr = jax.device_put(np.asarray(seeds_padded, np.int32), seed_sh)
@@ -333,11 +374,11 @@ def _run_chunk(buckets, fn_for, seeds_padded, grid, base_key, target, shardings)
         actives = jax.device_put(np.asarray(b.widths, np.dtype(jnp.result_type(int))), repl)
         args = (seeds_arr, actives) + tuple(args_rest)
         if b.compiled is None:
-            t0 = time.perf_counter()
-            jitted = jax.jit(fn_for(b), in_shardings=(seed_sh, repl, repl, repl, repl),
-                             out_shardings=seed_sh)
-            b.compiled = jitted.lower(*args).compile()
-            b.compile_seconds = time.perf_counter() - t0
+            key = (program_key, b.padded_width, _signature(args),
+                   tuple(d.id for d in devices), devices[0].platform,
+                   jax.config.jax_numpy_dtype_promotion)
+            b.compiled, b.compile_seconds = _executable(key, lambda: fn_for(b), args, shardings)
+            b.fresh = b.compile_seconds > 0
         outs.append(b.compiled(*args))  # async dispatch: buckets queue up
     shards = len(outs[0].final_relative_error.sharding.device_set)
     return [jax.device_get(o) for o in outs], shards
@@ -473,6 +514,7 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
         return _grid_fn(algorithm, b.padded_width, spec.steps, spec.record_every,
                         spec.hparam_names)
 
+    program_key = (algorithm, spec.steps, spec.record_every, spec.hparam_names)
     chunk_len = math.ceil(spec.chunk_size / n_dev) * n_dev
     done = store.done() if store is not None else set()
     parts, run_seconds, seed_shards = [], 0.0, 0
@@ -487,7 +529,8 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
             padded = seeds + (seeds[-1],) * (chunk_len - len(seeds))
             t0 = time.perf_counter()
             compile_before = sum(b.compile_seconds for b in buckets)
-            outs, seed_shards = _run_chunk(buckets, fn_for, padded, grid, base_key, target, shardings)
+            outs, seed_shards = _run_chunk(buckets, program_key, fn_for, padded, grid, base_key,
+                                           target, shardings, devices)
             run_seconds += (time.perf_counter() - t0
                             - (sum(b.compile_seconds for b in buckets) - compile_before))
             columns, histories = _flatten_chunk(spec, buckets, outs, seeds)
@@ -499,9 +542,12 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
         bar.close()
     columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
     histories = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-    compiled = [b for b in buckets if b.compiled is not None]
+    compiled = [b for b in buckets if b.fresh]
     info = {"n_compiles": len(compiled), "n_buckets": len(buckets),
-            "compile_seconds": {str(b.padded_width): b.compile_seconds for b in compiled},
+            "n_programs_reused": sum(1 for b in buckets if b.compiled is not None and not b.fresh),
+            "compile_seconds": sum(b.compile_seconds for b in compiled),
+            "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
+            "padded_widths": [b.padded_width for b in buckets],
             "run_seconds": run_seconds, "chunks_resumed": len(done), "n_devices": n_dev,
             "seed_shards": seed_shards, "chunk_len": chunk_len,
             "platform": devices[0].platform, "versions": versions()}

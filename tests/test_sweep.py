@@ -18,7 +18,7 @@ import jaxtd
 from jaxtd import algorithms
 from jaxtd.results import ChunkStore, Results
 from jaxtd.run import run as standalone_run
-from jaxtd.sweep import bucket_widths, key_for_seed, sweep
+from jaxtd.sweep import bucket_widths, clear_cache, key_for_seed, sweep
 
 DIM, RANK, ORDER = 6, 2, 3
 STEPS, RECORD = 240, 40
@@ -285,3 +285,41 @@ def test_bad_out_dir_and_arguments_raise_before_compute(tmp_path):
     with pytest.raises(TypeError, match="target must be"):
         sweep(algorithm, np.zeros((3, 3)), **args)
     assert not traces
+
+
+def test_second_identical_sweep_compiles_nothing():
+    """The executable cache: an algorithm rebuilt from equal arguments, same shapes and steps,
+    other hparam values and seeds -> zero XLA compilations, the same numbers as a fresh compile."""
+    target = _target()
+    kwargs = dict(widths=[3, 6], steps=STEPS, record_every=RECORD)
+    clear_cache()
+    first = sweep(_gd(), target, seeds=2, hparams={"learning_rate": [0.1, 0.2]}, **kwargs)
+    assert first.info["n_compiles"] == 2 and first.info["compile_seconds"] > 0
+    with _backend_compiles() as compiles:
+        second = sweep(_gd(), target, seeds=[5, 7], hparams={"learning_rate": [0.3, 0.05]},
+                       **kwargs)
+    assert len(compiles) == 0
+    assert second.info["n_compiles"] == 0 and second.info["n_programs_reused"] == 2
+    assert second.info["compile_seconds"] == 0
+    # a fresh compile of the same grid gives the same numbers (the cached program is not stale)
+    clear_cache()
+    with _backend_compiles() as compiles:
+        fresh = sweep(_gd(), target, seeds=[5, 7], hparams={"learning_rate": [0.3, 0.05]},
+                      **kwargs)
+    assert len(compiles) == 2
+    _assert_same(second, fresh)
+    # a different static choice is a different program
+    with _backend_compiles() as compiles:
+        sweep(algorithms.gd(0.2, init_scale=0.3, model="two_homogeneous"), target, seeds=2,
+              **kwargs)
+    assert len(compiles) == 2
+
+
+def test_second_standalone_run_compiles_nothing():
+    target = _target()
+    jaxtd.run(algorithms.gd(0.1), jax.random.key(0), target, width=4, steps=STEPS,
+              record_every=RECORD)
+    with _backend_compiles() as compiles:
+        again = jaxtd.run(algorithms.gd(0.1), jax.random.key(1), target, width=4, steps=STEPS,
+                          record_every=RECORD)
+    assert len(compiles) == 0 and np.isfinite(again.final_relative_error)

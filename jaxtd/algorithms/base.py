@@ -18,6 +18,8 @@ the same run as alone.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
@@ -28,25 +30,91 @@ import optax
 
 from jaxtd.symcp import SymCP
 
-__all__ = ["Algorithm", "Static", "check_width", "check_positive", "check_nonnegative", "check_target",
+__all__ = ["Algorithm", "constructor", "Static", "check_width", "check_positive", "check_nonnegative", "check_target",
            "check_optimizer", "resolve_hparams", "row_mask", "mask_rows", "where_rows",
            "redraw_rows"]
 
 
-class Algorithm(NamedTuple):
-    """An algorithm as a value: pure functions plus the defaults of its sweepable hparams."""
+_FUNCTIONS = ("init", "step", "tensor", "params")
 
+
+class _Fields(NamedTuple):
     name: str
     init: Callable     # init(key, target, width, *, active=None, hparams=None) -> state
     step: Callable     # step(state, target) -> (state, metrics: dict[str, scalar])
     tensor: Callable   # tensor(state) -> SymCP of the current model (masked weights)
     params: Callable   # params(state) -> (width, d) factor matrix
     hparams: Mapping[str, float]
+    static_key: Any = None
+
+
+class Algorithm(_Fields):
+    """An algorithm as a value: pure functions plus the defaults of its sweepable hparams.
+
+    ``static_key`` identifies the program the functions trace to. Constructors decorated with
+    :func:`constructor` set it from their arguments, so two calls with equal arguments give equal
+    algorithms with equal hashes: ``jax.jit`` (the algorithm is a static argument) and the sweep's
+    executable cache then reuse compiled programs instead of compiling again. Without a key
+    (``None``, e.g. a hand-assembled algorithm) equality falls back to the identity of the four
+    functions. ``_replace`` of any function drops the key, since it no longer describes them.
+    """
+
+    __slots__ = ()
+
+    def _identity(self):
+        functions = (None if self.static_key is not None
+                     else tuple(getattr(self, f) for f in _FUNCTIONS))
+        items = tuple(sorted((k, float(v)) for k, v in self.hparams.items()))
+        return self.name, self.static_key, functions, items
+
+    def __eq__(self, other):
+        return isinstance(other, Algorithm) and self._identity() == other._identity()
+
+    def __ne__(self, other):
+        return not self == other
 
     # The hparams dict would make the tuple unhashable; jit needs the algorithm as a static arg.
     def __hash__(self):
-        items = tuple(sorted((k, float(v)) for k, v in self.hparams.items()))
-        return hash((self.name, self.init, self.step, self.tensor, self.params, items))
+        return hash(self._identity())
+
+    def _replace(self, **changes):
+        if "static_key" not in changes and any(f in changes for f in _FUNCTIONS):
+            changes["static_key"] = None
+        return super()._replace(**changes)
+
+
+def _freeze(value):
+    """A hashable stand-in for a constructor argument (lists and dicts become tuples)."""
+    if isinstance(value, Mapping):
+        return ("dict", tuple(sorted((str(k), _freeze(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, np.generic):
+        return value.item()
+    hash(value)  # raises TypeError for arrays and other unhashable values
+    return value
+
+
+def constructor(fn: Callable[..., Algorithm]) -> Callable[..., Algorithm]:
+    """Decorate an algorithm constructor so the algorithms it builds carry a ``static_key``: the
+    constructor and its bound arguments (defaults applied). Equal arguments then mean an equal
+    algorithm, which compiles once per program shape in a process. Arguments that cannot be
+    hashed (arrays) leave the key unset: such algorithms compare by identity.
+    """
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def build(*args, **kwargs) -> Algorithm:
+        algorithm = fn(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        try:
+            arguments = tuple((k, _freeze(v)) for k, v in bound.arguments.items())
+        except TypeError:
+            return algorithm
+        return algorithm._replace(static_key=(fn.__module__, fn.__qualname__, arguments))
+
+    return build
 
 
 @jax.tree_util.register_pytree_node_class

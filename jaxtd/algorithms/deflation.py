@@ -91,6 +91,7 @@ def _check_real(value: Any, name: str) -> float:
     return float(value)
 
 
+@base.constructor
 def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
               epsilon: float = 1e-3, regularization: Optional[float] = None, *,
               tau0: float = 5.0, step_size: float = 0.05, max_epochs: Optional[int] = None,

@@ -97,6 +97,7 @@ def _with_lr(opt_state, lr, injected: bool):
     return opt_state._replace(hyperparams=hp)
 
 
+@base.constructor
 def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: float = 1e-2,
        regularization: float = 0.0, learning_rate: Optional[float] = None,
        signs: str = "auto", name: Optional[str] = None) -> base.Algorithm:

@@ -91,6 +91,7 @@ def polarize(model: SymCP, delta: jax.Array) -> SymCP:
     return SymCP(jnp.concatenate(weights), jnp.concatenate(rows), l)
 
 
+@base.constructor
 def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
             init_scale: float = 1.0, regularization: float = 0.0,
             learning_rate: Optional[float] = None, signs: str = "auto",

@@ -151,6 +151,7 @@ def check_choice(value: Any, name: str, choices) -> str:
 
 # -- the algorithm -------------------------------------------------------------------------------
 
+@base.constructor
 def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale: float = 1e-2,
             regularization: float = 1e-3, amplify_steps: int = 100, fit_steps: int = 200,
             epochs: Optional[int] = 30, epsilon: float = 0.0, selection: str = "smallest",
