@@ -89,3 +89,114 @@ def test_check_compatible_names_arguments():
         check_compatible(a, jaxtd.SymCP(jnp.ones((2,)), jnp.ones((2, 5)), 3))
     with pytest.raises(TypeError, match="t must be a jaxtd.SymCP"):
         jaxtd.to_dense((jnp.ones((2,)), jnp.ones((2, 3))))
+
+
+# -- dtype and value policy -------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["weights", "factors"])
+@pytest.mark.parametrize("dtype,match", [
+    (jnp.int32, "integer Gram powers overflow"), (jnp.uint8, "integer Gram powers overflow"),
+    (jnp.bool_, "integer Gram powers overflow"), (jnp.complex64, "complex"),
+    (jnp.float16, "float32 or float64"), (jnp.bfloat16, "float32 or float64")])
+def test_non_float_leaves_raise_naming_the_field(field, dtype, match):
+    leaves = {"weights": jnp.ones((2,)), "factors": jnp.ones((2, 3))}
+    leaves[field] = leaves[field].astype(dtype)
+    with pytest.raises(TypeError, match=match) as info:
+        jaxtd.SymCP(leaves["weights"], leaves["factors"], 3)
+    assert str(info.value).startswith(field)
+    if match.startswith("integer"):
+        assert f"{field}.astype(jnp.float32)" in str(info.value)
+
+
+def test_integer_factors_no_longer_overflow_silently():
+    """int32 factors used to give a wrapped-around loss (3.9e9 instead of 1.3e18)."""
+    u = np.full((2, 3), 1000, np.int32)
+    with pytest.raises(TypeError, match="factors has dtype int32"):
+        jaxtd.loss(jaxtd.SymCP(jnp.ones(2), u, 6), jaxtd.SymCP(jnp.ones(2), jnp.ones((2, 3)), 6))
+    with pytest.raises(TypeError, match="complex"):
+        jaxtd.SymCP(jnp.ones(2), jnp.ones((2, 3), jnp.complex64), 3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("kind", ["numpy", "jax"])
+def test_non_finite_concrete_values_raise(bad, kind):
+    w = np.ones((2,), np.float32)
+    u = np.ones((2, 3), np.float32)
+    u[1, 2] = bad
+    conv = jnp.asarray if kind == "jax" else np.asarray
+    with pytest.raises(ValueError, match=r"factors has a non-finite entry .* at index \(1, 2\)"):
+        jaxtd.SymCP(conv(w), conv(u), 3)
+    w[0] = bad
+    with pytest.raises(ValueError, match=r"weights has a non-finite entry"):
+        jaxtd.SymCP(conv(w), conv(np.ones((2, 3), np.float32)), 3)
+
+
+def test_traced_values_are_not_checked():
+    """Under jit the value check is skipped (no host sync): a NaN flows through as data."""
+    out = jax.jit(lambda w: jaxtd.to_dense(jaxtd.SymCP(w, jnp.ones((2, 3)), 2)))(
+        jnp.array([1.0, jnp.nan]))
+    assert np.isnan(np.asarray(out)).all()
+    # the dtype check still applies while tracing
+    with pytest.raises(TypeError, match="weights has dtype int32"):
+        jax.jit(lambda w: jaxtd.SymCP(w, jnp.ones((2, 3)), 2))(jnp.ones(2, jnp.int32))
+
+
+def test_float64_leaves_are_accepted(x64):
+    t = jaxtd.SymCP(np.ones(2), np.ones((2, 3)), 3)  # numpy float64 inputs
+    assert t.dtype == jnp.float64
+
+
+# -- TensorLy interop ---------------------------------------------------------------------------
+
+def test_tensorly_round_trip_matches_dense(x64):
+    tl = pytest.importorskip("tensorly")
+    k1, k2 = jax.random.split(jax.random.key(4))
+    t = jaxtd.SymCP(jax.random.normal(k1, (3,), jnp.float64),
+                    jax.random.normal(k2, (3, 4), jnp.float64), 3)
+    cp = t.to_tensorly()
+    assert np.shape(cp.weights) == (3,) and len(cp.factors) == 3
+    assert all(np.shape(f) == (4, 3) for f in cp.factors)
+    dense = oracles.dense(np.asarray(t.weights), np.asarray(t.factors), 3)
+    np.testing.assert_allclose(tl.cp_to_tensor(cp), dense, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jaxtd.to_dense(t), dense, rtol=1e-12, atol=1e-12)
+    back = jaxtd.SymCP.from_tensorly(cp)
+    assert back.order == 3 and back.dtype == jnp.float64
+    np.testing.assert_array_equal(back.weights, t.weights)
+    np.testing.assert_array_equal(back.factors, t.factors)
+    # a tensorly-built symmetric tensor (weights None = ones) and an explicit float32 dtype
+    u = np.random.default_rng(0).normal(size=(5, 2))
+    t32 = jaxtd.SymCP.from_tensorly((None, [u, u, u, u]), dtype=jnp.float32)
+    assert t32.order == 4 and t32.dtype == jnp.float32
+    np.testing.assert_allclose(jaxtd.to_dense(t32), tl.cp_to_tensor((np.ones(2), [u] * 4)),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_from_tensorly_refuses_non_symmetric():
+    pytest.importorskip("tensorly")
+    u = np.random.default_rng(1).normal(size=(4, 2))
+    v = u.copy()
+    v[0, 0] += 1e-3
+    with pytest.raises(ValueError, match=r"not symmetric: cp.factors\[2\] differs"):
+        jaxtd.SymCP.from_tensorly((np.ones(2), [u, u, v]))
+    assert jaxtd.SymCP.from_tensorly((np.ones(2), [u, u, v]), rtol=1e-2).order == 3
+    with pytest.raises(ValueError, match=r"cp.factors\[1\] has shape \(4, 3\)"):
+        jaxtd.SymCP.from_tensorly((np.ones(2), [u, np.ones((4, 3))]))
+    with pytest.raises(ValueError, match=r"cp.weights must have shape \(2,\)"):
+        jaxtd.SymCP.from_tensorly((np.ones(3), [u, u]))
+    with pytest.raises(ValueError, match="at least 2"):
+        jaxtd.SymCP.from_tensorly((np.ones(2), [u]))
+    with pytest.raises(TypeError, match="complex"):
+        jaxtd.SymCP.from_tensorly((np.ones(2), [u * 1j, u * 1j]))
+    with pytest.raises(TypeError, match="CPTensor or a"):
+        jaxtd.SymCP.from_tensorly(u)
+
+
+def test_tensorly_missing_gives_install_hint(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "tensorly", None)  # `import tensorly` now raises ImportError
+    monkeypatch.setitem(sys.modules, "tensorly.cp_tensor", None)
+    t = jaxtd.SymCP(jnp.ones((2,)), jnp.ones((2, 3)), 3)
+    with pytest.raises(ImportError, match="pip install tensorly"):
+        t.to_tensorly()
+    with pytest.raises(ImportError, match="pip install tensorly"):
+        jaxtd.SymCP.from_tensorly((None, [np.ones((3, 2))] * 3))
