@@ -7,11 +7,14 @@ exactly where the same run alone starts (MATH.md §2, width masks).
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtd.targets import default_dtype
+from jaxtd.targets import check_dtype, check_key
 
 __all__ = ["gaussian_rows", "init_factors", "SCALES"]
 
@@ -20,7 +23,8 @@ SCALES = ("small", "standard")
 
 def gaussian_rows(key, width: int, dim: int, dtype=None, offset=0) -> jax.Array:
     """``(width, dim)`` standard normal rows, row ``i`` from ``fold_in(key, offset + i)``."""
-    dtype = dtype or default_dtype()
+    check_key(key)
+    dtype = check_dtype(dtype)
     rows = jnp.arange(width) + offset
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (dim,), dtype))(rows)
 
@@ -31,6 +35,10 @@ def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
 
     ``scale="small"``: each row ``delta * z / ||z||`` (norm exactly ``delta``; ``delta`` may be a
     traced scalar). ``scale="standard"``: rows ``N(0, I/d)`` (unit norm on average).
+
+    ``key`` is one PRNG key (typed ``jax.random.key`` or legacy ``PRNGKey``); ``dtype`` float32
+    or float64 (default: float32, float64 under x64); a concrete ``delta`` must be a finite real
+    number ``> 0`` (checked in plain Python; a traced one is not checked).
     """
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
         raise TypeError(f"width must be an int >= 1, got {width!r}")
@@ -40,9 +48,28 @@ def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
         raise ValueError(f"dim must be an int >= 1, got {dim!r}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    if isinstance(delta, (int, float)) and not delta > 0:
-        raise ValueError(f"delta must be > 0, got {delta}")
+    _check_delta(delta)
+    check_key(key)
+    dtype = check_dtype(dtype)
     z = gaussian_rows(key, width, dim, dtype)
     if scale == "standard":
         return z / jnp.sqrt(jnp.asarray(dim, z.dtype))
     return jnp.asarray(delta, z.dtype) * z / jnp.linalg.norm(z, axis=1, keepdims=True)
+
+
+def _check_delta(delta) -> None:
+    """A concrete ``delta`` must be a finite real ``> 0``; tracers pass (checked by no one)."""
+    if isinstance(delta, jax.core.Tracer):
+        return
+    if isinstance(delta, (bool, np.bool_)) or isinstance(delta, (str, bytes)):
+        raise TypeError(f"delta must be a finite real number > 0, got {delta!r}")
+    if isinstance(delta, numbers.Real):
+        value = float(delta)
+    else:
+        arr = np.asarray(delta) if hasattr(delta, "dtype") or isinstance(delta, (list, tuple)) \
+            else None
+        if arr is None or arr.shape != () or arr.dtype.kind not in "iuf":
+            raise TypeError(f"delta must be a finite real number > 0 (a scalar), got {delta!r}")
+        value = float(arr)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"delta must be > 0 and finite, got {value}")

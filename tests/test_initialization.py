@@ -75,3 +75,46 @@ def test_default_float32():
 def test_bad_input(kwargs, err, match):
     with pytest.raises(err, match=match):
         jaxtd.init_factors(jax.random.PRNGKey(0), **kwargs)
+
+
+def test_typed_keys_equal_legacy_keys():
+    for scale in ("small", "standard"):
+        np.testing.assert_array_equal(
+            jaxtd.init_factors(jax.random.key(5), 4, 3, scale=scale),
+            jaxtd.init_factors(jax.random.PRNGKey(5), 4, 3, scale=scale))
+    keys = jax.random.split(jax.random.key(1), 2)
+    out = jax.vmap(lambda k: jaxtd.init_factors(k, 3, 2))(keys)
+    np.testing.assert_array_equal(out[1], jaxtd.init_factors(keys[1], 3, 2))
+
+
+@pytest.mark.parametrize("key,err,match", [
+    (0, TypeError, "key must be a PRNG key"), ("0", TypeError, "key must be a PRNG key"),
+    (None, TypeError, "key must be a PRNG key"),
+    (jax.random.split(jax.random.key(0), 3), ValueError, "single PRNG key")])
+def test_bad_keys(key, err, match):
+    with pytest.raises(err, match=match):
+        jaxtd.init_factors(key, 2, 3)
+    with pytest.raises(err, match=match):
+        initialization.gaussian_rows(key, 2, 3)
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(delta=float("nan")), ValueError, "delta must be > 0 and finite, got nan"),
+    (dict(delta=float("inf")), ValueError, "delta must be > 0 and finite"),
+    (dict(delta=np.float32(-1)), ValueError, "delta must be > 0"),
+    (dict(delta=jnp.asarray(np.nan)), ValueError, "delta must be > 0 and finite"),
+    (dict(delta=True), TypeError, "delta must be a finite real"),
+    (dict(delta="0.1"), TypeError, "delta must be a finite real"),
+    (dict(delta=np.ones(2)), TypeError, "a scalar"),
+    (dict(dtype=jnp.int32), TypeError, "dtype must be jnp.float32 or jnp.float64"),
+    (dict(dtype=jnp.float16), TypeError, "dtype must be jnp.float32 or jnp.float64"),
+    (dict(dtype=jnp.complex64), TypeError, "dtype must be jnp.float32 or jnp.float64"),
+])
+def test_bad_delta_and_dtype(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        jaxtd.init_factors(jax.random.key(0), 2, 3, **kwargs)
+
+
+def test_concrete_array_delta_is_accepted():
+    w = jaxtd.init_factors(jax.random.key(0), 3, 4, delta=jnp.asarray(0.5))
+    np.testing.assert_allclose(jnp.linalg.norm(w, axis=1), np.full(3, 0.5), rtol=1e-6)

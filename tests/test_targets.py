@@ -87,3 +87,58 @@ def test_vmap_and_jit_over_keys():
 def test_bad_input(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+@pytest.mark.parametrize("make", [
+    lambda key: targets.orthonormal(key, 5, 2, 3),
+    lambda key: targets.random_unit(key, 5, 2, 3)])
+def test_typed_and_legacy_keys_agree(make):
+    a = make(jax.random.key(7))
+    b = make(jax.random.PRNGKey(7))
+    np.testing.assert_array_equal(a.factors, b.factors)
+
+
+@pytest.mark.parametrize("key,err,match", [
+    (0, TypeError, r"key must be a PRNG key, e.g. jax.random.key\(0\), got the int 0"),
+    ("seed", TypeError, "key must be a PRNG key"),
+    (np.zeros(3, np.uint32), TypeError, r"dtype uint32 and shape \(3,\)"),
+    (np.zeros(2, np.int32), TypeError, "key must be a PRNG key"),
+    (jax.random.split(jax.random.key(0), 2), ValueError, "single PRNG key"),
+])
+@pytest.mark.parametrize("fn", [targets.orthonormal, targets.random_unit])
+def test_bad_keys(fn, key, err, match):
+    with pytest.raises(err, match=match):
+        fn(key, 4, 2, 3)
+
+
+def test_basis_target_ignores_the_key():
+    t = targets.orthonormal(None, 4, 2, 3, basis=True)
+    np.testing.assert_array_equal(t.factors, np.eye(2, 4))
+
+
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.float16, jnp.complex64, "bool", "nonsense"])
+def test_bad_dtypes(dtype):
+    for call in (lambda: targets.orthonormal(jax.random.key(0), 4, 2, 3, dtype=dtype),
+                 lambda: targets.random_unit(jax.random.key(0), 4, 2, 3, dtype=dtype),
+                 lambda: targets.weights("equal", 2, dtype=dtype)):
+        with pytest.raises(TypeError, match="dtype must be jnp.float32 or jnp.float64"):
+            call()
+
+
+@pytest.mark.parametrize("profile,err,match", [
+    ([0.0, 1.0], ValueError, "weights must be nonzero"),
+    ([0.0, 0.0], ValueError, "weights must be nonzero"),
+    ([1.0, 1e39], ValueError, "overflow float32"),
+    ([1.0 + 1j, 1.0], TypeError, "weights must be real"),
+    (["a", "b"], TypeError, "weights must be real"),
+])
+def test_bad_weight_values(profile, err, match):
+    with pytest.raises(err, match=match):
+        targets.random_unit(jax.random.key(0), 4, 2, 3, profile)
+
+
+def test_integer_weights_are_converted_explicitly():
+    """An int profile is a list of numbers, converted (exactly) to the float dtype."""
+    t = targets.random_unit(jax.random.key(0), 4, 2, 3, np.array([2, -3]))
+    assert t.weights.dtype == jnp.float32
+    np.testing.assert_array_equal(t.weights, [2.0, -3.0])
