@@ -6,11 +6,18 @@ one jit-compiled, vmapped computation per *width bucket*:
 - **Seeds.** Cell ``(s, ·)`` uses the key :func:`key_for_seed` ``(s)``, which depends on the seed
   index only, so a cell equals ``jaxtd.run(algorithm, key_for_seed(s), target, width=m, ...)`` run
   alone (same key, same result).
-- **Widths.** Widths are grouped into buckets (default: powers of two, ``(2^(k-1), 2^k]``) and each
-  bucket runs at its largest width ``M`` with an ``active = m`` mask (MATH.md §2): masked rows carry
-  zero weight and receive zero gradient, and initialization is prefix-consistent, so the first
-  ``m`` rows evolve exactly as the width-``m`` run. Buckets bound padding waste to less than 2× in
-  width while keeping the number of compilations to one per bucket.
+- **Widths.** Widths are grouped into buckets and each bucket runs at its largest width ``M`` with
+  an ``active = m`` mask: masked rows carry zero weight and receive zero gradient, and
+  initialization is prefix-consistent, so the first ``m`` rows evolve exactly as the width-``m``
+  run. One bucket is one compiled program. The default grouping (``"auto"``) weighs each
+  program's compilation against the padded work it runs (:class:`BucketCost`): on small problems
+  one program for all widths is cheapest, on large ones the widths split. ``"pow2"`` bounds
+  padding below 2× in width.
+- **Compile once.** Compiled grid programs are kept for the process: a second sweep with an
+  equal algorithm (built from the same constructor arguments), the same shapes, steps and record
+  cadence compiles nothing (``info["n_compiles"] == 0``); hyper-parameter values are inputs, never
+  constants of a program. With JAX's persistent compilation cache enabled
+  (:func:`jaxtd.compile_cache.enable`) later processes skip compilation too.
 - **Hyper-parameters.** ``hparams={"learning_rate": [0.05, 0.1]}`` adds a vmapped axis (the
   Cartesian product when several names are given); the algorithm keeps them in its state, so one
   compiled step serves every value.
@@ -46,9 +53,10 @@ from jaxtd.run import default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
-__all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS", "clear_cache"]
+__all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS", "BucketCost",
+           "clear_cache"]
 
-BUCKETINGS = ("pow2", "exact", "single")
+BUCKETINGS = ("auto", "pow2", "exact", "single")
 _SEED_AXIS = "seed"
 
 
@@ -81,12 +89,16 @@ def _base_key(base_key):
     return base_key
 
 
-def bucket_widths(widths: Sequence[int], bucketing: str = "pow2") -> tuple[tuple[int, ...], ...]:
+def bucket_widths(widths: Sequence[int], bucketing: str = "pow2", *,
+                  cost: Optional["BucketCost"] = None) -> tuple[tuple[int, ...], ...]:
     """Group sorted ``widths`` into buckets that share one compiled computation.
 
     ``"pow2"``: width ``m`` goes to bucket ``k = ceil(log2 m)``, i.e. ``(2^(k-1), 2^k]``; a bucket
     runs at its largest member, so every width is padded by less than 2×. ``"exact"``: one bucket
     per width (no padding, one compilation each). ``"single"``: one bucket for all widths.
+    ``"auto"``: the contiguous grouping of least estimated cost (:class:`BucketCost`: each
+    program's compilation against the padded work it runs), found by dynamic programming;
+    ``cost`` defaults to ``BucketCost()``.
     """
     if bucketing not in BUCKETINGS:
         raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
@@ -95,10 +107,62 @@ def bucket_widths(widths: Sequence[int], bucketing: str = "pow2") -> tuple[tuple
         return (tuple(widths),)
     if bucketing == "exact":
         return tuple((m,) for m in widths)
+    if bucketing == "auto":
+        return _cheapest_buckets(widths, cost or BucketCost())
     groups: dict[int, list[int]] = {}
     for m in widths:
         groups.setdefault((m - 1).bit_length(), []).append(m)
     return tuple(tuple(g) for _, g in sorted(groups.items()))
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketCost:
+    """A rough cost model of one width bucket, in seconds.
+
+    A bucket of widths ``ws`` padded to ``M = max(ws)`` costs ``compile_seconds`` plus
+    ``cell_steps * len(ws) * (step_overhead + flop_seconds * (M + rank)^2 * dim)``, where
+    ``cell_steps`` is the number of (seed, hparam) cells times the steps. One step of every
+    algorithm is dominated by a few ``(M + r) x (M + r) x d`` Gram products; the constants were
+    measured for plain GD on a 2-core CPU (compile ~2 s per program, ~0.1 ns per unit of
+    ``(M + r)^2 d``). Accelerators make padding cheaper: pass ``flop_seconds`` smaller there
+    (:meth:`for_platform`).
+    """
+
+    cell_steps: float = 1e4
+    dim: int = 16
+    rank: int = 4
+    compile_seconds: float = 2.0
+    step_overhead: float = 2e-6
+    flop_seconds: float = 1e-10
+
+    @classmethod
+    def for_platform(cls, platform: str, **fields) -> "BucketCost":
+        if platform != "cpu":
+            fields = {"compile_seconds": 1.0, "step_overhead": 2e-7, "flop_seconds": 1e-12,
+                      **fields}
+        return cls(**fields)
+
+    def __call__(self, bucket: Sequence[int]) -> float:
+        padded = max(bucket)
+        per_cell = self.step_overhead + self.flop_seconds * (padded + self.rank) ** 2 * self.dim
+        return self.compile_seconds + self.cell_steps * len(bucket) * per_cell
+
+
+def _cheapest_buckets(widths: Sequence[int], cost: BucketCost) -> tuple[tuple[int, ...], ...]:
+    """Contiguous partition of sorted ``widths`` minimizing the summed bucket cost (O(n^2))."""
+    n = len(widths)
+    best = [0.0] + [math.inf] * n   # best[j]: cheapest cost of widths[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            c = best[i] + cost(widths[i:j])
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    buckets, j = [], n
+    while j > 0:
+        buckets.append(tuple(widths[cut[j]:j]))
+        j = cut[j]
+    return tuple(reversed(buckets))
 
 
 # -- validated configuration ------------------------------------------------------------------
@@ -384,6 +448,11 @@ def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, targe
     return [jax.device_get(o) for o in outs], shards
 
 
+# Per-cell outputs a grid does not keep: the final factors are padded to each bucket's width (use
+# ``jaxtd.run`` or ``simulate`` for them).
+_NOT_TABULATED = ("final_params",)
+
+
 def _flatten_chunk(spec: SweepSpec, buckets, outs, chunk_seeds) -> tuple[dict, dict]:
     """Per-bucket outputs ``(S_pad, W_b, H, ...)`` → columns and histories in cell order
     (seed, width, hparam combination), padding seeds dropped."""
@@ -407,6 +476,8 @@ def _flatten_chunk(spec: SweepSpec, buckets, outs, chunk_seeds) -> tuple[dict, d
         columns[name] = combos[grid_h.ravel(), i]
     histories = {}
     for name in fields[0]:
+        if name in _NOT_TABULATED:
+            continue
         if name == "history":
             for h in fields[0]["history"]:
                 histories[h] = cat(lambda f, h=h: np.asarray(f["history"][h]))
@@ -441,7 +512,7 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
           record_every: Optional[int] = None, hparams: Optional[Mapping[str, Sequence[float]]] = None,
           success_threshold: float = 1e-2, chunk_size: Optional[int] = None,
           out_dir: Optional[str] = None, resume: bool = True, progress: Optional[bool] = None,
-          bucketing: str = "pow2", base_key=None,
+          bucketing: str = "auto", base_key=None,
           metadata: Optional[Mapping[str, Any]] = None, devices=None) -> Results:
     """Run every (seed, width, hyper-parameter) cell of a grid; one compilation per width bucket.
 
@@ -465,7 +536,8 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
         a writable directory before any compute; one holding a different sweep is refused.
       resume: with ``out_dir`` holding this same sweep, reuse its saved chunks (``False``: refuse).
       progress: tqdm bar over chunks with ETA; ``None`` shows it only on a terminal.
-      bucketing: ``"pow2"`` (default), ``"exact"`` or ``"single"``; see :func:`bucket_widths`.
+      bucketing: ``"auto"`` (default: the grouping of least estimated compile + padded run
+        time), ``"pow2"``, ``"exact"`` or ``"single"``; see :func:`bucket_widths`.
       base_key: root PRNG key (default ``PRNGKey(0)``; an int means ``PRNGKey(int)``).
       metadata: constant columns prepended to every row (e.g. ``{"algorithm": "gd", "dim": 16}``);
         they become key columns of the result, so summaries group by them.
@@ -508,7 +580,10 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
     # numpy, not jnp: building the grid must not trigger an eager XLA compilation
     grid = {name: np.asarray([c[i] for c in spec.hparam_grid], np.dtype(dtype))
             for i, name in enumerate(spec.hparam_names)}
-    buckets = [_Bucket(ws) for ws in bucket_widths(spec.widths, spec.bucketing)]
+    cost = BucketCost.for_platform(
+        devices[0].platform, dim=target.dim, rank=target.rank,
+        cell_steps=spec.steps * len(spec.hparam_grid) * math.ceil(spec.chunk_size / n_dev))
+    buckets = [_Bucket(ws) for ws in bucket_widths(spec.widths, spec.bucketing, cost=cost)]
 
     def fn_for(b):
         return _grid_fn(algorithm, b.padded_width, spec.steps, spec.record_every,

@@ -1,7 +1,15 @@
+import os
+import tempfile
+
 import jax
 import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+# `jaxtd run` enables JAX's persistent compilation cache in $XDG_CACHE_HOME. Point it at one
+# folder per test session: CLI subprocesses of the suite share their compiled programs, and no
+# test writes into the user's home.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxtd-test-cache-")
 
 
 @pytest.fixture
@@ -13,3 +21,15 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@pytest.fixture(autouse=True)
+def _no_persistent_cache_leak():
+    """A test that enables the persistent compilation cache (an in-process `jaxtd run`) turns it
+    off again afterwards: later tests count XLA compilations, and a program loaded from disk is
+    not counted as one."""
+    yield
+    if jax.config.jax_compilation_cache_dir is not None:
+        jax.config.update("jax_compilation_cache_dir", None)
+        from jax._src import compilation_cache
+        compilation_cache.reset_cache()

@@ -18,7 +18,7 @@ import jaxtd
 from jaxtd import algorithms
 from jaxtd.results import ChunkStore, Results
 from jaxtd.run import run as standalone_run
-from jaxtd.sweep import bucket_widths, clear_cache, key_for_seed, sweep
+from jaxtd.sweep import BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
 
 DIM, RANK, ORDER = 6, 2, 3
 STEPS, RECORD = 240, 40
@@ -105,7 +105,7 @@ def _check_same_key_same_result(name, rtol):
     hparams = {"learning_rate": rates}
     # width 3 runs padded to 4 (pow2 bucket (2, 4]); seeds not starting at 0, not in order
     res = sweep(algorithm, target, seeds=[4, 1], widths=[3, 4], steps=STEPS, record_every=RECORD,
-                hparams=hparams, metadata={"algorithm": name})
+                hparams=hparams, metadata={"algorithm": name}, bucketing="pow2")
     assert res.info["n_compiles"] == 1
     assert res.rows["padded_width"].tolist() == [4] * 8
     assert res.rows["algorithm"].tolist() == [name] * 8
@@ -128,7 +128,7 @@ def test_cell_equals_standalone_run_float32(name):
     _check_same_key_same_result(name, rtol=1e-4)
 
 
-GRID = dict(seeds=3, widths=[3, 4, 6], steps=STEPS, record_every=RECORD)
+GRID = dict(seeds=3, widths=[3, 4, 6], steps=STEPS, record_every=RECORD, bucketing="pow2")
 
 
 def _gd():
@@ -226,6 +226,35 @@ def test_key_for_seed_depends_only_on_seed():
         key_for_seed(1.5)
 
 
+def test_auto_buckets_are_the_cheapest_contiguous_grouping():
+    import itertools
+    widths = [3, 4, 6, 12, 24, 48, 72, 112]
+
+    def brute(cost):
+        best = None
+        for cuts in itertools.product([False, True], repeat=len(widths) - 1):
+            groups, start = [], 0
+            for i, cut in enumerate(cuts, 1):
+                if cut:
+                    groups.append(tuple(widths[start:i]))
+                    start = i
+            groups.append(tuple(widths[start:]))
+            c = sum(cost(g) for g in groups)
+            if best is None or c < best[0]:
+                best = (c, tuple(groups))
+        return best
+
+    for cell_steps in (1e3, 8e3, 1e5, 1e7):
+        cost = BucketCost(cell_steps=cell_steps, dim=24, rank=3)
+        auto = bucket_widths(widths, "auto", cost=cost)
+        c, groups = brute(cost)
+        assert auto == groups
+        assert sum(cost(b) for b in auto) == pytest.approx(c)
+    # a small grid compiles once; a huge one pads less, with more programs
+    assert len(bucket_widths(widths, "auto", cost=BucketCost(cell_steps=8e3, dim=24, rank=3))) == 1
+    assert len(bucket_widths(widths, "auto", cost=BucketCost(cell_steps=1e7, dim=24, rank=3))) > 3
+
+
 def test_bucket_widths():
     assert bucket_widths([16, 1, 2, 3, 5, 8, 9, 100]) == ((1,), (2,), (3,), (5, 8), (9, 16),
                                                            (100,))
@@ -291,7 +320,7 @@ def test_second_identical_sweep_compiles_nothing():
     """The executable cache: an algorithm rebuilt from equal arguments, same shapes and steps,
     other hparam values and seeds -> zero XLA compilations, the same numbers as a fresh compile."""
     target = _target()
-    kwargs = dict(widths=[3, 6], steps=STEPS, record_every=RECORD)
+    kwargs = dict(widths=[3, 6], steps=STEPS, record_every=RECORD, bucketing="pow2")
     clear_cache()
     first = sweep(_gd(), target, seeds=2, hparams={"learning_rate": [0.1, 0.2]}, **kwargs)
     assert first.info["n_compiles"] == 2 and first.info["compile_seconds"] > 0
