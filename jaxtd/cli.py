@@ -1,183 +1,53 @@
-"""The ``jaxtd`` command: ``jaxtd run``, ``jaxtd presets``, ``jaxtd show``.
+"""The ``jaxtd`` command: ``jaxtd run``, ``jaxtd presets``, ``jaxtd params``, ``jaxtd show``.
 
-``jaxtd run [CONFIG.toml] [--preset NAME] [--out DIR] [--resume] [--quick]`` validates the config
-(:mod:`jaxtd.config`), then for every problem size and algorithm builds the target and the
-algorithm and calls :func:`jaxtd.sweep` with its own sub-folder of ``DIR/sweeps`` (chunks written
-atomically, so an interrupted run resumes), adds the exact best lazy residual to the lazy rows,
-and writes into ``DIR``: ``config.toml`` (resolved), ``results.csv``/``results.json`` and the
-saved :class:`jaxtd.results.Results` (histories in ``histories.npz``), and PNG figures
-(:mod:`jaxtd.plots`). A bad config exits with status 2 and one line naming the key and the fix.
+``jaxtd run [CONFIG.toml] [--preset NAME] [--set section.key=value ...] [--out DIR] [--resume]
+[--quick] [--dry-run]`` validates the config (:mod:`jaxtd.config`), runs it
+(:func:`jaxtd.experiment.run`: one :func:`jaxtd.sweep` per problem size, algorithm and seed
+chunk, saved under ``DIR/sweeps`` so an interrupted run resumes) and writes into ``DIR``:
+``config.toml`` (resolved), ``results.csv``/``results.json`` and the saved
+:class:`jaxtd.results.Results` (histories in ``histories.npz``), and PNG figures
+(:mod:`jaxtd.plots`). Its last line is ``compiled N programs in X s, ran in Y s``.
+
+Every user-facing failure (config, command line, unreadable or mismatched saved files, disk
+full, permissions) exits with status 2 and one line naming the key or file and the fix;
+``--debug`` shows the traceback instead. Ctrl-C exits with status 130 and prints the command
+that resumes the run; further Ctrl-C are ignored while the run shuts down cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
+import errno
 import os
+import re
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 from jaxtd import config as cfg
+from jaxtd import experiment
 
-__all__ = ["main", "build_parser", "make_target", "make_algorithm", "execute", "write_outputs",
-           "UsageError"]
+__all__ = ["main", "build_parser", "write_outputs", "UsageError", "EXIT_USAGE",
+           "EXIT_INTERRUPTED"]
 
-EXIT_CONFIG = 2
+EXIT_USAGE = 2
+EXIT_CONFIG = EXIT_USAGE
 EXIT_INTERRUPTED = 130
 
 
 class UsageError(cfg.ConfigError):
-    """A bad command line (same one-line form and exit status as a bad config)."""
-
-
-# -- building blocks ----------------------------------------------------------------------------
-
-def make_target(target: cfg.Target, order: int, dim: int, rank: int):
-    """The ground truth of one problem size (key ``PRNGKey(target.seed)``)."""
-    import jax
-
-    from jaxtd import targets
-    key = jax.random.PRNGKey(target.seed)
-    weights = target.weights if isinstance(target.weights, str) else list(target.weights)
-    if target.kind == "random":
-        return targets.random_unit(key, dim, rank, order, weights)
-    return targets.orthonormal(key, dim, rank, order, weights, basis=target.kind == "basis")
-
-
-def make_algorithm(name: str, params: dict, steps: int):
-    """The :class:`jaxtd.algorithms.Algorithm` of config section ``[name]``."""
-    from jaxtd import algorithms
-    p = params
-    if name == "gd":
-        return algorithms.gd(p["learning_rate"], model=p["model"], init_scale=p["init_scale"],
-                             regularization=p["regularization"])
-    if name == "variant":
-        epoch = p["amplify_steps"] + p["fit_steps"]
-        return algorithms.variant(p["learning_rate"], init_scale=p["init_scale"],
-                                  regularization=p["regularization"],
-                                  amplify_steps=p["amplify_steps"], fit_steps=p["fit_steps"],
-                                  epochs=max(1, steps // epoch), selection=p["selection"])
-    if name == "deflation":
-        return algorithms.deflation(p["delta0"], p["delta1"], p["gamma"], p["epsilon"],
-                                    p["regularization"], tau0=p["tau0"],
-                                    step_size=p["learning_rate"], model=p["model"])
-    if name == "lazy":
-        return algorithms.lazy_gd(p["learning_rate"], init=p["init"])
-    raise ValueError(f"name must be one of {cfg.ALGORITHMS}, got {name!r}")
-
-
-def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequence[int]):
-    """``(len(seeds), len(widths))`` exact best lazy residuals, in float64.
-
-    Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell: ``algorithm.init`` (a
-    :func:`jaxtd.algorithms.lazy_gd`) with key :func:`jaxtd.sweep.key_for_seed` ``(s)``, drawn in
-    the target's dtype, then solved in float64 inside ``jax.enable_x64`` (thread-local): the float32
-    normal equations cannot resolve a zero residual.
-    """
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from jaxtd import lazy
-    from jaxtd.sweep import key_for_seed
-    from jaxtd.symcp import SymCP
-
-    def to64(t):
-        return SymCP(jnp.asarray(t.weights, jnp.float64), jnp.asarray(t.factors, jnp.float64),
-                     t.order)
-
-    out = np.full((len(seeds), len(widths)), np.nan)
-    keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
-    with jax.enable_x64(True):
-        tgt = to64(target)
-        for j, m in enumerate(widths):
-            def solve(key, m=m):
-                return lazy.best_residual(to64(algorithm.init(key, target, m).model), tgt)
-            out[:, j] = np.asarray(jax.jit(jax.vmap(solve))(keys))
-    return out
+    """A bad command line or output folder (same one-line form and exit status as a config)."""
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _seeds(name: str, config: cfg.Config) -> int:
-    """How many seeds algorithm ``name`` runs (``[lazy] seeds`` may cut the lazy ones)."""
-    n = config.sweep.seeds
-    limit = config.params[name].get("seeds", 0) if name == "lazy" else 0
-    return min(n, limit) if limit else n
-
-
-def _lazy_column(results, algorithm, target, sub: Path):
-    """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``sub/lazy_best.npz``)."""
-    import numpy as np
-
-    from jaxtd.results import atomic_write
-    widths = sorted(set(int(w) for w in results.rows["width"]))
-    seeds = sorted(set(int(s) for s in results.rows["seed"]))
-    cache = sub / "lazy_best.npz"
-    if cache.exists():
-        with np.load(cache) as saved:
-            table, ok = saved["residual"], list(saved["widths"]) == widths and \
-                list(saved["seeds"]) == seeds
-    if not cache.exists() or not ok:
-        table = lazy_best_residuals(algorithm, target, seeds, widths)
-        sub.mkdir(parents=True, exist_ok=True)
-        with atomic_write(str(cache)) as f:
-            np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
-    col = [table[seeds.index(int(s)), widths.index(int(w))]
-           for s, w in zip(results.rows["seed"], results.rows["width"])]
-    rows = results.rows.assign(lazy_best_residual=np.asarray(col, np.float64))
-    return dataclasses.replace(results, rows=rows)
-
-
-def _residual_only(widths: Sequence[int], n_seeds: int):
-    """A Results of lazy rows without training (``[lazy] train = false``): error columns NaN."""
-    import pandas as pd
-
-    from jaxtd.results import Results
-    rows = pd.DataFrame([dict(seed=s, width=w, final_relative_error=float("nan"), success=False,
-                              diverged=False) for s in range(n_seeds) for w in widths])
-    return Results(rows, {})
-
-
-def execute(config: cfg.Config, out_dir: Path, *, resume: bool, progress: bool | None = None):
-    """Run every (problem size, algorithm) sweep of ``config`` under ``out_dir/sweeps``; return
-    the concatenated :class:`~jaxtd.results.Results` (lazy rows with ``lazy_best_residual``)."""
-    import numpy as np
-
-    from jaxtd.results import Results
-    from jaxtd.sweep import sweep
-    s = config.sweep
-    parts = []
-    for order, dim, rank in config.target.sizes:
-        target = make_target(config.target, order, dim, rank)
-        for name in s.algorithms:
-            params = config.params[name]
-            sub = out_dir / "sweeps" / f"{name}-l{order}-d{dim}-r{rank}"
-            _log(f"[jaxtd] {name}: l={order} d={dim} r={rank}, widths {list(s.widths)}, "
-                 f"{_seeds(name, config)} seeds, {s.steps} steps")
-            algorithm = make_algorithm(name, params, s.steps)
-            if name == "lazy" and not params["train"]:
-                res = _residual_only(s.widths, _seeds(name, config))
-            else:
-                res = sweep(algorithm, target, seeds=_seeds(name, config),
-                                  widths=list(s.widths), steps=s.steps,
-                                  record_every=s.record_every,
-                                  success_threshold=s.success_threshold, out_dir=str(sub),
-                                  resume=resume, progress=progress, bucketing=s.bucketing)
-            if name == "lazy":
-                res = _lazy_column(res, algorithm, target, sub)
-                if not params["train"]:
-                    best = res.rows["lazy_best_residual"].to_numpy()
-                    res = dataclasses.replace(res, rows=res.rows.assign(
-                        success=np.isfinite(best) & (best <= s.success_threshold)))
-            parts.append(res.with_columns(algorithm=name, order=order, dim=dim, rank=rank))
-    return Results.concat(parts)
-
+# -- outputs ------------------------------------------------------------------------------------
 
 def _table_args(config: cfg.Config):
     init = config.params["lazy"]["init"]
@@ -186,51 +56,79 @@ def _table_args(config: cfg.Config):
     return config.sweep.success_threshold, threshold
 
 
-def write_outputs(results, config: cfg.Config, out_dir: Path) -> list[Path]:
-    """Save results (CSV, JSON, npz), the resolved config and the figures; return the paths."""
+def _figures(results, config: cfg.Config, folder: Path) -> list[Path]:
     from jaxtd import plots
     from jaxtd.targets import weights as weight_profile
-    results.save(str(out_dir))
-    (out_dir / "config.toml").write_text(cfg.dumps(config), encoding="utf-8")
     threshold, lazy = _table_args(config)
     true = None
     if config.plot == "deflation":
         rank = config.target.ranks[0]
         true = [float(v) for v in weight_profile(config.target.weights, rank)]
-    figs = plots.save_figures(results.to_pandas(), out_dir, plot=config.plot,
-                              success_threshold=threshold, lazy_threshold=lazy,
-                              histories=results.histories, true_weights=true)
+    return list(plots.save_figures(results.to_pandas(), folder, plot=config.plot,
+                                   success_threshold=threshold, lazy_threshold=lazy,
+                                   histories=results.histories, true_weights=true))
+
+
+def _write_config(config: cfg.Config, out_dir: Path) -> Path:
+    from jaxtd.results import atomic_write
+    path = out_dir / "config.toml"
+    with atomic_write(str(path), "w") as f:
+        f.write(cfg.dumps(config))
+    return path
+
+
+def write_outputs(results, config: cfg.Config, out_dir: Path) -> list[Path]:
+    """Save results (CSV, JSON, npz), the resolved config and the figures; return the paths."""
+    results.save(str(out_dir))
+    _write_config(config, out_dir)
+    figs = _figures(results, config, out_dir)
     names = ["config.toml", "results.csv", "results.json", "histories.npz"]
-    return [out_dir / n for n in names] + list(figs)
+    return [out_dir / n for n in names] + figs
 
 
 def _print_table(results, config: cfg.Config) -> None:
     from jaxtd import plots
     threshold, lazy = _table_args(config)
     print(plots.format_table(results.to_pandas(), threshold, lazy))
+    swept = sorted({h for a in config.sweep.algorithms for h, _ in
+                    experiment.swept(config, a)})
+    if swept:  # the width table merges hyper-parameter values: add the per-value summary
+        summary = results.summary(by=["algorithm", "order", "dim", "rank", *swept])
+        print("\nper hyper-parameter value (success rate, median error):")
+        print(summary.drop(columns=["diverged_rate"]).to_string(index=False))
 
 
 # -- commands -----------------------------------------------------------------------------------
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.split("(")[0].strip()).strip("-.") or "run"
+
 
 def _resolve_config(args) -> tuple[cfg.Config, Path]:
     """The config and output folder a ``jaxtd run`` command line asks for."""
     if args.config and args.preset:
         raise UsageError("--preset", "given together with a CONFIG file", "pass one or the other")
     out = Path(args.out) if args.out else None
+    if args.resume and out is None:
+        raise UsageError("--resume", "needs the folder of the run", "add --out DIR")
     saved = out / "config.toml" if out else None
+    if args.resume and not (saved.is_file()):
+        raise UsageError("--resume", f"nothing to resume in {out} (no config.toml there)",
+                         "drop --resume to start a new run, or pass the --out of an earlier run")
     if args.config:
-        config = cfg.load(args.config)
+        raw = cfg.load_raw(args.config)
     elif args.preset:
-        config = cfg.preset(args.preset)
-    elif args.resume and not args.quick and saved is not None and saved.exists():
-        return cfg.load(saved), out  # resuming: the saved resolved config, as run before
+        raw = cfg.preset_raw(args.preset)
+    elif args.resume and not args.quick:
+        raw = cfg.load_raw(saved)  # resuming: the saved resolved config, as run before
     else:
-        config = cfg.preset("headline")
+        raw = cfg.preset_raw("headline")
+    config = cfg.parse(cfg.apply_overrides(raw, args.set or ()))
     if args.quick:
         config = cfg.quick(config)
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-{config.name.split()[0]}"
+        out = Path("runs") / f"{stamp}-{_slug(config.name)}"
     return config, out
 
 
@@ -252,25 +150,71 @@ def _check_out(config: cfg.Config, out: Path, resume: bool) -> None:
         raise UsageError("--out", f"cannot create {out} ({err.strerror})",
                          "choose a folder you can write to") from None
     # written first so an interrupted run can be resumed from the folder alone
-    saved.write_text(cfg.dumps(config), encoding="utf-8")
+    _write_config(config, out)
+
+
+def _progress_bar(total: int):
+    from tqdm.auto import tqdm
+
+    from jaxtd.results import progress_enabled
+    return tqdm(total=total, unit="cell", desc="jaxtd run", file=sys.stderr, smoothing=0.1,
+                disable=not progress_enabled(None), dynamic_ncols=True)
+
+
+def _drain() -> None:
+    """Wait for computations still running on XLA's threads, so that an interrupted process
+    never tears the runtime down under them."""
+    if "jax" not in sys.modules:
+        return
+    import jax
+    try:
+        for array in jax.live_arrays():
+            array.block_until_ready()
+        jax.effects_barrier()
+    except Exception:  # best effort: nothing to wait for is fine
+        pass
 
 
 def cmd_run(args) -> int:
     """``jaxtd run``: run a config or preset, write results and figures, print the table."""
     config, out = _resolve_config(args)
+    if args.dry_run:
+        print(experiment.describe(config))
+        print(f"would write into {out} (nothing written: --dry-run)")
+        return 0
     _check_out(config, out, args.resume)
+    if not args.no_compile_cache:
+        from jaxtd import compile_cache
+        compile_cache.enable()
     start = time.perf_counter()
+    bar = _progress_bar(experiment.total_cells(config))
+
+    def on_start(sub):
+        if bar.disable:
+            _log(f"[jaxtd] {sub.algorithm}: l={sub.order} d={sub.dim} r={sub.rank}, widths "
+                 f"{list(sub.widths)}, {sub.seeds} seeds, {sub.steps} steps")
+        else:
+            bar.set_postfix_str(sub.folder, refresh=True)
+
     try:
-        results = execute(config, out, resume=args.resume)
+        try:
+            outcome = experiment.run(config, out, resume=args.resume, on_cells=bar.update,
+                                     on_start=on_start)
+        finally:
+            bar.close()
     except KeyboardInterrupt:
+        _drain()
         _log(f"\n[jaxtd] interrupted: finished chunks are saved in {out}; resume with:\n"
              f"  jaxtd run --out {out} --resume")
         return EXIT_INTERRUPTED
+    results = outcome.results
     paths = write_outputs(results, config, out)
     _print_table(results, config)
     print(f"\n{config.name}: {len(results)} runs in {time.perf_counter() - start:.0f} s; wrote")
     for p in paths:
         print(f"  {p}")
+    print(f"compiled {outcome.n_compiles} programs in {outcome.compile_seconds:.1f} s, ran in "
+          f"{outcome.run_seconds:.1f} s")
     return 0
 
 
@@ -284,19 +228,53 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    """``jaxtd params [TABLE]``: the keys of the algorithm tables, with defaults and ranges."""
+    names = [args.table] if args.table else list(cfg.ALGORITHMS)
+    for name in names:
+        if not cfg.is_builtin(name):
+            raise UsageError("TABLE", f"unknown algorithm table {name!r}",
+                             f"use one of {', '.join(cfg.ALGORITHMS)}")
+        print(f"[{name}]")
+        for p in cfg.schema_of(name):
+            print(f"  {p.describe()}")
+    return 0
+
+
 def cmd_show(args) -> int:
-    """``jaxtd show DIR``: reprint a saved run's table and regenerate its figures."""
+    """``jaxtd show DIR``: reprint a saved run's table and redraw its figures (into ``--out``,
+    default DIR). Reads the data files only; never rewrites them."""
     from jaxtd.results import Results
     out = Path(args.dir)
     if not (out / "config.json").is_file() or not (out / "config.toml").is_file():
         raise UsageError("DIR", f"{out} holds no finished jaxtd run",
                          "pass the --out folder of a finished `jaxtd run`")
     config = cfg.load(out / "config.toml")
-    results = Results.load(str(out))
-    paths = write_outputs(results, config, out)
+    try:
+        results = Results.load(str(out))
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(str(out), f"saved results cannot be read ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''})",
+                         "rerun it with `jaxtd run --out DIR --resume` after deleting the "
+                         "damaged files") from None
+    figures = Path(args.out) if args.out else out
+    try:
+        figures.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
+                         "choose a folder you can write to") from None
+    paths = _figures(results, config, figures)
     _print_table(results, config)
     print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
     return 0
+
+
+def _version() -> str:
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("jaxtd")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,40 +282,119 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxtd", description="Over-parameterized symmetric tensor decomposition: lazy vs "
         "beyond-lazy training, as seeds x widths grids.")
+    parser.add_argument("--version", action="version", version=f"jaxtd {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run an experiment (default: the headline preset)",
                          description="Run a TOML config or a preset; with neither, the headline "
-                         "preset (about a minute on a 2-core CPU).")
+                         "preset (about two minutes on a 2-core CPU).")
     run.add_argument("config", nargs="?", metavar="CONFIG.toml", help="experiment config file")
     run.add_argument("--preset", metavar="NAME", help="a shipped preset (see `jaxtd presets`)")
+    run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                     help="override a config value (a TOML value; repeatable), e.g. "
+                     "--set gd.learning_rate=0.05 --set sweep.seeds=4")
     run.add_argument("--out", metavar="DIR",
                      help="output folder (default: a new timestamped folder under runs/)")
     run.add_argument("--resume", action="store_true",
                      help="continue the run saved in --out from its finished chunks")
     run.add_argument("--quick", action="store_true",
                      help="shrink the experiment for a smoke test (2 seeds, <= 300 steps, 2 widths)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan (sub-sweeps, cells, programs to compile, memory) and "
+                     "write nothing")
+    run.add_argument("--no-compile-cache", action="store_true",
+                     help="do not use the persistent compilation cache (~/.cache/jaxtd/xla)")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                     help="show tracebacks instead of one-line errors")
     run.set_defaults(func=cmd_run)
     presets = sub.add_parser("presets", help="list the shipped presets",
                              description="List the shipped presets, one line each.")
     presets.set_defaults(func=cmd_presets)
+    params = sub.add_parser("params", help="list the keys of the algorithm tables",
+                            description="List each algorithm table's keys with default, range "
+                            "and meaning (from the schema beside each constructor).")
+    params.add_argument("table", nargs="?", metavar="TABLE", help="one of lazy, gd, variant, "
+                        "deflation")
+    params.set_defaults(func=cmd_params)
     show = sub.add_parser("show", help="reprint a saved run's table and redraw its figures",
-                          description="Reprint the table of a finished run and regenerate its "
-                          "PNG figures, without recomputing.")
+                          description="Reprint the table of a finished run and redraw its "
+                          "figures (into --out, default the run's folder); data files are only "
+                          "read.")
     show.add_argument("dir", metavar="DIR", help="the --out folder of a finished run")
+    show.add_argument("--out", metavar="FIGDIR", help="folder for the figures (default DIR)")
     show.set_defaults(func=cmd_show)
     return parser
 
 
+def _os_error_line(err: OSError) -> str:
+    where = err.filename or "output"
+    if err.errno == errno.ENOSPC:
+        problem, fix = "disk full", "free some space (or choose another --out), then --resume"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        problem, fix = "permission denied", "choose a folder you can write to (--out)"
+    elif err.errno == errno.ENOENT:
+        problem, fix = "no such file or folder", "check the path"
+    else:
+        problem, fix = err.strerror or type(err).__name__, "check the path and the disk"
+    return f"{where}: {problem}; fix: {fix}"
+
+
+class _SigintOnce:
+    """SIGINT handler: the first Ctrl-C raises KeyboardInterrupt; later ones are ignored so the
+    run can save, wait for XLA's threads and exit cleanly (a second interrupt during interpreter
+    teardown, while XLA threads still run, is what crashes a process)."""
+
+    def __init__(self):
+        self.hit = False
+
+    def __call__(self, signum, frame):
+        if self.hit:
+            return
+        self.hit = True
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``jaxtd`` console script and ``python -m jaxtd``; returns the status."""
+    """Entry point of the ``jaxtd`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if not getattr(args, "command", None):
         parser.print_help()
-        return EXIT_CONFIG
-    os.environ.setdefault("MPLBACKEND", "Agg")
+        return 0
+    previous = None
+    handler = _SigintOnce()
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: keep the default behaviour
+        previous = None
+    show_warning = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        _log(f"jaxtd: note: {str(message).splitlines()[0]}")
+
+    warnings.showwarning = one_line
     try:
         return args.func(args)
-    except cfg.ConfigError as err:
-        print(f"jaxtd: error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        _drain()
+        _log("\n[jaxtd] interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if args.debug:
+            raise
+        if isinstance(err, cfg.ConfigError):
+            _log(f"jaxtd: error: {err}")
+            return EXIT_USAGE
+        if isinstance(err, OSError):
+            _log(f"jaxtd: error: {_os_error_line(err)}")
+            return EXIT_USAGE
+        first = str(err).splitlines()[0] if str(err) else ""
+        _log(f"jaxtd: error: internal error ({type(err).__name__}: {first}); fix: rerun with "
+             "--debug for the traceback and report it")
+        return 1
+    finally:
+        warnings.showwarning = show_warning
+        # the console script keeps ignoring repeated Ctrl-C until the interpreter has exited
+        if previous is not None and (argv is not None or not handler.hit):
+            signal.signal(signal.SIGINT, previous)

@@ -1,6 +1,6 @@
 """The experiment configuration of ``jaxtd run``: TOML in, frozen dataclasses out.
 
-A config file has three kinds of tables (unknown keys anywhere are errors)::
+A config file has these tables (unknown keys anywhere are errors)::
 
     name = "headline"                    # optional: a label, the plot kind and a one-line blurb
     description = "lazy vs beyond-lazy"
@@ -10,21 +10,35 @@ A config file has three kinds of tables (unknown keys anywhere are errors)::
     order = 3                            # int >= 2, or a list to sweep problem sizes
     dim = 24                             # int >= 1, or a list
     rank = 3                             # int >= 1, or a list
-    kind = "orthogonal"                  # orthogonal | basis | random
+    kind = "orthonormal"                 # orthonormal | basis | random (default orthonormal)
     weights = "equal"                    # equal | geometric | a list of `rank` numbers
     seed = 0                             # optional: key of the ground truth
 
     [sweep]                              # required
-    algorithms = ["lazy", "gd", "variant"]   # subset of lazy, gd, variant, deflation
+    algorithms = ["lazy", "gd", "variant"]   # built in: lazy, gd, variant, deflation; or your own
     widths = [3, 6, 12, 24, 48, 96, 128]
     seeds = 8
     steps = 3000
     success_threshold = 1e-2
     record_every = 20                    # optional (default: a divisor of steps near steps / 100)
     bucketing = "pow2"                   # optional: pow2 | single | exact (compilations vs padding)
+    chunk_size = 4                       # optional: seeds per chunk (default: sized for progress)
 
-    [gd]                                 # optional, one table per algorithm, see PARAMS
+    [gd]                                 # optional, one table per algorithm
+    learning_rate = 0.1                  # keys are the constructor's argument names
+    init_scale = [1e-3, 1e-2, 1e-1]      # a hyper-parameter given as a list is swept (vmapped)
+    optimizer = "adam"                   # any optax optimizer by name ...
+    optimizer_args = { b1 = 0.8 }        # ... with its keyword arguments
+
+    [mine]                               # an algorithm of yours, listed in [sweep] algorithms
+    factory = "mypackage.module:build"   # returns a jaxtd Algorithm; other keys are its kwargs
     learning_rate = 0.1
+
+The tables ``[gd]``, ``[variant]``, ``[deflation]`` and ``[lazy]`` take the arguments of
+:func:`jaxtd.algorithms.gd`, ``variant``, ``deflation`` and ``lazy_gd``: names, defaults and
+ranges come from the schema declared next to each constructor (``SCHEMA``, see
+:mod:`jaxtd.schema`); ``jaxtd params`` lists them. ``[lazy]`` adds ``train`` (false: only the exact
+best lazy residual, no lazy GD) and ``seeds`` (run lazy on the first seeds only; 0 = all).
 
 Validation happens here, in plain Python, before anything is traced; every failure is a
 :class:`ConfigError` whose message is one line naming the key and the fix.
@@ -33,59 +47,73 @@ Validation happens here, in plain Python, before anything is traced; every failu
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
-import math
+import re
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
+
+from jaxtd import schema
+from jaxtd.schema import ConfigError, Param
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "PARAMS",
-           "parse", "loads", "load", "preset", "preset_names", "preset_path", "quick", "dumps",
-           "lazy_threshold", "default_record_every"]
+__all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
+           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "dumps",
+           "lazy_threshold", "apply_overrides", "schema_of", "constructor_of", "user_factory",
+           "is_builtin"]
 
-ALGORITHMS = ("lazy", "gd", "variant", "deflation")
-KINDS = ("orthogonal", "basis", "random")
+# table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
+_BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
+ALGORITHMS = tuple(_BUILTIN)
+KINDS = ("orthonormal", "basis", "random")
+_KIND_ALIASES = {"orthogonal": "orthonormal"}  # deprecated spelling, still read
 WEIGHTS = ("equal", "geometric")
 PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
-# Parameters of each algorithm table with their defaults (ALGORITHMS.md); the default's type is
-# the accepted type (an int is accepted where a float is expected).
-PARAMS: Mapping[str, Mapping[str, Any]] = {
-    "gd": {"learning_rate": 0.1, "init_scale": 1e-2, "model": "plain", "regularization": 0.0},
-    "variant": {"learning_rate": 0.05, "init_scale": 1e-2, "regularization": 1e-3,
-                "amplify_steps": 100, "fit_steps": 200, "selection": "smallest"},
-    "deflation": {"learning_rate": 0.05, "delta0": 1e-3, "delta1": 1e-2, "gamma": 2.0,
-                  "tau0": 5.0, "regularization": 1e-4, "epsilon": 1e-3, "model": "two_homogeneous"},
-    # seeds: the exact best residual costs O((m d)^3) per cell and the lazy outcome barely
-    # depends on the seed, so big grids run lazy on the first few seeds only (0 = every seed).
-    "lazy": {"learning_rate": 0.05, "init": "standard", "train": True, "seeds": 0},
-}
-CHOICES: Mapping[str, tuple[str, ...]] = {
-    "model": ("plain", "two_homogeneous"),
-    "selection": ("smallest", "round_robin"),
-    "init": ("antisymmetric", "standard"),
-}
-NONNEGATIVE = ("regularization",)  # every other number must be > 0
+# [lazy] keys of the experiment, not of lazy_gd: the exact best residual costs O((m d)^3) per
+# cell and the lazy outcome barely depends on the seed, so big grids run lazy on few seeds.
+LAZY_EXTRA = (
+    Param("train", "bool", "also run lazy GD (false: only the exact best lazy residual)",
+          default=True),
+    Param("seeds", "int", "run lazy on the first this many seeds only (0: every seed)",
+          default=0, ge=0),
+)
+# keys renamed to the constructor's argument names
+_RENAMED = {"deflation": {"learning_rate": "step_size"}}
 
-TOP_KEYS = ("name", "description", "plot", "target", "sweep") + ALGORITHMS
-TARGET_KEYS = ("order", "dim", "rank", "kind", "weights", "seed")
-SWEEP_KEYS = ("algorithms", "widths", "seeds", "steps", "success_threshold", "record_every",
-              "bucketing")
-BUCKETINGS = ("pow2", "single", "exact")  # jaxtd.sweep: one compilation per bucket
+TARGET_SCHEMA = (
+    Param("order", "ints", "tensor order l (a list sweeps it)", ge=2),
+    Param("dim", "ints", "dimension d (a list sweeps it)", ge=1),
+    Param("rank", "ints", "rank r of the ground truth (a list sweeps it)", ge=1),
+    Param("kind", "choice", "components: orthonormal, the standard basis, or random unit",
+          default="orthonormal", choices=KINDS + tuple(_KIND_ALIASES)),
+    Param("weights", "str", "equal | geometric | a list of rank numbers", default="equal"),
+    Param("seed", "int", "PRNG seed of the ground truth", default=0, ge=0),
+)
 
 
-class ConfigError(ValueError):
-    """A bad configuration; ``str(error)`` is one line naming the key and the fix."""
-
-    def __init__(self, key: str, problem: str, fix: str):
-        super().__init__(f"{key}: {problem}; {fix}")
-        self.key = key
+def _sweep_schema():
+    from jaxtd.sweep import BUCKETINGS
+    return (
+        Param("algorithms", "str", "algorithm tables to run"),
+        Param("widths", "ints", "model widths m", ge=1),
+        Param("seeds", "int", "number of seeds per cell", ge=1),
+        Param("steps", "int", "steps per run", ge=1),
+        Param("success_threshold", "float", "success: relative error <= this", gt=0),
+        Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),
+        Param("bucketing", "choice", "width buckets sharing one compilation", default="pow2",
+              choices=BUCKETINGS),
+        Param("chunk_size", "int", "seeds per chunk (saved, resumable, progress steps)",
+              default=None, ge=1),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +123,7 @@ class Target:
     orders: tuple[int, ...]
     dims: tuple[int, ...]
     ranks: tuple[int, ...]
-    kind: str = "orthogonal"
+    kind: str = "orthonormal"
     weights: str | tuple[float, ...] = "equal"
     seed: int = 0
 
@@ -107,7 +135,7 @@ class Target:
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-    """The grid run for every problem size and algorithm."""
+    """The grid run for every problem size and algorithm (``chunk_size`` None: automatic)."""
 
     algorithms: tuple[str, ...]
     widths: tuple[int, ...]
@@ -116,11 +144,13 @@ class Sweep:
     success_threshold: float
     record_every: int
     bucketing: str = "pow2"
+    chunk_size: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """A validated experiment: target family, grid, and every algorithm's resolved parameters."""
+    """A validated experiment: target family, grid, and every algorithm's resolved parameters
+    (``params[table][key]``; a tuple value is a swept hyper-parameter)."""
 
     target: Target
     sweep: Sweep
@@ -131,174 +161,270 @@ class Config:
 
 
 # ---------------------------------------------------------------------------------------------
-# Scalar checks. Each returns the cleaned value or raises ConfigError naming `key`.
+# Schemas.
 
-def _int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, f"expected an integer, got {value!r}", f"write e.g. {key.split()[-1]} = {max(minimum, 1)}")
-    if value < minimum:
-        raise ConfigError(key, f"{value} < {minimum}", f"use a value >= {minimum}")
-    return value
+def is_builtin(name: str) -> bool:
+    return name in _BUILTIN
 
 
-def _float(key: str, value: Any, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"expected a number, got {value!r}", "write a number such as 0.01")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigError(key, f"{value} is not a finite number {bound}", f"use a finite value {bound}")
-    return value
+def constructor_of(name: str):
+    """The constructor of built-in table ``name`` (``lazy`` -> :func:`jaxtd.algorithms.lazy_gd`)."""
+    return getattr(importlib.import_module(f"jaxtd.algorithms.{_BUILTIN[name]}"), _BUILTIN[name])
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(key, f"unknown value {value!r}", f"use one of {', '.join(choices)}")
-    return value
+def schema_of(name: str) -> tuple[Param, ...]:
+    """The keys of built-in table ``name``: its constructor's ``SCHEMA`` (plus the lazy extras)."""
+    module = importlib.import_module(f"jaxtd.algorithms.{_BUILTIN[name]}")
+    return tuple(module.SCHEMA) + (LAZY_EXTRA if name == "lazy" else ())
 
 
-def _int_list(key: str, value: Any, minimum: int) -> tuple[int, ...]:
-    """An int or a non-empty list of distinct ints, each >= minimum."""
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ConfigError(key, "empty list", f"give at least one integer >= {minimum}")
-    cleaned = tuple(_int(key, v, minimum) for v in values)
-    if len(set(cleaned)) != len(cleaned):
-        raise ConfigError(key, f"duplicate values in {list(cleaned)}", "list each value once")
-    return cleaned
+def default_record_every(steps: int) -> int:
+    from jaxtd.run import default_record_every as rule
+    return rule(steps)
 
 
-def _table(key: str, value: Any, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigError(key, f"expected a table, got {value!r}", f"write a [{key}] section")
-    for k in value:
-        if k not in allowed:
-            raise ConfigError(f"[{key}] {k}" if key else k, "unknown key",
-                              f"remove it or use one of {', '.join(allowed)}")
-    for k in required:
-        if k not in value:
-            raise ConfigError(f"[{key}] {k}" if key else f"[{k}]", "missing",
-                              f"add it (see `jaxtd presets` and the preset files for examples)")
-    return value
+def user_factory(name: str, spec: Any):
+    """The callable of ``[name] factory = "package.module:function"``."""
+    where = f"[{name}] factory"
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise ConfigError(where, f"expected \"package.module:function\", got {spec!r}",
+                          "name the function returning a jaxtd Algorithm")
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        if "" not in sys.path and "." not in sys.path:
+            sys.path.insert(0, "")  # the current folder, as `python -m` would have it
+            return user_factory(name, spec)
+        raise ConfigError(where, f"cannot import {module_name} ({err})",
+                          "make the module importable (install it, or run from its folder)") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(where, f"{module_name} has no function {attr!r}",
+                          "name a function of that module")
+    return fn
 
 
 # ---------------------------------------------------------------------------------------------
 # Sections.
 
+def _without(section: str, raw: Any, key: str) -> dict:
+    """``raw`` (checked to be a table) without ``key``, which has its own check."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{section}]", f"must be a table, got {raw!r}",
+                          f"write a [{section}] section")
+    return {k: v for k, v in raw.items() if k != key}
+
+
 def _target(raw: Any) -> Target:
-    raw = _table("target", raw, TARGET_KEYS, ("order", "dim", "rank", "kind", "weights"))
-    orders = _int_list("[target] order", raw["order"], 2)
-    dims = _int_list("[target] dim", raw["dim"], 1)
-    ranks = _int_list("[target] rank", raw["rank"], 1)
-    kind = _choice("[target] kind", raw["kind"], KINDS)
-    weights = _weights(raw["weights"], ranks)
-    seed = _int("[target] seed", raw.get("seed", 0), 0)
+    t = schema.check_table("target", [p for p in TARGET_SCHEMA if p.name != "weights"],
+                           _without("target", raw, "weights"))
+    kind = t["kind"]
+    if kind in _KIND_ALIASES:
+        new = _KIND_ALIASES[kind]
+        warnings.warn(f'[target] kind: "{kind}" is deprecated; write kind = "{new}"',
+                      FutureWarning, stacklevel=2)
+        kind = new
+    ranks, dims = t["rank"], t["dim"]
+    weights = _weights(raw.get("weights", "equal"), ranks)
     if kind != "random" and max(ranks) > min(dims):
-        raise ConfigError("[target] rank", f"rank {max(ranks)} > dim {min(dims)} for a {kind} target",
-                          "lower rank, raise dim, or use kind = \"random\"")
-    return Target(orders, dims, ranks, kind, weights, seed)
+        raise ConfigError("[target] rank", f"rank {max(ranks)} > dim {min(dims)} for a {kind} "
+                          "target", 'lower rank, raise dim, or use kind = "random"')
+    return Target(t["order"], dims, ranks, kind, weights, t["seed"])
 
 
 def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
     key = "[target] weights"
     if isinstance(value, str):
-        return _choice(key, value, WEIGHTS)
+        return schema.check(key, Param("weights", "choice", "", choices=WEIGHTS), value)
     if not isinstance(value, list):
         raise ConfigError(key, f"expected \"equal\", \"geometric\" or a list, got {value!r}",
                           "write weights = \"equal\"")
     if len(ranks) != 1 or len(value) != ranks[0]:
-        raise ConfigError(key, f"a list of {len(value)} weights needs exactly one rank = {len(value)}",
-                          "give one weight per component or use \"equal\"/\"geometric\"")
-    return tuple(_float(key, v) for v in value)
+        raise ConfigError(key, f"a list of {len(value)} weights needs exactly one rank = "
+                          f"{len(value)}", "give one weight per component or use \"equal\"")
+    return tuple(schema.check(key, Param("weights", "float", "", gt=0), v) for v in value)
 
 
 def _sweep(raw: Any) -> Sweep:
-    raw = _table("sweep", raw, SWEEP_KEYS, SWEEP_KEYS[:5])
+    s = schema.check_table("sweep", _sweep_schema()[1:], _without("sweep", raw, "algorithms"))
+    if "algorithms" not in raw:
+        raise ConfigError("[sweep] algorithms", "missing",
+                          f"add e.g. algorithms = [\"gd\"] using {', '.join(ALGORITHMS)}")
     algorithms = raw["algorithms"]
     if not isinstance(algorithms, list) or not algorithms:
         raise ConfigError("[sweep] algorithms", f"expected a non-empty list, got {algorithms!r}",
-                          f"write e.g. algorithms = [\"gd\"] using {', '.join(ALGORITHMS)}")
-    algorithms = tuple(_choice("[sweep] algorithms", a, ALGORITHMS) for a in algorithms)
+                          f"write e.g. algorithms = [\"gd\"] using {', '.join(ALGORITHMS)} or "
+                          "a table of yours")
+    for a in algorithms:
+        if not isinstance(a, str) or not _NAME.match(a):
+            raise ConfigError("[sweep] algorithms", f"bad algorithm name {a!r}",
+                              f"use {', '.join(ALGORITHMS)} or a table name of letters, digits, "
+                              "_ and -")
     if len(set(algorithms)) != len(algorithms):
         raise ConfigError("[sweep] algorithms", "duplicate algorithm", "list each algorithm once")
-    widths = tuple(sorted(_int_list("[sweep] widths", raw["widths"], 1)))
-    steps = _int("[sweep] steps", raw["steps"], 1)
-    record_every = _int("[sweep] record_every", raw.get("record_every", default_record_every(steps)), 1)
+    steps = s["steps"]
+    record_every = s["record_every"] or default_record_every(steps)
     if steps % record_every:
-        raise ConfigError("[sweep] record_every", f"{record_every} does not divide steps = {steps}",
-                          f"use a divisor of steps, e.g. {default_record_every(steps)}")
-    bucketing = _choice("[sweep] bucketing", raw.get("bucketing", "pow2"), BUCKETINGS)
-    return Sweep(algorithms, widths, _int("[sweep] seeds", raw["seeds"], 1), steps,
-                 _float("[sweep] success_threshold", raw["success_threshold"]), record_every,
-                 bucketing)
+        raise ConfigError("[sweep] record_every", f"{record_every} does not divide steps = "
+                          f"{steps}", f"use a divisor of steps, e.g. {default_record_every(steps)}")
+    return Sweep(tuple(algorithms), tuple(sorted(s["widths"])), s["seeds"], steps,
+                 s["success_threshold"], record_every, s["bucketing"], s["chunk_size"])
 
 
-def default_record_every(steps: int, records: int = 100) -> int:
-    """The largest divisor of ``steps`` up to ``steps // records`` (about ``records`` records)."""
-    return max(k for k in range(1, max(1, steps // records) + 1) if steps % k == 0)
+def _user_table(name: str, raw: Any) -> dict[str, Any]:
+    if raw is None:
+        raise ConfigError("[sweep] algorithms", f"{name!r} is neither built in nor a table of "
+                          "this config", f"use one of {', '.join(ALGORITHMS)}, or add a [{name}] "
+                          'table with factory = "package.module:function"')
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{name}]", f"must be a table, got {raw!r}", f"write a [{name}] table")
+    if "factory" not in raw:
+        raise ConfigError(f"[{name}] factory", "missing",
+                          'add factory = "package.module:function" returning a jaxtd Algorithm')
+    user_factory(name, raw["factory"])
+    return dict(raw)
 
 
-def _params(name: str, raw: Any) -> dict[str, Any]:
-    """An algorithm's table merged over its defaults, every value checked."""
-    defaults = PARAMS[name]
-    raw = _table(name, {} if raw is None else raw, tuple(defaults), ())
-    out = dict(defaults)
-    for key, value in raw.items():
-        where, default = f"[{name}] {key}", defaults[key]
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(where, f"expected true or false, got {value!r}", "write true or false")
-            out[key] = value
-        elif isinstance(default, str):
-            out[key] = _choice(where, value, CHOICES[key])
-        elif isinstance(default, int):
-            out[key] = _int(where, value, 0 if key == "seeds" else 1)
-        else:
-            out[key] = _float(where, value, positive=key not in NONNEGATIVE)
-    return out
+def _first_param(message: str, names) -> str | None:
+    for n in sorted(names, key=len, reverse=True):
+        if message.startswith(n) or message.startswith(f"{n} "):
+            return n
+    return None
 
 
-def _check_params(params: Mapping[str, Mapping[str, Any]]) -> None:
-    d = params["deflation"]
-    if d["delta1"] <= d["delta0"]:
-        raise ConfigError("[deflation] delta1", f"{d['delta1']} <= delta0 = {d['delta0']}",
-                          "the re-initialization threshold must exceed the init scale")
-    if d["gamma"] <= 1:
-        raise ConfigError("[deflation] gamma", f"{d['gamma']} <= 1", "epochs must grow: use gamma > 1")
+def _check_builds(name: str, table: Mapping[str, Any]) -> None:
+    """Build the algorithm once, so a constructor's own checks (e.g. deflation's ``delta1 >
+    delta0``) and user factories fail here, as one config line."""
+    if is_builtin(name):
+        values = {k: v for k, v in table.items() if k not in ("train", "seeds")}
+        try:
+            schema.build(constructor_of(name), values, name=name, where=name)
+        except (ValueError, TypeError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            message = str(err).splitlines()[0]
+            key = _first_param(message, table)
+            raise ConfigError(f"[{name}] {key}" if key else f"[{name}]", message,
+                              "change the value (see `jaxtd params`)") from None
+        return
+    build_user(name, table)
+
+
+def build_user(name: str, table: Mapping[str, Any]):
+    """The :class:`~jaxtd.algorithms.Algorithm` of a user table (``factory`` + keyword args)."""
+    from jaxtd.algorithms import Algorithm
+    fn = user_factory(name, table["factory"])
+    kwargs = {k: v for k, v in table.items() if k != "factory"}
+    try:
+        algorithm = fn(**kwargs)
+    except Exception as err:  # the user's code: any failure is a config problem of that table
+        raise ConfigError(f"[{name}]", f"{table['factory']} raised {type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}",
+                          "fix the table's keys (they are its keyword arguments)") from None
+    if not isinstance(algorithm, Algorithm):
+        raise ConfigError(f"[{name}] factory", f"{table['factory']} returned "
+                          f"{type(algorithm).__name__}, not a jaxtd Algorithm",
+                          "return e.g. jaxtd.algorithms.gd(...)")
+    return algorithm
 
 
 def parse(raw: Mapping[str, Any]) -> Config:
     """Validate a TOML document (already parsed into dicts) into a :class:`Config`."""
-    raw = _table("", dict(raw), TOP_KEYS, ("target", "sweep"))
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config", "not a table", "write TOML tables")
+    for key in ("target", "sweep"):
+        if key not in raw:
+            raise ConfigError(f"[{key}]", "missing", "add it (see `jaxtd presets` and the preset "
+                              "files for examples)")
+    sweep = _sweep(raw["sweep"])
+    user = [a for a in sweep.algorithms if not is_builtin(a)]
+    allowed = ("name", "description", "plot", "target", "sweep") + ALGORITHMS + tuple(user)
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(key, "unknown key or table",
+                              f"remove it, list it in [sweep] algorithms, or use one of "
+                              f"{', '.join(allowed)}")
     for key in ("name", "description"):
         if not isinstance(raw.get(key, ""), str):
-            raise ConfigError(key, f"expected a string, got {raw[key]!r}", f"write {key} = \"...\"")
-    plot = _choice("plot", raw.get("plot", "width"), PLOTS)
-    params = {name: _params(name, raw.get(name)) for name in ALGORITHMS}
-    _check_params(params)
-    return Config(_target(raw["target"]), _sweep(raw["sweep"]), params,
-                  raw.get("name", "custom"), raw.get("description", ""), plot)
+            raise ConfigError(key, f"expected a string, got {raw[key]!r}", f'write {key} = "..."')
+    name = raw.get("name", "custom")
+    if not name.strip():
+        raise ConfigError("name", "empty", 'write name = "my-experiment" or leave it out')
+    plot = schema.check("plot", Param("plot", "choice", "", choices=PLOTS),
+                        raw.get("plot", "width"))
+    target = _target(raw["target"])
+    params: dict[str, Mapping[str, Any]] = {}
+    for table in ALGORITHMS:
+        params[table] = schema.check_table(table, schema_of(table), raw.get(table),
+                                           _RENAMED.get(table))
+    for table in user:
+        params[table] = _user_table(table, raw.get(table))
+    for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):
+        _check_builds(table, params[table])
+    return Config(target, sweep, params, name, raw.get("description", ""), plot)
+
+
+def _toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(source, f"invalid TOML ({err})", "fix the syntax at that line") from None
 
 
 def loads(text: str, source: str = "config") -> Config:
     """Parse and validate TOML text; ``source`` names it in error messages."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(source, f"invalid TOML ({err})", "fix the syntax at that line") from None
-    return parse(raw)
+    return parse(_toml(text, source))
 
 
-def load(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
+def load_raw(path: str | Path) -> dict:
+    """The TOML document of a config file, unvalidated (to apply ``--set`` overrides first)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or type(err).__name__
         raise ConfigError(str(path), f"cannot read the file ({reason})",
-                          "pass an existing TOML file, or use --preset NAME (see `jaxtd presets`)") from None
-    return loads(text, str(path))
+                          "pass an existing TOML file, or use --preset NAME (see `jaxtd presets`)"
+                          ) from None
+    return _toml(text, str(path))
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    return parse(load_raw(path))
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.:-]*", text):
+            return text  # a bare word: a string (e.g. optimizer=adam)
+        raise ConfigError("--set", f"cannot read the value {text!r}",
+                          'write a TOML value, e.g. 0.1, [1, 2], "text" or {b1 = 0.9}') from None
+
+
+def apply_overrides(raw: Mapping[str, Any], assignments) -> dict:
+    """``raw`` with each ``"section.key=value"`` assignment applied (value read as TOML; a bare
+    word is a string); ``key=value`` without a dot sets a top-level key. Returns a new dict."""
+    import copy
+    out = copy.deepcopy(dict(raw))
+    for item in assignments:
+        path, sep, value = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError("--set", f"expected section.key=value, got {item!r}",
+                              "write e.g. --set gd.learning_rate=0.05")
+        node = out
+        for k in keys[:-1]:
+            child = node.setdefault(k, {})
+            if not isinstance(child, dict):
+                raise ConfigError("--set", f"{k} is not a table in {item!r}",
+                                  "set a key of a table, e.g. sweep.seeds=4")
+            node = child
+        node[keys[-1]] = _parse_value(value.strip())
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,9 +447,14 @@ def preset_path(name: str):
     return _preset_dir() / f"{name}.toml"
 
 
+def preset_raw(name: str) -> dict:
+    """The TOML document of a shipped preset."""
+    return _toml(preset_path(name).read_text(encoding="utf-8"), f"preset {name}")
+
+
 def preset(name: str) -> Config:
     """The validated config of a shipped preset."""
-    return loads(preset_path(name).read_text(encoding="utf-8"), f"preset {name}")
+    return parse(preset_raw(name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,10 +468,12 @@ def quick(config: Config) -> Config:
     def ends(values, k):
         return values if len(values) <= k else values[:k - 1] + values[-1:]
 
+    from jaxtd.run import default_record_every as rule
     widths = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]}))
     steps = min(s.steps, 300)
     sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
-                                record_every=default_record_every(steps, 20), bucketing="single")
+                                record_every=rule(steps, 20), bucketing="single",
+                                chunk_size=None)
     target = dataclasses.replace(t, orders=ends(t.orders, 2), dims=ends(t.dims, 2),
                                  ranks=ends(t.ranks, 2))
     params = {k: dict(v) for k, v in config.params.items()}
@@ -361,6 +494,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     return "[" + ", ".join(_toml_value(v) for v in value) + "]"
 
 
@@ -369,7 +504,8 @@ def _scalar_or_list(values: tuple) -> Any:
 
 
 def dumps(config: Config) -> str:
-    """The resolved config as TOML text; ``loads(dumps(c)) == c``."""
+    """The resolved config as TOML text; ``loads(dumps(c)) == c``. Keys left to the constructor
+    (``None``) are omitted."""
     t, s = config.target, config.sweep
     top = {"name": config.name, "description": config.description, "plot": config.plot}
     target = {"order": _scalar_or_list(t.orders), "dim": _scalar_or_list(t.dims),
@@ -378,21 +514,24 @@ def dumps(config: Config) -> str:
               "seed": t.seed}
     sweep = {"algorithms": list(s.algorithms), "widths": list(s.widths), "seeds": s.seeds,
              "steps": s.steps, "success_threshold": s.success_threshold,
-             "record_every": s.record_every, "bucketing": s.bucketing}
+             "record_every": s.record_every, "bucketing": s.bucketing,
+             "chunk_size": s.chunk_size}
     lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
     for section, table in [("target", target), ("sweep", sweep), *config.params.items()]:
-        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()
+                                         if v is not None]
     return "\n".join(lines) + "\n"
 
 
 def lazy_threshold(dim: int, order: int, init: str = "standard") -> int:
-    """Smallest width whose generic tangent space spans ``Sym^l(R^d)`` (ALGORITHMS.md §B).
+    """Smallest width whose generic tangent space spans ``Sym^l(R^d)``.
 
     ``⌈C(d+l-1, l)/d⌉`` (order 2: ``d``; one more at the Alexander–Hirschowitz defective cases),
     from :func:`jaxtd.lazy.predicted_critical_width`. The antisymmetric init pairs rows on one
-    factor, so it needs ``2 m* - 1`` rows (``m*`` distinct factors, the last one unpaired).
+    factor (a pair spans the tangent directions of one factor), so it needs ``2 m* - 1`` rows:
+    ``m* - 1`` pairs and one unpaired row give ``m*`` distinct factors.
     """
-    from jaxtd.lazy import predicted_critical_width  # here: parsing a config never needs JAX
+    from jaxtd.lazy import predicted_critical_width
 
     m = predicted_critical_width(int(dim), int(order))
     return 2 * m - 1 if init == "antisymmetric" else m

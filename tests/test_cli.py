@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jaxtd import cli
+from jaxtd import cli, experiment
 
 TINY = """
 name = "tiny"
@@ -18,7 +18,7 @@ name = "tiny"
 order = 3
 dim = 4
 rank = 2
-kind = "orthogonal"
+kind = "orthonormal"
 weights = "equal"
 
 [sweep]
@@ -32,6 +32,7 @@ bucketing = "single"
 
 [lazy]
 learning_rate = 0.02
+init = "standard"
 
 [gd]
 init_scale = 0.1
@@ -112,6 +113,7 @@ def test_console_entry_point_exit_status(tmp_path):
                           text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("jaxtd: error: [target] rank")
+    assert "; fix: " in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
@@ -155,7 +157,7 @@ def test_ctrl_c_prints_how_to_resume(tmp_path, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "execute", interrupted)
+    monkeypatch.setattr(experiment, "run", interrupted)
     out = tmp_path / "out"
     assert cli.main(["run", "--quick", "--out", str(out)]) == 130
     assert f"jaxtd run --out {out} --resume" in capsys.readouterr().err
@@ -169,6 +171,7 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(reference, out)
     shutil.rmtree(out / "sweeps" / "gd-l3-d4-r2")
+    shutil.rmtree(out / "sweeps" / "lazy-l3-d4-r2" / "chunk-0001", ignore_errors=True)
     for name in ("results.csv", "results.json", "config.json", "rows.npz", "histories.npz"):
         (out / name).unlink()
     assert cli.main(["run", "--out", str(out), "--resume"]) == 0

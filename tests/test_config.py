@@ -1,17 +1,20 @@
 """The TOML config contract of ``jaxtd run`` (jaxtd/config.py) and the shipped presets."""
 
 import dataclasses
+import importlib
+import inspect
 
 import pytest
 
 from jaxtd import config as cfg
+from jaxtd import schema
 
 GOOD = """
 [target]
 order = 3
 dim = [8, 12]
 rank = 2
-kind = "orthogonal"
+kind = "orthonormal"
 weights = "equal"
 
 [sweep]
@@ -34,7 +37,7 @@ def test_good_config_resolves_defaults_and_sorts_widths():
     assert c.sweep.record_every == 1
     assert c.params["gd"]["learning_rate"] == 0.2
     assert c.params["gd"]["model"] == "plain"          # default filled in
-    assert c.params["variant"] == dict(cfg.PARAMS["variant"])
+    assert c.params["variant"] == {p.name: p.default for p in cfg.schema_of("variant")}
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.sweep.seeds = 4
 
@@ -82,7 +85,7 @@ def _bad(old, new):
 @pytest.mark.parametrize("text,key", [
     (_bad("rank = 2", "rank = 2\ncolour = 1"), "[target] colour"),
     (_bad("[gd]", "[gd]\nlr = 1"), "[gd] lr"),
-    (_bad('kind = "orthogonal"\n', ""), "[target] kind"),
+    (_bad('weights = "equal"\n', "weights = 2\n"), "[target] weights"),
     (_bad("seeds = 3\n", ""), "[sweep] seeds"),
     (_bad("widths = [8, 2, 4]", "widths = [8, 0]"), "[sweep] widths"),
     (_bad("widths = [8, 2, 4]", "widths = [2, 2]"), "[sweep] widths"),
@@ -91,13 +94,36 @@ def _bad(old, new):
     (_bad("order = 3", "order = 3.0"), "[target] order"),
     (_bad("seeds = 3", 'seeds = "3"'), "[sweep] seeds"),
     (_bad('["gd", "lazy"]', '["gd", "adam"]'), "[sweep] algorithms"),
-    (_bad('kind = "orthogonal"', 'kind = "sparse"'), "[target] kind"),
+    (_bad('kind = "orthonormal"', 'kind = "sparse"'), "[target] kind"),
     (_bad('weights = "equal"', "weights = [1.0]"), "[target] weights"),
     (_bad("dim = [8, 12]", "dim = 1"), "[target] rank"),
     (_bad("success_threshold = 1e-2", "success_threshold = -1"), "[sweep] success_threshold"),
     (_bad("learning_rate = 0.2", "learning_rate = 0.0"), "[gd] learning_rate"),
     (_bad("[gd]", '[gd]\nmodel = "cubic"'), "[gd] model"),
     (_bad("[gd]", "[deflation]\ndelta1 = 1e-4\n[gd]"), "[deflation] delta1"),
+    (_bad("[gd]", "[deflation]\nlearning_rate = 0.1\n[gd]"), "[deflation] learning_rate"),
+    (_bad("learning_rate = 0.2", "learning_rate = [0.2, 0.2]"), "[gd] learning_rate"),
+    (_bad("learning_rate = 0.2", "learning_rate = []"), "[gd] learning_rate"),
+    (_bad("learning_rate = 0.2", "model = [\"plain\"]"), "[gd] model"),
+    (_bad("learning_rate = 0.2", 'optimizer = "adamm"'), "[gd] optimizer"),
+    (_bad("learning_rate = 0.2", 'optimizer = "adam"\noptimizer_args = {bq = 1}'),
+     "[gd] optimizer_args.bq"),
+    (_bad("learning_rate = 0.2", 'optimizer_args = 3'), "[gd] optimizer_args"),
+    (_bad('["gd", "lazy"]', '["gd", "mine"]'), "[sweep] algorithms"),
+    (_bad('["gd", "lazy"]', '["gd", "mine"]') + "[mine]\nlr = 1\n", "[mine] factory"),
+    (_bad('["gd", "lazy"]', '["gd", "mine"]') + '[mine]\nfactory = "nowhere_xyz:f"\n',
+     "[mine] factory"),
+    (_bad('["gd", "lazy"]', '["gd", "mine"]') + '[mine]\nfactory = "tests.example_algorithm"\n',
+     "[mine] factory"),
+    (_bad('["gd", "lazy"]', '["gd", "mine"]')
+     + '[mine]\nfactory = "tests.example_algorithm:not_an_algorithm"\n', "[mine] factory"),
+    (_bad('["gd", "lazy"]', '["gd", "mine"]')
+     + '[mine]\nfactory = "tests.example_algorithm:heavy_ball"\nmomentum = 2\n', "[mine]"),
+    (_bad('["gd", "lazy"]', '["gd", "mi ne"]'), "[sweep] algorithms"),
+    (_bad("[gd]", "[mine]\nfactory = 1\n[gd]"), "mine"),
+    (_bad("[sweep]", 'name = ""\n[sweep]'), "name"),
+    (_bad("seeds = 3", "seeds = 3\nchunk_size = 0"), "[sweep] chunk_size"),
+    (_bad("seeds = 3", "seeds = 3\nrecord_every = 7"), "[sweep] record_every"),
     (_bad("[gd]", "[deflation]\ngamma = 1\n[gd]"), "[deflation] gamma"),
     (_bad("[sweep]", "[swep]\nx = 1\n[sweep]"), "swep"),
     ("[target]\norder = 3", "[sweep]"),
@@ -107,7 +133,8 @@ def test_bad_config_names_the_key_in_one_line(text, key):
     with pytest.raises(cfg.ConfigError) as err:
         cfg.loads(text)
     message = str(err.value)
-    assert key in message and "\n" not in message and ";" in message
+    assert message.startswith(key) or key in message
+    assert "\n" not in message and "; fix: " in message
 
 
 def test_unreadable_file_and_unknown_preset(tmp_path):
@@ -118,3 +145,89 @@ def test_unreadable_file_and_unknown_preset(tmp_path):
     path = tmp_path / "ok.toml"
     path.write_text(GOOD)
     assert cfg.load(path) == cfg.loads(GOOD)
+
+
+@pytest.mark.parametrize("table", cfg.ALGORITHMS)
+def test_defaults_are_the_constructors(table):
+    """One source of defaults: every key's default is the constructor's signature default."""
+    constructor = cfg.constructor_of(table)
+    signature = inspect.signature(constructor)
+    for p in cfg.schema_of(table):
+        if p.name in ("optimizer", "optimizer_args", "train", "seeds"):
+            continue
+        source = "optimizer" if p.name == "learning_rate" else p.name
+        assert p.default == signature.parameters[source].default, (table, p.name)
+    lazy = cfg.loads(GOOD).params["lazy"]
+    assert lazy["learning_rate"] == 0.01 and lazy["init"] == "antisymmetric"
+
+
+def test_keys_are_the_constructor_argument_names():
+    for table in cfg.ALGORITHMS:
+        signature = inspect.signature(cfg.constructor_of(table))
+        for p in cfg.schema_of(table):
+            assert (p.name in signature.parameters
+                    or p.name in ("learning_rate", "optimizer", "optimizer_args", "train",
+                                  "seeds")), (table, p.name)
+
+
+def test_schema_validator_messages():
+    p = schema.Param("learning_rate", "float", "step", default=0.1, gt=0)
+    with pytest.raises(schema.ConfigError) as err:
+        schema.check("[gd] learning_rate", p, -0.1)
+    assert str(err.value) == ("[gd] learning_rate: must be > 0, got -0.1; fix: use a number > 0")
+    assert schema.check("x", p, 2) == 2.0 and isinstance(schema.check("x", p, 2), float)
+    with pytest.raises(schema.ConfigError, match="must be a number"):
+        schema.check("x", p, True)
+    with pytest.raises(schema.ConfigError, match="finite"):
+        schema.check("x", p, float("inf"))
+    q = schema.Param("steps", "int", "", default=1, ge=0)
+    with pytest.raises(schema.ConfigError, match="integer"):
+        schema.check("x", q, 1.0)
+
+
+def test_orthogonal_is_a_deprecated_alias():
+    with pytest.warns(FutureWarning, match="orthonormal"):
+        c = cfg.loads(GOOD.replace('"orthonormal"', '"orthogonal"'))
+    assert c.target.kind == "orthonormal"
+    assert "orthogonal" not in cfg.dumps(c)
+
+
+def test_kind_defaults_to_orthonormal_and_no_preset_uses_the_old_name():
+    c = cfg.loads(GOOD.replace('kind = "orthonormal"\n', ""))
+    assert c.target.kind == "orthonormal"
+    for name in cfg.preset_names():
+        assert "orthogonal" not in cfg.preset_path(name).read_text()
+
+
+def test_overrides_are_toml_values():
+    raw = cfg.apply_overrides(cfg._toml(GOOD, "x"), [
+        "gd.learning_rate=0.05", "sweep.widths=[2, 3]", "gd.optimizer=adam",
+        "gd.optimizer_args.b1=0.8", "name=other", "lazy.init=\"standard\""])
+    c = cfg.parse(raw)
+    assert c.params["gd"]["learning_rate"] == 0.05 and c.sweep.widths == (2, 3)
+    assert c.params["gd"]["optimizer"] == "adam" and c.params["gd"]["optimizer_args"] == {"b1": 0.8}
+    assert c.name == "other" and c.params["lazy"]["init"] == "standard"
+    for bad in ("gd.learning_rate", "=1", "gd..x=1", "gd.learning_rate=[1,"):
+        with pytest.raises(cfg.ConfigError, match="--set"):
+            cfg.apply_overrides({}, [bad])
+    with pytest.raises(cfg.ConfigError, match="--set"):
+        cfg.apply_overrides({"name": "x"}, ["name.y=1"])
+
+
+def test_swept_hyperparameter_list_round_trips():
+    c = cfg.loads(GOOD.replace("learning_rate = 0.2", "init_scale = [1e-3, 1e-2, 1]"))
+    assert c.params["gd"]["init_scale"] == (1e-3, 1e-2, 1.0)
+    assert cfg.loads(cfg.dumps(c)) == c
+
+
+def test_optimizer_by_name_builds_an_optax_algorithm():
+    import optax
+    c = cfg.loads(GOOD.replace("learning_rate = 0.2", 'learning_rate = 0.01\noptimizer = "adam"\n'
+                               "optimizer_args = {b1 = 0.8}"))
+    assert cfg.loads(cfg.dumps(c)) == c
+    from jaxtd import experiment
+    a = experiment.make_algorithm(c, "gd")
+    assert a.name == "gd" and a.hparams["learning_rate"] == 0.01
+    assert a == experiment.make_algorithm(c, "gd")  # equal configs, equal (cached) programs
+    f = schema.optax_factory("adam", {"b1": 0.8})
+    assert f.func is optax.adam and f.keywords == {"b1": 0.8}

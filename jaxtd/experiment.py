@@ -1,0 +1,443 @@
+"""A validated config (:mod:`jaxtd.config`) as an experiment: targets, algorithms, sweeps.
+
+:func:`plan` lists the sub-sweeps of a config, one per (problem size, algorithm), each split into
+seed chunks; :func:`run` executes them with :func:`jaxtd.sweep` (one call per chunk, each written
+atomically under ``out_dir/sweeps/<algorithm>-l<order>-d<dim>-r<rank>/chunk-<k>`` so an
+interrupted run resumes), adds the exact best lazy residual to the lazy rows and returns an
+:class:`Outcome`: the concatenated :class:`~jaxtd.results.Results` (one row per cell, with every
+resolved hyper-parameter as a column and ``algorithm`` the config's table name) and the summed
+compile/run statistics. :func:`describe` prints a plan without running it (``--dry-run``).
+
+The command line (:mod:`jaxtd.cli`) only parses arguments, calls these, prints and plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from jaxtd import config as cfg
+
+__all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
+           "hyperparameters", "lazy_best_residuals", "default_chunk_size"]
+
+# Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
+# (float32, jit-compiled); only the order of magnitude matters.
+_FLOPS_PER_SECOND = 4e9
+_SECONDS_PER_CHUNK = 3.0  # a progress bar that moves every few seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class SubSweep:
+    """One :func:`jaxtd.sweep` grid of the experiment: an algorithm at one problem size.
+
+    ``train`` False (``[lazy] train = false``): no lazy GD, only the exact best lazy residual.
+    ``hparams``: swept hyper-parameters, ``{algorithm hparam name: values}``.
+    """
+
+    algorithm: str
+    order: int
+    dim: int
+    rank: int
+    seeds: int
+    widths: tuple[int, ...]
+    steps: int
+    hparams: tuple[tuple[str, tuple[float, ...]], ...]
+    chunk_size: int
+    train: bool = True
+
+    @property
+    def folder(self) -> str:
+        return f"{self.algorithm}-l{self.order}-d{self.dim}-r{self.rank}"
+
+    @property
+    def n_hparams(self) -> int:
+        return math.prod(len(v) for _, v in self.hparams) if self.hparams else 1
+
+    @property
+    def cells(self) -> int:
+        return self.seeds * len(self.widths) * self.n_hparams
+
+    @property
+    def lazy_best(self) -> bool:
+        return self.algorithm == "lazy"
+
+    def chunks(self) -> list[tuple[int, ...]]:
+        seeds = tuple(range(self.seeds))
+        return [seeds[i:i + self.chunk_size] for i in range(0, self.seeds, self.chunk_size)]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What :func:`run` returns: the results and the compile/run statistics of every part."""
+
+    results: Any
+    infos: list
+    n_compiles: int = 0
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+
+    def add(self, info: Mapping[str, Any]) -> None:
+        self.infos.append(dict(info))
+        self.n_compiles += int(info.get("n_compiles", 0))
+        self.compile_seconds += float(info.get("compile_seconds", 0.0))
+        self.run_seconds += float(info.get("run_seconds", 0.0))
+
+
+# -- building blocks ----------------------------------------------------------------------------
+
+def make_target(target: cfg.Target, order: int, dim: int, rank: int):
+    """The ground truth of one problem size (key ``PRNGKey(target.seed)``)."""
+    import jax
+
+    from jaxtd import targets
+    key = jax.random.PRNGKey(target.seed)
+    weights = target.weights if isinstance(target.weights, str) else list(target.weights)
+    if target.kind == "random":
+        return targets.random_unit(key, dim, rank, order, weights)
+    return targets.orthonormal(key, dim, rank, order, weights, basis=target.kind == "basis")
+
+
+def _constructor_values(name: str, table: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in table.items() if k not in ("train", "seeds")}
+
+
+def make_algorithm(config: cfg.Config, name: str):
+    """The :class:`~jaxtd.algorithms.Algorithm` of table ``[name]``, named ``name`` (so the
+    sweep's files, the progress bar and the ``algorithm`` column all say the same)."""
+    from jaxtd import schema
+    table = config.params[name]
+    if not cfg.is_builtin(name):
+        return cfg.build_user(name, table)._replace(name=name)
+    return schema.build(cfg.constructor_of(name), _constructor_values(name, table), name=name,
+                        where=name)
+
+
+def swept(config: cfg.Config, name: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The hyper-parameters table ``[name]`` sweeps (list values), as ``(hparam, values)``."""
+    if not cfg.is_builtin(name):
+        return ()
+    table = config.params[name]
+    return tuple((p.hparam, tuple(table[p.name])) for p in cfg.schema_of(name)
+                 if p.hparam and isinstance(table.get(p.name), tuple))
+
+
+def hyperparameters(config: cfg.Config, name: str, algorithm) -> dict[str, Any]:
+    """Every resolved scalar hyper-parameter of table ``[name]``: its keys (tables and the lazy
+    experiment keys left out) and the algorithm's effective ``hparams`` (e.g. deflation's
+    ``regularization`` when left to its default ``epsilon / 10``). Swept ones are omitted (the
+    sweep adds them as columns)."""
+    table = config.params[name]
+    sweeping = {h for h, _ in swept(config, name)}
+    keys = {p.name: p.hparam for p in cfg.schema_of(name)} if cfg.is_builtin(name) else {}
+    out = {}
+    for k, v in table.items():
+        if k in ("train", "seeds", "factory") or keys.get(k) in sweeping or k in sweeping:
+            continue
+        if isinstance(v, (bool, int, float, str)):
+            out[k] = v
+    for k, v in dict(algorithm.hparams).items():
+        if k not in sweeping and k not in out:
+            out[k] = float(v)
+    return out
+
+
+def _seeds(config: cfg.Config, name: str) -> int:
+    """How many seeds algorithm ``name`` runs (``[lazy] seeds`` may cut the lazy ones)."""
+    n = config.sweep.seeds
+    limit = config.params[name].get("seeds", 0) if name == "lazy" else 0
+    return min(n, limit) if limit else n
+
+
+def _seed_cost(config: cfg.Config, name: str, order: int, dim: int, rank: int) -> float:
+    """Rough flops of one seed of a sub-sweep (every width and hparam combination)."""
+    from jaxtd.sweep import bucket_widths
+    s = config.sweep
+    n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
+    flops = 0.0
+    for bucket in bucket_widths(s.widths, s.bucketing):
+        m = max(bucket)
+        # loss + gradient in Gram form, O((m + r)^2 d) per step, ~10 passes (grad, metrics)
+        flops += len(bucket) * n_h * s.steps * 10.0 * (m + rank) ** 2 * dim * max(order - 1, 1)
+    return flops
+
+
+def default_chunk_size(config: cfg.Config, name: str, order: int, dim: int, rank: int) -> int:
+    """Seeds per chunk so a chunk takes about ``_SECONDS_PER_CHUNK`` on 2 cores: the largest
+    divisor of the seed count under that budget (equal chunks share one compiled program)."""
+    n = _seeds(config, name)
+    per_seed = _seed_cost(config, name, order, dim, rank) / _FLOPS_PER_SECOND
+    budget = max(1, int(_SECONDS_PER_CHUNK / max(per_seed, 1e-9)))
+    return max(k for k in range(1, n + 1) if n % k == 0 and k <= budget)
+
+
+def plan(config: cfg.Config) -> list[SubSweep]:
+    """The sub-sweeps of ``config``, in run order (problem size, then algorithm)."""
+    s = config.sweep
+    out = []
+    for order, dim, rank in config.target.sizes:
+        for name in s.algorithms:
+            n = _seeds(config, name)
+            chunk = s.chunk_size or default_chunk_size(config, name, order, dim, rank)
+            train = bool(config.params[name].get("train", True)) if name == "lazy" else True
+            out.append(SubSweep(name, order, dim, rank, n, tuple(s.widths), s.steps,
+                                swept(config, name), min(chunk, n), train))
+    return out
+
+
+def _lazy_programs(sub: SubSweep) -> int:
+    return len(sub.widths) if sub.lazy_best else 0
+
+
+def describe(config: cfg.Config) -> str:
+    """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time and
+    memory estimate. Nothing is run or written."""
+    from jaxtd.sweep import bucket_widths
+    s = config.sweep
+    lines = [f"{config.name}: {len(config.target.sizes)} problem size(s) x "
+             f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
+             f"{s.record_every}, bucketing {s.bucketing}"]
+    total_cells = total_programs = 0
+    total_seconds = peak = 0.0
+    for sub in plan(config):
+        buckets = bucket_widths(sub.widths, s.bucketing) if sub.train else ()
+        programs = len(buckets) + _lazy_programs(sub)
+        cells = sub.cells if sub.train else 0
+        lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
+        # state ~ 8 (m, d) arrays per cell, histories ~ 8 scalars + r fitted weights per record
+        n_rec = s.steps // s.record_every + 1
+        mem = sum(len(b) * sub.n_hparams * sub.chunk_size
+                  * (8 * max(b) * sub.dim + n_rec * (8 + sub.rank)) * 4 for b in buckets)
+        if sub.lazy_best:  # the normal equations of the exact lazy optimum, float64, per seed
+            mem = max(mem, sub.seeds * (max(sub.widths) * sub.dim) ** 2 * 8 * 3)
+        seconds = (sub.seeds * _seed_cost(config, sub.algorithm, sub.order, sub.dim, sub.rank)
+                   / _FLOPS_PER_SECOND if sub.train else 0.0)
+        if sub.lazy_best:
+            seconds += sum(sub.seeds * (m * sub.dim) ** 3 / 3 for m in sub.widths) / 1e9
+        hp = "".join(f", {k} x{len(v)}" for k, v in sub.hparams)
+        what = "exact best residual only" if not sub.train else (
+            f"{cells} cells in {len(sub.chunks())} chunk(s) of {sub.chunk_size} seed(s)")
+        extra = f" + best residual of {lazy_cells} cells" if sub.lazy_best and sub.train else ""
+        lines.append(f"  {sub.folder}: {sub.seeds} seeds x {len(sub.widths)} widths{hp}: "
+                     f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
+        total_cells += cells + lazy_cells
+        total_programs += programs
+        total_seconds += seconds
+        peak = max(peak, mem)
+    lines.append(f"total: {total_cells} cells, {total_programs} programs to compile (fewer "
+                 f"with a warm compile cache), peak memory ~{_fmt_bytes(peak)}, compute "
+                 f"~{_fmt_seconds(total_seconds)} on 2 CPU cores (rough)")
+    return "\n".join(lines)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _fmt_seconds(t: float) -> str:
+    return f"{t:.0f} s" if t < 120 else f"{t / 60:.0f} min"
+
+
+# -- the exact lazy optimum -------------------------------------------------------------------
+
+def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequence[int],
+                        outcome: Optional[Outcome] = None):
+    """``(len(seeds), len(widths))`` exact best lazy residuals, in float64.
+
+    Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell: ``algorithm.init`` (a
+    :func:`jaxtd.algorithms.lazy_gd`) with key :func:`jaxtd.sweep.key_for_seed` ``(s)``, drawn in
+    the target's dtype, then solved in float64 inside ``jax.enable_x64`` (thread-local): the
+    float32 normal equations cannot resolve a zero residual. Compile and run times are added to
+    ``outcome``.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxtd import lazy
+    from jaxtd.sweep import key_for_seed
+    from jaxtd.symcp import SymCP
+
+    def to64(t):
+        return SymCP(jnp.asarray(t.weights, jnp.float64), jnp.asarray(t.factors, jnp.float64),
+                     t.order)
+
+    out = np.full((len(seeds), len(widths)), np.nan)
+    keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
+    compile_s = run_s = 0.0
+    with jax.enable_x64(True):
+        tgt = to64(target)
+        for j, m in enumerate(widths):
+            def solve(key, m=m):
+                return lazy.best_residual(to64(algorithm.init(key, target, m).model), tgt)
+            t0 = time.perf_counter()
+            compiled = jax.jit(jax.vmap(solve)).lower(keys).compile()
+            t1 = time.perf_counter()
+            out[:, j] = np.asarray(compiled(keys))
+            compile_s += t1 - t0
+            run_s += time.perf_counter() - t1
+    if outcome is not None:
+        outcome.add({"n_compiles": len(widths), "compile_seconds": compile_s,
+                     "run_seconds": run_s})
+    return out
+
+
+def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome):
+    """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``)."""
+    import numpy as np
+
+    from jaxtd.results import atomic_write
+    widths = sorted(set(int(w) for w in results.rows["width"]))
+    seeds = sorted(set(int(s) for s in results.rows["seed"]))
+    cache = folder / "lazy_best.npz"
+    table = None
+    if cache.exists():
+        try:
+            with np.load(cache) as saved:
+                if list(saved["widths"]) == widths and list(saved["seeds"]) == seeds:
+                    table = saved["residual"]
+        except (OSError, ValueError, KeyError):
+            table = None  # a damaged cache is recomputed, never trusted
+    if table is None:
+        table = lazy_best_residuals(algorithm, target, seeds, widths, outcome)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(str(cache)) as f:
+            np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
+    col = [table[seeds.index(int(s)), widths.index(int(w))]
+           for s, w in zip(results.rows["seed"], results.rows["width"])]
+    rows = results.rows.assign(lazy_best_residual=np.asarray(col, np.float64))
+    return dataclasses.replace(results, rows=rows)
+
+
+def _residual_only(widths: Sequence[int], n_seeds: int):
+    """Lazy rows without training (``[lazy] train = false``): no lazy GD error (NaN); success is
+    decided by the best residual once it is added."""
+    import pandas as pd
+
+    from jaxtd.results import Results
+    rows = pd.DataFrame([dict(seed=s, width=w, final_relative_error=float("nan"), success=False,
+                              diverged=False) for s in range(n_seeds) for w in widths])
+    return Results(rows, {})
+
+
+# -- running ----------------------------------------------------------------------------------
+
+class ResumeError(cfg.ConfigError):
+    """A saved part of the run does not match the requested one (one line, names the folder)."""
+
+
+def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
+               seeds: Sequence[int], resume: bool):
+    from jaxtd.results import Results
+    from jaxtd.sweep import sweep
+    if (folder / "config.json").is_file():
+        from jaxtd.targets import default_dtype
+        try:
+            saved = Results.load(str(folder))
+        except (OSError, ValueError, KeyError) as err:
+            raise ResumeError(str(folder), f"saved results cannot be read "
+                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__})",
+                              "delete that folder to recompute it, then --resume") from None
+        dtype, now = saved.config.get("dtype"), str(default_dtype())
+        if dtype is not None and dtype != now:
+            raise ResumeError(str(folder), f"was computed in {dtype}, this process runs {now}",
+                              "resume with the same JAX_ENABLE_X64 setting, or choose another "
+                              "--out")
+        return saved, True
+    s = config.sweep
+    try:
+        res = sweep(algorithm, target, seeds=list(seeds), widths=list(sub.widths),
+                    steps=sub.steps, record_every=s.record_every,
+                    hparams={k: list(v) for k, v in sub.hparams} or None,
+                    success_threshold=s.success_threshold, out_dir=str(folder), resume=resume,
+                    progress=False, bucketing=s.bucketing)
+    except ValueError as err:
+        message = str(err)
+        if "out_dir=" not in message:
+            raise
+        lines = [x.strip() for x in message.splitlines() if x.strip()]
+        detail = "; ".join(lines[1:-1]) if len(lines) > 2 else lines[0]
+        raise ResumeError(str(folder), f"holds a different sweep ({detail})",
+                          "resume with the same config and dtype (JAX_ENABLE_X64), or choose "
+                          "another --out") from None
+    return res, False
+
+
+def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
+        on_cells: Optional[Callable[[int], None]] = None,
+        on_start: Optional[Callable[[SubSweep], None]] = None) -> Outcome:
+    """Run every sub-sweep of ``config`` under ``out_dir/sweeps``.
+
+    ``on_cells(n)`` is called after each finished (or resumed) chunk with its number of cells
+    (a lazy sub-sweep's best residuals count as cells too); ``on_start(sub)`` before each
+    sub-sweep. Returns an :class:`Outcome` whose ``results`` hold every row: ``algorithm``,
+    ``order``, ``dim``, ``rank``, the hyper-parameters and the sweep's columns (lazy rows also
+    ``lazy_best_residual``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from jaxtd.results import Results
+    out_dir = Path(out_dir)
+    outcome = Outcome(None, [])
+    notify = on_cells or (lambda n: None)
+    parts = []
+    algorithms: dict[str, Any] = {}
+    for sub in plan(config):
+        if on_start is not None:
+            on_start(sub)
+        target = make_target(config.target, sub.order, sub.dim, sub.rank)
+        if sub.algorithm not in algorithms:
+            algorithms[sub.algorithm] = make_algorithm(config, sub.algorithm)
+        algorithm = algorithms[sub.algorithm]
+        folder = out_dir / "sweeps" / sub.folder
+        if sub.train:
+            chunk_results = []
+            for k, seeds in enumerate(sub.chunks()):
+                res, _ = _one_sweep(algorithm, target, sub, config, folder / f"chunk-{k:04d}",
+                                    seeds, resume)
+                if res.info:
+                    outcome.add({k2: res.info.get(k2, 0) for k2 in
+                                 ("n_compiles", "compile_seconds", "run_seconds")})
+                chunk_results.append(res)
+                notify(len(res))
+            res = Results.concat(chunk_results) if len(chunk_results) > 1 else chunk_results[0]
+        else:
+            res = _residual_only(sub.widths, sub.seeds)
+        if sub.lazy_best:
+            res = _lazy_column(res, algorithm, target, folder, outcome)
+            notify(sub.seeds * len(sub.widths))
+            if not sub.train:
+                best = res.rows["lazy_best_residual"].to_numpy()
+                ok = np.isfinite(best) & (best <= config.sweep.success_threshold)
+                res = dataclasses.replace(res, rows=res.rows.assign(success=ok))
+        hp = hyperparameters(config, sub.algorithm, algorithm)
+        hp = {k: v for k, v in hp.items() if k not in res.rows.columns}
+        n = len(res)
+        res = res.with_columns(algorithm=sub.algorithm, order=sub.order, dim=sub.dim,
+                               rank=sub.rank)
+        res = res.with_columns(**{k: np.full(n, v, dtype=object if isinstance(v, str) else None)
+                                  for k, v in hp.items()})
+        parts.append(res)
+    results = Results.concat(parts)
+    rows = results.rows
+    for c in rows.columns:  # string hyper-parameters absent from some algorithm: "" not NaN
+        if rows[c].dtype == object or pd.api.types.is_string_dtype(rows[c]):
+            rows[c] = rows[c].fillna("")
+    outcome.results = dataclasses.replace(results, rows=rows,
+                                          info={"parts": outcome.infos})
+    return outcome
+
+
+def total_cells(config: cfg.Config) -> int:
+    """Cells a run of ``config`` reports through ``on_cells`` (best residuals included)."""
+    return sum((sub.cells if sub.train else 0) + (sub.seeds * len(sub.widths)
+                                                  if sub.lazy_best else 0)
+               for sub in plan(config))

@@ -1,0 +1,266 @@
+"""Parameter schemas: the one declaration of an algorithm's configurable arguments.
+
+Each algorithm module declares, next to its constructor, a tuple of :class:`Param` (name, kind,
+range or choices, help); :func:`derive` fills every default from the constructor's signature, so
+names and defaults exist once, in the constructor. The ``jaxtd`` config validates a TOML table
+against such a schema with :func:`check_table` (one validator for every section), and builds the
+algorithm with :func:`build`. TOML keys are the constructor's argument names; ``learning_rate``,
+``optimizer`` (an optax name) and ``optimizer_args`` describe the ``optimizer`` argument of the
+optax-based constructors.
+
+Every failure is a :class:`ConfigError` whose message is one line:
+``[gd] learning_rate: must be > 0, got -0.1; fix: use a finite number > 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+import numbers
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+__all__ = ["ConfigError", "Param", "derive", "check", "check_table", "build", "optax_factory",
+           "UNSET"]
+
+
+class ConfigError(ValueError):
+    """A bad configuration; ``str(error)`` is one line: ``KEY: PROBLEM; fix: FIX``."""
+
+    def __init__(self, key: str, problem: str, fix: str):
+        super().__init__(f"{key}: {problem}; fix: {fix}")
+        self.key = key
+
+
+class _Unset:
+    def __repr__(self):
+        return "UNSET"
+
+
+UNSET = _Unset()  # "take the default from the constructor's signature"
+
+KINDS = ("float", "int", "ints", "bool", "str", "choice", "table")
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One configurable argument.
+
+    Attributes:
+      name: the TOML key (the constructor's argument name, or ``learning_rate`` / ``optimizer`` /
+        ``optimizer_args`` for the optimizer argument).
+      kind: ``float | int | ints | bool | str | choice | table`` (``ints``: an int or a list
+        of distinct ints, read as a tuple).
+      help: one line for humans.
+      default: the default; :data:`UNSET` means the constructor's signature default (of
+        ``default_from`` when given), or a required key in a schema that is not derived. ``None`` means "let the constructor decide" and is only
+        the resolved value when the key is absent.
+      default_from: the signature argument holding the default, when it is not ``name``.
+      gt, ge: open / closed lower bound of a number.
+      choices: accepted values of a ``choice``.
+      hparam: the algorithm hyper-parameter this argument sets; such a key may be a list of
+        numbers, swept by :func:`jaxtd.sweep` as one vmapped axis (no recompilation per value).
+    """
+
+    name: str
+    kind: str
+    help: str
+    default: Any = UNSET
+    default_from: Optional[str] = None
+    gt: Optional[float] = None
+    ge: Optional[float] = None
+    choices: tuple = ()
+    hparam: Optional[str] = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+
+    def describe(self) -> str:
+        """``name (kind, range): help [default]`` in one line."""
+        if self.kind == "choice":
+            rng = " | ".join(map(str, self.choices))
+        elif self.gt is not None and self.kind != "ints":
+            rng = f"> {self.gt:g}"
+        elif self.ge is not None:
+            rng = f">= {self.ge:g}"
+        else:
+            rng = self.kind
+        sweep = ", or a list to sweep" if self.hparam else ""
+        return f"{self.name} ({rng}{sweep}): {self.help} [default {self.default!r}]"
+
+
+def derive(constructor: Callable, params: Sequence[Param]) -> tuple[Param, ...]:
+    """``params`` with every :data:`UNSET` default read from ``constructor``'s signature."""
+    signature = inspect.signature(constructor)
+    out = []
+    for p in params:
+        if p.default is UNSET:
+            source = p.default_from or p.name
+            if source not in signature.parameters:
+                raise ValueError(f"{constructor.__name__} has no argument {source!r} for "
+                                 f"parameter {p.name!r}")
+            default = signature.parameters[source].default
+            if default is inspect.Parameter.empty:
+                raise ValueError(f"{constructor.__name__}({source}) has no default")
+            p = dataclasses.replace(p, default=default)
+        out.append(p)
+    return tuple(out)
+
+
+# -- the validator ----------------------------------------------------------------------------
+
+def _is_number(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def check(where: str, param: Param, value: Any) -> Any:
+    """``value`` cleaned for ``param`` (ints widened to float where a float is asked), or a
+    :class:`ConfigError` naming ``where``. A list is accepted for a sweepable (``hparam``) number
+    and becomes a tuple of distinct checked values."""
+    if param.hparam and isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError(where, "empty list", f"give one value or several to sweep, e.g. "
+                              f"{param.name} = [{param.default!r}]")
+        cleaned = tuple(check(where, dataclasses.replace(param, hparam=None), v) for v in value)
+        if len(set(cleaned)) != len(cleaned):
+            raise ConfigError(where, f"duplicate values in {list(cleaned)}", "list each once")
+        return cleaned[0] if len(cleaned) == 1 else cleaned
+    kind = param.kind
+    if kind == "ints":
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values:
+            raise ConfigError(where, "empty list", "give at least one integer")
+        one = dataclasses.replace(param, kind="int")
+        cleaned = tuple(check(where, one, v) for v in values)
+        if len(set(cleaned)) != len(cleaned):
+            raise ConfigError(where, f"duplicate values in {list(cleaned)}", "list each once")
+        return cleaned
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"must be true or false, got {value!r}", "write true or false")
+        return value
+    if kind in ("str", "choice"):
+        if not isinstance(value, str):
+            raise ConfigError(where, f"must be a string, got {value!r}",
+                              f'write {param.name} = "..."')
+        if kind == "choice" and value not in param.choices:
+            raise ConfigError(where, f"unknown value {value!r}",
+                              f"use one of {', '.join(map(str, param.choices))}")
+        return value
+    if kind == "table":
+        if not isinstance(value, Mapping):
+            raise ConfigError(where, f"must be a table, got {value!r}",
+                              f"write {param.name} = {{ key = value }}")
+        return dict(value)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(where, f"must be an integer, got {value!r}",
+                              f"write e.g. {param.name} = {param.default!r}")
+        value = int(value)
+    else:
+        if not _is_number(value):
+            raise ConfigError(where, f"must be a number, got {value!r}",
+                              f"write e.g. {param.name} = {param.default!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(where, f"must be finite, got {value}", "use a finite number")
+    if param.gt is not None and not value > param.gt:
+        raise ConfigError(where, f"must be > {param.gt:g}, got {value}",
+                          f"use a number > {param.gt:g}")
+    if param.ge is not None and not value >= param.ge:
+        raise ConfigError(where, f"must be >= {param.ge:g}, got {value}",
+                          f"use a number >= {param.ge:g}")
+    return value
+
+
+def check_table(section: str, schema: Sequence[Param], raw: Optional[Mapping[str, Any]],
+                renamed: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+    """Validate TOML table ``[section]`` against ``schema``: every key known and checked,
+    absent keys take their default. ``renamed`` maps old key names to their new name (a clear
+    error instead of "unknown key")."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{section}]", f"must be a table, got {raw!r}",
+                          f"write a [{section}] section")
+    by_name = {p.name: p for p in schema}
+    for key in raw:
+        if key not in by_name:
+            new = (renamed or {}).get(key)
+            fix = (f"rename it to {new}" if new else
+                   f"remove it or use one of {', '.join(by_name)}")
+            raise ConfigError(f"[{section}] {key}", "unknown key", fix)
+    out = {}
+    for p in schema:
+        if p.name in raw:
+            out[p.name] = check(f"[{section}] {p.name}", p, raw[p.name])
+        elif p.default is UNSET:
+            raise ConfigError(f"[{section}] {p.name}", "missing",
+                              f"add it: {p.describe()}")
+        else:
+            out[p.name] = dict(p.default) if p.kind == "table" else p.default
+    return out
+
+
+# -- building an algorithm ------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _factory(name: str, args: tuple) -> Callable:
+    # cached: equal configs give the very same factory object, hence equal algorithms (one
+    # compilation for both, see jaxtd.algorithms.base.constructor)
+    import optax
+    fn = getattr(optax, name)
+    return functools.partial(fn, **dict(args)) if args else fn
+
+
+def optax_factory(name: str, args: Optional[Mapping[str, Any]] = None,
+                  where: str = "optimizer") -> Callable:
+    """``optax.<name>`` as a factory ``learning_rate -> GradientTransformation``, with ``args``
+    bound; a :class:`ConfigError` for an unknown name or argument."""
+    import optax
+    fn = getattr(optax, name, None) if name.isidentifier() and not name.startswith("_") else None
+    try:
+        signature = inspect.signature(fn) if callable(fn) else None
+    except (TypeError, ValueError):
+        signature = None
+    if signature is None or "learning_rate" not in signature.parameters:
+        raise ConfigError(where, f"{name!r} is not an optax optimizer taking a learning_rate",
+                          "use the name of one, e.g. sgd, adam, adamw, rmsprop, lion")
+    args = dict(args or {})
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD
+                      for p in signature.parameters.values())
+    for key in args:
+        if key == "learning_rate":
+            raise ConfigError(f"{where}_args.{key}", "the learning rate is its own key",
+                              "set learning_rate in the same table instead")
+        if key not in signature.parameters and not accepts_any:
+            known = [k for k in signature.parameters if k != "learning_rate"]
+            raise ConfigError(f"{where}_args.{key}", f"optax.{name} has no argument {key!r}",
+                              f"use one of {', '.join(known) or '(none)'}")
+    try:
+        return _factory(name, tuple(sorted(args.items())))
+    except TypeError:  # an unhashable argument (a list): no caching
+        return functools.partial(getattr(optax, name), **args)
+
+
+def build(constructor: Callable, values: Mapping[str, Any], *, name: Optional[str] = None,
+          where: str = "algorithm"):
+    """Call ``constructor`` with a validated table: scalar values only (the first of a swept
+    list), ``None`` left to the constructor, and ``learning_rate`` / ``optimizer`` /
+    ``optimizer_args`` turned into its ``optimizer`` argument (a float for plain SGD, else an
+    optax factory with ``learning_rate=``)."""
+    kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in values.items()
+              if v is not None}
+    if name is not None:
+        kwargs["name"] = name
+    args = ()
+    if "optimizer" in kwargs:
+        opt, opt_args = kwargs.pop("optimizer"), kwargs.pop("optimizer_args", {})
+        lr = kwargs.pop("learning_rate")
+        if opt == "sgd" and not opt_args:
+            args = (lr,)
+        else:
+            args = (optax_factory(opt, opt_args, f"[{where}] optimizer"),)
+            kwargs["learning_rate"] = lr
+    return constructor(*args, **kwargs)
