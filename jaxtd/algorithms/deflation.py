@@ -31,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtd import initialization, models
+from jaxtd import initialization, models, schema
 from jaxtd.algorithms import base
 from jaxtd.algorithms.variant import (check_choice, check_int, freeze, redraw_key,
                                       relative_from_fit, residual_along)
 from jaxtd.symcp import SymCP
 
-__all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start"]
+__all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start", "SCHEMA"]
 
 SIGN_RULES = ("keep", "residual")
 
@@ -205,3 +205,21 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
 
     return base.Algorithm(name or "deflation", init, step, tensor, lambda state: state.params,
                           defaults)
+
+
+# The configurable arguments of deflation (names and defaults come from its signature).
+SCHEMA = schema.derive(deflation, (
+    schema.Param("delta0", "float", "initialization and re-draw norm", gt=0, hparam="init_scale"),
+    schema.Param("delta1", "float", "re-draw threshold (> delta0)", gt=0, hparam="threshold"),
+    schema.Param("gamma", "float", "epoch-length growth factor", gt=1, hparam="gamma"),
+    schema.Param("epsilon", "float", "stop once the relative error is <= epsilon", gt=0),
+    schema.Param("regularization", "float", "lambda of L_lambda (default epsilon / 10)", ge=0,
+                 hparam="regularization"),
+    schema.Param("tau0", "float", "length (time) of the first epoch", gt=0, hparam="tau0"),
+    schema.Param("step_size", "float", "gradient step (time step of the flow)", gt=0,
+                 hparam="learning_rate"),
+    schema.Param("max_epochs", "int", "stop after this many epochs (default: never)", ge=1),
+    schema.Param("model", "choice", "parametrization of the model", choices=models.MODELS),
+    schema.Param("signs", "choice", "initial fixed-sign rule", choices=models.SIGN_RULES),
+    schema.Param("sign_rule", "choice", "sign of a re-drawn row", choices=SIGN_RULES),
+))

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtd import initialization, models
+from jaxtd import initialization, models, schema
 from jaxtd.algorithms import base
 from jaxtd.symcp import SymCP
 
-__all__ = ["gd", "GDState", "make_optimizer"]
+__all__ = ["gd", "GDState", "make_optimizer", "SCHEMA"]
 
 
 class GDState(NamedTuple):
@@ -165,3 +165,26 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
 
     return base.Algorithm(name or f"gd-{label}", init, step, tensor, lambda state: state.params,
                           defaults)
+
+
+def _optimizer_params(default_lr_help: str) -> tuple:
+    """The ``learning_rate`` / ``optimizer`` / ``optimizer_args`` keys of an optax-based
+    constructor's ``optimizer`` argument (shared with variant and lazy_gd)."""
+    return (
+        schema.Param("learning_rate", "float", default_lr_help, default_from="optimizer",
+                     gt=0, hparam="learning_rate"),
+        schema.Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
+                     "gradient descent)", default="sgd"),
+        schema.Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
+                     "e.g. {b1 = 0.9}", default={}),
+    )
+
+
+# The configurable arguments of gd (names and defaults come from its signature).
+SCHEMA = schema.derive(gd, _optimizer_params("step size (the optax optimizer's learning rate)") + (
+    schema.Param("model", "choice", "parametrization of the model", choices=models.MODELS),
+    schema.Param("init_scale", "float", "norm of each initial row", gt=0, hparam="init_scale"),
+    schema.Param("regularization", "float", "weight-decay coefficient lambda of L_lambda", ge=0,
+                 hparam="regularization"),
+    schema.Param("signs", "choice", "fixed-sign rule of the rows", choices=models.SIGN_RULES),
+))

@@ -29,12 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtd import initialization, lazy, models
+from jaxtd import initialization, lazy, models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.gd import OptimizerSpec, _with_lr, make_optimizer
+from jaxtd.algorithms.gd import OptimizerSpec, _optimizer_params, _with_lr, make_optimizer
 from jaxtd.symcp import SymCP
 
-__all__ = ["lazy_gd", "LazyGDState", "polarize", "INITS"]
+__all__ = ["lazy_gd", "LazyGDState", "polarize", "INITS", "SCHEMA"]
 
 INITS = ("antisymmetric", "standard")
 
@@ -163,3 +163,16 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
     return base.Algorithm(name or f"lazy_gd-{init}", init_fn, step,
                           lambda state: polarize(state.model, state.delta),
                           lambda state: state.model.factors + state.delta, defaults)
+
+
+# The configurable arguments of lazy_gd (names and defaults come from its signature).
+SCHEMA = schema.derive(lazy_gd, _optimizer_params("step size (below 2 / lambda_max(J^T J))") + (
+    schema.Param("init", "choice", "initialization W0 the model is linearized at",
+                 choices=INITS),
+    schema.Param("init_scale", "float", "multiplier of the N(0, I/d) rows of W0", gt=0,
+                 hparam="init_scale"),
+    schema.Param("regularization", "float", "ridge coefficient on the perturbation", ge=0,
+                 hparam="regularization"),
+    schema.Param("signs", "choice", "sign rule of W0's weights (init = standard)",
+                 choices=models.SIGN_RULES),
+))

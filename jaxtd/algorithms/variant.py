@@ -33,14 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxtd import initialization, losses, models
+from jaxtd import initialization, losses, models, schema
 from jaxtd.algorithms import base
 from jaxtd._precision import matmul
-from jaxtd.algorithms.gd import _with_lr, make_optimizer
+from jaxtd.algorithms.gd import _optimizer_params, _with_lr, make_optimizer
 from jaxtd.symcp import SymCP
 
 __all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "residual_along",
-           "select_row", "redraw_key", "draw_row"]
+           "select_row", "redraw_key", "draw_row", "SCHEMA"]
 
 SELECTIONS = ("smallest", "round_robin")
 SIGN_RULES = ("residual", "keep")
@@ -274,3 +274,21 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
 
     return base.Algorithm(name or "variant", init, step, tensor, lambda state: state.params,
                           defaults)
+
+
+# The configurable arguments of variant (names and defaults come from its signature).
+SCHEMA = schema.derive(variant, _optimizer_params("gradient step size eta") + (
+    schema.Param("model", "choice", "parametrization of the model", choices=models.MODELS),
+    schema.Param("init_scale", "float", "norm delta of initial and re-drawn rows", gt=0,
+                 hparam="init_scale"),
+    schema.Param("regularization", "float", "weight-decay coefficient lambda of L_lambda", ge=0,
+                 hparam="regularization"),
+    schema.Param("amplify_steps", "int", "steps moving the re-drawn row alone per epoch", ge=0),
+    schema.Param("fit_steps", "int", "steps moving every row per epoch", ge=0),
+    schema.Param("epochs", "int", "epochs before the run freezes", ge=1),
+    schema.Param("epsilon", "float", "freeze once the relative error is <= epsilon (0: never)",
+                 ge=0),
+    schema.Param("selection", "choice", "which row an epoch re-draws", choices=SELECTIONS),
+    schema.Param("sign_rule", "choice", "sign of the re-drawn row", choices=SIGN_RULES),
+    schema.Param("signs", "choice", "initial fixed-sign rule", choices=models.SIGN_RULES),
+))
