@@ -71,3 +71,30 @@ def relative_error_longdouble(est_weights, est_factors, tgt_weights, tgt_factors
     """``||E - T|| / ||T||`` as a Python float (see :func:`gram_sums_longdouble`)."""
     res, tsq = gram_sums_longdouble(est_weights, est_factors, tgt_weights, tgt_factors, order)
     return float(np.sqrt(max(res, 0) / tsq))
+
+
+def gram_sums_exact(est_weights, est_factors, tgt_weights, tgt_factors, order):
+    """``(||E - T||^2, ||T||^2)`` of the given floating-point inputs in exact rational arithmetic
+    (``fractions.Fraction``), rounded once to float: the oracle for relative errors far below
+    what any floating-point Gram sum resolves. Small inputs only (cost ``k^2 d`` big rationals)."""
+    from fractions import Fraction
+    w = ([Fraction(float(x)) for x in np.ravel(est_weights)]
+         + [-Fraction(float(x)) for x in np.ravel(tgt_weights)])
+    u = [[Fraction(float(x)) for x in row]
+         for row in np.concatenate([np.asarray(est_factors, np.float64),
+                                    np.asarray(tgt_factors, np.float64)])]
+    k, r = len(w), len(np.ravel(tgt_weights))
+    total = tail = Fraction(0)
+    for i in range(k):
+        for j in range(k):
+            term = w[i] * w[j] * sum(a * b for a, b in zip(u[i], u[j])) ** order
+            total += term
+            if i >= k - r and j >= k - r:
+                tail += term
+    return float(total), float(tail)
+
+
+def relative_error_exact(est_weights, est_factors, tgt_weights, tgt_factors, order):
+    """``||E - T|| / ||T||`` from :func:`gram_sums_exact`."""
+    res, tsq = gram_sums_exact(est_weights, est_factors, tgt_weights, tgt_factors, order)
+    return float(np.sqrt(max(res, 0.0) / tsq))
