@@ -533,7 +533,9 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
       chunk_size: seeds per chunk (default: all seeds in one chunk). Each chunk is padded to a
         multiple of the device count; with ``out_dir`` each finished chunk is saved.
       out_dir: directory for chunks and final results (:meth:`Results.save` layout). Checked to be
-        a writable directory before any compute; one holding a different sweep is refused.
+        a writable directory before any compute; one holding a different sweep is refused, and
+        a folder another process is writing raises :class:`jaxtd.results.LockedError` naming
+        its PID. Damaged or foreign chunks are set aside and recomputed (one warning line).
       resume: with ``out_dir`` holding this same sweep, reuse its saved chunks (``False``: refuse).
       progress: tqdm bar over chunks with ETA; ``None`` shows it only on a terminal.
       bucketing: ``"auto"`` (default: the grouping of least estimated compile + padded run
@@ -557,8 +559,12 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
     store = None
     if out_dir is not None:
         check_out_dir(out_dir)
-        store = ChunkStore(out_dir, config, resume=resume)
-    return _execute(spec, algorithm, target, base_key, config, store, progress, devices)
+        store = ChunkStore(out_dir, config, resume=resume)  # holds the folder's lock
+    try:
+        return _execute(spec, algorithm, target, base_key, config, store, progress, devices)
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _check_devices(devices) -> list:

@@ -352,3 +352,32 @@ def test_second_standalone_run_compiles_nothing():
         again = jaxtd.run(algorithms.gd(0.1), jax.random.key(1), target, width=4, steps=STEPS,
                           record_every=RECORD)
     assert len(compiles) == 0 and np.isfinite(again.final_relative_error)
+
+
+def test_a_second_process_cannot_write_the_same_folder(tmp_path):
+    """The sweep holds the folder's lock while it runs: another process is refused at once,
+    with the holder's PID, and the lock is released when the sweep returns."""
+    import subprocess
+    import sys
+    import textwrap
+    from jaxtd.results import LockedError, lock_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from jaxtd.results import lock_dir
+        with lock_dir({str(out)!r}):
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockedError, match=str(holder.pid)):
+            sweep(_gd(), _target(), out_dir=out, **GRID)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    sweep(_gd(), _target(), out_dir=out, **GRID)
+    with lock_dir(out):  # released by the finished sweep
+        pass
