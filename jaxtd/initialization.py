@@ -38,7 +38,9 @@ def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
 
     ``key`` is one PRNG key (typed ``jax.random.key`` or legacy ``PRNGKey``); ``dtype`` float32
     or float64 (default: float32, float64 under x64); a concrete ``delta`` must be a finite real
-    number ``> 0`` (checked in plain Python; a traced one is not checked).
+    number with ``delta**2`` a normal number of the dtype (``~1e-19 <= delta <= ~1.8e19`` in
+    float32; the two-homogeneous model's weights are ``delta**2``); checked in plain Python, a
+    traced ``delta`` is not checked.
     """
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
         raise TypeError(f"width must be an int >= 1, got {width!r}")
@@ -48,17 +50,18 @@ def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
         raise ValueError(f"dim must be an int >= 1, got {dim!r}")
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    _check_delta(delta)
     check_key(key)
     dtype = check_dtype(dtype)
+    _check_delta(delta, dtype)
     z = gaussian_rows(key, width, dim, dtype)
     if scale == "standard":
         return z / jnp.sqrt(jnp.asarray(dim, z.dtype))
     return jnp.asarray(delta, z.dtype) * z / jnp.linalg.norm(z, axis=1, keepdims=True)
 
 
-def _check_delta(delta) -> None:
-    """A concrete ``delta`` must be a finite real ``> 0``; tracers pass (checked by no one)."""
+def _check_delta(delta, dtype) -> None:
+    """A concrete ``delta`` must be a finite real ``> 0`` whose square is a normal number of the
+    (canonical) ``dtype``; tracers pass (they cannot be inspected without a host sync)."""
     if isinstance(delta, jax.core.Tracer):
         return
     if isinstance(delta, (bool, np.bool_)) or isinstance(delta, (str, bytes)):
@@ -73,3 +76,8 @@ def _check_delta(delta) -> None:
         value = float(arr)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"delta must be > 0 and finite, got {value}")
+    info = np.finfo(jax.dtypes.canonicalize_dtype(dtype))
+    low, high = math.sqrt(float(info.tiny)), math.sqrt(float(info.max))
+    if not low <= value <= high:
+        raise ValueError(f"delta={value:g} is outside [{low:.3g}, {high:.3g}]: its square (the "
+                         f"scale of the model weights) would under- or overflow {info.dtype}")

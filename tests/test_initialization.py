@@ -118,3 +118,14 @@ def test_bad_delta_and_dtype(kwargs, err, match):
 def test_concrete_array_delta_is_accepted():
     w = jaxtd.init_factors(jax.random.key(0), 3, 4, delta=jnp.asarray(0.5))
     np.testing.assert_allclose(jnp.linalg.norm(w, axis=1), np.full(3, 0.5), rtol=1e-6)
+
+
+@pytest.mark.parametrize("delta", [1e-30, 1e30])
+def test_delta_whose_square_leaves_float32_is_refused(delta):
+    with pytest.raises(ValueError, match="would under- or overflow float32"):
+        jaxtd.init_factors(jax.random.key(0), 2, 3, delta=delta)
+
+
+def test_delta_range_follows_the_dtype(x64):
+    w = jaxtd.init_factors(jax.random.key(0), 2, 3, delta=1e30)  # float64 under x64
+    np.testing.assert_allclose(jnp.linalg.norm(w, axis=1), [1e30, 1e30], rtol=1e-12)
