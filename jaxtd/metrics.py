@@ -12,6 +12,14 @@ directions ``ā_j = a_j / ||a_j||``:
 - ``distance``: ``||W - W0||_F / ||W0||_F`` (large = not lazy);
 - ``fit_times``: per ground-truth component, the first recorded step at which the fitted weight
   reaches ``fraction`` (default one half) of the true weight, ``-1`` if never.
+
+Derivatives. Every float metric is differentiable (forward and reverse mode) in the model, the
+target and the parameters: the loss and the relative error keep their accurate float32 values and
+carry the derivative of the plain Gram form (:func:`half_residual_sq`); square roots and
+norms use a double ``where`` so that a derivative at 0 (e.g. ``distance`` at the initial
+iterate) is 0 rather than the ``0 * inf = NaN`` that would poison the reverse pass of a run even
+when that metric's derivative is not asked for. ``active_count`` and ``fit_times`` are integers:
+``jax.grad`` of them raises a ``TypeError`` and their forward tangents are ``float0``.
 """
 
 from __future__ import annotations
@@ -26,16 +34,54 @@ from jaxtd.symcp import SymCP, check_compatible
 __all__ = ["relative_error", "half_residual_sq", "true_weights", "fitted_weights",
            "best_correlation", "active_count", "distance", "fit_times", "record"]
 
-relative_error = losses.relative_error
+
+@jax.custom_jvp
+def _with_derivative_of(value: jax.Array, proxy: jax.Array) -> jax.Array:
+    """``value`` unchanged, carrying the derivative of ``proxy``: another formula for the same
+    function whose value is less accurate but whose derivative is right. Forward and reverse
+    mode (the tangent rule is linear); an undifferentiated program never computes ``proxy``."""
+    return value
+
+
+@_with_derivative_of.defjvp
+def _with_derivative_of_jvp(primals, tangents):
+    value, _ = primals
+    return value, tangents[1].astype(value.dtype)
 
 
 def half_residual_sq(model: SymCP, target: SymCP) -> jax.Array:
-    """``1/2 ||T - T*||_F^2`` (the unregularized loss), accurate in float32; scalar."""
-    return 0.5 * losses.residual_sq(jax.lax.stop_gradient(model), jax.lax.stop_gradient(target))
+    """``1/2 ||T - T*||_F^2`` (the unregularized loss), accurate in float32; scalar.
+
+    Differentiable in ``model`` and ``target`` (forward and reverse mode, first order): the value
+    is :func:`jaxtd.residual_sq`'s accurate one (whose extended-precision arithmetic is never
+    differentiated), the derivative that of the plain Gram form :func:`jaxtd.losses.loss_autodiff`
+    (the same function, so the same derivative up to float rounding).
+    """
+    accurate = 0.5 * losses.residual_sq(jax.lax.stop_gradient(model),
+                                        jax.lax.stop_gradient(target))
+    return _with_derivative_of(accurate, losses.loss_autodiff(model, target).astype(accurate.dtype))
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt(max(x, 0))`` whose derivative at ``x <= 0`` is 0, not ``inf`` (double ``where``)."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def relative_error(model: SymCP, target: SymCP) -> jax.Array:
+    """``||T - T*|| / ||T*||``: the value of :func:`jaxtd.relative_error` (accurate in float32),
+    differentiable like :func:`half_residual_sq` (derivative 0 at an exact fit); scalar.
+
+    Differentiating costs a second accurate residual (the derivative of the square root needs
+    it); the undifferentiated value costs one, as :func:`jaxtd.relative_error`.
+    """
+    accurate = losses.relative_error(jax.lax.stop_gradient(model), jax.lax.stop_gradient(target))
+    proxy = _safe_sqrt(2.0 * half_residual_sq(model, target)) / losses.norm(target)
+    return _with_derivative_of(accurate, proxy.astype(accurate.dtype))
 
 
 def _unit(a: jax.Array) -> jax.Array:
-    n = jnp.linalg.norm(a, axis=-1, keepdims=True)
+    n = _safe_sqrt(jnp.sum(a * a, axis=-1, keepdims=True))
     return a / jnp.where(n > 0, n, 1.0)
 
 
@@ -72,8 +118,8 @@ def distance(params: jax.Array, params0: jax.Array, mask=None) -> jax.Array:
     non-zero (``||W - W0||_F`` if ``W0 = 0``); scalar."""
     live = jnp.ones(params.shape[:1], bool) if mask is None else mask != 0
     live = live[:, None]
-    den = jnp.sqrt(jnp.sum(jnp.where(live, params0 * params0, 0.0)))
-    num = jnp.sqrt(jnp.sum(jnp.where(live, (params - params0) ** 2, 0.0)))
+    den = _safe_sqrt(jnp.sum(jnp.where(live, params0 * params0, 0.0)))
+    num = _safe_sqrt(jnp.sum(jnp.where(live, (params - params0) ** 2, 0.0)))
     return num / jnp.where(den > 0, den, 1.0)
 
 
@@ -94,12 +140,14 @@ def fit_times(fitted: jax.Array, true: jax.Array, steps: jax.Array, fraction=0.5
 
 def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *, mask=None,
            active_fraction=0.1) -> dict:
-    """All per-record metrics of §F except the step: a dict of scalars and ``(r,)`` arrays."""
-    model, params = jax.lax.stop_gradient((model, params))
+    """All per-record metrics of §F except the step: a dict of scalars and ``(r,)`` arrays.
+
+    Differentiable in every float entry (see the module docstring); ``active_count`` is int32.
+    """
     half = half_residual_sq(model, target)  # the costly double-float sum, done once
     return {
         "loss": half,
-        "relative_error": jnp.sqrt(2.0 * half) / losses.norm(jax.lax.stop_gradient(target)),
+        "relative_error": _safe_sqrt(2.0 * half) / losses.norm(target),
         "distance": distance(params, params0, mask),
         "active_count": active_count(model, target, active_fraction),
         "fitted_weight": fitted_weights(model, target),

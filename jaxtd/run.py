@@ -14,12 +14,40 @@ loss *before* that step's update) is watched. When it is non-finite or exceeds
 the previous iterate, the last one whose loss passed the test; ``diverged`` becomes True and
 ``diverged_step`` is the number of updates after which the bad iterate appeared. Nothing raises
 and the reported metrics stay finite.
+
+Derivatives. A run is a differentiable function of every continuous input: the hyper-parameters
+(``hparams``, e.g. ``learning_rate``, ``init_scale``, ``regularization``, traced values inside
+the state), the target's weights and factors, and the initial factors (``init_params``), in
+reverse mode (``jax.grad``, ``jax.vjp``) and forward mode (``jax.jvp``, ``jax.jacfwd``), under
+``vmap`` (so a cell of :func:`jaxtd.sweep` too). Differentiable outputs: ``final_loss``,
+``final_relative_error``, ``distance``, ``final_params`` and every float entry of ``history``
+(their values are the accurate metrics, their derivatives those of the plain Gram formulas, see
+:mod:`jaxtd.metrics`). Integer and bool outputs (``fit_times``, ``diverged``, ``diverged_step``,
+``active_count``, ``history["step"]``, ``history["active_count"]``) are piecewise constant:
+``jax.grad`` of them raises a ``TypeError`` and their ``jax.jvp`` tangents are ``float0`` zeros.
+Differentiating a step's gradient is second order, which the algorithms' reverse-mode loss
+(:func:`jaxtd.losses.gram_loss`, a ``custom_vjp``) supports since its backward pass is plain jax:
+forward-over-reverse (``jvp`` of a run) and reverse-over-reverse (``grad`` of a run) both work.
+
+- Memory: with ``checkpoint=True`` (default) each block of ``record_every`` steps is
+  rematerialized (``jax.checkpoint``), so reverse mode stores the state once per record plus one
+  block's residuals, ``O((steps / record_every + record_every) * state)`` instead of
+  ``O(steps * state)``; ``record_every ~ sqrt(steps)`` minimizes it. The price is one extra
+  forward pass of the steps in the backward pass; an undifferentiated run is unaffected
+  (``benchmarks/grad.py`` measures both).
+- Discrete events (the divergence freeze, the variant's re-draws and stops, the deflation flow's
+  re-initializations and stops) are ``jnp.where`` selects whose conditions carry no derivative:
+  the derivative is the piecewise one, exact between events and blind to an event moving (e.g.
+  ``d/d init_scale`` of a deflation run counts the re-drawn rows' norm ``δ0`` but not a change
+  of which rows fall below ``δ1``). Finite differences agree only when no event happens inside
+  the perturbation. The derivative of a run that diverged is not meaningful (it may be NaN):
+  check ``diverged``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,13 +56,21 @@ import numpy as np
 from jaxtd import losses, metrics
 from jaxtd.algorithms.base import (Algorithm, check_positive, check_target, check_width,
                                    row_mask)
+from jaxtd.algorithms.lazy_gd import LazyGDState
 from jaxtd.symcp import SymCP
 
-__all__ = ["RunResult", "simulate", "run", "default_record_every"]
+__all__ = ["RunResult", "simulate", "run", "default_record_every", "with_init_params"]
 
 
 class RunResult(NamedTuple):
     """Outcome of one run (a pytree of arrays; under ``vmap`` every field gains batch axes).
+
+    Differentiable fields (float): ``final_relative_error``, ``final_loss``, ``distance``,
+    ``final_params`` and the float entries of ``history``; their values are the accurate metrics
+    (float32 included) and their derivatives those of the plain Gram formulas (module docstring).
+    Not differentiable (integer/bool, piecewise constant; ``jax.grad`` raises a ``TypeError``,
+    ``jax.jvp`` gives ``float0`` tangents): ``fit_times``, ``diverged``, ``diverged_step``,
+    ``active_count``, ``history["step"]``, ``history["active_count"]``.
 
     Attributes:
       final_relative_error: ``||T - T*|| / ||T*||`` at the end (accurate in float32).
@@ -49,6 +85,7 @@ class RunResult(NamedTuple):
       diverged_step: int32, ``-1`` = never.
       distance: final ``||W - W0||_F / ||W0||_F``.
       active_count: final number of active components.
+      final_params: ``(width, d)`` final ``algorithm.params(state)`` (e.g. the factors ``W``).
     """
 
     final_relative_error: Any
@@ -59,6 +96,7 @@ class RunResult(NamedTuple):
     diverged_step: Any
     distance: Any
     active_count: Any
+    final_params: Any
 
 
 class _Carry(NamedTuple):
@@ -75,21 +113,60 @@ def _where(pred, a, b):
     return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
 
 
+def with_init_params(algorithm: Algorithm, state, params):
+    """``state`` with its initial factors replaced by ``params`` (``(width, d)``).
+
+    The factors are the state leaf that ``algorithm.params`` returns unchanged (found by tracing
+    it: ``state.params`` for gd, the variant and the deflation flow); for lazy GD, whose
+    ``params`` is ``W0 + Δ`` with ``Δ = 0`` at init, they are the linearization point ``W0``.
+    Everything else the init drew (signs, masks, optimizer state, keys) is kept, so hparams that
+    only shaped the drawn factors (``init_scale`` of gd) no longer act, while those that act later
+    (re-draw norms of the variant and the deflation flow) still do. Raises a ``TypeError`` for
+    an algorithm whose ``params`` is computed from several leaves.
+    """
+    if isinstance(state, LazyGDState):
+        model = state.model
+        return state._replace(model=SymCP(model.weights, params.astype(model.factors.dtype),
+                                          model.order))
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    jaxpr = jax.make_jaxpr(lambda *ls: algorithm.params(treedef.unflatten(ls)))(*leaves).jaxpr
+    out = jaxpr.outvars[0]
+    hits = [i for i, v in enumerate(jaxpr.invars) if v is out]
+    if len(hits) != 1:
+        raise TypeError(f"init_params: algorithm {algorithm.name!r} computes params(state) from "
+                        "several state leaves, so its initial factors cannot be replaced; run "
+                        "its init and build the state yourself")
+    leaf = leaves[hits[0]]
+    leaves[hits[0]] = jnp.asarray(params).astype(leaf.dtype)
+    return treedef.unflatten(leaves)
+
+
 def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
-             record_every: int, active=None, hparams=None, divergence_factor=1e6,
-             fit_fraction=0.5, active_fraction=0.1) -> RunResult:
+             record_every: int, active=None, hparams=None, init_params=None,
+             divergence_factor=1e6, fit_fraction=0.5, active_fraction=0.1,
+             checkpoint: bool = True) -> RunResult:
     """Run ``algorithm`` for ``steps`` steps from ``algorithm.init(key, target, width, ...)``.
 
-    Pure and vmappable over ``key``, ``target`` arrays, ``active``, ``hparams`` and the float
-    options. ``steps`` must be a multiple of ``record_every``. See the module docstring for the
-    divergence rule and :class:`RunResult` for the outputs.
+    Pure and vmappable over ``key``, ``target`` arrays, ``active``, ``hparams``, ``init_params``
+    and the float options; differentiable in the float inputs (module docstring). ``steps`` must
+    be a multiple of ``record_every``. See the module docstring for the divergence rule and
+    :class:`RunResult` for the outputs.
+
+    Args:
+      init_params: optional ``(width, d)`` initial factors replacing the drawn ones
+        (:func:`with_init_params`); e.g. to differentiate with respect to the initialization.
+      checkpoint: static; rematerialize each block of ``record_every`` steps in reverse mode
+        (memory ``O(steps / record_every + record_every)`` states instead of ``O(steps)``, for one
+        extra forward pass of the steps when differentiating; no cost otherwise).
     """
     n_records = steps // record_every
     state0 = algorithm.init(key, target, width, active=active, hparams=hparams)
+    if init_params is not None:
+        state0 = with_init_params(algorithm, state0, init_params)
     params0 = algorithm.params(state0)
     # Distances over the active rows only, so a masked run reports what it would alone.
     mask = row_mask(width, active, params0.dtype)
-    target_sq = losses.inner(target, target)
+    target_sq = jax.lax.stop_gradient(losses.inner(target, target))
     dtype = target_sq.dtype
 
     def measure(state, last):
@@ -105,7 +182,8 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
 
     def one_step(carry: _Carry, _):
         new, m = algorithm.step(carry.state, target)
-        loss = m["loss"].astype(dtype)
+        # The divergence test is an event: it selects, it is not differentiated.
+        loss = jax.lax.stop_gradient(m["loss"]).astype(dtype)
         reference = jnp.where(carry.count == 0, loss + target_sq, carry.reference)
         bad = ~jnp.isfinite(loss) | (loss > divergence_factor * reference)
         newly = bad & ~carry.diverged
@@ -124,6 +202,10 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
     def advance(carry: _Carry) -> _Carry:
         return jax.lax.scan(one_step, carry, None, length=record_every)[0]
 
+    if checkpoint:
+        # scan already keeps the recomputation from being CSE'd away
+        advance = jax.checkpoint(advance, prevent_cse=False)
+
     # Measure, then advance: n_records + 1 measurements share one traced copy of the (costly to
     # compile) metrics; the index predicate is never batched, so the last, skipped advance stays a
     # real branch under vmap.
@@ -137,7 +219,8 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
                     jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
     carry, history = jax.lax.scan(one_record, carry0, jnp.arange(n_records + 1))
     history["step"] = jnp.arange(n_records + 1, dtype=jnp.int32) * record_every
-    fits = metrics.fit_times(history["fitted_weight"], metrics.true_weights(target),
+    fits = metrics.fit_times(jax.lax.stop_gradient(history["fitted_weight"]),
+                             jax.lax.stop_gradient(metrics.true_weights(target)),
                              history["step"], fit_fraction)
     return RunResult(
         final_relative_error=history["relative_error"][-1],
@@ -148,10 +231,12 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
         diverged_step=carry.diverged_step,
         distance=history["distance"][-1],
         active_count=history["active_count"][-1],
+        final_params=algorithm.params(carry.state),
     )
 
 
-_simulate_jit = jax.jit(simulate, static_argnames=("algorithm", "width", "steps", "record_every"))
+_simulate_jit = jax.jit(simulate, static_argnames=("algorithm", "width", "steps", "record_every",
+                                                   "checkpoint"))
 
 
 def default_record_every(steps: int, records: int = 100) -> int:
@@ -177,8 +262,20 @@ def _check_key(key) -> None:
                         "vmap jaxtd.simulate for many seeds")
 
 
+def _check_init_params(init_params, width: int, target: SymCP):
+    shape = getattr(init_params, "shape", None)
+    if shape is None:
+        raise TypeError(f"init_params must be an array of shape (width, dim) = ({width}, "
+                        f"{target.dim}), got {type(init_params).__name__}")
+    if tuple(shape) != (width, target.dim):
+        raise ValueError(f"init_params must have shape (width, dim) = ({width}, {target.dim}), "
+                         f"got {tuple(shape)}; vmap jaxtd.simulate for a batch of inits")
+    if not jnp.issubdtype(init_params.dtype, jnp.floating):
+        raise TypeError(f"init_params must be a float array, got dtype {init_params.dtype}")
+
+
 def validate(algorithm, key, target, *, width, steps, record_every, divergence_factor=1e6,
-             active=None):
+             active=None, init_params=None):
     """The plain-Python checks of :func:`run` (exposed for sweeps); returns the ints."""
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a jaxtd.algorithms.Algorithm (e.g. "
@@ -195,20 +292,44 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
     if active is not None and np.ndim(active) == 0 and not isinstance(active, jax.core.Tracer):
         if not 1 <= int(active) <= width:
             raise ValueError(f"active must be in [1, width={width}], got {int(active)}")
+    if init_params is not None:
+        _check_init_params(init_params, width, target)
     return width, steps, record_every
 
 
+def full_hparams(algorithm: Algorithm, hparams) -> dict:
+    """The algorithm's default hparams updated by ``hparams`` (unknown names raise a
+    ``ValueError``), so every value reaches the compiled program as a traced argument."""
+    if hparams is None:
+        hparams = {}
+    if not isinstance(hparams, Mapping):
+        raise TypeError(f"hparams must be a dict name -> scalar, e.g. {{'learning_rate': 0.1}}; "
+                        f"got {type(hparams).__name__}")
+    unknown = sorted(set(hparams) - set(algorithm.hparams))
+    if unknown:
+        raise ValueError(f"hparams has unknown names {unknown}; algorithm {algorithm.name!r} "
+                         f"accepts {sorted(algorithm.hparams)}")
+    return {**dict(algorithm.hparams), **dict(hparams)}
+
+
 def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
-        record_every: Optional[int] = None, active=None, hparams=None, divergence_factor=1e6,
-        fit_fraction=0.5, active_fraction=0.1) -> RunResult:
+        record_every: Optional[int] = None, active=None, hparams=None, init_params=None,
+        divergence_factor=1e6, fit_fraction=0.5, active_fraction=0.1,
+        checkpoint: bool = True) -> RunResult:
     """Validate the arguments, then run the jitted :func:`simulate` (compiled once per algorithm
-    and shapes). ``record_every`` defaults to about ``steps / 100``."""
+    and shapes). ``record_every`` defaults to about ``steps / 100``. Every hyper-parameter (the
+    defaults merged with ``hparams``) is passed as a traced argument: changing a value never
+    compiles again, and ``jax.grad``/``jax.jvp`` of a run with respect to it work."""
     if record_every is None:
         record_every = default_record_every(_check_int(steps, "steps"))
     width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
                                           record_every=record_every,
-                                          divergence_factor=divergence_factor, active=active)
+                                          divergence_factor=divergence_factor, active=active,
+                                          init_params=init_params)
+    if not isinstance(checkpoint, bool):
+        raise TypeError(f"checkpoint must be a bool, got {checkpoint!r}")
     return _simulate_jit(algorithm, key, target, width=width, steps=steps,
-                         record_every=record_every, active=active, hparams=hparams,
+                         record_every=record_every, active=active,
+                         hparams=full_hparams(algorithm, hparams), init_params=init_params,
                          divergence_factor=divergence_factor, fit_fraction=fit_fraction,
-                         active_fraction=active_fraction)
+                         active_fraction=active_fraction, checkpoint=checkpoint)

@@ -83,3 +83,75 @@ def test_record_relative_error_is_accurate_in_float32():
     np.testing.assert_allclose(rec["loss"], 0.5 * expected ** 2 * 4.0, rtol=2e-2)
     assert rec["active_count"].dtype == jnp.int32 and int(rec["active_count"]) == 4
     np.testing.assert_allclose(rec["best_correlation"], 1.0, atol=1e-5)
+
+
+# -- derivatives -------------------------------------------------------------------------------
+
+def _record_fn(model, target, params, params0):
+    rec = metrics.record(model, target, params, params0, mask=jnp.array([1.0] * 5 + [0.0]))
+    return jnp.concatenate([jnp.stack([rec["loss"], rec["relative_error"], rec["distance"]]),
+                            rec["fitted_weight"], rec["best_correlation"]])
+
+
+def test_record_derivatives_match_finite_differences(x64):
+    """Forward and reverse derivatives of every float metric along a random direction of
+    (model, target, params) against central finite differences."""
+    model, target = _pair()
+    params0 = model.factors * 0.9
+    primal = (model, target, model.factors, params0)
+    keys = iter(jax.random.split(jax.random.PRNGKey(7), 8))
+    direction = jax.tree_util.tree_map(lambda x: jax.random.normal(next(keys), x.shape, x.dtype),
+                                       primal)
+    # keep the zero weight at zero: which components are live is a discrete choice
+    m_dir = direction[0]
+    direction = (jaxtd.SymCP(m_dir.weights.at[2].set(0.0), m_dir.factors, 3),
+                 ) + direction[1:]
+    f = jax.jit(_record_fn)
+    h = 1e-6
+    shift = lambda s: jax.tree_util.tree_map(lambda x, v: x + s * v, primal, direction)
+    want = (np.asarray(f(*shift(h))) - np.asarray(f(*shift(-h)))) / (2 * h)
+    assert np.all(np.abs(want) > 1e-6), want
+    _, fwd = jax.jvp(_record_fn, primal, direction)
+    np.testing.assert_allclose(fwd, want, rtol=1e-5)
+    _, pullback = jax.vjp(_record_fn, *primal)
+    jac_rows = jax.vmap(pullback)(jnp.eye(want.shape[0]))
+    rev = sum(jnp.tensordot(g, v, axes=v.ndim) for g, v in
+              zip(jax.tree_util.tree_leaves(jac_rows), jax.tree_util.tree_leaves(direction)))
+    np.testing.assert_allclose(rev, want, rtol=1e-5)
+
+
+def test_float32_accurate_value_with_the_plain_derivative():
+    """In float32 the loss and relative error keep the accurate (extended-precision) values of
+    jaxtd.residual_sq/relative_error, and their gradients are those of the plain Gram form."""
+    target = jaxtd.targets.orthonormal(jax.random.PRNGKey(0), 16, 4, 3)
+    noise = jax.random.normal(jax.random.PRNGKey(1), target.factors.shape)
+    model = jaxtd.SymCP(target.weights, target.factors + 1e-2 * noise, 3)
+    half, g = jax.jit(jax.value_and_grad(metrics.half_residual_sq, argnums=(0, 1)))(model, target)
+    assert float(half) == float(0.5 * jaxtd.residual_sq(model, target))
+    want = jax.grad(jaxtd.losses.loss_autodiff, argnums=(0, 1))(model, target)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    rel, g_rel = jax.jit(jax.value_and_grad(metrics.relative_error))(model, target)
+    assert float(rel) == float(jaxtd.relative_error(model, target))
+    # d sqrt(2 L)/||T*|| = dL / (sqrt(2 L) ||T*||)
+    scale = 1.0 / (float(rel) * float(jaxtd.norm(target)) ** 2)
+    np.testing.assert_allclose(g_rel.factors, scale * want[0].factors, rtol=1e-3, atol=1e-6)
+    # the accurate value itself is not what a plain float32 formula gives: a real test
+    assert np.all(np.isfinite(np.asarray(g_rel.factors)))
+
+
+def test_derivatives_at_zero_distance_and_exact_fit_are_finite(x64):
+    """sqrt at 0 (distance at the initial iterate, relative error at an exact fit) has derivative
+    0, so a reverse pass through unused metrics never turns into 0 * inf = NaN."""
+    model, target = _pair()
+    exact = jaxtd.SymCP(target.weights, target.factors, 3)
+
+    def total(m, t, p):
+        rec = metrics.record(m, t, p, p)  # distance 0
+        return rec["loss"] + 0.0 * rec["distance"] + 0.0 * rec["relative_error"]
+
+    grads = jax.grad(total, argnums=(0, 1, 2))(exact, target, model.factors)
+    for leaf in jax.tree_util.tree_leaves(grads):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    g = jax.grad(lambda p: metrics.distance(p, model.factors))(model.factors)
+    np.testing.assert_array_equal(g, 0.0)
