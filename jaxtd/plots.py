@@ -6,8 +6,19 @@ width, final_relative_error, success, diverged`` (lazy rows may add ``lazy_best_
 GD`` from the lazy rows' final error, ``lazy best`` from their exact best residual) and every
 figure and table is drawn from those curves, so a saved run can be re-plotted without recomputing.
 
+Every figure shows the spread over seeds, not only a central value:
+
+- success rate with its 95% Wilson score interval (:func:`wilson_interval`) as a band;
+- median relative error with the interquartile range (25%-75% over seeds) as a band;
+- critical widths as the median over seeds of each seed's own critical width, with its IQR.
+
+Axes are readable as printed: log axes carry explicit tick labels (the widths, ranks or
+dimensions of the data, decades for errors), never an offset; each series has its own colour
+*and* marker; exact zeros (a lazy residual that vanishes) sit on a separate row labelled ``0``
+below the positive errors instead of at an arbitrary floor.
+
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state, no GUI backend):
-they render headless and can be saved or shown in a notebook alike.
+they render headless and can be saved or displayed in a notebook alike.
 """
 
 from __future__ import annotations
@@ -18,19 +29,31 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-__all__ = ["REQUIRED_COLUMNS", "curves", "critical_widths", "fit_slope", "width_figure",
-           "critical_figure", "deflation_figure", "format_table", "save_figures"]
+__all__ = ["REQUIRED_COLUMNS", "curves", "critical_widths", "seed_critical_widths", "fit_slope",
+           "wilson_interval", "width_figure", "critical_figure", "deflation_figure",
+           "format_table", "save_figures"]
 
 REQUIRED_COLUMNS = ("algorithm", "dim", "order", "rank", "seed", "width", "final_relative_error",
                     "success", "diverged")
 SIZE = ["order", "dim", "rank"]
 METHOD_ORDER = ("lazy best", "lazy GD", "gd", "variant", "deflation")
-COLORS = {"lazy best": "tab:red", "lazy GD": "tab:orange", "gd": "tab:blue",
-          "variant": "tab:green", "deflation": "tab:purple"}
+# one (colour, marker, line style) per method; lazy GD dashed so it stays visible on lazy best
+STYLES = {"lazy best": ("tab:red", "v", "-"), "lazy GD": ("tab:orange", "^", "--"),
+          "gd": ("tab:blue", "o", "-"), "variant": ("tab:green", "s", "-"),
+          "deflation": ("tab:purple", "D", "-")}
+# further series (other methods, one per order in the critical-width figures)
+PALETTE = [("tab:blue", "o"), ("tab:red", "v"), ("tab:green", "s"), ("tab:purple", "D"),
+           ("tab:orange", "^"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "<"),
+           ("tab:cyan", ">"), ("tab:gray", "h")]
+COLORS = {m: s[0] for m, s in STYLES.items()}  # kept for callers of earlier versions
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
+
+# -- tables -------------------------------------------------------------------------------------
 
 def _check(df: pd.DataFrame) -> None:
     if not isinstance(df, pd.DataFrame):
@@ -39,6 +62,33 @@ def _check(df: pd.DataFrame) -> None:
     if missing:
         raise ValueError(f"df lacks the columns {missing}; pass the table of a jaxtd run "
                          "(results.csv or Results.to_pandas() with algorithm/dim/order/rank added)")
+
+
+def wilson_interval(successes, n, z: float = Z95) -> tuple[np.ndarray, np.ndarray]:
+    """95% (by default) Wilson score interval of a binomial proportion.
+
+    With ``p = successes / n``: centre ``(p + z^2/2n) / (1 + z^2/n)``, half-width
+    ``z / (1 + z^2/n) * sqrt(p (1-p) / n + z^2 / 4n^2)``. Unlike the normal approximation it stays
+    inside ``[0, 1]`` and is not empty at ``p = 0`` or ``1`` (with 8 seeds and 0 successes the
+    upper end is 0.32). Array-valued; ``n = 0`` gives ``(0, 1)`` (nothing is known).
+
+    Returns:
+      ``(low, high)`` arrays of the broadcast shape of ``successes`` and ``n``.
+    """
+    k = np.asarray(successes, np.float64)
+    n = np.asarray(n, np.float64)
+    if np.any(k < 0) or np.any(n < 0) or np.any(k > n):
+        raise ValueError(f"need 0 <= successes <= n, got successes={successes!r}, n={n!r}")
+    if not z > 0:
+        raise ValueError(f"z must be > 0, got {z!r}")
+    safe = np.where(n > 0, n, 1.0)
+    p = k / safe
+    denom = 1.0 + z * z / safe
+    centre = (p + z * z / (2 * safe)) / denom
+    half = z / denom * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe))
+    low = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), 0.0)
+    high = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), 1.0)
+    return low, high
 
 
 def _method_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -61,23 +111,56 @@ def _method_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
 
 
-def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
-    """Per (method, order, dim, rank, width): ``n`` cells, ``successes``, ``success_rate``
-    (error ``<= success_threshold`` and not diverged) and ``median_error`` (diverged = inf)."""
-    _check(df)
-    rows = _method_rows(df)
+def _quantile(values: np.ndarray, q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) in which a neighbour ``inf`` (a diverged
+    cell) gives ``inf`` instead of ``inf - inf = nan``."""
+    v = np.sort(np.asarray(values, np.float64))
+    pos = q * (len(v) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    if math.isinf(v[hi]) and (hi == lo or pos > lo):
+        return math.inf
+    return float(v[lo] + (pos - lo) * (v[hi] - v[lo])) if hi != lo else float(v[lo])
+
+
+def _errors(rows: pd.DataFrame) -> np.ndarray:
     diverged = rows["diverged"].astype(bool).to_numpy()
     err = rows["error"].to_numpy(np.float64)
-    err = np.where(diverged | ~np.isfinite(err), np.inf, err)
-    rows = rows.assign(_err=err, _ok=(err <= success_threshold).astype(np.float64))
+    return np.where(diverged | ~np.isfinite(err), np.inf, err)
+
+
+def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
+    """Per (method, order, dim, rank, width): the seeds' summary.
+
+    Columns: ``n`` cells, ``successes``, ``success_rate`` (error ``<= success_threshold`` and
+    not diverged), ``success_low`` / ``success_high`` (95% Wilson interval), ``median_error``,
+    ``q25_error`` / ``q75_error`` (diverged = inf) and ``zeros`` (cells with error exactly 0).
+    """
+    _check(df)
+    rows = _method_rows(df)
+    err = _errors(rows)
+    rows = rows.assign(_err=err, _ok=(err <= success_threshold).astype(np.float64),
+                       _zero=(err == 0).astype(np.int64))
     keys = ["method"] + SIZE + ["width"]
     g = rows.groupby(keys, sort=True)
     out = pd.DataFrame({"n": g.size(), "successes": g["_ok"].sum().astype(int),
-                        "success_rate": g["_ok"].mean(), "median_error": g["_err"].median()})
+                        "success_rate": g["_ok"].mean(),
+                        "median_error": g["_err"].agg(lambda v: _quantile(v.to_numpy(), 0.5)),
+                        "q25_error": g["_err"].agg(lambda v: _quantile(v.to_numpy(), 0.25)),
+                        "q75_error": g["_err"].agg(lambda v: _quantile(v.to_numpy(), 0.75)),
+                        "zeros": g["_zero"].sum().astype(int)})
     out = out.reset_index()
+    low, high = wilson_interval(out["successes"].to_numpy(), out["n"].to_numpy())
+    out["success_low"], out["success_high"] = low, high
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     out["_o"] = out["method"].map(lambda m: rank.get(m, len(rank)))
     return out.sort_values(["_o"] + SIZE + ["width"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _critical(widths: np.ndarray, ok: np.ndarray) -> float:
+    """The first width after the last failure (NaN when the largest width fails)."""
+    fails = np.nonzero(~ok)[0]
+    start = 0 if len(fails) == 0 else fails[-1] + 1
+    return float(widths[start]) if start < len(widths) else math.nan
 
 
 def critical_widths(table: pd.DataFrame, rate: float = 0.5) -> pd.DataFrame:
@@ -86,12 +169,27 @@ def critical_widths(table: pd.DataFrame, rate: float = 0.5) -> pd.DataFrame:
     out = []
     for key, grp in table.groupby(["method"] + SIZE, sort=False):
         grp = grp.sort_values("width")
-        ok = grp["success_rate"].to_numpy() >= rate
         # the first width after the last failure: a lucky small width does not count
-        fails = np.nonzero(~ok)[0]
-        start = 0 if len(fails) == 0 else fails[-1] + 1
-        crit = float(grp["width"].iloc[start]) if start < len(grp) else math.nan
+        crit = _critical(grp["width"].to_numpy(), grp["success_rate"].to_numpy() >= rate)
         out.append(dict(zip(["method"] + SIZE, key), critical_width=crit,
+                        max_width=int(grp["width"].max())))
+    return pd.DataFrame(out)
+
+
+def seed_critical_widths(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
+    """Per (method, order, dim, rank, seed): that seed's critical width, the smallest width from
+    which the seed succeeds at every larger width (NaN when it fails at the largest).
+
+    The spread of these over seeds is what the critical-width figures draw as a band.
+    """
+    _check(df)
+    rows = _method_rows(df)
+    rows = rows.assign(_ok=_errors(rows) <= success_threshold)
+    out = []
+    for key, grp in rows.groupby(["method"] + SIZE + ["seed"], sort=False):
+        grp = grp.sort_values("width")
+        out.append(dict(zip(["method"] + SIZE + ["seed"], key),
+                        critical_width=_critical(grp["width"].to_numpy(), grp["_ok"].to_numpy()),
                         max_width=int(grp["width"].max())))
     return pd.DataFrame(out)
 
@@ -107,123 +205,363 @@ def fit_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
-def _plain_ticks(*axes) -> None:
-    """Log axes labelled 2, 4, 10 instead of 2x10^0 (matplotlib's default crowds them)."""
-    for axis in axes:
-        axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(NullFormatter())
+# -- axes helpers -------------------------------------------------------------------------------
+
+def _fmt_number(v: float, _pos=None) -> str:
+    return f"{v:g}"
 
 
-ERROR_FLOOR = 1e-8  # exact zeros (a fitted lazy residual) drawn at this floor on the log axis
+def _thin_log(values, max_ticks: int = 9) -> list[float]:
+    """At most ``max_ticks`` of ``values`` (sorted, positive), roughly evenly spaced in log, the
+    smallest and the largest always kept, so labels on a log axis never collide."""
+    v = sorted({float(x) for x in values if np.isfinite(x) and x > 0})
+    if len(v) <= max_ticks:
+        return v
+    gap = math.log(v[-1] / v[0]) / (max_ticks - 1) * 0.999
+    kept = [v[0]]
+    for x in v[1:-1]:
+        if math.log(x / kept[-1]) >= gap and math.log(v[-1] / x) >= gap * 0.5:
+            kept.append(x)
+    return kept + [v[-1]]
+
+
+def _log_x(ax: Axes, values, extra=()) -> None:
+    """Log x axis labelled with the data's own values (widths, ranks, dims): no offset text.
+    ``extra`` values (a threshold with its own label) widen the range but get no tick."""
+    ticks = _thin_log(values)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
+    ax.xaxis.set_minor_locator(NullLocator())
+    span = ticks + [float(e) for e in extra if e and e > 0]
+    ax.set_xlim(min(span) / 1.25, max(span) * 1.25)
+
+
+def _nice_log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks covering ``[lo, hi]`` (positive), at most about eight of them."""
+    out = []
+    for subs in ((1, 2, 5), (1, 3), (1,)):
+        out = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1,
+                                            math.ceil(math.log10(hi)) + 1)
+               for m in subs if lo <= m * 10.0 ** e <= hi]
+        if len(out) <= 8:
+            break
+    return out or [lo, hi]
+
+
+def _log_y_counts(ax: Axes, lo: float, hi: float) -> None:
+    """Log y axis for widths: 1-2-5 ticks labelled as plain numbers, range ``[lo, hi]``."""
+    lo, hi = max(lo, 1e-300), max(hi, lo * 1.01)
+    ax.set_yscale("log")
+    ax.set_ylim(lo / 1.3, hi * 1.3)
+    ticks = _nice_log_ticks(lo / 1.3, hi * 1.3)
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_number))
+    ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _decade_label(v: float, _pos=None) -> str:
+    e = math.log10(v)
+    return "1" if abs(e) < 1e-9 else f"$10^{{{round(e)}}}$"
+
+
+class _ErrorAxis:
+    """Log error axis with an extra row for exact zeros (labelled ``0``) below the positive
+    values and one for diverged cells (``inf``) above them, when any occur."""
+
+    def __init__(self, values: np.ndarray, reference: float | None = None):
+        v = np.asarray(values, np.float64)
+        pos = v[np.isfinite(v) & (v > 0)]
+        if reference is not None:
+            pos = np.append(pos, reference)
+        lo = float(pos.min()) if len(pos) else 1e-3
+        hi = float(pos.max()) if len(pos) else 1.0
+        self.lo_dec = math.floor(math.log10(lo))
+        self.hi_dec = max(math.ceil(math.log10(hi)), self.lo_dec + 1)
+        self.has_zero = bool(np.any(v == 0))
+        self.has_inf = bool(np.any(np.isinf(v)))
+        self.zero_row = 10.0 ** (self.lo_dec - 1)
+        self.inf_row = 10.0 ** (self.hi_dec + 1)
+
+    def place(self, v) -> np.ndarray:
+        """Positions of ``v``: zeros on the zero row, inf on the inf row, NaN stays NaN."""
+        v = np.asarray(v, np.float64)
+        return np.where(v == 0, self.zero_row, np.where(np.isposinf(v), self.inf_row, v))
+
+    def apply(self, ax: Axes) -> None:
+        ax.set_yscale("log")
+        decades = list(range(self.lo_dec, self.hi_dec + 1))
+        step = max(1, math.ceil(len(decades) / 7))
+        ticks = [10.0 ** e for e in decades[::-1][::step][::-1]]
+        labels = [_decade_label(t) for t in ticks]
+        lo = 10.0 ** (self.lo_dec - 0.3)
+        hi = 10.0 ** (self.hi_dec + 0.3)
+        if self.has_zero:
+            ticks, labels, lo = [self.zero_row] + ticks, ["0"] + labels, self.zero_row / 2.5
+            ax.axhline(math.sqrt(self.zero_row * 10.0 ** self.lo_dec), color="0.75", lw=0.8,
+                       ls=(0, (4, 3)), zorder=0)
+            ax.annotate("exactly 0", xy=(0.0, self.zero_row), xycoords=("axes fraction", "data"),
+                        xytext=(3, 3), textcoords="offset points", ha="left", va="bottom",
+                        fontsize=7, color="0.35")
+        if self.has_inf:
+            ticks, labels, hi = ticks + [self.inf_row], labels + ["inf"], self.inf_row * 2.5
+            ax.axhline(math.sqrt(self.inf_row * 10.0 ** self.hi_dec), color="0.75", lw=0.8,
+                       ls=(0, (4, 3)), zorder=0)
+            ax.annotate("diverged", xy=(1.0, self.inf_row), xycoords=("axes fraction", "data"),
+                        xytext=(-3, -3), textcoords="offset points", ha="right", va="top",
+                        fontsize=7, color="0.35")
+        ax.set_ylim(lo, hi)
+        ax.yaxis.set_major_locator(FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(FuncFormatter(
+            lambda t, pos: dict(zip(ticks, labels)).get(t, _decade_label(t))))
+        ax.yaxis.set_minor_locator(NullLocator())
+
+
+def _vline_label(ax: Axes, x: float, text: str) -> None:
+    """A dashed vertical line with a rotated label beside it, inside the axes (never clipped)."""
+    ax.axvline(x, color="0.4", ls="--", lw=1, zorder=1)
+    ax.annotate(text, xy=(x, 0.5), xycoords=("data", "axes fraction"), xytext=(-3, 0),
+                textcoords="offset points", rotation=90, ha="right", va="center", fontsize=8,
+                color="0.3", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
+                                       alpha=0.8))
 
 
 def _size_label(order, dim, rank) -> str:
     return f"l={order} d={dim} r={rank}"
 
 
+def _style(method: str, k: int) -> tuple[str, str, str]:
+    return STYLES.get(method, PALETTE[k % len(PALETTE)] + ("-",))
+
+
+def _dodge(k: int, count: int, spread: float = 0.035) -> float:
+    """Multiplicative x offset of series ``k`` of ``count``: overlapping curves stay visible."""
+    return math.exp(spread * (k - (count - 1) / 2))
+
+
+# -- figures ------------------------------------------------------------------------------------
+
 def width_figure(df: pd.DataFrame, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None) -> Figure:
-    """Success rate and median error vs width, one line per method and one row of panels per
-    problem size; a dashed line marks ``lazy_threshold(dim, order)`` when given."""
+    """Success rate and median error vs width, one row of panels per problem size.
+
+    Left: success rate with its 95% Wilson interval (band). Right: median relative error with
+    the interquartile range over seeds (band); exact zeros on their own row. Each method has
+    its own colour and marker and is shifted slightly along x so that equal curves stay
+    visible; a dashed line marks ``lazy_threshold(dim, order)`` when given. A method run on a
+    single seed gets no band (its legend entry says "1 seed").
+    """
     table = curves(df, success_threshold)
-    sizes = table[SIZE].drop_duplicates().itertuples(index=False)
-    sizes = list(sizes)
-    fig = Figure(figsize=(10, 3.4 * len(sizes)), layout="constrained")
+    sizes = list(table[SIZE].drop_duplicates().itertuples(index=False))
+    methods = list(dict.fromkeys(table["method"]))
+    fig = Figure(figsize=(11.5, 3.6 * len(sizes) + 0.5), layout="constrained")
     axes = fig.subplots(len(sizes), 2, squeeze=False)
+    seeds = sorted(set(table["n"]))
+    handles = {}
     for (ax_s, ax_e), (order, dim, rank) in zip(axes, sizes):
         sel = table[(table["order"] == order) & (table["dim"] == dim) & (table["rank"] == rank)]
-        for method, grp in sel.groupby("method", sort=False):
-            style = dict(marker="o", ms=4, label=method, color=COLORS.get(method))
-            ax_s.plot(grp["width"], grp["success_rate"], **style)
-            ax_e.plot(grp["width"], np.clip(grp["median_error"], ERROR_FLOOR, 10.0), **style)
+        err_axis = _ErrorAxis(np.concatenate([sel[c].to_numpy() for c in
+                                              ("median_error", "q25_error", "q75_error")]),
+                              reference=success_threshold)
+        m_star = lazy_threshold(int(dim), int(order)) if lazy_threshold is not None else None
+        for k, method in enumerate(methods):
+            grp = sel[sel["method"] == method].sort_values("width")
+            if not len(grp):
+                continue
+            color, marker, ls = _style(method, k)
+            x = grp["width"].to_numpy(np.float64) * _dodge(k, len(methods))
+            n = sorted(set(grp["n"]))
+            label = f"{method} ({'/'.join(map(str, n))} seed{'s' if n != [1] else ''})"
+            if max(n) > 1:  # one seed has no spread; its Wilson band would only say so
+                ax_s.fill_between(x, grp["success_low"], grp["success_high"], color=color,
+                                  alpha=0.1, lw=0)
+            line = ax_s.plot(x, grp["success_rate"], color=color, marker=marker, ls=ls, ms=5,
+                             label=label)[0]
+            handles.setdefault(label, line)
+            if max(n) > 1:
+                ax_e.fill_between(x, err_axis.place(grp["q25_error"]),
+                                  err_axis.place(grp["q75_error"]), color=color, alpha=0.12,
+                                  lw=0)
+            med = err_axis.place(grp["median_error"])
+            ax_e.plot(x, med, color=color, marker=marker, ls=ls, ms=5, label=label)
+            zero = grp["median_error"].to_numpy() == 0
+            if zero.any():  # hollow markers on the zero row: "exactly 0", not "very small"
+                ax_e.plot(x[zero], med[zero], ls="none", marker=marker, ms=8, mfc="white",
+                          color=color)
+        widths = sel["width"].unique()
         for ax in (ax_s, ax_e):
-            ax.set_xscale("log")
-            _plain_ticks(ax.xaxis)
-            ax.set_xlabel("width m")
-            if lazy_threshold is not None:
-                m_star = lazy_threshold(int(dim), int(order))
-                ax.axvline(m_star, color="gray", ls="--", lw=1)
-                ax.text(m_star, 0.98, f" lazy threshold {m_star}", transform=ax.get_xaxis_transform(),
-                        va="top", fontsize=8, color="gray")
-        ax_s.set_ylim(-0.03, 1.03)
-        ax_s.set_ylabel(f"success rate (error <= {success_threshold:g})")
-        ax_s.set_title(_size_label(order, dim, rank))
-        ax_e.set_yscale("log")
+            _log_x(ax, widths, extra=[m_star] if m_star else ())
+            ax.set_xlabel("width m (number of components)")
+            ax.grid(True, which="major", color="0.92", lw=0.6)
+            if m_star is not None:
+                _vline_label(ax, m_star, f"lazy threshold m*={m_star}")
+        ax_s.set_ylim(-0.04, 1.04)
+        ax_s.set_yticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "0.25", "0.5", "0.75", "1"])
+        ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
+        ax_s.set_title(f"{_size_label(order, dim, rank)}: success rate, 95% Wilson band",
+                       fontsize=10)
+        err_axis.apply(ax_e)
         ax_e.axhline(success_threshold, color="k", ls=":", lw=0.8)
-        ax_e.set_ylabel("median relative error")
-        ax_e.legend(fontsize=8)
+        ax_e.annotate(f"success threshold {success_threshold:g}", xy=(0.0, success_threshold),
+                      xycoords=("axes fraction", "data"), xytext=(3, 2),
+                      textcoords="offset points", fontsize=7, va="bottom")
+        ax_e.set_ylabel("relative error ||T − T*|| / ||T*||")
+        ax_e.set_title(f"{_size_label(order, dim, rank)}: median error, IQR band over seeds",
+                       fontsize=10)
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
+               title="method", title_fontsize=8)
+    n_text = "/".join(map(str, seeds))
+    fig.suptitle(f"Success and error vs width ({n_text} seeds per point; bands: Wilson 95% "
+                 "interval and interquartile range)", fontsize=11)
     return fig
 
 
 def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim",
                     methods: Sequence[str] | None = None,
                     theory: Callable[[float, int], float] | None = None,
-                    theory_label: str = "theory", rate: float = 0.5) -> Figure:
-    """Critical width vs ``x`` (``"dim"`` or ``"rank"``) on log-log axes, one line per (method,
-    order) with its fitted slope in the legend; ``theory(x, order)`` drawn dashed when given."""
+                    theory_label: str = "theory", rate: float = 0.5,
+                    theory_mode: str = "curve") -> Figure:
+    """Critical width vs ``x`` (``"dim"`` or ``"rank"``) on log-log axes.
+
+    One series per (method, order), each with its own colour and marker: the median over seeds
+    of each seed's critical width (:func:`seed_critical_widths`) with the IQR as a band, and the
+    fitted log-log slope of the medians in the legend. A triangle marks a point where the
+    median seed never succeeded (drawn at the largest width tried, a lower bound).
+    ``theory(x, order)`` is drawn dashed, as is (``theory_mode="curve"``) or, with
+    ``theory_mode="slope"``, only its log-log slope anchored at the series' first point, so
+    that a theory with a huge constant still reads as a reference slope.
+    """
     if x not in ("dim", "rank"):
         raise ValueError(f"x must be 'dim' or 'rank', got {x!r}")
-    crit = critical_widths(curves(df, success_threshold), rate)
+    if theory_mode not in ("curve", "slope"):
+        raise ValueError(f"theory_mode must be 'curve' or 'slope', got {theory_mode!r}")
+    per_seed = seed_critical_widths(df, success_threshold)
     if methods is not None:
-        crit = crit[crit["method"].isin(methods)]
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
+        per_seed = per_seed[per_seed["method"].isin(methods)]
+    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
     ax = fig.subplots()
-    drawn = set()  # one theory line per order, however many methods
-    for (method, order), grp in crit.groupby(["method", "order"], sort=False):
-        grp = grp.sort_values(x)
-        slope, _ = fit_slope(grp[x], grp["critical_width"])
-        label = f"{method}, l={order}: slope {slope:.2f}" if math.isfinite(slope) else \
-            f"{method}, l={order}"
-        ax.plot(grp[x], grp["critical_width"], marker="o", label=label, color=COLORS.get(method))
-        missing = grp[grp["critical_width"].isna()]
-        if len(missing):  # no width succeeded: show the largest width tried as a lower bound
-            ax.scatter(missing[x], missing["max_width"], marker="^", color=COLORS.get(method))
+    xs_all, ys_all, drawn, k = [], [], set(), 0
+    theory_lines = []
+    series = list(per_seed.groupby(["method", "order"], sort=False))
+    n_seeds = sorted(set(per_seed.groupby(["method"] + SIZE).size()))
+    for (method, order), grp in series:
+        color, marker = PALETTE[k % len(PALETTE)] if len(series) > 1 or method not in STYLES \
+            else STYLES[method][:2]
+        k += 1
+        stats = []
+        for xv, g in grp.groupby(x, sort=True):
+            # a seed that never succeeds counts at its largest width (a lower bound) in the IQR
+            w = np.where(np.isnan(g["critical_width"]), g["max_width"], g["critical_width"])
+            stats.append(dict(x=float(xv), med=float(np.median(w)),
+                              q25=float(np.quantile(w, 0.25)), q75=float(np.quantile(w, 0.75)),
+                              lower_bound=bool(np.median(np.isnan(g["critical_width"])) > 0.5)
+                              or bool(np.isnan(np.median(g["critical_width"])))))
+        st = pd.DataFrame(stats)
+        ok = ~st["lower_bound"]
+        slope, _ = fit_slope(st.loc[ok, "x"], st.loc[ok, "med"])
+        label = f"{method}, l={order}" + (f": slope {slope:.2f}" if math.isfinite(slope) else "")
+        ax.fill_between(st["x"], st["q25"], st["q75"], color=color, alpha=0.18, lw=0)
+        ax.plot(st.loc[ok, "x"], st.loc[ok, "med"], color=color, marker=marker, ms=6,
+                label=label)
+        if (~ok).any():  # no width succeeded: the largest width tried is a lower bound
+            ax.plot(st.loc[~ok, "x"], st.loc[~ok, "med"], ls="none", marker="^", ms=8,
+                    mfc="white", color=color, label=f"{method}, l={order}: > largest width")
+        xs_all += list(st["x"])
+        ys_all += list(st["q25"]) + list(st["q75"]) + list(st["med"])
         if theory is not None and order not in drawn:
             drawn.add(order)
-            xs = np.asarray(sorted(grp[x].unique()), np.float64)
-            ax.plot(xs, [theory(v, int(order)) for v in xs], ls="--", color="gray", lw=1,
-                    label=f"{theory_label}, l={order}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain_ticks(ax.xaxis, ax.yaxis)
+            theory_lines.append((order, st, ok))
+    if theory is not None:
+        styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+        for i, (order, st, ok) in enumerate(theory_lines):
+            xv = np.asarray(st["x"], np.float64)
+            if theory_mode == "curve":
+                yv = np.array([theory(v, int(order)) for v in xv], np.float64)
+                lab = f"{theory_label}, l={order}"
+                ys_all += list(yv)
+            else:
+                # the theory's exponent through the first measured point: compare slopes only
+                x0, y0 = float(st.loc[ok, "x"].iloc[0]), float(st.loc[ok, "med"].iloc[0])
+                expo, _ = fit_slope(xv, [theory(v, int(order)) for v in xv])
+                xv = np.geomspace(x0, xv.max(), 50)
+                yv = y0 * (xv / x0) ** expo
+                lab = f"{theory_label}, l={order}: slope {expo:.2f} (anchored at {x}={x0:g})"
+            ax.plot(xv, yv, ls=styles[i % len(styles)], color="0.35", lw=1.2, label=lab)
+    _log_x(ax, xs_all)
+    ys = [v for v in ys_all if np.isfinite(v) and v > 0]
+    _log_y_counts(ax, min(ys) if ys else 1, max(ys) if ys else 10)
+    ax.grid(True, color="0.92", lw=0.6)
     ax.set_xlabel("dimension d" if x == "dim" else "rank r")
-    ax.set_ylabel(f"critical width (success rate >= {rate:g})")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("critical width m (median over seeds)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    what = "dimension d" if x == "dim" else "rank r"
+    ax.set_title(f"Critical width vs {what}: smallest m from which a seed succeeds "
+                 f"(error ≤ {success_threshold:g})\nline: median over "
+                 f"{'/'.join(map(str, n_seeds))} seeds, band: interquartile range",
+                 fontsize=10)
     return fig
 
 
 def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndarray,
                      true_weights: Sequence[float] | None = None) -> Figure:
     """The staircase: fitted weight along each ground-truth direction vs step (log axis), for
-    the first seed of each algorithm at its largest width.
+    each algorithm at its largest width; the median over seeds with the IQR as a band.
 
     ``fitted_weight`` is ``(n_cells, n_records, r)`` and ``steps`` ``(n_cells, n_records)``, both
-    aligned with the rows of ``df``.
+    aligned with the rows of ``df``. Dotted lines: the true weights.
     """
     _check(df)
+    fitted_weight, steps = np.asarray(fitted_weight), np.asarray(steps)
+    if fitted_weight.ndim != 3 or steps.shape != fitted_weight.shape[:2] or \
+            fitted_weight.shape[0] != len(df):
+        raise ValueError(f"fitted_weight must be (n_cells={len(df)}, n_records, r) and steps "
+                         f"(n_cells, n_records); got {fitted_weight.shape} and {steps.shape}")
     algorithms = list(dict.fromkeys(df["algorithm"]))
-    fig = Figure(figsize=(5.5 * len(algorithms), 4), layout="constrained")
-    axes = fig.subplots(1, len(algorithms), squeeze=False)[0]
+    fig = Figure(figsize=(5.2 * len(algorithms) + 1.6, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(algorithms), squeeze=False, sharey=True)[0]
+    rank = fitted_weight.shape[-1]
+    handles = []
     for ax, name in zip(axes, algorithms):
-        rows = df[df["algorithm"] == name]
-        rows = rows[rows["width"] == rows["width"].max()]
-        i = int(rows.sort_values("seed").index[0])
-        t = np.asarray(steps[i], np.float64)
+        sel = np.flatnonzero((df["algorithm"] == name).to_numpy())
+        widths = df["width"].to_numpy()[sel]
+        sel = sel[widths == widths.max()]
+        t = np.asarray(steps[sel[0]], np.float64)
         keep = np.isfinite(t) & (t > 0)
-        w = np.asarray(fitted_weight[i])
-        for j in range(w.shape[-1]):
-            line = ax.plot(t[keep], w[keep, j], label=f"component {j}")[0]
+        w = np.asarray(fitted_weight[sel], np.float64)[:, keep, :]   # (seeds, records, r)
+        for j in range(rank):
+            color, marker = PALETTE[j % len(PALETTE)]
+            lo, med, hi = np.nanquantile(w[:, :, j], [0.25, 0.5, 0.75], axis=0)
+            ax.fill_between(t[keep], lo, hi, color=color, alpha=0.2, lw=0)
+            label = f"component {j}" + (f" (a={true_weights[j]:g})" if true_weights is not None
+                                        else "")
+            line = ax.plot(t[keep], med, color=color, marker=marker, ms=4,
+                           markevery=max(1, keep.sum() // 12), label=label)[0]
+            if ax is axes[0]:
+                handles.append(line)
             if true_weights is not None:
-                ax.axhline(true_weights[j], color=line.get_color(), ls=":", lw=0.8)
+                ax.axhline(true_weights[j], color=color, ls=":", lw=0.9)
+        tt = t[keep]
+        ticks = [v for v in _nice_log_ticks(tt.min(), tt.max())]
         ax.set_xscale("log")
-        _plain_ticks(ax.xaxis)
-        ax.set_xlabel("step")
-        ax.set_ylabel("fitted weight T(ā_j, ..., ā_j)")
-        row = rows.loc[i]
-        ax.set_title(f"{name}: {_size_label(row['order'], row['dim'], row['rank'])} m={row['width']}")
-        ax.legend(fontsize=8)
+        ax.set_xlim(tt.min(), tt.max())
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.grid(True, color="0.92", lw=0.6)
+        ax.set_xlabel("step (log scale)")
+        row = df.iloc[sel[0]]
+        ax.set_title(f"{name}: {_size_label(row['order'], row['dim'], row['rank'])} "
+                     f"m={row['width']}, {len(sel)} seed{'s' if len(sel) > 1 else ''}",
+                     fontsize=10)
+    axes[0].set_ylabel("fitted weight T(W)(a_j, ..., a_j)")
+    fig.legend(handles, [h.get_label() for h in handles], loc="outside right upper",
+               fontsize=8, title="direction a_j (dotted: true weight)", title_fontsize=8)
+    fig.suptitle("Deflation: fitted weight along each true direction vs step "
+                 "(median over seeds, IQR band)", fontsize=11)
     return fig
 
+
+# -- terminal table -----------------------------------------------------------------------------
 
 def format_table(df: pd.DataFrame, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None) -> str:
@@ -262,31 +600,35 @@ def _theory_rank(r: float, order: int) -> float:
 def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None,
                  histories: Mapping[str, np.ndarray] | None = None,
-                 true_weights: Sequence[float] | None = None) -> list[Path]:
+                 true_weights: Sequence[float] | None = None, dpi: int = 110) -> list[Path]:
     """Write ``success_vs_width.png`` and the preset's own figure (``plot``: ``width``,
     ``lazy-threshold``, ``beyond-lazy``, ``width-vs-rank`` or ``deflation``) into ``out_dir``;
     return the paths written."""
     out_dir = Path(out_dir)
+    if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation"):
+        raise ValueError(f"plot must be one of width, lazy-threshold, beyond-lazy, width-vs-rank, "
+                         f"deflation; got {plot!r}")
     figures = {"success_vs_width.png": width_figure(df, success_threshold, lazy_threshold)}
     if plot == "lazy-threshold":
         figures["lazy_threshold.png"] = critical_figure(
             df, success_threshold, x="dim", methods=["lazy best", "lazy GD"],
             theory=(lambda d, l: lazy_threshold(int(d), l)) if lazy_threshold else None,
-            theory_label="C(d+l-1,l)/d")
+            theory_label="⌈C(d+l−1,l)/d⌉")
     elif plot == "beyond-lazy":
-        figures["beyond_lazy.png"] = critical_figure(df, success_threshold, x="dim")
+        figures["beyond_lazy.png"] = critical_figure(
+            df, success_threshold, x="dim",
+            theory=(lambda d, l: lazy_threshold(int(d), l)) if lazy_threshold else None,
+            theory_label="lazy threshold ⌈C(d+l−1,l)/d⌉")
     elif plot == "width-vs-rank":
         figures["width_vs_rank.png"] = critical_figure(df, success_threshold, x="rank",
                                                        theory=_theory_rank,
-                                                       theory_label="r^(2.5 l)")
+                                                       theory_label="theory r^(2.5 l)",
+                                                       theory_mode="slope")
     elif plot == "deflation" and histories is not None and "fitted_weight" in histories:
         figures["deflation.png"] = deflation_figure(df, histories["fitted_weight"],
                                                     histories["step"], true_weights)
-    elif plot not in ("width", "deflation"):
-        raise ValueError(f"plot must be one of width, lazy-threshold, beyond-lazy, width-vs-rank, "
-                         f"deflation; got {plot!r}")
     paths = []
     for name, fig in figures.items():
-        fig.savefig(out_dir / name, dpi=90)
+        fig.savefig(out_dir / name, dpi=dpi)
         paths.append(out_dir / name)
     return paths
