@@ -18,7 +18,7 @@ Why the kernel is set up the way it is (each point once made this test hang):
   ``finally``, and pytest-timeout bounds the whole notebook: a stuck kernel fails the test.
 
 The notebooks are committed executed (small mode), so a repository browser shows their figures;
-``python tests/test_notebooks.py`` re-executes them and writes the outputs back.
+``python tests/test_notebooks.py [notebook ...]`` re-executes them and writes the outputs back.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, spec_root: Path) -> nbformat.N
 
 
 def test_notebooks_exist():
-    names = [p.name for p in NOTEBOOKS]
-    assert names == ["01_quickstart.ipynb", "02_lazy_threshold.ipynb", "03_beyond_lazy.ipynb",
-                     "04_deflation.ipynb"], names
+    names = {p.name for p in NOTEBOOKS}
+    assert {"01_quickstart.ipynb", "02_lazy_threshold.ipynb", "03_beyond_lazy.ipynb",
+            "04_deflation.ipynb"} <= names, names
 
 
 def test_kernel_env_disables_the_nested_pool(monkeypatch):
@@ -91,13 +91,30 @@ def test_kernel_env_disables_the_nested_pool(monkeypatch):
     assert env["JAXTD_SMALL"] == "1" and env["MPLBACKEND"] == "Agg"
 
 
+def _figure_outputs(nb):
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if "image/png" in o.get("data", {})]
+
+
+def _bare_figure_reprs(nb):
+    """Outputs that print a figure's repr (``<Figure size ...>``) instead of drawing it."""
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if "<Figure size" in str(o.get("data", {}).get("text/plain", ""))
+            and "image/png" not in o.get("data", {})]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_is_stripped(path):
+def test_notebook_is_committed_executed(path):
+    """Committed with outputs from one clean top-to-bottom small-mode run, figures as PNG."""
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert not cell.outputs and cell.execution_count is None, \
-                f"{path.name}: strip outputs before committing (jupyter nbconvert --clear-output)"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
+        f"{path.name}: re-run it top to bottom (python tests/test_notebooks.py {path})"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert _figure_outputs(nb), f"{path.name}: no figure rendered inline"
+    assert not _bare_figure_reprs(nb), f"{path.name}: a figure printed as text; display() it"
+    assert "PRNGKey" not in "".join(c.source for c in code), "use typed keys (jax.random.key)"
+    assert path.stat().st_size < 1_500_000, f"{path.name}: outputs too large to commit"
 
 
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
@@ -109,6 +126,7 @@ def test_notebook_executes_in_small_mode(path, tmp_path):
     assert not errors
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert _figure_outputs(nb) and not _bare_figure_reprs(nb)
 
 
 if __name__ == "__main__":  # re-execute every notebook (small mode) and write the outputs back
