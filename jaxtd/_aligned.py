@@ -6,14 +6,15 @@ errors below ~1e-8. This module rewrites the residual tensor exactly into small 
 
 Each estimate component ``c_i u_i^{⊗l}`` is assigned to the target direction ``â_j`` it is most
 aligned with (sign ``σ_i`` so that ``w_i = σ_i u_i`` points along ``+â_j``; ``u^{⊗l} = σ^l w^{⊗l}``).
-With ``ρ_i = ||w_i|| â_j`` and ``e_i = w_i - ρ_i`` (small near a fit), the telescoping identity
+With ``ρ_i = t_i a_j``, ``t_i = ||w_i|| / ||a_j||``, and ``e_i = w_i - ρ_i`` (small near a fit),
+the telescoping identity
 
     w^{⊗l} - ρ^{⊗l} = sum_{k<l} w^{⊗k} ⊗ e ⊗ ρ^{⊗(l-1-k)}
 
 gives, exactly,
 
-    E - T = sum_j β_j â_j^{⊗l} + sum_i c_i σ_i^l sum_{k<l} w_i^{⊗k} ⊗ e_i ⊗ ρ_i^{⊗(l-1-k)},
-    β_j = sum_{i -> j} c_i σ_i^l ||w_i||^l - c*_j ||a_j||^l.
+    E - T = sum_j β_j a_j^{⊗l} + sum_i c_i σ_i^l sum_{k<l} w_i^{⊗k} ⊗ e_i ⊗ ρ_i^{⊗(l-1-k)},
+    β_j = sum_{i -> j} c_i σ_i^l t_i^l - c*_j.
 
 Every term is now of the size of the residual, and the squared norm of this list of ``r + m l``
 rank-one (non-symmetric) terms is the Gram sum ``α^T (∏_k X_k X_k^T) α`` over the slots ``k``.
@@ -53,14 +54,17 @@ def aligned_residual_sq(estimate: SymCP, target: SymCP) -> jax.Array:
     sigma = jnp.where(jnp.take_along_axis(cos, j[:, None], 1)[:, 0] < 0, -1.0, 1.0)
     sigma = sigma.astype(u.dtype)
     w = sigma[:, None] * u
-    w_norm = jnp.sqrt(jnp.sum(w * w, axis=1))
-    rho = w_norm[:, None] * a_hat[j]
+    # rho_i = t_i a_j with t_i = ||w_i|| / ||a_j||: a component equal to a target one gives
+    # t = 1, e = 0 and beta = 0 exactly (an exact fit is exactly 0)
+    a_norm_j = a_norm[j]
+    t = jnp.sqrt(jnp.sum(w * w, axis=1)) / jnp.where(a_norm_j > 0, a_norm_j, 1.0)
+    rho = t[:, None] * target.factors[j]
     e = w - rho
     coef = c * sigma ** l                                          # (m,)
-    beta = (jax.ops.segment_sum(coef * w_norm ** l, j, num_segments=target.rank)
-            - target.weights * a_norm ** l)                         # (r,)
+    beta = (jax.ops.segment_sum(coef * t ** l, j, num_segments=target.rank)
+            - target.weights)                                       # (r,)
     # slot vectors of every term: (n, l, d) with n = r + m l
-    weight_terms = jnp.repeat(a_hat[:, None, :], l, axis=1)
+    weight_terms = jnp.repeat(target.factors[:, None, :], l, axis=1)
     tele = [jnp.stack([w] * k + [e] + [rho] * (l - 1 - k), axis=1) for k in range(l)]
     x = jnp.concatenate([weight_terms] + tele, axis=0)
     alpha = jnp.concatenate([beta] + [coef] * l)

@@ -46,3 +46,15 @@ def test_exact_fit_is_zero_and_far_fits_match_plain(x64):
                       jax.random.normal(jax.random.key(4), (4, 5), jnp.float64), 3)
     plain = 2 * float(jaxtd.losses.loss_autodiff(est, tgt))
     assert float(aligned_residual_sq(est, tgt)) == pytest.approx(plain, rel=1e-12)
+
+
+@pytest.mark.parametrize("order", [3, 4])
+@pytest.mark.parametrize("eps", [1e-6, 1e-9, 1e-12])
+def test_float64_relative_error_accurate_to_1e3_down_to_1e12(order, eps, x64):
+    """``jaxtd.relative_error`` with x64 on, against exact arithmetic of the same inputs."""
+    est, tgt = _near_fit(order, eps, seed=order)
+    true = oracles.relative_error_exact(est.weights, est.factors, tgt.weights, tgt.factors, order)
+    assert true < 100 * eps
+    assert float(jaxtd.relative_error(est, tgt)) == pytest.approx(true, rel=1e-3)
+    res, tsq = oracles.gram_sums_exact(est.weights, est.factors, tgt.weights, tgt.factors, order)
+    assert float(jaxtd.residual_sq(est, tgt)) == pytest.approx(res, rel=2e-3)
