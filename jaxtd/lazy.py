@@ -26,10 +26,14 @@ perturbations ``[Δ; 0]``. Rows with zero weight (masked rows) contribute nothin
 zero gradient.
 
 Also here: :func:`antisymmetric` initialization (``T(W0) = 0``); the exact lazy optimum
-:func:`lstsq` / :func:`best_residual` (normal equations in closed form, float64 needed for the
-1e-6 threshold); the threshold experiment :func:`threshold_experiment` (always float64, in a
-thread-local ``jax.enable_x64`` scope), :func:`predicted_critical_width`, :func:`fit_exponent`;
-lazy training :func:`train` (any optax optimizer under ``lax.scan``).
+:func:`lstsq` (dense normal equations in closed form, ``O((m d)^3)``), :func:`cg_lstsq`
+(matrix-free preconditioned conjugate gradients in Gram form, ``O(m^2 d)`` per iteration;
+:mod:`jaxtd.lazy_cg`) and :func:`best_residual` choosing between them (float64 needed for the
+1e-6 threshold); :func:`best_residual_table`, a whole ``(seed, width)`` table of lazy optima at
+the initializations of :func:`jaxtd.algorithms.lazy_gd` with one compiled program; the threshold
+experiment :func:`threshold_experiment` (always float64, in a thread-local ``jax.enable_x64``
+scope), :func:`predicted_critical_width`, :func:`fit_exponent`, :func:`local_exponents`,
+:func:`threshold_slopes`; lazy training :func:`train` (any optax optimizer under ``lax.scan``).
 """
 
 from __future__ import annotations
@@ -45,11 +49,16 @@ import numpy as np
 from jaxtd import _extended
 from jaxtd._precision import einsum, matmul
 from jaxtd.initialization import init_factors
+from jaxtd.lazy_cg import (LazyCG, block_jacobi, cg_lstsq, default_max_iter, default_tol,
+                           normal_matvec, normal_rhs)
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
 __all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetric", "linearize",
            "normal_equations", "lstsq", "best_residual", "LazyLstsq", "sym_dim",
+           "cg_lstsq", "LazyCG", "normal_matvec", "normal_rhs", "block_jacobi", "default_tol",
+           "default_max_iter", "METHODS", "DENSE_MAX_SIZE", "solver_for", "best_residual_table",
            "predicted_critical_width", "threshold_experiment", "Threshold", "fit_exponent",
+           "local_exponents", "threshold_slopes", "near_threshold_widths",
            "LazyTrainState", "lazy_metrics", "train_init", "train_step", "train"]
 
 
@@ -332,9 +341,197 @@ def sym_dim(dim: int, order: int) -> int:
     return math.comb(dim + order - 1, order)
 
 
-def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None) -> jax.Array:
-    """``min_Δ ||T(W0) + JΔ - T*||_F / ||T*||_F``, exact (see :func:`lstsq`; use float64)."""
-    return lstsq(model, target, rcond=rcond).residual
+METHODS = ("auto", "dense", "iterative")
+
+# "auto" solves densely up to this many unknowns m*d. Measured (float64, 2 CPU cores, after
+# compilation): dense 0.25 s / 0.13 s / 2.9 s at m d = 128 / 512 / 1024 against 1 ms / 1 ms / 8 ms
+# for CG. Small problems keep the dense solve for its exact zero above the threshold (rank test);
+# larger ones are out of the dense solve's reach anyway ((m d)^2 memory, (m d)^3 time).
+DENSE_MAX_SIZE = 512
+
+
+def _check_method(method) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return method
+
+
+def solver_for(method: str, width: int, dim: int) -> str:
+    """``"dense"`` or ``"iterative"``: what ``method`` (one of :data:`METHODS`) runs for a
+    width-``width`` model in dimension ``dim`` (``"auto"``: dense iff ``width*dim <=``
+    :data:`DENSE_MAX_SIZE`)."""
+    _check_method(method)
+    if method != "auto":
+        return method
+    return "dense" if int(width) * int(dim) <= DENSE_MAX_SIZE else "iterative"
+
+
+def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None,
+                  method: str = "auto", tol: float | None = None,
+                  max_iter: int | None = None) -> jax.Array:
+    """``min_Δ ||T(W0) + JΔ - T*||_F / ||T*||_F``, scalar (use float64).
+
+    ``method``: ``"dense"`` (:func:`lstsq`, eigendecomposition of the normal equations, exact 0
+    once the tangent space spans ``Sym^l``; ``rcond`` applies), ``"iterative"``
+    (:func:`cg_lstsq`, matrix-free CG, ``tol``/``max_iter`` apply; residuals below their rounding
+    floor, :func:`jaxtd.lazy_cg.residual_floor`, come out as 0) or ``"auto"``
+    (:func:`solver_for`: dense up to ``m d =`` :data:`DENSE_MAX_SIZE`). The two agree to ~1e-9
+    wherever both were compared, at the threshold included. For the iterative convergence
+    certificate (normal-equation residual, iterations, floor) call :func:`cg_lstsq`.
+    """
+    m, d = model.factors.shape
+    if solver_for(method, m, d) == "dense":
+        return lstsq(model, target, rcond=rcond).residual
+    return cg_lstsq(model, target, tol=tol, max_iter=max_iter).residual
+
+
+# -- a table of lazy optima at the lazy GD initializations ----------------------------------------
+
+class _Cell(NamedTuple):
+    residual: jax.Array
+    rank: jax.Array          # int32; -1 for the iterative solver (no rank)
+    distance: jax.Array
+    iterations: jax.Array    # int32; -1 for the dense solver
+    converged: jax.Array
+
+
+def _solve_cell(model: SymCP, target: SymCP, solver: str, rcond, tol, max_iter) -> _Cell:
+    if solver == "dense":
+        out = lstsq(model, target, rcond=rcond)
+        return _Cell(out.residual, out.rank.astype(jnp.int32), out.distance,
+                     jnp.full((), -1, jnp.int32), jnp.ones((), bool))
+    out = cg_lstsq(model, target, tol=tol, max_iter=max_iter)
+    return _Cell(out.residual, jnp.full((), -1, jnp.int32), out.distance, out.iterations,
+                 out.converged)
+
+
+def _lazy_gd_init(key, target: SymCP, width: int, init: str, signs: str, init_scale) -> SymCP:
+    """The width-``width`` initialization of ``jaxtd.algorithms.lazy_gd(init=init, signs=signs,
+    init_scale=init_scale).init(key, target, width).model``, drawn the same way in the target's
+    dtype (the same bits; checked by the tests)."""
+    from jaxtd import models  # local: jaxtd.models is not needed for the rest of this module
+    dtype = target.factors.dtype
+    k_w, k_s = jax.random.split(key)
+    if init == "antisymmetric":
+        m0 = antisymmetric(k_w, width, target.dim, target.order, scale="standard", dtype=dtype)
+        w0, c = m0.factors, m0.weights
+    else:
+        w0 = init_factors(k_w, width, target.dim, scale="standard", dtype=dtype)
+        c = models.draw_signs(k_s, width, target.order, signs, dtype)
+    return SymCP(c, init_scale * w0, target.order)
+
+
+def _to64(t: SymCP) -> SymCP:
+    return SymCP(t.weights.astype(jnp.float64), t.factors.astype(jnp.float64), t.order)
+
+
+@functools.partial(jax.jit, static_argnames=("top", "init", "signs", "solver", "rcond", "tol",
+                                             "max_iter", "batch_size"))
+def _table_program(keys, target, widths, init_scale, *, top, init, signs, solver, rcond, tol,
+                   max_iter, batch_size):
+    """``(len(widths), len(keys))`` lazy optima: the width-``top`` init per key, rows ``>= m``
+    masked for each width ``m``; ``lax.map`` over widths (``batch_size`` at a time), ``vmap`` over
+    keys. Traced under ``jax.enable_x64``; the inits are drawn in the target's own dtype."""
+    inits = jax.vmap(lambda k: _to64(_lazy_gd_init(k, target, top, init, signs, init_scale)))(keys)
+    tgt = _to64(target)
+    rows = jnp.arange(top)
+
+    def per_width(m):
+        mask = (rows < m).astype(jnp.float64)
+        cell = lambda mo: _solve_cell(SymCP(mo.weights * mask, mo.factors, mo.order), tgt, solver,
+                                      rcond, tol, max_iter)
+        return jax.vmap(cell)(inits).residual
+
+    return jax.lax.map(per_width, widths, batch_size=batch_size)
+
+
+def _check_keys(keys):
+    if isinstance(keys, (list, tuple)):
+        if not keys:
+            raise ValueError("keys must hold at least one PRNG key")
+        keys = jnp.stack([jnp.asarray(k) for k in keys])
+    dtype = getattr(keys, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    if typed and keys.ndim == 1 and keys.shape[0] >= 1:
+        return keys
+    if (not typed and dtype == jnp.uint32 and getattr(keys, "ndim", 0) == 2
+            and keys.shape[0] >= 1 and keys.shape[1] == 2):
+        return jnp.asarray(keys)
+    raise TypeError("keys must be a non-empty stack of PRNG keys: shape (n,) typed keys "
+                    "(jnp.stack of jax.random.key) or (n, 2) uint32 (jax.random.PRNGKey, "
+                    f"jaxtd.key_for_seed), got {type(keys).__name__} "
+                    f"{getattr(keys, 'shape', '')} {dtype}")
+
+
+def _check_widths(widths, name: str = "widths") -> list:
+    try:
+        ws = [w for w in widths]
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of ints >= 1, got {widths!r}") from None
+    if not ws or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1
+                         for w in ws):
+        raise ValueError(f"{name} must be a non-empty sequence of ints >= 1, got {widths!r}")
+    return [int(w) for w in ws]
+
+
+def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
+                        signs: str = "auto", init_scale: float = 1.0, method: str = "auto",
+                        rcond: float | None = None, tol: float | None = None,
+                        max_iter: int | None = None, batch_size: int = 1) -> np.ndarray:
+    """Best lazy residuals for every (key, width) at the initializations of lazy GD; one compile.
+
+    Cell ``(s, j)`` is :func:`best_residual` at the very ``W0`` (and weights) of
+    ``jaxtd.algorithms.lazy_gd(init=init, signs=signs, init_scale=init_scale).init(keys[s],
+    target, widths[j])``: the width-``max(widths)`` initialization is drawn once per key, in the
+    target's dtype exactly as lazy GD draws it (row ``i`` from ``fold_in``, so every width is a
+    prefix), and each width masks the rows ``>= m`` (zero weight). Every cell is then solved in
+    float64 (inside ``jax.enable_x64``, a thread-local scope): float32 normal equations cannot
+    resolve a zero residual.
+
+    Args:
+      keys: ``(n,)`` typed PRNG keys or ``(n, 2)`` uint32 keys (e.g. ``jnp.stack`` of
+        :func:`jaxtd.key_for_seed`), or a list of keys.
+      target: ``SymCP`` of any float dtype (the inits are drawn in it).
+      widths: sequence of ints ``>= 1`` (any order; columns follow it).
+      init, signs, init_scale: as in :func:`jaxtd.algorithms.lazy_gd` (the residual depends on
+        neither ``init_scale`` nor the signs in exact arithmetic: the tangent space does not).
+      method: :data:`METHODS`, resolved by :func:`solver_for` at the size ``max(widths) * d``
+        that every cell is solved at; ``rcond`` (dense), ``tol``/``max_iter`` (iterative) apply.
+      batch_size: widths solved at once (``lax.map`` batches; each batch vmaps over keys too).
+
+    Returns:
+      ``(len(keys), len(widths))`` float64 numpy array.
+
+    One compiled program per call shape (number of keys, number of widths, ``max(widths)``,
+    target shape and dtype, static options): the widths themselves are traced, so another grid
+    of the same length and maximum reuses it. Cost: ``len(keys) * len(widths)`` solves of size
+    ``max(widths) * d`` (masked rows cost as much as active ones).
+    """
+    from jaxtd import models
+    keys = _check_keys(keys)
+    check_compatible(target, target, ("target", "target"))
+    ws = _check_widths(widths)
+    if init not in ("standard", "antisymmetric"):
+        raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
+    if signs not in models.SIGN_RULES:
+        raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
+    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+        raise ValueError(f"init_scale must be a float > 0, got {init_scale!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    from jaxtd.lazy_cg import _check_solver_args
+    _check_solver_args(tol, max_iter)
+    top = max(ws)
+    solver = solver_for(method, top, target.dim)
+    with jax.enable_x64(True):
+        scale = jnp.asarray(init_scale, target.factors.dtype)
+        out = _table_program(keys, target, jnp.asarray(ws, jnp.int32), scale, top=top,
+                             init=init, signs=signs, solver=solver,
+                             rcond=None if rcond is None else float(rcond),
+                             tol=None if tol is None else float(tol),
+                             max_iter=None if max_iter is None else int(max_iter),
+                             batch_size=int(batch_size))
+        return np.asarray(out, np.float64).T
 
 
 # -- the threshold experiment ---------------------------------------------------------------------
@@ -354,16 +551,44 @@ def predicted_critical_width(dim: int, order: int) -> int:
     return m + 1 if (order, dim, m) in AH_EXCEPTIONS else m
 
 
+def _predicted(d: int, l: int, init: str) -> int:
+    # antisymmetric: k distinct factors at widths 2k - 1 and 2k (a pair spans one factor's
+    # tangent directions, as does the unpaired last row of an odd width)
+    m = predicted_critical_width(d, l)
+    return 2 * m - 1 if init == "antisymmetric" else m
+
+
+def near_threshold_widths(below: int = 2, above: int = 2, init: str = "standard") -> Callable:
+    """``widths`` for :func:`threshold_experiment`: ``(dim, order) -> [p - below, p + above]``
+    around the predicted critical width ``p`` (of ``init``), clipped at 1. Solving only there is
+    what makes large ``d`` affordable; ``critical`` is then only found inside that window (a
+    window whose smallest width already fits says so: its residual is ``<= tol`` there)."""
+    for name, v in (("below", below), ("above", above)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    if init not in ("standard", "antisymmetric"):
+        raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
+
+    def widths(d, l):
+        p = _predicted(int(d), int(l), init)
+        return list(range(max(1, p - below), p + above + 1))
+
+    return widths
+
+
 class Threshold(NamedTuple):
     """Output of :func:`threshold_experiment`.
 
     Attributes:
       table: ``pandas.DataFrame`` with one row per (dim, order, seed, width): columns ``dim, order,
-        seed, width, residual`` (best lazy relative residual), ``rank`` (tangent-space dimension),
-        ``sym_dim`` (``C(d+l-1, l)``), ``distance`` (``||Δ*|| / ||W0||``).
+        seed, width, residual`` (best lazy relative residual), ``rank`` (tangent-space dimension;
+        ``<NA>`` for the iterative solver), ``sym_dim`` (``C(d+l-1, l)``), ``distance``
+        (``||Δ*|| / ||W0||``, ``Δ*`` the minimum-norm optimum), ``solver`` (``"dense"`` or
+        ``"iterative"``), ``iterations`` and ``converged`` (CG; ``<NA>`` / True for dense).
       critical: ``{(dim, order): m*}``, the smallest grid width whose residual is ``<= tol`` for
         every seed (``None`` if no width of the grid reaches it).
-      predicted: ``{(dim, order): m*}`` from :func:`predicted_critical_width`.
+      predicted: ``{(dim, order): m*}`` from :func:`predicted_critical_width` (antisymmetric init:
+        ``2 m* - 1``, the width holding ``m*`` distinct factors).
     """
     table: Any
     critical: dict
@@ -394,33 +619,44 @@ def _case_widths(widths, d, l):
     return ws
 
 
-def _masked_lstsq(model: SymCP, target: SymCP, masks, *, rcond, batch_size) -> LazyLstsq:
-    """:func:`lstsq` of ``model`` with weights times each row of ``masks`` ``(n_widths, M)``."""
-    return jax.lax.map(lambda mk: lstsq(SymCP(model.weights * mk, model.factors, model.order),
-                                        target, rcond=rcond), masks, batch_size=batch_size)
+def _masked_solve(model: SymCP, target: SymCP, masks, *, solver, rcond, tol, max_iter,
+                  batch_size) -> _Cell:
+    """:func:`_solve_cell` of ``model`` with weights times each row of ``masks`` ``(n_widths, M)``."""
+    return jax.lax.map(lambda mk: _solve_cell(SymCP(model.weights * mk, model.factors, model.order),
+                                              target, solver, rcond, tol, max_iter),
+                       masks, batch_size=batch_size)
 
 
 def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int = 20,
-                         init: str = "standard", tol: float = 1e-6, rcond: float | None = None,
-                         key=0, batch_size: int = 8) -> Threshold:
+                         init: str = "standard", tol: float = 1e-6,
+                         rcond: float | None = None, key=0, batch_size: int = 8,
+                         method: str = "auto", cg_tol: float | None = None,
+                         max_iter: int | None = None) -> Threshold:
     """Best lazy residual over a grid of widths for several ``(dim, order)``; the critical widths.
 
     For each case and seed: ``W0`` of the largest grid width (rows prefix-consistent,
     ``scale="standard"``, unit weights; or :func:`antisymmetric` with ``init="antisymmetric"``) and
     a generic target (``target_rank`` random unit components, unit weights); every width ``m`` is
-    the same ``W0`` with rows ``>= m`` masked, and :func:`lstsq` is mapped over the masks
+    the same ``W0`` with rows ``>= m`` masked, and the solve is mapped over the masks
     (``jax.lax.map`` in batches of ``batch_size``, so one compiled solve serves the whole grid).
 
     Args:
       cases: sequence of ``(dim, order)``.
       widths: ``None`` (``1 .. predicted + 2``), a sequence of widths, or a callable
-        ``(dim, order) -> widths``. ``critical`` is only as fine as the grid.
-      seeds, target_rank, init, tol, rcond, key: as described above; ``key`` an int or PRNG key.
+        ``(dim, order) -> widths`` such as :func:`near_threshold_widths`. ``critical`` is only as
+        fine as the grid.
+      seeds, target_rank, init, rcond, key: as described above; ``key`` an int or PRNG key.
+      tol: residual cut for ``critical`` (both solvers report 0 for a fitted target; just below
+        the threshold the residual is ``>= 1e-2`` at every size measured, so the cut is not
+        delicate).
+      method: :data:`METHODS`, resolved per case at the size ``max(widths) * d``
+        (:func:`solver_for`); ``cg_tol`` and ``max_iter`` go to :func:`cg_lstsq`.
 
     The computation always runs in float64 (inside ``jax.enable_x64(True)``, a thread-local
     scope: the global setting is left alone), because the 1e-6 threshold is below what the
-    float32 normal equations can resolve. Cost per case: ``O(len(widths) (M d)^3)`` with ``M`` the
-    largest width.
+    float32 normal equations can resolve. Cost per case and seed: ``len(widths)`` solves of size
+    ``M d`` (``M`` the largest width): ``O((M d)^3)`` dense, ``O(M^2 d)`` per CG iteration
+    (iterations: a few ``M d`` for a square ``J``, far fewer away from the threshold).
     """
     cases = _check_cases(cases)
     if init not in ("standard", "antisymmetric"):
@@ -428,6 +664,11 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
     for name, v in (("seeds", seeds), ("target_rank", target_rank), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
+        raise ValueError(f"tol must be a float >= 0, got {tol!r}")
+    _check_method(method)
+    from jaxtd.lazy_cg import _check_solver_args
+    _check_solver_args(cg_tol, max_iter)
     import pandas as pd
     from jaxtd.targets import random_unit
 
@@ -437,7 +678,10 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
         for d, l in cases:
             ws = _case_widths(widths, d, l)
             top = ws[-1]
-            solve = jax.jit(functools.partial(_masked_lstsq, rcond=rcond, batch_size=batch_size))
+            solver = solver_for(method, top, d)
+            solve = jax.jit(functools.partial(_masked_solve, solver=solver, rcond=rcond,
+                                              tol=cg_tol, max_iter=max_iter,
+                                              batch_size=batch_size))
             fits = []
             for seed in range(seeds):
                 k_init, k_target = jax.random.split(jax.random.fold_in(base, seed))
@@ -449,17 +693,24 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
                                                dtype=jnp.float64), l)
                 tgt = random_unit(k_target, d, target_rank, l, dtype=jnp.float64)
                 masks = (jnp.arange(top)[None, :] < jnp.asarray(ws)[:, None]).astype(jnp.float64)
-                out = solve(model, tgt, masks)
-                res, rank, dist = (np.asarray(v) for v in (out.residual, out.rank, out.distance))
+                out = jax.device_get(solve(model, tgt, masks))
                 for i, w in enumerate(ws):
-                    rows.append(dict(dim=d, order=l, seed=seed, width=w, residual=float(res[i]),
-                                     rank=int(rank[i]), sym_dim=sym_dim(d, l),
-                                     distance=float(dist[i])))
-                ok = [w for w, r in zip(ws, res) if r <= tol]
+                    rows.append(dict(dim=d, order=l, seed=seed, width=w,
+                                     residual=float(out.residual[i]),
+                                     rank=int(out.rank[i]) if solver == "dense" else pd.NA,
+                                     sym_dim=sym_dim(d, l), distance=float(out.distance[i]),
+                                     solver=solver,
+                                     iterations=(int(out.iterations[i]) if solver == "iterative"
+                                                 else pd.NA),
+                                     converged=bool(out.converged[i])))
+                ok = [w for w, r in zip(ws, out.residual) if r <= tol]
                 fits.append(ok[0] if ok else None)
             critical[(d, l)] = None if None in fits else max(fits)
-            predicted[(d, l)] = predicted_critical_width(d, l) * (2 if init == "antisymmetric" else 1)
-    return Threshold(pd.DataFrame(rows), critical, predicted)
+            predicted[(d, l)] = _predicted(d, l, init)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.astype({"rank": "Int64", "iterations": "Int64"})
+    return Threshold(table, critical, predicted)
 
 
 def fit_exponent(dims, widths) -> float:
@@ -469,6 +720,50 @@ def fit_exponent(dims, widths) -> float:
         raise ValueError(f"dims and widths must be equal-length sequences of >= 2 positive values, "
                          f"got {len(x)} and {len(y)}")
     return float(np.polyfit(x, y, 1)[0])
+
+
+def local_exponents(dims, widths) -> np.ndarray:
+    """``(n - 1,)`` local slopes ``log(m_{k+1}/m_k) / log(d_{k+1}/d_k)`` between consecutive
+    ``dims`` (sorted increasing, distinct). For the rule ``m* ~ C(d+l-1, l)/d`` they are
+    ``~ sum_{k=1}^{l-1} d/(d+k)``, rising towards ``l - 1`` (rule, l = 3: 1.58, 1.77, 1.87 for
+    d = 4 -> 8 -> 16 -> 32; l = 4: 2.07, 2.53 for d = 4 -> 8 -> 16), which is why a global fit
+    over small ``d`` falls short of ``l - 1``."""
+    x, y = np.log(np.asarray(dims, np.float64)), np.log(np.asarray(widths, np.float64))
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2 or not np.all(np.isfinite(x + y)):
+        raise ValueError(f"dims and widths must be equal-length sequences of >= 2 positive values, "
+                         f"got {np.shape(dims)} and {np.shape(widths)}")
+    if not np.all(np.diff(x) > 0):
+        raise ValueError(f"dims must be strictly increasing, got {list(dims)}")
+    return np.diff(y) / np.diff(x)
+
+
+def threshold_slopes(result: Threshold):
+    """Local slopes of the measured critical width beside the exact rule's, per order.
+
+    Returns a ``pandas.DataFrame`` with one row per consecutive pair of dims of an order (cases
+    whose critical width was not found are skipped): ``order, dim_lo, dim_hi, critical_lo,
+    critical_hi, measured`` (:func:`local_exponents` of the measured ``m*``), ``rule`` (the same
+    for :func:`predicted_critical_width`, or the antisymmetric ``2 m* - 1``) and ``asymptote``
+    (``l - 1``).
+    """
+    import pandas as pd
+    if not isinstance(result, Threshold):
+        raise TypeError(f"result must be a Threshold (threshold_experiment), got "
+                        f"{type(result).__name__}")
+    out = []
+    for l in sorted({l for _, l in result.critical}):
+        dims = sorted(d for d, ll in result.critical if ll == l and result.critical[(d, ll)])
+        if len(dims) < 2:
+            continue
+        meas = local_exponents(dims, [result.critical[(d, l)] for d in dims])
+        rule = local_exponents(dims, [result.predicted[(d, l)] for d in dims])
+        for k in range(len(dims) - 1):
+            out.append(dict(order=l, dim_lo=dims[k], dim_hi=dims[k + 1],
+                            critical_lo=result.critical[(dims[k], l)],
+                            critical_hi=result.critical[(dims[k + 1], l)],
+                            measured=float(meas[k]), rule=float(rule[k]), asymptote=l - 1))
+    return pd.DataFrame(out, columns=["order", "dim_lo", "dim_hi", "critical_lo", "critical_hi",
+                                      "measured", "rule", "asymptote"])
 
 
 # -- lazy training --------------------------------------------------------------------------------
