@@ -1,6 +1,8 @@
-"""Lazy loss + gradient: the exact factored form against the ``jax.linearize`` reference.
+"""Lazy loss + gradient: the exact factored form against the ``jax.linearize`` reference; and
+(``--solve``) the lazy optimum, dense normal equations against matrix-free CG.
 
     python benchmarks/lazy.py [--quick] [--repeats N] [--width M]
+    python benchmarks/lazy.py --solve [--cases d,l,m ...] [--dense-max MD]
 
 For each ``(d, l)`` in ``d = 16, 32`` and ``l = 3, 4``, with a standard initialization of width
 ``m`` (default 64; 16 with ``--quick``) and a random-unit target of rank 8, it prints the median
@@ -14,8 +16,17 @@ wall time (after warm-up) of one ``jit(value_and_grad)`` in ``Δ`` of
 their ratio ``linearize / factored``, the one-off cost of building the linearization, and the
 relative difference of the two gradients (a sanity check that both compute the same thing).
 
-``main(argv)`` returns ``{row: {column: value}}`` (rows named ``d{d}_l{l}``) for
-``benchmarks/run_all.py``. Compare ratios, not absolute times: CPU machines are shared.
+``--solve``: for each case ``(d, l, m)`` (default: ``l = 3, d = 32`` at ``m = 64`` and ``m = 187``,
+i.e. ``m d = 2048`` and ``5984``, the second exactly at the threshold where ``J`` is square and CG
+is slowest; then ``d = 40, m = 287``, ``m d = 11480``, square again) it prints, for
+:func:`jaxtd.lazy.lstsq` (dense, only up to ``--dense-max`` unknowns) and
+:func:`jaxtd.lazy.cg_lstsq` (float64, standard init, random-unit rank-20 target), the compile and
+the run seconds apart, XLA's memory estimate of the compiled program (arguments + outputs +
+temporaries), CG's iterations and the two residuals.
+
+``main(argv)`` returns ``{row: {column: value}}`` (rows named ``d{d}_l{l}``, or ``d{d}_l{l}_m{m}``
+with ``--solve``) for ``benchmarks/run_all.py``. Compare ratios, not absolute times: CPU machines
+are shared.
 """
 
 from __future__ import annotations
@@ -60,13 +71,86 @@ def bench_row(d, l, m, rank, repeats):
     return row
 
 
+SOLVE_CASES = ((32, 3, 64), (32, 3, 187), (40, 3, 287))
+
+
+def _memory_mb(compiled) -> float:
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return float("nan")
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+             - getattr(mem, "alias_size_in_bytes", 0))
+    return total / 2 ** 20
+
+
+def _timed(fn, *args):
+    """``(compile_s, run_s, memory_mb, output)``: AOT compile, then one blocked run."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = block(compiled(*args))
+    return compile_s, time.perf_counter() - t0, _memory_mb(compiled), out
+
+
+def solve_row(d, l, m, dense_max):
+    with jax.enable_x64(True):
+        kw, kt = jax.random.split(jax.random.key(d + l))
+        w = jaxtd.init_factors(kw, m, d, scale="standard", dtype=jnp.float64)
+        model = jaxtd.SymCP(jnp.ones((m,), jnp.float64), w, l)
+        target = jaxtd.targets.random_unit(kt, d, 20, l, dtype=jnp.float64)
+        row = {"d": d, "l": l, "m": m, "md": m * d, "sym_dim": lazy.sym_dim(d, l)}
+        c, r, mem, out = _timed(lambda mo, t: lazy.cg_lstsq(mo, t), model, target)
+        row.update(cg_compile_s=c, cg_run_s=r, cg_mb=mem, cg_iterations=int(out.iterations),
+                   cg_converged=bool(out.converged), cg_residual=float(out.residual),
+                   cg_floor=float(out.floor))
+        if m * d <= dense_max:
+            c, r, mem, res = _timed(lambda mo, t: lazy.lstsq(mo, t).residual, model, target)
+            row.update(dense_compile_s=c, dense_run_s=r, dense_mb=mem, dense_residual=float(res))
+        return row
+
+
+def solve_main(args) -> dict:
+    mach = machine()
+    print(f"lazy optimum, dense normal equations vs matrix-free CG  (float64; {mach['nproc']} cpus, "
+          f"{mach['cpu']}, jax {mach['jax']}, {mach['device']})")
+    head = (f"{'(d, l, m)':>12} {'m d':>6} {'C(d+l-1,l)':>10} | {'dense cmp s':>11} {'run s':>7} "
+            f"{'MiB':>7} {'residual':>9} | {'cg cmp s':>8} {'run s':>7} {'MiB':>6} {'iters':>6} "
+            f"{'residual':>9} {'floor':>8}")
+    print(head)
+    print("-" * len(head))
+    cases = [tuple(int(v) for v in c.split(",")) for c in args.cases] if args.cases else SOLVE_CASES
+    results = {}
+    for d, l, m in cases:
+        row = solve_row(d, l, m, args.dense_max)
+        results[f"d{d}_l{l}_m{m}"] = row
+        dense = (f"{row['dense_compile_s']:>11.2f} {row['dense_run_s']:>7.2f} "
+                 f"{row['dense_mb']:>7.1f} {row['dense_residual']:>9.2e}" if "dense_run_s" in row
+                 else f"{'(skipped: m d > --dense-max)':>37}")
+        print(f"{str((d, l, m)):>12} {row['md']:>6} {row['sym_dim']:>10} | {dense} | "
+              f"{row['cg_compile_s']:>8.2f} {row['cg_run_s']:>7.2f} {row['cg_mb']:>6.1f} "
+              f"{row['cg_iterations']:>6} {row['cg_residual']:>9.2e} {row['cg_floor']:>8.1e}",
+              flush=True)
+    print("MiB: XLA's estimate for the compiled program (arguments + outputs + temporaries; "
+          "LAPACK's eigh workspace is allocated outside it)")
+    return results
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="width 16 and 3 repeats")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--width", type=int, default=None, help="model width m (default 64)")
     p.add_argument("--rank", type=int, default=8, help="target rank r")
+    p.add_argument("--solve", action="store_true", help="benchmark the lazy optimum instead")
+    p.add_argument("--cases", nargs="*", default=None, metavar="d,l,m",
+                   help="--solve cases (default: 32,3,64 32,3,187 40,3,287)")
+    p.add_argument("--dense-max", type=int, default=2100,
+                   help="--solve: run the dense solve up to this many unknowns m d (default 2100; "
+                        "6000 takes minutes on 2 cores)")
     args = p.parse_args(argv)
+    if args.solve:
+        return solve_main(args)
     repeats = args.repeats or (3 if args.quick else 7)
     m = args.width or (16 if args.quick else 64)
 

@@ -434,7 +434,7 @@ def _table_program(keys, target, widths, init_scale, *, top, init, signs, solver
     keys. Traced under ``jax.enable_x64``; the inits are drawn in the target's own dtype."""
     inits = jax.vmap(lambda k: _to64(_lazy_gd_init(k, target, top, init, signs, init_scale)))(keys)
     tgt = _to64(target)
-    rows = jnp.arange(top)
+    rows = jnp.arange(top, dtype=jnp.int32)
 
     def per_width(m):
         mask = (rows < m).astype(jnp.float64)
