@@ -261,3 +261,20 @@ def test_bad_init_params_name_the_argument():
         jaxtd.run(alg, key, target, width=3, steps=10, init_params=[[0.0] * 6] * 3)
     with pytest.raises(ValueError, match="hparams has unknown names"):
         jaxtd.run(alg, key, target, width=3, steps=10, hparams={"lr": 0.1})
+
+
+def test_differentiated_float32_run_keeps_every_contraction_at_highest_precision():
+    """The backward and tangent programs of a float32 run (transposed matmuls of the step, the
+    second-order terms, the metrics' plain-Gram derivatives) all carry Precision.HIGHEST."""
+    alg, target = gd(0.1, model="two_homogeneous", regularization=1e-3), _target("float32")
+
+    def loss(lr):
+        return simulate(alg, jax.random.key(0), target, width=4, steps=4, record_every=2,
+                        hparams={"learning_rate": lr}).final_relative_error
+
+    for fn in (jax.grad(loss), lambda lr: jax.jvp(loss, (lr,), (jnp.ones_like(lr),))):
+        text = jax.jit(fn).lower(jnp.float32(0.1)).as_text()
+        dots = [line for line in text.splitlines() if "stablehlo.dot" in line]
+        assert dots
+        for line in dots:
+            assert "precision = [HIGHEST, HIGHEST]" in line, line
