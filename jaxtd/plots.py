@@ -535,7 +535,7 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
             label = f"component {j}" + (f" (a={true_weights[j]:g})" if true_weights is not None
                                         else "")
             line = ax.plot(t[keep], med, color=color, marker=marker, ms=4,
-                           markevery=max(1, keep.sum() // 12), label=label)[0]
+                           markevery=0.1, label=label)[0]
             if ax is axes[0]:
                 handles.append(line)
             if true_weights is not None:
