@@ -65,7 +65,10 @@ def test_divergence_is_flagged_with_its_step_and_freezes_the_state():
     # Frozen at the last good iterate: later records repeat it, its objective is losses[k-1].
     after = np.asarray(res.history["step"]) > k
     rel = np.asarray(res.history["relative_error"])[after]
-    np.testing.assert_array_equal(rel, rel[0])
+    np.testing.assert_array_equal(rel[:-1], rel[0])
+    # the last record holds the precise final value of the same frozen iterate
+    np.testing.assert_allclose(rel[-1], rel[0], rtol=1e-5)
+    assert float(res.final_relative_error) == rel[-1]
     np.testing.assert_allclose(np.asarray(res.history["objective"])[after], losses[k - 1],
                                rtol=1e-6)
     # A lower factor flags an earlier, merely exploding step.
