@@ -584,18 +584,22 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
     shardings = (NamedSharding(mesh, PartitionSpec(_SEED_AXIS)), NamedSharding(mesh, PartitionSpec()))
     dtype = default_dtype()
     # numpy, not jnp: building the grid must not trigger an eager XLA compilation
-    grid = {name: np.asarray([c[i] for c in spec.hparam_grid], np.dtype(dtype))
-            for i, name in enumerate(spec.hparam_names)}
+    # Every hparam is an input of the program, swept or not (not swept: its default repeated), so
+    # a cell traces exactly as `jaxtd.run` does (it passes them all) and no value is a constant.
+    combos = spec.hparam_grid
+    grid = {name: np.asarray([c[spec.hparam_names.index(name)] if name in spec.hparam_names
+                              else float(default) for c in combos], np.dtype(dtype))
+            for name, default in dict(algorithm.hparams).items()}
+    grid_names = tuple(grid)
     cost = BucketCost.for_platform(
         devices[0].platform, dim=target.dim, rank=target.rank,
         cell_steps=spec.steps * len(spec.hparam_grid) * math.ceil(spec.chunk_size / n_dev))
     buckets = [_Bucket(ws) for ws in bucket_widths(spec.widths, spec.bucketing, cost=cost)]
 
     def fn_for(b):
-        return _grid_fn(algorithm, b.padded_width, spec.steps, spec.record_every,
-                        spec.hparam_names)
+        return _grid_fn(algorithm, b.padded_width, spec.steps, spec.record_every, grid_names)
 
-    program_key = (algorithm, spec.steps, spec.record_every, spec.hparam_names)
+    program_key = (algorithm, spec.steps, spec.record_every, grid_names)
     chunk_len = math.ceil(spec.chunk_size / n_dev) * n_dev
     done = store.done() if store is not None else set()
     parts, run_seconds, seed_shards = [], 0.0, 0
