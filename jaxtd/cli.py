@@ -11,7 +11,8 @@ chunk, saved under ``DIR/sweeps`` so an interrupted run resumes) and writes into
 Every user-facing failure (config, command line, unreadable or mismatched saved files, disk
 full, permissions) exits with status 2 and one line naming the key or file and the fix;
 ``--debug`` shows the traceback instead. Ctrl-C exits with status 130 and prints the command
-that resumes the run; further Ctrl-C are ignored while the run shuts down cleanly.
+that resumes the run: at once in plain Python, after the current compilation or chunk inside
+JAX (aborting XLA half-way crashes the process at exit); further Ctrl-C are ignored.
 """
 
 from __future__ import annotations
@@ -166,11 +167,18 @@ def _drain() -> None:
     never tears the runtime down under them."""
     if "jax" not in sys.modules:
         return
+    import gc
+
     import jax
     try:
         for array in jax.live_arrays():
             array.block_until_ready()
         jax.effects_barrier()
+        sweep_module = sys.modules.get("jaxtd.sweep")
+        if sweep_module is not None:
+            sweep_module.clear_cache()
+        jax.clear_caches()
+        gc.collect()
     except Exception:  # best effort: nothing to wait for is fine
         pass
 
@@ -189,7 +197,12 @@ def cmd_run(args) -> int:
     start = time.perf_counter()
     bar = _progress_bar(experiment.total_cells(config))
 
+    def on_cells(n: int) -> None:
+        bar.update(n)
+        _INTERRUPTS.checkpoint()
+
     def on_start(sub):
+        _INTERRUPTS.checkpoint()
         if bar.disable:
             _log(f"[jaxtd] {sub.algorithm}: l={sub.order} d={sub.dim} r={sub.rank}, widths "
                  f"{list(sub.widths)}, {sub.seeds} seeds, {sub.steps} steps")
@@ -198,8 +211,9 @@ def cmd_run(args) -> int:
 
     try:
         try:
-            outcome = experiment.run(config, out, resume=args.resume, on_cells=bar.update,
+            outcome = experiment.run(config, out, resume=args.resume, on_cells=on_cells,
                                      on_start=on_start)
+            _INTERRUPTS.checkpoint()
         finally:
             bar.close()
     except KeyboardInterrupt:
@@ -340,19 +354,49 @@ def _os_error_line(err: OSError) -> str:
     return f"{where}: {problem}; fix: {fix}"
 
 
-class _SigintOnce:
-    """SIGINT handler: the first Ctrl-C raises KeyboardInterrupt; later ones are ignored so the
-    run can save, wait for XLA's threads and exit cleanly (a second interrupt during interpreter
-    teardown, while XLA threads still run, is what crashes a process)."""
+def _inside_jax(frame) -> bool:
+    """Whether the interrupted Python stack is inside JAX (compiling or dispatching)."""
+    marks = (f"{os.sep}jax{os.sep}", f"{os.sep}jaxlib{os.sep}")
+    while frame is not None:
+        if any(m in frame.f_code.co_filename for m in marks):
+            return True
+        frame = frame.f_back
+    return False
+
+
+class _Interrupts:
+    """The SIGINT handler of ``jaxtd``.
+
+    A KeyboardInterrupt raised inside an XLA call (a compilation aborted half-way) leaves XLA's
+    worker threads running while the interpreter tears down, and the process then crashes
+    (segmentation fault) after printing its message. So a Ctrl-C that lands inside JAX is
+    deferred: the run stops at the next :meth:`checkpoint` (after the current compilation or
+    chunk, whose results are saved); one that lands in plain Python raises at once. Further
+    Ctrl-C are ignored while the run shuts down.
+    """
 
     def __init__(self):
-        self.hit = False
+        self.pending = False
+        self.raised = False
 
     def __call__(self, signum, frame):
-        if self.hit:
+        if self.raised or self.pending:
             return
-        self.hit = True
+        if _inside_jax(frame):
+            self.pending = True
+            _log("\n[jaxtd] Ctrl-C: stopping after the current compilation or chunk ...")
+            return
+        self.raised = True
         raise KeyboardInterrupt
+
+    def checkpoint(self) -> None:
+        """Raise the deferred KeyboardInterrupt, if any (call where stopping is safe)."""
+        if self.pending and not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+
+
+_INTERRUPTS = _Interrupts()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -362,8 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    global _INTERRUPTS
     previous = None
-    handler = _SigintOnce()
+    handler = _INTERRUPTS = _Interrupts()
     try:
         previous = signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: keep the default behaviour
@@ -396,5 +441,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.showwarning = show_warning
         # the console script keeps ignoring repeated Ctrl-C until the interpreter has exited
-        if previous is not None and (argv is not None or not handler.hit):
+        if previous is not None and (argv is not None or not handler.raised):
             signal.signal(signal.SIGINT, previous)

@@ -26,7 +26,7 @@ __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "mak
 
 # Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
 # (float32, jit-compiled); only the order of magnitude matters.
-_FLOPS_PER_SECOND = 4e9
+_FLOPS_PER_SECOND = 1e11
 _SECONDS_PER_CHUNK = 3.0  # a progress bar that moves every few seconds
 
 
@@ -248,14 +248,15 @@ def _fmt_seconds(t: float) -> str:
 # -- the exact lazy optimum -------------------------------------------------------------------
 
 def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequence[int],
-                        outcome: Optional[Outcome] = None):
+                        outcome: Optional[Outcome] = None,
+                        on_cells: Optional[Callable[[int], None]] = None):
     """``(len(seeds), len(widths))`` exact best lazy residuals, in float64.
 
     Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell: ``algorithm.init`` (a
     :func:`jaxtd.algorithms.lazy_gd`) with key :func:`jaxtd.sweep.key_for_seed` ``(s)``, drawn in
     the target's dtype, then solved in float64 inside ``jax.enable_x64`` (thread-local): the
     float32 normal equations cannot resolve a zero residual. Compile and run times are added to
-    ``outcome``.
+    ``outcome``; ``on_cells(len(seeds))`` is called after each width.
     """
     import jax
     import jax.numpy as jnp
@@ -283,13 +284,15 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
             out[:, j] = np.asarray(compiled(keys))
             compile_s += t1 - t0
             run_s += time.perf_counter() - t1
+            if on_cells is not None:
+                on_cells(len(seeds))
     if outcome is not None:
         outcome.add({"n_compiles": len(widths), "compile_seconds": compile_s,
                      "run_seconds": run_s})
     return out
 
 
-def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome):
+def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify):
     """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``)."""
     import numpy as np
 
@@ -303,10 +306,11 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome):
             with np.load(cache) as saved:
                 if list(saved["widths"]) == widths and list(saved["seeds"]) == seeds:
                     table = saved["residual"]
+                    notify(len(seeds) * len(widths))
         except (OSError, ValueError, KeyError):
             table = None  # a damaged cache is recomputed, never trusted
     if table is None:
-        table = lazy_best_residuals(algorithm, target, seeds, widths, outcome)
+        table = lazy_best_residuals(algorithm, target, seeds, widths, outcome, notify)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(str(cache)) as f:
             np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
@@ -401,9 +405,9 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         if sub.train:
             chunk_results = []
             for k, seeds in enumerate(sub.chunks()):
-                res, _ = _one_sweep(algorithm, target, sub, config, folder / f"chunk-{k:04d}",
-                                    seeds, resume)
-                if res.info:
+                res, loaded = _one_sweep(algorithm, target, sub, config,
+                                         folder / f"chunk-{k:04d}", seeds, resume)
+                if not loaded:  # a chunk finished earlier cost nothing this time
                     outcome.add({k2: res.info.get(k2, 0) for k2 in
                                  ("n_compiles", "compile_seconds", "run_seconds")})
                 chunk_results.append(res)
@@ -412,8 +416,7 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         else:
             res = _residual_only(sub.widths, sub.seeds)
         if sub.lazy_best:
-            res = _lazy_column(res, algorithm, target, folder, outcome)
-            notify(sub.seeds * len(sub.widths))
+            res = _lazy_column(res, algorithm, target, folder, outcome, notify)
             if not sub.train:
                 best = res.rows["lazy_best_residual"].to_numpy()
                 ok = np.isfinite(best) & (best <= config.sweep.success_threshold)

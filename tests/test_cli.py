@@ -1,6 +1,7 @@
 """The ``jaxtd`` command (jaxtd/cli.py): help, presets, errors, a tiny end-to-end run, show,
 resume and interruption."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -74,11 +75,16 @@ def test_presets_lists_one_line_each(capsys):
         assert sum(line.startswith(name + " ") for line in lines) == 1
 
 
-def _one_error_line(capsys, argv, key):
+def _one_error_line(capsys, argv, key, *, progress_lines=False):
+    """Exit status 2 and one error line naming ``key`` (after the progress lines of sub-sweeps
+    already started, with ``progress_lines``)."""
     assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and key in err and "Traceback" not in err
-    return err
+    lines = capsys.readouterr().err.strip().splitlines()
+    if progress_lines:
+        lines = [line for line in lines if not line.startswith("[jaxtd] ")]
+    assert len(lines) == 1 and key in lines[0] and "Traceback" not in lines[0], lines
+    assert lines[0].startswith("jaxtd: error: ") and "; fix: " in lines[0]
+    return lines[0]
 
 
 @pytest.mark.parametrize("edit,key", [
@@ -190,3 +196,226 @@ def test_quick_headline_config_is_small():
     s = config.sweep
     assert s.seeds == 2 and s.steps <= 300 and len(s.widths) == 2
     assert np.prod([len(x) for x in (config.target.orders, config.target.dims)]) == 1
+
+
+# -- the command line's contract ------------------------------------------------------------------
+
+FEATURES = """
+name = "features"
+[target]
+order = 3
+dim = 4
+rank = 2
+
+[sweep]
+algorithms = ["gd", "heavy_ball"]
+widths = [2, 4]
+seeds = 2
+steps = 60
+success_threshold = 1e-2
+record_every = 20
+bucketing = "single"
+chunk_size = 1
+
+[gd]
+optimizer = "adam"
+optimizer_args = {b1 = 0.8}
+learning_rate = 0.05
+init_scale = [0.1, 0.3]
+
+[heavy_ball]
+factory = "tests.example_algorithm:heavy_ball"
+learning_rate = 0.05
+momentum = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def features_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("features")
+    path = folder / "features.toml"
+    path.write_text(FEATURES)
+    out = folder / "out"
+    # optax.adam's bias correction mixes its int32 step count with floats, which the tests'
+    # strict dtype promotion refuses; users run under JAX's standard promotion
+    import jax
+    with jax.numpy_dtype_promotion("standard"):
+        assert cli.main(["run", str(path), "--out", str(out), "--no-compile-cache"]) == 0
+    return path, out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("jaxtd ")
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    out = tmp_path / "o"
+    assert cli.main(["run", str(path), "--out", str(out), "--dry-run",
+                     "--set", "sweep.seeds=3"]) == 0
+    text = capsys.readouterr().out
+    assert "lazy-l3-d4-r2: 3 seeds x 2 widths" in text and "gd-l3-d4-r2: 3 seeds x 2 widths" in text
+    assert "programs to compile" in text and "peak memory" in text and "cells" in text
+    assert not out.exists()
+
+
+def test_set_overrides_and_bad_set(tmp_path, capsys):
+    args = cli.build_parser().parse_args(["run", "--quick", "--set", "gd.learning_rate=0.07",
+                                          "--set", "sweep.seeds=1"])
+    config, _ = cli._resolve_config(args)
+    assert config.params["gd"]["learning_rate"] == 0.07 and config.sweep.seeds == 1
+    _one_error_line(capsys, ["run", "--quick", "--dry-run", "--set", "gd.learning_rate=-1"],
+                    "[gd] learning_rate")
+    _one_error_line(capsys, ["run", "--quick", "--dry-run", "--set", "gd.lr"], "--set")
+
+
+def test_resume_with_nothing_saved_exits_2(tmp_path, capsys):
+    _one_error_line(capsys, ["run", "--out", str(tmp_path / "new"), "--resume"], "--resume")
+    _one_error_line(capsys, ["run", "--resume"], "--resume")
+    assert not (tmp_path / "new").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace("order = 3", "order = 1"))
+    from jaxtd.config import ConfigError
+    with pytest.raises(ConfigError, match=r"\[target\] order"):
+        cli.main(["--debug", "run", str(path), "--dry-run"])
+    with pytest.raises(ConfigError):
+        cli.main(["run", str(path), "--dry-run", "--debug"])
+
+
+def test_os_errors_are_one_line():
+    import errno
+    line = cli._os_error_line(OSError(errno.ENOSPC, "No space left", "/x/rows.npz"))
+    assert line.startswith("/x/rows.npz: disk full; fix: ") and "--resume" in line
+    assert "permission" in cli._os_error_line(PermissionError(errno.EACCES, "denied", "/y"))
+
+
+def test_compile_cache_is_on_unless_disabled(tmp_path, monkeypatch):
+    from jaxtd import compile_cache
+    calls = []
+    monkeypatch.setattr(compile_cache, "enable", lambda *a, **k: calls.append(1))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run", interrupted)
+    assert cli.main(["run", "--quick", "--out", str(tmp_path / "a")]) == 130
+    assert calls == [1]
+    assert cli.main(["run", "--quick", "--out", str(tmp_path / "b"), "--no-compile-cache"]) == 130
+    assert calls == [1]
+
+
+def test_last_line_reports_compiles_and_times(tiny_run, tmp_path, capsys):
+    out = tmp_path / "again"
+    assert cli.main(["run", str(tiny_run[0]), "--out", str(out)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    import re
+    match = re.fullmatch(r"compiled (\d+) programs in ([\d.]+) s, ran in ([\d.]+) s", last)
+    assert match, last
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]  # atomic writes
+
+
+def test_rows_carry_the_hyperparameters(tiny_run):
+    df = pd.read_csv(tiny_run[1] / "results.csv")
+    gd, lazy = df[df["algorithm"] == "gd"], df[df["algorithm"] == "lazy"]
+    assert (gd["init_scale"] == 0.1).all() and (gd["learning_rate"] == 0.1).all()
+    assert (gd["model"] == "plain").all() and (gd["optimizer"] == "sgd").all()
+    assert (lazy["learning_rate"] == 0.02).all() and (lazy["init"] == "standard").all()
+
+
+def test_optimizer_user_algorithm_and_swept_hparam(features_run):
+    """`optimizer = "adam"` and the user's heavy-ball factory give the cells of standalone runs
+    (same key, same algorithm); a list value sweeps init_scale as a column."""
+    import jax
+    import optax
+
+    import jaxtd
+    from tests.example_algorithm import heavy_ball
+    _, out = features_run
+    df = pd.read_csv(out / "results.csv")
+    assert set(df["algorithm"]) == {"gd", "heavy_ball"}
+    gd = df[df["algorithm"] == "gd"]
+    assert len(gd) == 2 * 2 * 2 and set(gd["init_scale"]) == {0.1, 0.3}
+    assert (gd["optimizer"] == "adam").all()
+    hb = df[df["algorithm"] == "heavy_ball"]
+    assert len(hb) == 4 and (hb["momentum"] == 0.5).all()
+    target = experiment.make_target(cli.cfg.load(out / "config.toml").target, 3, 4, 2)
+    adam = jaxtd.algorithms.gd(functools.partial(optax.adam, b1=0.8), learning_rate=0.05,
+                               init_scale=0.3)
+    row = gd[(gd["seed"] == 1) & (gd["width"] == 4) & (gd["init_scale"] == 0.3)].iloc[0]
+    with jax.numpy_dtype_promotion("standard"):
+        alone = jaxtd.run(adam, jaxtd.key_for_seed(1), target, width=4, steps=60,
+                          record_every=20)
+    np.testing.assert_allclose(row["final_relative_error"], float(alone.final_relative_error),
+                               rtol=1e-4)
+    row = hb[(hb["seed"] == 1) & (hb["width"] == 2)].iloc[0]
+    alone = jaxtd.run(heavy_ball(0.05, 0.5), jaxtd.key_for_seed(1), target, width=2, steps=60,
+                      record_every=20)
+    np.testing.assert_allclose(row["final_relative_error"], float(alone.final_relative_error),
+                               rtol=1e-4)
+    assert jax.numpy.isfinite(alone.final_relative_error)
+
+
+def test_show_only_reads_the_data(features_run, tmp_path, capsys):
+    _, out = features_run
+    data = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()
+            and not p.name.endswith(".png")}
+    figures = tmp_path / "figs"
+    assert cli.main(["show", str(out), "--out", str(figures)]) == 0
+    assert (figures / "success_vs_width.png").is_file()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()
+            and not p.name.endswith(".png")} == data
+    assert "per hyper-parameter value" in capsys.readouterr().out
+
+
+def test_damaged_saved_chunk_exits_2_naming_it(features_run, tmp_path, capsys):
+    _, reference = features_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    for name in ("results.csv", "config.json"):
+        (out / name).unlink()
+    chunk = out / "sweeps" / "gd-l3-d4-r2" / "chunk-0000"
+    (chunk / "rows.npz").write_bytes(b"not a zip")
+    _one_error_line(capsys, ["run", "--out", str(out), "--resume"], "chunk-0000",
+                    progress_lines=True)
+
+
+def test_resume_in_another_dtype_exits_2(features_run, tmp_path, capsys, x64):
+    _, reference = features_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    _one_error_line(capsys, ["run", "--out", str(out), "--resume"], "float32",
+                    progress_lines=True)
+
+
+@pytest.mark.timeout(300)
+def test_sigint_exits_130_with_the_resume_command(tmp_path):
+    """A real Ctrl-C (during compilation or a chunk): status 130, the resume command, no crash
+    (a second Ctrl-C is ignored while the run shuts down)."""
+    import signal
+    import time
+    path = tmp_path / "slow.toml"
+    path.write_text(TINY.replace("steps = 200", "steps = 4000").replace("widths = [2, 8]",
+                                                                        "widths = [2, 8, 16]"))
+    out = tmp_path / "out"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "jaxtd", "run", str(path), "--out", str(out),
+                             "--no-compile-cache"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=os.getcwd())
+    try:
+        line = proc.stderr.readline()  # the first sub-sweep starts: compiling
+        assert line.startswith("[jaxtd] lazy"), line
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert f"jaxtd run --out {out} --resume" in err and "Traceback" not in err

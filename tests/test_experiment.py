@@ -1,0 +1,97 @@
+"""The experiment layer (jaxtd/experiment.py): plan, chunking, progress counts, hyper-parameter
+columns, compile/run totals."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxtd import config as cfg
+from jaxtd import experiment
+
+SMALL = """
+name = "small"
+[target]
+order = 3
+dim = 4
+rank = 2
+
+[sweep]
+algorithms = ["lazy", "gd"]
+widths = [2, 3]
+seeds = 2
+steps = 40
+success_threshold = 1e-2
+record_every = 20
+bucketing = "single"
+
+[lazy]
+init = "standard"
+learning_rate = 0.02
+
+[gd]
+init_scale = 0.2
+"""
+
+
+def test_plan_sub_sweeps_and_chunks():
+    c = cfg.loads(SMALL.replace("seeds = 2", "seeds = 6\nchunk_size = 4"))
+    subs = experiment.plan(c)
+    assert [s.folder for s in subs] == ["lazy-l3-d4-r2", "gd-l3-d4-r2"]
+    assert subs[1].chunks() == [(0, 1, 2, 3), (4, 5)] and subs[1].cells == 12
+    assert experiment.total_cells(c) == 12 + 12 + 12  # lazy GD, lazy best, gd
+
+
+@pytest.mark.parametrize("seeds", [1, 6, 7, 12])
+def test_default_chunk_size_divides_the_seeds(seeds):
+    c = cfg.loads(SMALL.replace("seeds = 2", f"seeds = {seeds}").replace("steps = 40",
+                                                                       "steps = 400000"))
+    k = experiment.default_chunk_size(c, "gd", 3, 4, 2)
+    assert 1 <= k <= seeds and seeds % k == 0
+
+
+def test_describe_is_a_plan():
+    text = experiment.describe(cfg.loads(SMALL))
+    assert "lazy-l3-d4-r2: 2 seeds x 2 widths" in text
+    lazy, gd = text.splitlines()[1:3]
+    assert "3 program(s) to compile" in lazy  # one grid, one exact solve per width
+    assert "1 program(s) to compile" in gd and "4 cells in 2 chunk(s)" not in gd
+    assert text.splitlines()[-1].startswith("total: 12 cells, 4 programs to compile")
+
+
+def test_hyperparameters_are_resolved_values():
+    c = cfg.loads(SMALL.replace('algorithms = ["lazy", "gd"]', 'algorithms = ["deflation"]'))
+    alg = experiment.make_algorithm(c, "deflation")
+    hp = experiment.hyperparameters(c, "deflation", alg)
+    assert hp["step_size"] == 0.05 and hp["delta0"] == 1e-3
+    assert hp["regularization"] == pytest.approx(1e-4)  # left to the constructor: epsilon / 10
+    assert alg.name == "deflation"
+
+
+@pytest.mark.timeout(300)
+def test_chunked_run_equals_one_chunk_and_counts_every_cell(tmp_path):
+    whole = cfg.loads(SMALL.replace("seeds = 2", "seeds = 2\nchunk_size = 2"))
+    split = cfg.loads(SMALL.replace("seeds = 2", "seeds = 2\nchunk_size = 1"))
+    counted, started = [], []
+    a = experiment.run(whole, tmp_path / "a")
+    b = experiment.run(split, tmp_path / "b", on_cells=counted.append,
+                       on_start=lambda sub: started.append(sub.folder))
+    # lazy GD: 2 chunks; its best residual: 2 widths; gd: 2 chunks
+    assert sum(counted) == experiment.total_cells(split) and len(counted) == 2 + 2 + 2
+    assert started == ["lazy-l3-d4-r2", "gd-l3-d4-r2"]
+    # same cells; a different vmap batch may change float32 rounding in the last place
+    pd.testing.assert_frame_equal(a.results.rows, b.results.rows, check_exact=False, rtol=1e-5)
+    for name in a.results.histories:
+        np.testing.assert_allclose(a.results.histories[name], b.results.histories[name],
+                                   rtol=1e-5, atol=1e-6)
+    rows = b.results.rows
+    assert list(rows.columns[:4]) == ["algorithm", "order", "dim", "rank"]
+    assert (rows.loc[rows["algorithm"] == "gd", "init_scale"] == 0.2).all()
+    assert (rows.loc[rows["algorithm"] == "gd", "init"] == "").all()  # lazy-only key
+    # totals: the sum of the parts (sweeps and lazy solves)
+    assert b.n_compiles == sum(i["n_compiles"] for i in b.infos)
+    assert b.run_seconds == pytest.approx(sum(i["run_seconds"] for i in b.infos))
+    assert b.results.info["parts"] == b.infos
+    # resumed: nothing compiled or run again, same rows
+    c = experiment.run(split, tmp_path / "b", resume=True)
+    assert c.n_compiles == 0
+    pd.testing.assert_frame_equal(c.results.rows, b.results.rows)
