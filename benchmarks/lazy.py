@@ -112,8 +112,8 @@ def solve_row(d, l, m, dense_max):
 
 def solve_main(args) -> dict:
     mach = machine()
-    print(f"lazy optimum, dense normal equations vs matrix-free CG  (float64; {mach['nproc']} cpus, "
-          f"{mach['cpu']}, jax {mach['jax']}, {mach['device']})")
+    print(f"lazy optimum, dense normal equations vs matrix-free CG  (float64; "
+          f"{mach['nproc']} cpus, {mach['cpu']}, jax {mach['jax']}, {mach['device']})")
     head = (f"{'(d, l, m)':>12} {'m d':>6} {'C(d+l-1,l)':>10} | {'dense cmp s':>11} {'run s':>7} "
             f"{'MiB':>7} {'residual':>9} | {'cg cmp s':>8} {'run s':>7} {'MiB':>6} {'iters':>6} "
             f"{'residual':>9} {'floor':>8}")

@@ -343,11 +343,12 @@ def sym_dim(dim: int, order: int) -> int:
 
 METHODS = ("auto", "dense", "iterative")
 
-# "auto" solves densely up to this many unknowns m*d. Measured (float64, 2 CPU cores, after
-# compilation): dense 0.25 s / 0.13 s / 2.9 s at m d = 128 / 512 / 1024 against 1 ms / 1 ms / 8 ms
-# for CG. Small problems keep the dense solve for its exact zero above the threshold (rank test);
-# larger ones are out of the dense solve's reach anyway ((m d)^2 memory, (m d)^3 time).
-DENSE_MAX_SIZE = 512
+# "auto" solves densely up to this many unknowns m*d. Measured (float64, 2 shared CPU cores, after
+# compilation): one solve at m d = 128 / 512 / 1024: dense 0.25 s / 0.13 s / 2.9 s, CG 1 ms / 1 ms /
+# 8 ms; a 2-seed x 44-width table at d = 8, l = 3 (m d = 384): dense 15.5 s, CG 0.1 s (7 s with
+# its compilation). Tiny problems keep the dense solve (compiles faster, exact rank); the rest
+# gains orders of magnitude from CG, and both agree (tests/test_lazy_cg.py).
+DENSE_MAX_SIZE = 128
 
 
 def _check_method(method) -> str:
@@ -515,9 +516,11 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
         raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
     if signs not in models.SIGN_RULES:
         raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
-    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) or not init_scale > 0:
+    if (isinstance(init_scale, bool) or not isinstance(init_scale, (int, float))
+            or not init_scale > 0):
         raise ValueError(f"init_scale must be a float > 0, got {init_scale!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1):
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     from jaxtd.lazy_cg import _check_solver_args
     _check_solver_args(tol, max_iter)
@@ -621,7 +624,8 @@ def _case_widths(widths, d, l):
 
 def _masked_solve(model: SymCP, target: SymCP, masks, *, solver, rcond, tol, max_iter,
                   batch_size) -> _Cell:
-    """:func:`_solve_cell` of ``model`` with weights times each row of ``masks`` ``(n_widths, M)``."""
+    """:func:`_solve_cell` of ``model`` with weights times each row of ``masks``
+    ``(n_widths, M)``."""
     return jax.lax.map(lambda mk: _solve_cell(SymCP(model.weights * mk, model.factors, model.order),
                                               target, solver, rcond, tol, max_iter),
                        masks, batch_size=batch_size)

@@ -14,8 +14,8 @@ dense solve (:func:`jaxtd.lazy.lstsq`). :func:`cg_lstsq` runs preconditioned CG 
 equations (CGNE in Gram form) inside one ``jax.lax.while_loop`` (jit/vmap-able).
 
 Preconditioner: block Jacobi, the inverse of the ``d x d`` diagonal blocks
-``a_i I + b_i w_i w_i^T`` (``a_i = l c_i^2 |w_i|^{2(l-1)}``, ``b_i = l (l-1) c_i^2 |w_i|^{2(l-2)}``),
-applied in ``O(d)`` per row by Sherman–Morrison: ``(v - (l-1)/(l |w_i|^2) w_i <w_i, v>) / a_i``.
+``a_i I + b_i w_i w_i^T`` (``a_i = l c_i^2 |w_i|^{2(l-1)}``,
+``b_i = l (l-1) c_i^2 |w_i|^{2(l-2)}``), applied in ``O(d)`` per row by Sherman–Morrison: ``(v - (l-1)/(l |w_i|^2) w_i <w_i, v>) / a_i``.
 It equilibrates the rows (columns of ``J`` scale like ``|c_i| |w_i|^{l-1}``) and the radial
 direction ``w_i`` (``l`` times stiffer than the tangential ones).
 
@@ -36,7 +36,9 @@ target, 4 seeds each): at the threshold of ``(d, l) = (4, 3), (8, 3), (16, 3), (
 (5, 3)`` the raw residual was 0 to 2e-5 and always 4-50x below the floor (floor 2e-7 to 3e-5);
 at ``d = 32, l = 3, m = 187`` (square ``J``, ``m d = 5984``) raw 5e-6 / 0, floor 5e-5 / 1e-5.
 One width below the threshold the residual is 1e-2 to 0.5 (0.07-0.08 at ``d = 32``), with floors
-under 1e-5: the gap stays wide, and every case agreed with the dense solve.
+under 1e-5: the gap stays wide, and every case agreed with the dense solve. The floor grows like
+``||Δ*||^2``: a seed whose square ``J`` is nearly singular (``||Δ*|| ~ 6e4 ||W0||``, ``d = 4``)
+had a floor of 1.3e-3, so read ``floor`` before trusting a small nonzero residual.
 
 Tolerance. ``tol`` bounds the relative *preconditioned normal-equation* residual
 ``||J^T (y - JΔ)||_{M^{-1}} / ||J^T y||_{M^{-1}}`` (``M`` the block-Jacobi matrix). The excess of
@@ -58,8 +60,8 @@ import numpy as np
 from jaxtd._precision import matmul
 from jaxtd.symcp import SymCP, check_compatible
 
-__all__ = ["LazyCG", "residual_floor", "normal_rhs", "normal_matvec", "block_jacobi", "cg_lstsq", "default_tol",
-           "default_max_iter"]
+__all__ = ["LazyCG", "residual_floor", "normal_rhs", "normal_matvec", "block_jacobi", "cg_lstsq",
+           "default_tol", "default_max_iter"]
 
 
 class LazyCG(NamedTuple):
@@ -68,7 +70,8 @@ class LazyCG(NamedTuple):
     Attributes:
       delta: ``(m, d)`` the CG iterate, the minimum-norm minimizer once converged (zero on masked
         rows).
-      residual: ``||T(W0) + JΔ - T*|| / ||T*||`` from the CG recurrence (module docstring), scalar.
+      residual: ``||T(W0) + JΔ - T*|| / ||T*||`` from the CG recurrence (module docstring), 0
+        when at or below ``floor``, scalar.
       normal_residual: the convergence certificate: relative preconditioned normal-equation
         residual ``||J^T(y - JΔ)||_{M^{-1}} / ||J^T y||_{M^{-1}}`` (0 when ``J^T y = 0``), scalar.
       iterations: CG iterations done, int32 scalar.
@@ -106,8 +109,8 @@ def _parts(model: SymCP, target: SymCP):
 
 def normal_rhs(model: SymCP, target: SymCP) -> jax.Array:
     """``J^T (T* - T(W0))`` as an ``(m, d)`` array: row ``i`` is
-    ``l c_i sum_k b_k <w_i, v_k>^{l-1} v_k`` over the stacked components ``(b, V) = ([c*; -c], [A; W0])``.
-    ``O((m + r) m d)``."""
+    ``l c_i sum_k b_k <w_i, v_k>^{l-1} v_k`` over the stacked components
+    ``(b, V) = ([c*; -c], [A; W0])``. ``O((m + r) m d)``."""
     check_compatible(model, target, ("model", "target"))
     c, w, ct, a = _parts(model, target)
     l = model.order
@@ -250,7 +253,8 @@ def residual_floor(model: SymCP, delta, target: SymCP) -> jax.Array:
 def _check_solver_args(tol, max_iter):
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float))
                             or not 0 < tol < 1):
-        raise ValueError(f"tol must be a float in (0, 1) or None (the dtype's default), got {tol!r}")
+        raise ValueError(f"tol must be a float in (0, 1) or None (the dtype's default), "
+                         f"got {tol!r}")
     if max_iter is not None and (isinstance(max_iter, bool)
                                  or not isinstance(max_iter, (int, np.integer)) or max_iter < 1):
         raise ValueError(f"max_iter must be an int >= 1 or None (10 m d + 100), got {max_iter!r}")
