@@ -486,7 +486,7 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
                 xv = np.geomspace(x0, xv.max(), 50)
                 yv = y0 * (xv / x0) ** expo
                 lab = f"{theory_label}, l={order}: slope {expo:.2f} (anchored at {x}={x0:g})"
-            ax.plot(xv, yv, ls=styles[i % len(styles)], color="0.35", lw=1.2, label=lab)
+            ax.plot(xv, yv, ls=styles[i % len(styles)], color="0.2", lw=1.3, label=lab, zorder=4)
     _log_x(ax, xs_all)
     ys = [v for v in ys_all if np.isfinite(v) and v > 0]
     _log_y_counts(ax, min(ys) if ys else 1, max(ys) if ys else 10)
