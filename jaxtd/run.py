@@ -151,6 +151,19 @@ def with_init_params(algorithm: Algorithm, state, params):
     return treedef.unflatten(leaves)
 
 
+def _opaque_hparams(algorithm: Algorithm, hparams) -> dict:
+    """Every hparam (defaults merged with ``hparams``) behind an optimization barrier.
+
+    A value then yields the same bits whether it reaches the program traced (``run`` passes every
+    hparam as an argument) or as a compile-time constant (a default, or a sweep's non-swept
+    hparam): XLA cannot fold or fuse a constant through the barrier. This matters beyond the last
+    bit where a run has exact ties, e.g. every initial row has norm exactly ``δ`` and the
+    variant's first "smallest" re-draw picks among them by rounding.
+    """
+    merged = {**dict(algorithm.hparams), **dict(hparams or {})}
+    return jax.lax.optimization_barrier({k: jnp.asarray(v) for k, v in merged.items()})
+
+
 def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
              record_every: int, active=None, hparams=None, init_params=None,
              divergence_factor=1e6, fit_fraction=0.5, active_fraction=0.1,
@@ -170,7 +183,8 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
         extra forward pass of the steps when differentiating; no cost otherwise).
     """
     n_records = steps // record_every
-    state0 = algorithm.init(key, target, width, active=active, hparams=hparams)
+    state0 = algorithm.init(key, target, width, active=active,
+                            hparams=_opaque_hparams(algorithm, hparams))
     if init_params is not None:
         state0 = with_init_params(algorithm, state0, init_params)
     params0 = algorithm.params(state0)
