@@ -38,7 +38,8 @@ The tables ``[gd]``, ``[variant]``, ``[deflation]`` and ``[lazy]`` take the argu
 :func:`jaxtd.algorithms.gd`, ``variant``, ``deflation`` and ``lazy_gd``: names, defaults and
 ranges come from the schema declared next to each constructor (``SCHEMA``, see
 :mod:`jaxtd.schema`); ``jaxtd params`` lists them. ``[lazy]`` adds ``train`` (false: only the exact
-best lazy residual, no lazy GD) and ``seeds`` (run lazy on the first seeds only; 0 = all).
+best lazy residual, no lazy GD), ``seeds`` (run lazy on the first seeds only; 0 = all) and
+``method`` (the solver of the exact best residual: auto | dense | iterative).
 
 Validation happens here, in plain Python, before anything is traced; every failure is a
 :class:`ConfigError` whose message is one line naming the key and the fix.
@@ -85,6 +86,8 @@ LAZY_EXTRA = (
           default=True),
     Param("seeds", "int", "run lazy on the first this many seeds only (0: every seed)",
           default=0, ge=0),
+    Param("method", "choice", "solver of the exact best residual (jaxtd.lazy.best_residual)",
+          default="auto", choices=("auto", "dense", "iterative")),
 )
 # keys renamed to the constructor's argument names
 _RENAMED = {"deflation": {"learning_rate": "step_size"}}
@@ -297,7 +300,7 @@ def _check_builds(name: str, table: Mapping[str, Any]) -> None:
     """Build the algorithm once, so a constructor's own checks (e.g. deflation's ``delta1 >
     delta0``) and user factories fail here, as one config line."""
     if is_builtin(name):
-        values = {k: v for k, v in table.items() if k not in ("train", "seeds")}
+        values = {k: v for k, v in table.items() if k not in ("train", "seeds", "method")}
         try:
             schema.build(constructor_of(name), values, name=name, where=name)
         except (ValueError, TypeError) as err:

@@ -101,8 +101,11 @@ def make_target(target: cfg.Target, order: int, dim: int, rank: int):
     return targets.orthonormal(key, dim, rank, order, weights, basis=target.kind == "basis")
 
 
+_EXPERIMENT_KEYS = ("train", "seeds", "method", "factory")  # not constructor arguments
+
+
 def _constructor_values(name: str, table: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in table.items() if k not in ("train", "seeds")}
+    return {k: v for k, v in table.items() if k not in _EXPERIMENT_KEYS}
 
 
 def make_algorithm(config: cfg.Config, name: str):
@@ -135,7 +138,7 @@ def hyperparameters(config: cfg.Config, name: str, algorithm) -> dict[str, Any]:
     keys = {p.name: p.hparam for p in cfg.schema_of(name)} if cfg.is_builtin(name) else {}
     out = {}
     for k, v in table.items():
-        if k in ("train", "seeds", "factory") or keys.get(k) in sweeping or k in sweeping:
+        if k in _EXPERIMENT_KEYS or keys.get(k) in sweeping or k in sweeping:
             continue
         if isinstance(v, (bool, int, float, str)):
             out[k] = v
@@ -189,7 +192,7 @@ def plan(config: cfg.Config) -> list[SubSweep]:
 
 
 def _lazy_programs(sub: SubSweep) -> int:
-    return len(sub.widths) if sub.lazy_best else 0
+    return 1 if sub.lazy_best else 0  # one best-residual table per problem size
 
 
 def describe(config: cfg.Config) -> str:
@@ -213,10 +216,11 @@ def describe(config: cfg.Config) -> str:
                   * (8 * max(b) * sub.dim + n_rec * (8 + sub.rank)) * 4 for b in buckets)
         if sub.lazy_best:  # the normal equations of the exact lazy optimum, float64, per seed
             mem = max(mem, sub.seeds * (max(sub.widths) * sub.dim) ** 2 * 8 * 3)
+            # every width is solved at the largest size (masked rows)
         seconds = (sub.seeds * _seed_cost(config, sub.algorithm, sub.order, sub.dim, sub.rank)
                    / _FLOPS_PER_SECOND if sub.train else 0.0)
         if sub.lazy_best:
-            seconds += sum(sub.seeds * (m * sub.dim) ** 3 / 3 for m in sub.widths) / 1e9
+            seconds += sub.seeds * len(sub.widths) * (max(sub.widths) * sub.dim) ** 3 / 3 / 1e9
         hp = "".join(f", {k} x{len(v)}" for k, v in sub.hparams)
         what = "exact best residual only" if not sub.train else (
             f"{cells} cells in {len(sub.chunks())} chunk(s) of {sub.chunk_size} seed(s)")
@@ -247,52 +251,66 @@ def _fmt_seconds(t: float) -> str:
 
 # -- the exact lazy optimum -------------------------------------------------------------------
 
+class _CompileCounter:
+    """Counts XLA compilations (and their seconds) while active, from JAX's monitoring events:
+    a program loaded from the persistent cache is not a compilation."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count, self.seconds = 0, 0.0
+
+    def __call__(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.count += 1
+            self.seconds += float(duration)
+
+    def __enter__(self):
+        import jax.monitoring
+        jax.monitoring.register_event_duration_secs_listener(self)
+        return self
+
+    def __exit__(self, *exc):
+        import jax.monitoring
+        jax.monitoring.unregister_event_duration_listener(self)
+        return False
+
+
 def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequence[int],
                         outcome: Optional[Outcome] = None,
-                        on_cells: Optional[Callable[[int], None]] = None):
+                        on_cells: Optional[Callable[[int], None]] = None, *,
+                        init: str = "antisymmetric", signs: str = "auto",
+                        init_scale: float = 1.0, method: str = "auto"):
     """``(len(seeds), len(widths))`` exact best lazy residuals, in float64.
 
-    Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell: ``algorithm.init`` (a
-    :func:`jaxtd.algorithms.lazy_gd`) with key :func:`jaxtd.sweep.key_for_seed` ``(s)``, drawn in
-    the target's dtype, then solved in float64 inside ``jax.enable_x64`` (thread-local): the
-    float32 normal equations cannot resolve a zero residual. Compile and run times are added to
-    ``outcome``; ``on_cells(len(seeds))`` is called after each width.
+    Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell (``algorithm``, a
+    :func:`jaxtd.algorithms.lazy_gd` with ``init``, ``signs``, ``init_scale``; key
+    :func:`jaxtd.sweep.key_for_seed` ``(s)``), drawn in the target's dtype and solved in float64:
+    the float32 normal equations cannot resolve a zero residual. One compiled program per problem
+    size (:func:`jaxtd.lazy.best_residual_table`, ``method`` its solver). Compile and run times
+    are added to ``outcome``; ``on_cells`` receives the number of cells done.
     """
-    import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from jaxtd import lazy
     from jaxtd.sweep import key_for_seed
-    from jaxtd.symcp import SymCP
 
-    def to64(t):
-        return SymCP(jnp.asarray(t.weights, jnp.float64), jnp.asarray(t.factors, jnp.float64),
-                     t.order)
-
-    out = np.full((len(seeds), len(widths)), np.nan)
     keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
-    compile_s = run_s = 0.0
-    with jax.enable_x64(True):
-        tgt = to64(target)
-        for j, m in enumerate(widths):
-            def solve(key, m=m):
-                return lazy.best_residual(to64(algorithm.init(key, target, m).model), tgt)
-            t0 = time.perf_counter()
-            compiled = jax.jit(jax.vmap(solve)).lower(keys).compile()
-            t1 = time.perf_counter()
-            out[:, j] = np.asarray(compiled(keys))
-            compile_s += t1 - t0
-            run_s += time.perf_counter() - t1
-            if on_cells is not None:
-                on_cells(len(seeds))
+    t0 = time.perf_counter()
+    with _CompileCounter() as compiles:
+        out = lazy.best_residual_table(keys, target, list(widths), init=init, signs=signs,
+                                       init_scale=float(init_scale), method=method)
+    elapsed = time.perf_counter() - t0
     if outcome is not None:
-        outcome.add({"n_compiles": len(widths), "compile_seconds": compile_s,
-                     "run_seconds": run_s})
+        outcome.add({"n_compiles": compiles.count, "compile_seconds": compiles.seconds,
+                     "run_seconds": max(elapsed - compiles.seconds, 0.0)})
+    if on_cells is not None:
+        on_cells(len(seeds) * len(widths))
     return out
 
 
-def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify):
+def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify,
+                 table_params: Mapping[str, Any]):
     """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``)."""
     import numpy as np
 
@@ -310,7 +328,11 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
         except (OSError, ValueError, KeyError):
             table = None  # a damaged cache is recomputed, never trusted
     if table is None:
-        table = lazy_best_residuals(algorithm, target, seeds, widths, outcome, notify)
+        p = table_params
+        scale = p["init_scale"][0] if isinstance(p["init_scale"], tuple) else p["init_scale"]
+        table = lazy_best_residuals(algorithm, target, seeds, widths, outcome, notify,
+                                    init=p["init"], signs=p["signs"], init_scale=scale,
+                                    method=p["method"])
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_write(str(cache)) as f:
             np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
@@ -416,7 +438,8 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         else:
             res = _residual_only(sub.widths, sub.seeds)
         if sub.lazy_best:
-            res = _lazy_column(res, algorithm, target, folder, outcome, notify)
+            res = _lazy_column(res, algorithm, target, folder, outcome, notify,
+                               config.params["lazy"])
             if not sub.train:
                 best = res.rows["lazy_best_residual"].to_numpy()
                 ok = np.isfinite(best) & (best <= config.sweep.success_threshold)

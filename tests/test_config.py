@@ -153,7 +153,7 @@ def test_defaults_are_the_constructors(table):
     constructor = cfg.constructor_of(table)
     signature = inspect.signature(constructor)
     for p in cfg.schema_of(table):
-        if p.name in ("optimizer", "optimizer_args", "train", "seeds"):
+        if p.name in ("optimizer", "optimizer_args", "train", "seeds", "method"):
             continue
         source = "optimizer" if p.name == "learning_rate" else p.name
         assert p.default == signature.parameters[source].default, (table, p.name)
@@ -167,7 +167,7 @@ def test_keys_are_the_constructor_argument_names():
         for p in cfg.schema_of(table):
             assert (p.name in signature.parameters
                     or p.name in ("learning_rate", "optimizer", "optimizer_args", "train",
-                                  "seeds")), (table, p.name)
+                                  "seeds", "method")), (table, p.name)
 
 
 def test_schema_validator_messages():

@@ -53,9 +53,9 @@ def test_describe_is_a_plan():
     text = experiment.describe(cfg.loads(SMALL))
     assert "lazy-l3-d4-r2: 2 seeds x 2 widths" in text
     lazy, gd = text.splitlines()[1:3]
-    assert "3 program(s) to compile" in lazy  # one grid, one exact solve per width
+    assert "2 program(s) to compile" in lazy  # one grid, one best-residual table
     assert "1 program(s) to compile" in gd and "4 cells in 2 chunk(s)" not in gd
-    assert text.splitlines()[-1].startswith("total: 12 cells, 4 programs to compile")
+    assert text.splitlines()[-1].startswith("total: 12 cells, 3 programs to compile")
 
 
 def test_hyperparameters_are_resolved_values():
@@ -75,8 +75,8 @@ def test_chunked_run_equals_one_chunk_and_counts_every_cell(tmp_path):
     a = experiment.run(whole, tmp_path / "a")
     b = experiment.run(split, tmp_path / "b", on_cells=counted.append,
                        on_start=lambda sub: started.append(sub.folder))
-    # lazy GD: 2 chunks; its best residual: 2 widths; gd: 2 chunks
-    assert sum(counted) == experiment.total_cells(split) and len(counted) == 2 + 2 + 2
+    # lazy GD: 2 chunks; its best residuals: one table; gd: 2 chunks
+    assert sum(counted) == experiment.total_cells(split) and len(counted) == 2 + 1 + 2
     assert started == ["lazy-l3-d4-r2", "gd-l3-d4-r2"]
     # same cells; a different vmap batch may change float32 rounding in the last place
     pd.testing.assert_frame_equal(a.results.rows, b.results.rows, check_exact=False, rtol=1e-5)
