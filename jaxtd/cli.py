@@ -94,7 +94,9 @@ def _print_table(results, config: cfg.Config) -> None:
     swept = sorted({h for a in config.sweep.algorithms for h, _ in
                     experiment.swept(config, a)})
     if swept:  # the width table merges hyper-parameter values: add the per-value summary
-        summary = results.summary(by=["algorithm", "order", "dim", "rank", *swept])
+        sweeping = [a for a in config.sweep.algorithms if experiment.swept(config, a)]
+        summary = results.select(results.rows["algorithm"].isin(sweeping)).summary(
+            by=["algorithm", "order", "dim", "rank", *swept])
         print("\nper hyper-parameter value (success rate, median error):")
         print(summary.drop(columns=["diverged_rate"]).to_string(index=False))
 
@@ -159,7 +161,7 @@ def _progress_bar(total: int):
 
     from jaxtd.results import progress_enabled
     return tqdm(total=total, unit="cell", desc="jaxtd run", file=sys.stderr, smoothing=0.1,
-                disable=not progress_enabled(None), dynamic_ncols=True)
+                disable=not progress_enabled(None))
 
 
 def _drain() -> None:

@@ -58,9 +58,18 @@ def test_presets_parse_and_round_trip(name):
     assert len(q.target.sizes) <= len(c.target.sizes)
 
 
-def test_the_five_presets_are_shipped():
+def test_the_presets_are_shipped():
     assert set(cfg.preset_names()) >= {"headline", "lazy-threshold", "beyond-lazy",
-                                       "width-vs-rank", "deflation"}
+                                       "width-vs-rank", "deflation", "init-scale"}
+
+
+def test_init_scale_preset_sweeps_the_scale_over_decades():
+    from jaxtd import experiment
+    c = cfg.preset("init-scale")
+    scales = c.params["gd"]["init_scale"]
+    assert isinstance(scales, tuple) and max(scales) / min(scales) >= 100
+    (gd,) = [s for s in experiment.plan(c) if s.algorithm == "gd"]
+    assert gd.hparams == (("init_scale", scales),) and gd.cells == 4 * 8 * len(scales)
 
 
 def test_headline_crosses_the_lazy_threshold():
