@@ -21,7 +21,7 @@ A config file has these tables (unknown keys anywhere are errors)::
     steps = 3000
     success_threshold = 1e-2
     record_every = 20                    # optional (default: a divisor of steps near steps / 100)
-    bucketing = "pow2"                   # optional: pow2 | single | exact (compilations vs padding)
+    bucketing = "auto"                   # optional: auto | pow2 | single | exact (see jaxtd.sweep)
     chunk_size = 4                       # optional: seeds per chunk (default: sized for progress)
 
     [gd]                                 # optional, one table per algorithm
@@ -104,7 +104,10 @@ TARGET_SCHEMA = (
 
 
 def _sweep_schema():
-    from jaxtd.sweep import BUCKETINGS
+    import inspect
+
+    from jaxtd.sweep import BUCKETINGS, sweep
+    bucketing = inspect.signature(sweep).parameters["bucketing"].default  # jaxtd.sweep's default
     return (
         Param("algorithms", "str", "algorithm tables to run"),
         Param("widths", "ints", "model widths m", ge=1),
@@ -112,8 +115,8 @@ def _sweep_schema():
         Param("steps", "int", "steps per run", ge=1),
         Param("success_threshold", "float", "success: relative error <= this", gt=0),
         Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),
-        Param("bucketing", "choice", "width buckets sharing one compilation", default="pow2",
-              choices=BUCKETINGS),
+        Param("bucketing", "choice", "width buckets sharing one compilation",
+              default=bucketing, choices=BUCKETINGS),
         Param("chunk_size", "int", "seeds per chunk (saved, resumable, progress steps)",
               default=None, ge=1),
     )
@@ -146,7 +149,7 @@ class Sweep:
     steps: int
     success_threshold: float
     record_every: int
-    bucketing: str = "pow2"
+    bucketing: str = "auto"
     chunk_size: int | None = None
 
 

@@ -155,13 +155,26 @@ def _seeds(config: cfg.Config, name: str) -> int:
     return min(n, limit) if limit else n
 
 
+def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int):
+    """The width buckets :func:`jaxtd.sweep` forms for a chunk of ``chunk`` seeds (the same
+    cost model for ``bucketing = "auto"``)."""
+    import jax
+
+    from jaxtd.sweep import BucketCost, bucket_widths
+    s = config.sweep
+    n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
+    n_dev = len(jax.devices())
+    cost = BucketCost.for_platform(jax.devices()[0].platform, dim=dim, rank=rank,
+                                   cell_steps=s.steps * n_h * math.ceil(chunk / n_dev))
+    return bucket_widths(s.widths, s.bucketing, cost=cost)
+
+
 def _seed_cost(config: cfg.Config, name: str, order: int, dim: int, rank: int) -> float:
     """Rough flops of one seed of a sub-sweep (every width and hparam combination)."""
-    from jaxtd.sweep import bucket_widths
     s = config.sweep
     n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
     flops = 0.0
-    for bucket in bucket_widths(s.widths, s.bucketing):
+    for bucket in _buckets(config, name, dim, rank, _seeds(config, name)):
         m = max(bucket)
         # loss + gradient in Gram form, O((m + r)^2 d) per step, ~10 passes (grad, metrics)
         flops += len(bucket) * n_h * s.steps * 10.0 * (m + rank) ** 2 * dim * max(order - 1, 1)
@@ -198,7 +211,6 @@ def _lazy_programs(sub: SubSweep) -> int:
 def describe(config: cfg.Config) -> str:
     """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time and
     memory estimate. Nothing is run or written."""
-    from jaxtd.sweep import bucket_widths
     s = config.sweep
     lines = [f"{config.name}: {len(config.target.sizes)} problem size(s) x "
              f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
@@ -206,7 +218,8 @@ def describe(config: cfg.Config) -> str:
     total_cells = total_programs = 0
     total_seconds = peak = 0.0
     for sub in plan(config):
-        buckets = bucket_widths(sub.widths, s.bucketing) if sub.train else ()
+        buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size)
+                   if sub.train else ())
         programs = len(buckets) + _lazy_programs(sub)
         cells = sub.cells if sub.train else 0
         lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
