@@ -240,3 +240,28 @@ def test_optimizer_by_name_builds_an_optax_algorithm():
     assert a == experiment.make_algorithm(c, "gd")  # equal configs, equal (cached) programs
     f = schema.optax_factory("adam", {"b1": 0.8})
     assert f.func is optax.adam and f.keywords == {"b1": 0.8}
+
+
+@pytest.mark.timeout(300)
+def test_antisymmetric_lazy_threshold_is_two_m_star_minus_one():
+    """m* - 1 pairs plus one unpaired row give m* distinct factors: the exact lazy optimum
+    reaches 0 at 2 m* - 1 rows of the antisymmetric init, not before (d=4, l=3: m* = 5)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxtd
+    from jaxtd import lazy
+    assert cfg.lazy_threshold(4, 3, "antisymmetric") == 9 and cfg.lazy_threshold(4, 3) == 5
+    target = jaxtd.targets.orthonormal(jax.random.key(0), 4, 2, 3)
+    keys = jnp.stack([jaxtd.key_for_seed(s) for s in range(2)])
+    table = lazy.best_residual_table(keys, target, [8, 9], init="antisymmetric")
+    assert (table[:, 0] > 1e-3).all() and (table[:, 1] < 1e-8).all()
+
+
+def test_params_command_lists_every_key(capsys):
+    from jaxtd import cli
+    assert cli.main(["params", "deflation"]) == 0
+    text = capsys.readouterr().out
+    for p in cfg.schema_of("deflation"):
+        assert f"  {p.name} (" in text
+    assert cli.main(["params", "nope"]) == 2
