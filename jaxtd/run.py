@@ -22,8 +22,9 @@ reverse mode (``jax.grad``, ``jax.vjp``) and forward mode (``jax.jvp``, ``jax.ja
 ``vmap`` (a vmapped grid of :func:`simulate` over seeds, widths via ``active`` and hparams, as
 :func:`jaxtd.sweep` compiles it, differentiates cell by cell). Differentiable outputs: ``final_loss``,
 ``final_relative_error``, ``distance``, ``final_params`` and every float entry of ``history``
-(their values are the accurate metrics, their derivatives those of the plain Gram formulas, see
-:mod:`jaxtd.metrics`). Integer and bool outputs (``fit_times``, ``diverged``, ``diverged_step``,
+(the final loss and relative error are the precise metric with the derivative of the plain Gram
+formula; earlier records of ``history["loss"]``/``history["relative_error"]`` are the aligned
+residual, differentiated as it is computed; see :mod:`jaxtd.metrics`). Integer and bool outputs (``fit_times``, ``diverged``, ``diverged_step``,
 ``active_count``, ``history["step"]``, ``history["active_count"]``) are piecewise constant:
 ``jax.grad`` of them raises a ``TypeError`` and their ``jax.jvp`` tangents are ``float0`` zeros.
 Differentiating a step's gradient is second order, which the algorithms' reverse-mode loss
@@ -72,8 +73,9 @@ class RunResult(NamedTuple):
     """Outcome of one run (a pytree of arrays; under ``vmap`` every field gains batch axes).
 
     Differentiable fields (float): ``final_relative_error``, ``final_loss``, ``distance``,
-    ``final_params`` and the float entries of ``history``; their values are the accurate metrics
-    (float32 included) and their derivatives those of the plain Gram formulas (module docstring).
+    ``final_params`` and the float entries of ``history``; ``final_loss`` and
+    ``final_relative_error`` are the precise values (float32 included) with the derivative of the
+    plain Gram formula (module docstring).
     Not differentiable (integer/bool, piecewise constant; ``jax.grad`` raises a ``TypeError``,
     ``jax.jvp`` gives ``float0`` tangents): ``fit_times``, ``diverged``, ``diverged_step``,
     ``active_count``, ``history["step"]``, ``history["active_count"]``.
