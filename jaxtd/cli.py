@@ -218,13 +218,13 @@ def cmd_run(args) -> int:
             _INTERRUPTS.checkpoint()
         finally:
             bar.close()
+        results = outcome.results
+        paths = write_outputs(results, config, out)
     except KeyboardInterrupt:
         _drain()
         _log(f"\n[jaxtd] interrupted: finished chunks are saved in {out}; resume with:\n"
              f"  jaxtd run --out {out} --resume")
         return EXIT_INTERRUPTED
-    results = outcome.results
-    paths = write_outputs(results, config, out)
     _print_table(results, config)
     print(f"\n{config.name}: {len(results)} runs in {time.perf_counter() - start:.0f} s; wrote")
     for p in paths:

@@ -419,3 +419,21 @@ def test_sigint_exits_130_with_the_resume_command(tmp_path):
         proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert f"jaxtd run --out {out} --resume" in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_writing_the_outputs_can_resume(tiny_run, tmp_path, monkeypatch, capsys):
+    _, reference = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    (out / "config.json").unlink()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cli, "write_outputs", interrupted)
+        assert cli.main(["run", "--out", str(out), "--resume"]) == 130
+    assert f"jaxtd run --out {out} --resume" in capsys.readouterr().err
+    assert cli.main(["run", "--out", str(out), "--resume"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"),
+                                  pd.read_csv(reference / "results.csv"))
