@@ -1,7 +1,6 @@
 """The TOML config contract of ``jaxtd run`` (jaxtd/config.py) and the shipped presets."""
 
 import dataclasses
-import importlib
 import inspect
 
 import pytest
