@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import machine  # noqa: E402
 
-BENCHMARKS = ["loss_grad", "lazy", "algorithms", "sweep", "peers", "precision", "scale"]
+BENCHMARKS = ["loss_grad", "lazy", "algorithms", "sweep", "peers", "precision", "scale", "grad"]
 
 
 def main(argv=None) -> dict:

@@ -35,8 +35,15 @@ from jaxtd.symcp import SymCP
 __all__ = ["aligned_residual_sq"]
 
 
+def _safe_norm(x, axis=-1, keepdims=False):
+    """Norm whose value and derivative are finite at 0 (double ``where``)."""
+    sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
 def _safe_unit(x):
-    n = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
+    n = _safe_norm(x, keepdims=True)
     return x / jnp.where(n > 0, n, 1.0), n[..., 0]
 
 
@@ -57,7 +64,7 @@ def aligned_residual_sq(estimate: SymCP, target: SymCP) -> jax.Array:
     # rho_i = t_i a_j with t_i = ||w_i|| / ||a_j||: a component equal to a target one gives
     # t = 1, e = 0 and beta = 0 exactly (an exact fit is exactly 0)
     a_norm_j = a_norm[j]
-    t = jnp.sqrt(jnp.sum(w * w, axis=1)) / jnp.where(a_norm_j > 0, a_norm_j, 1.0)
+    t = _safe_norm(w, axis=1) / jnp.where(a_norm_j > 0, a_norm_j, 1.0)
     rho = t[:, None] * target.factors[j]
     e = w - rho
     coef = c * sigma ** l                                          # (m,)

@@ -278,3 +278,20 @@ def test_differentiated_float32_run_keeps_every_contraction_at_highest_precision
         assert dots
         for line in dots:
             assert "precision = [HIGHEST, HIGHEST]" in line, line
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_masked_cell_gradient_equals_the_narrow_run(case, x64):
+    """A sweep cell is a padded, masked run: its reverse-mode derivative must be finite and equal
+    to that of the same run at its own width (a zero, masked row once made lazy GD's NaN)."""
+    c = CASES[case]
+    alg, target, key = c["make"](), _target(), jax.random.key(0)
+
+    def final_loss(lr, width, active):
+        return simulate(alg, key, target, width=width, steps=c["steps"], record_every=20,
+                        active=active, hparams={"learning_rate": lr}).final_loss
+
+    padded = jax.jit(jax.grad(lambda lr: final_loss(lr, WIDTH + 2, WIDTH)))(c["lr"])
+    alone = jax.jit(jax.grad(lambda lr: final_loss(lr, WIDTH, None)))(c["lr"])
+    assert np.isfinite(float(padded)) and abs(float(alone)) > 1e-8
+    np.testing.assert_allclose(float(padded), float(alone), rtol=1e-8)

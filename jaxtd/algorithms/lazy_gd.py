@@ -80,7 +80,7 @@ def polarize(model: SymCP, delta: jax.Array) -> SymCP:
     """
     w, c, l = model.factors, model.weights, model.order
     delta = delta.astype(w.dtype)
-    nw, nd = jnp.linalg.norm(w, axis=1), jnp.linalg.norm(delta, axis=1)
+    nw, nd = models.safe_norm(w, axis=1), models.safe_norm(delta, axis=1)  # finite gradients at a zero (masked) row
     ok = (nw > 0) & (nd > 0)
     h = jnp.where(ok, nw / jnp.where(ok, nd, 1.0), 1.0)
     rows, weights = [w], [c]
