@@ -78,11 +78,28 @@ def _write_config(config: cfg.Config, out_dir: Path) -> Path:
     return path
 
 
+_DEBUG = False  # --debug: let every exception through, figures included
+
+
+def _figures_or_note(results, config: cfg.Config, folder: Path) -> list[Path]:
+    """The figures; a plotting failure is one note line (the results are saved already), not
+    a failed run."""
+    try:
+        return _figures(results, config, folder)
+    except Exception as err:
+        if _DEBUG:
+            raise
+        first = str(err).splitlines()[0] if str(err) else ""
+        _log(f"jaxtd: note: figures not drawn ({type(err).__name__}: {first}); the results are "
+             f"saved; `jaxtd --debug show {folder}` shows the traceback")
+        return []
+
+
 def write_outputs(results, config: cfg.Config, out_dir: Path) -> list[Path]:
     """Save results (CSV, JSON, npz), the resolved config and the figures; return the paths."""
     results.save(str(out_dir))
     _write_config(config, out_dir)
-    figs = _figures(results, config, out_dir)
+    figs = _figures_or_note(results, config, out_dir)
     names = ["config.toml", "results.csv", "results.json", "histories.npz"]
     return [out_dir / n for n in names] + figs
 
@@ -279,7 +296,7 @@ def cmd_show(args) -> int:
     except OSError as err:
         raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
                          "choose a folder you can write to") from None
-    paths = _figures(results, config, figures)
+    paths = _figures_or_note(results, config, figures)
     _print_table(results, config)
     print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
     return 0
@@ -408,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    global _INTERRUPTS
+    global _INTERRUPTS, _DEBUG
+    _DEBUG = bool(args.debug)
     previous = None
     handler = _INTERRUPTS = _Interrupts()
     try:

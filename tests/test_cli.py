@@ -437,3 +437,19 @@ def test_ctrl_c_while_writing_the_outputs_can_resume(tiny_run, tmp_path, monkeyp
     assert cli.main(["run", "--out", str(out), "--resume"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"),
                                   pd.read_csv(reference / "results.csv"))
+
+
+def test_a_plotting_failure_is_a_note_not_a_failed_run(tiny_run, tmp_path, monkeypatch, capsys):
+    from jaxtd import plots
+
+    def broken(*args, **kwargs):
+        raise IndexError("out of bounds")
+
+    monkeypatch.setattr(plots, "save_figures", broken)
+    _, reference = tiny_run
+    figures = tmp_path / "figs"
+    assert cli.main(["show", str(reference), "--out", str(figures)]) == 0
+    err = capsys.readouterr().err
+    assert "jaxtd: note: figures not drawn (IndexError: out of bounds)" in err
+    with pytest.raises(IndexError):
+        cli.main(["--debug", "show", str(reference), "--out", str(figures)])
