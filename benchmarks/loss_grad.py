@@ -7,10 +7,10 @@ median wall time (after warm-up) of
 
 - ``matmul``: a jitted bare ``W @ W.T`` with ``W`` of shape ``(m, d)`` (the unit of the ratios);
 - ``custom``: ``jit(value_and_grad(jaxtd.loss))`` w.r.t. the model (weights and factors), the
-  Gram-reusing ``jax.custom_vjp`` (goal: ≤ 2.5x matmul, issue 7 item 1);
+  Gram-reusing ``jax.custom_vjp`` (goal: ≤ 2.5x matmul);
 - ``autodiff``: the same through plain autodiff of the Gram formula (``losses.loss_autodiff``);
 - ``dense``: the same on the materialized ``d^l`` tensors, where they fit in memory (goal:
-  factored ≥ 100x faster than dense at (256, 32, 4), issue 2 item 7);
+  factored ≥ 100x faster than dense at (256, 32, 4));
 - ``relerr``: ``jit(jaxtd.relative_error)`` in float32 (the accurate metric), for scale, on rows
   with ``m <= 1024``.
 

@@ -1,4 +1,4 @@
-"""Sweep benchmark (issue 5, item 7): a grid in one call vs a Python loop of standalone runs.
+"""Sweep benchmark: a grid in one call vs a Python loop of standalone runs.
 
     python benchmarks/sweep.py [--quick]
 

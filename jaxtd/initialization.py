@@ -2,7 +2,7 @@
 
 Row ``i`` is drawn from ``jax.random.fold_in(key, i)``, so the first ``m`` rows of a width-``M``
 initialization equal the width-``m`` initialization: a width-``m`` run inside a padded grid starts
-exactly where the same run alone starts (MATH.md §2, width masks).
+exactly where the same run alone starts (docs/architecture.md: widths are masks).
 """
 
 from __future__ import annotations

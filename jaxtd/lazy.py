@@ -1,4 +1,4 @@
-"""The lazy (linearized, NTK-regime) model of MATH.md §3 and ALGORITHMS.md §B.
+"""The lazy (linearized, NTK-regime) model (docs/math.md, docs/algorithms.md).
 
 Around an initialization ``W0`` (rows ``w_i``, fixed weights ``c``, order ``l``) the lazy model is
 
@@ -180,7 +180,7 @@ def lazy_relative_error(model: SymCP, delta, target: SymCP, *, precise: bool = T
 
 def antisymmetric(key, width: int, dim: int, order: int, *, scale: str = "standard",
                   delta=1e-2, dtype=None) -> SymCP:
-    """Antisymmetric initialization (ALGORITHMS.md §B): rows in pairs ``(2k, 2k+1)`` with the same
+    """Antisymmetric initialization (docs/algorithms.md): rows in pairs ``(2k, 2k+1)`` with the same
     factor and weights ``+1, -1``, so ``T(W0) = 0`` for every order.
 
     Returns ``SymCP(c, W0, order)`` with ``W0`` of shape ``(width, dim)``: row ``i`` carries the
@@ -249,7 +249,7 @@ class LazyLstsq(NamedTuple):
 
 def normal_equations(model: SymCP, target: SymCP):
     """The ``(m d, m d)`` matrix ``J^T J`` and the ``(m d,)`` vector ``J^T (T* - T(W0))`` in closed
-    form (MATH.md §3), rows flattened as ``i * d + a``; cost ``O(m^2 d^2 + m r d)``.
+    form (docs/math.md), rows flattened as ``i * d + a``; cost ``O(m^2 d^2 + m r d)``.
 
     Block ``(i, j)`` of ``J^T J`` is ``l c_i c_j [G_ij^{l-1} I_d + (l-1) G_ij^{l-2} w_j w_i^T]`` with
     ``G = W0 W0^T``; row ``i`` of ``J^T Y`` for ``Y = T(b, V)`` is ``l c_i sum_k b_k <w_i,v_k>^{l-1} v_k``.

@@ -1,4 +1,4 @@
-"""Exact Frobenius quantities of symmetric CP tensors in Gram form (MATH.md §2).
+"""Exact Frobenius quantities of symmetric CP tensors in Gram form (docs/math.md).
 
 For ``A = sum_i c_i u_i^{⊗l}`` and ``B = sum_j b_j v_j^{⊗l}``:
 

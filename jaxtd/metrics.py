@@ -1,4 +1,4 @@
-"""Per-record metrics of a run (ALGORITHMS.md §F), as pure functions of SymCPs and arrays.
+"""Per-record metrics of a run (docs/algorithms.md), as pure functions of SymCPs and arrays.
 
 For a model ``T = sum_i c_i u_i^{⊗l}`` and a ground truth ``T* = sum_j c*_j a_j^{⊗l}`` with unit
 directions ``ā_j = a_j / ||a_j||``:

@@ -1,4 +1,4 @@
-"""Models: pure maps from trained parameters to a :class:`~jaxtd.SymCP` (ALGORITHMS.md §A).
+"""Models: pure maps from trained parameters to a :class:`~jaxtd.SymCP` (docs/algorithms.md).
 
 A model of width ``m`` takes the ``(m, d)`` parameter matrix ``W`` plus fixed data (``signs``
 ``s in {±1}^m`` and a 0/1 ``mask`` of the same shape) and returns the tensor it represents:

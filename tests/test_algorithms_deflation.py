@@ -1,4 +1,4 @@
-"""Tests of the modified gradient flow (ALGORITHMS.md §E reconstruction) and of the deflation
+"""Tests of the modified gradient flow (docs/algorithms.md) and of the deflation
 behaviour of plain GD it builds on; jaxtd/algorithms/deflation.py.
 
 ``python -m tests.test_algorithms_deflation [seeds]`` prints the full fit-time figures.
@@ -45,7 +45,7 @@ def plain_gd():
 
 
 def test_gd_fits_larger_components_first_at_doubling_times(x64):
-    """Fit time along e_j ∝ 1/a_j (ALGORITHMS.md §E): ordered, each about twice the previous."""
+    """Fit time along e_j ∝ 1/a_j (docs/algorithms.md): ordered, each about twice the previous."""
     fits = np.asarray(results(plain_gd(), GD_STEPS, SEEDS, 5).fit_times)
     assert np.all(fits[:, :3] > 0), fits
     # in every seed the three largest come first, in order

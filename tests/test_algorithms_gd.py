@@ -1,4 +1,4 @@
-"""Tests of jaxtd/algorithms/gd.py and lazy_gd.py, and the §4 claims of issue 4 for GD and lazy.
+"""Tests of jaxtd/algorithms/gd.py and lazy_gd.py, and the papers' claims for GD and lazy training.
 
 ``python -m tests.test_algorithms_gd [seeds]`` prints the full claim figures (16 seeds default).
 """

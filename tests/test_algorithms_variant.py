@@ -1,4 +1,4 @@
-"""Tests of the variant of GD (ALGORITHMS.md §D reconstruction), jaxtd/algorithms/variant.py.
+"""Tests of the variant of GD (docs/algorithms.md), jaxtd/algorithms/variant.py.
 
 ``python -m tests.test_algorithms_variant [seeds]`` prints the full variant-vs-GD comparison.
 """

@@ -66,7 +66,7 @@ def _residual_contractions(t, target, w_bar, order):
 
 @pytest.mark.parametrize("order", [3, 4])
 def test_two_homogeneous_gradient_is_the_documented_flow(order, x64):
-    """ALGORITHMS.md §A.2: d||w||/dt = ||w|| (2 s R(w̄^l) - λ), dw̄/dt = l s P⊥ R(w̄^{l-1}, ·)."""
+    """docs/algorithms.md: d||w||/dt = ||w|| (2 s R(w̄^l) - λ), dw̄/dt = l s P⊥ R(w̄^{l-1}, ·)."""
     w, signs, mask, target = _problem(order, seed=3)
     mask = jnp.ones_like(mask)
     lam = 0.1

@@ -1,7 +1,7 @@
 """Algorithms as values: each constructor returns an :class:`Algorithm` of pure functions.
 
 - :func:`gd` — (optax) gradient descent on ``L_λ`` of a plain or two-homogeneous model.
-- :func:`variant` — reconstruction of the first paper's variant of GD (ALGORITHMS.md §D).
+- :func:`variant` — reconstruction of the first paper's variant of GD (docs/algorithms.md).
 - :func:`deflation` — reconstruction of the sequel's modified gradient flow (§E).
 - :func:`lazy_gd` — gradient descent on the linearized (NTK) model (§B).
 

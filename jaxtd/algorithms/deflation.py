@@ -1,4 +1,4 @@
-"""Reconstruction of the deflation paper's modified gradient flow (ALGORITHMS.md §E).
+"""Reconstruction of the deflation paper's modified gradient flow (docs/algorithms.md).
 
 The sequel (NeurIPS 2021) shows that gradient flow on an orthogonally decomposable tensor fits
 the larger components first, and that a modified flow with a small regularizer and
@@ -97,7 +97,7 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
               tau0: float = 5.0, step_size: float = 0.05, max_epochs: Optional[int] = None,
               model: str = "two_homogeneous", signs: str = "auto", sign_rule: str = "keep",
               name: Optional[str] = None) -> base.Algorithm:
-    """Reconstruction of the modified gradient flow (ALGORITHMS.md §E; see the module docstring).
+    """Reconstruction of the modified gradient flow (docs/algorithms.md; see the module docstring).
 
     Args:
       delta0: initialization and re-draw norm ``δ0 > 0`` (hparam ``init_scale``).

@@ -1,4 +1,4 @@
-"""Gradient descent on the regularized loss ``L_λ`` (ALGORITHMS.md §C), with any optax optimizer.
+"""Gradient descent on the regularized loss ``L_λ`` (docs/algorithms.md), with any optax optimizer.
 
 Small initialization: row ``i`` is ``δ z_i/||z_i||`` with ``z_i`` from ``fold_in(key, i)`` (norm
 exactly ``δ = init_scale``); fixed signs per :func:`jaxtd.models.draw_signs`. Each step takes the
@@ -101,12 +101,12 @@ def _with_lr(opt_state, lr, injected: bool):
 def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: float = 1e-2,
        regularization: float = 0.0, learning_rate: Optional[float] = None,
        signs: str = "auto", name: Optional[str] = None) -> base.Algorithm:
-    """Gradient descent from a small initialization on ``L_λ`` (ALGORITHMS.md §C).
+    """Gradient descent from a small initialization on ``L_λ`` (docs/algorithms.md).
 
     Args:
       optimizer: float SGD step, optax factory (with ``learning_rate=``) or ready
         ``GradientTransformation`` (see module docstring for how ``learning_rate`` is swept).
-      model: ``"plain"`` or ``"two_homogeneous"`` (ALGORITHMS.md §A).
+      model: ``"plain"`` or ``"two_homogeneous"`` (docs/algorithms.md).
       init_scale: norm ``δ > 0`` of each initial row (hparam ``init_scale``).
       regularization: ``λ >= 0`` (hparam ``regularization``).
       learning_rate: default learning rate for a factory optimizer, or default multiplier for a

@@ -1,4 +1,4 @@
-"""Lazy (NTK-regime) gradient descent as an :class:`~jaxtd.algorithms.Algorithm` (ALGORITHMS.md §B).
+"""Lazy (NTK-regime) gradient descent as an :class:`~jaxtd.algorithms.Algorithm` (docs/algorithms.md).
 
 The trained variable is the perturbation ``Δ`` ``(m, d)`` of a fixed initialization
 ``W0`` (weights ``c`` fixed); the objective is the exact factored lazy loss

@@ -1,4 +1,4 @@
-"""Reconstruction of the first paper's "variant of gradient descent" (ALGORITHMS.md §D).
+"""Reconstruction of the first paper's "variant of gradient descent" (docs/algorithms.md).
 
 The paper ("Beyond Lazy Training for Over-parameterized Tensor Decomposition", NeurIPS 2020) gives
 no pseudo-code we can reproduce bit for bit; this is a **reconstruction** consistent with what is
@@ -157,7 +157,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
             epochs: Optional[int] = 30, epsilon: float = 0.0, selection: str = "smallest",
             sign_rule: str = "residual", signs: str = "auto",
             learning_rate: Optional[float] = None, name: Optional[str] = None) -> base.Algorithm:
-    """Reconstruction of the paper's variant of GD (ALGORITHMS.md §D; see the module docstring).
+    """Reconstruction of the paper's variant of GD (docs/algorithms.md; see the module docstring).
 
     Args:
       optimizer: the step ``η`` as a float (plain SGD, default 0.05), an optax factory with
