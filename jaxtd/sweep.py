@@ -25,6 +25,14 @@ one jit-compiled, vmapped computation per *width bucket*:
   each chunk of seeds is padded to a multiple of the device count (padding cells are dropped).
 - **Long sweeps.** Seeds run in chunks of ``chunk_size``; with ``out_dir`` each finished chunk is
   written atomically and a rerun resumes from the saved chunks (:class:`jaxtd.results.ChunkStore`).
+- **Several processes.** After :func:`jaxtd.distributed.initialize`, ``jax.devices()`` spans every
+  process and the seed axis is sharded over all of them: every process runs the same call, builds
+  its own slices of the inputs (``jax.make_array_from_callback``), and the outputs are gathered so
+  every process returns the same :class:`~jaxtd.results.Results`. Only process 0 touches
+  ``out_dir`` (its lock, its chunks, the final save; the other processes' ``out_dir`` and
+  ``resume`` are ignored): it decides which chunks are done and sends each saved chunk to the
+  others, so resuming needs no shared file system. Every process must pass the same arguments
+  (checked: a different configuration raises in every process).
 
 Inside the compiled computation numerical trouble is data: a diverging cell is flagged with its step
 by the runner and never affects other cells (each cell is an independent vmapped lane).
@@ -35,7 +43,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import io
 import itertools
+import json
 import math
 import numbers
 import time
@@ -47,8 +57,10 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxtd import distributed
 from jaxtd.algorithms.base import Algorithm
-from jaxtd.results import ChunkStore, Results, check_out_dir, progress_enabled, versions
+from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
+                           progress_enabled, versions)
 from jaxtd.run import default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
@@ -427,24 +439,33 @@ def clear_cache() -> None:
 
 
 def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, target, shardings,
-               devices):
-    """Dispatch every bucket of one seed chunk (compiling a bucket on first use), then fetch."""
+               devices, multi):
+    """Dispatch every bucket of one seed chunk (compiling a bucket on first use), then fetch.
+
+    ``multi``: the devices span several processes; inputs are then built slice by slice in each
+    process and the outputs gathered into every process (both collectives)."""
+    # device_put cannot address other processes' devices
+    put = distributed.global_array if multi else jax.device_put
     seed_sh, repl = shardings
-    seeds_arr = jax.device_put(np.asarray(seeds_padded, np.int32), seed_sh)
-    args_rest = jax.device_put((grid, base_key, target), repl)
+    seeds_arr = put(np.asarray(seeds_padded, np.int32), seed_sh)
+    args_rest = put((grid, base_key, target), repl)
     outs = []
     for b in buckets:
         # the default int (int64 under x64), as a Python int `active` would be
-        actives = jax.device_put(np.asarray(b.widths, np.dtype(jnp.result_type(int))), repl)
+        actives = put(np.asarray(b.widths, np.dtype(jnp.result_type(int))), repl)
         args = (seeds_arr, actives) + tuple(args_rest)
         if b.compiled is None:
+            # device ids are global across processes; the owning processes and the process
+            # count tell a multi-process program from a single-process one
             key = (program_key, b.padded_width, _signature(args),
-                   tuple(d.id for d in devices), devices[0].platform,
-                   jax.config.jax_numpy_dtype_promotion)
+                   tuple((d.id, d.process_index) for d in devices), jax.process_count(),
+                   devices[0].platform, jax.config.jax_numpy_dtype_promotion)
             b.compiled, b.compile_seconds = _executable(key, lambda: fn_for(b), args, shardings)
             b.fresh = b.compile_seconds > 0
         outs.append(b.compiled(*args))  # async dispatch: buckets queue up
     shards = len(outs[0].final_relative_error.sharding.device_set)
+    if multi:
+        return [distributed.gather(o) for o in outs], shards
     return [jax.device_get(o) for o in outs], shards
 
 
@@ -543,28 +564,79 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
       base_key: root PRNG key (default ``PRNGKey(0)``; an int means ``PRNGKey(int)``).
       metadata: constant columns prepended to every row (e.g. ``{"algorithm": "gd", "dim": 16}``);
         they become key columns of the result, so summaries group by them.
-      devices: devices to shard the seed axis over (default ``jax.devices()``); results do not
-        depend on it.
+      devices: devices to shard the seed axis over (default ``jax.devices()``: after
+        :func:`jaxtd.distributed.initialize`, the devices of every process); results do not
+        depend on it. Devices of several processes run the sweep in all of them (see the module
+        docstring): each process must make the same call, and only process 0 uses ``out_dir``.
 
     Returns:
       :class:`~jaxtd.results.Results`, rows ordered by seed, width, hyper-parameter combination.
       ``info`` holds ``n_compiles``, ``compile_seconds`` (per padded width), ``run_seconds`` (compiled
-      execution plus transfer, compilation excluded), device count and versions.
+      execution plus transfer, compilation excluded), device and process counts and versions.
     """
     spec = _spec(algorithm, target, seeds, widths, steps, record_every, hparams,
                  success_threshold, chunk_size, bucketing, metadata)
     base_key = _base_key(base_key)
     devices = _check_devices(devices)
+    multi = distributed.spans_processes(devices)
     config = _config(spec, algorithm, target, base_key)
+    if multi:
+        distributed.agree(config_fingerprint(config), "sweep configuration")
     store = None
-    if out_dir is not None:
-        check_out_dir(out_dir)
-        store = ChunkStore(out_dir, config, resume=resume)  # holds the folder's lock
+    if out_dir is not None and (not multi or distributed.is_main_process()):
+        try:
+            check_out_dir(out_dir)
+            store = ChunkStore(out_dir, config, resume=resume)  # holds the folder's lock
+        except BaseException as err:
+            if multi:  # the others wait for process 0's plan: tell them it failed
+                _share_plan(None, error=f"{type(err).__name__}: {err}")
+            raise
     try:
-        return _execute(spec, algorithm, target, base_key, config, store, progress, devices)
+        return _execute(spec, algorithm, target, base_key, config, store, progress, devices,
+                        multi)
     finally:
         if store is not None:
             store.close()
+
+
+def _share_plan(store: Optional[ChunkStore], error: Optional[str] = None) -> set:
+    """Process 0's finished chunks → every process (a collective). Process 0 passes its store
+    (or ``None`` without ``out_dir``); a failure to open it is sent as ``error`` and raised by the
+    other processes too, so none waits forever."""
+    payload = None
+    if distributed.is_main_process():
+        payload = json.dumps({"error": error,
+                              "done": sorted(store.done()) if store is not None else []}).encode()
+    plan = json.loads(distributed.broadcast_bytes(payload))
+    if plan["error"] is not None:
+        if distributed.is_main_process():
+            return set()
+        raise RuntimeError(f"process 0 could not open its out_dir ({plan['error']})")
+    return set(plan["done"])
+
+
+def _chunk_bytes(columns: Mapping[str, np.ndarray], histories: Mapping[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"c/{k}": v for k, v in columns.items()},
+             **{f"h/{k}": v for k, v in histories.items()})
+    return buffer.getvalue()
+
+
+def _chunk_from_bytes(payload: bytes) -> tuple[dict, dict]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as data:
+        columns = {k[2:]: data[k] for k in data.files if k.startswith("c/")}
+        histories = {k[2:]: data[k] for k in data.files if k.startswith("h/")}
+    return columns, histories
+
+
+def _read_chunk(store: Optional[ChunkStore], index: int, multi: bool) -> tuple[dict, dict]:
+    """A saved chunk, in every process (process 0 reads it and sends it to the others)."""
+    if not multi:
+        return store.read(index)
+    payload = None
+    if distributed.is_main_process():
+        payload = _chunk_bytes(*store.read(index))
+    return _chunk_from_bytes(distributed.broadcast_bytes(payload))
 
 
 def _check_devices(devices) -> list:
@@ -576,7 +648,8 @@ def _check_devices(devices) -> list:
     return devices
 
 
-def _execute(spec, algorithm, target, base_key, config, store, progress, devices) -> Results:
+def _execute(spec, algorithm, target, base_key, config, store, progress, devices,
+             multi=False) -> Results:
     from tqdm.auto import tqdm
 
     n_dev = len(devices)
@@ -601,21 +674,25 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
 
     program_key = (algorithm, spec.steps, spec.record_every, grid_names)
     chunk_len = math.ceil(spec.chunk_size / n_dev) * n_dev
-    done = store.done() if store is not None else set()
+    if multi:
+        done = _share_plan(store)
+    else:
+        done = store.done() if store is not None else set()
     parts, run_seconds, seed_shards = [], 0.0, 0
     bar = tqdm(total=spec.n_chunks, initial=len(done & set(range(spec.n_chunks))), unit="chunk",
-               desc=f"sweep {algorithm.name}", disable=not progress_enabled(progress))
+               desc=f"sweep {algorithm.name}",
+               disable=not (progress_enabled(progress) and distributed.is_main_process()))
     try:
         for index in range(spec.n_chunks):
             if index in done:
-                parts.append(store.read(index))
+                parts.append(_read_chunk(store, index, multi))
                 continue
             seeds = spec.chunk(index)
             padded = seeds + (seeds[-1],) * (chunk_len - len(seeds))
             t0 = time.perf_counter()
             compile_before = sum(b.compile_seconds for b in buckets)
             outs, seed_shards = _run_chunk(buckets, program_key, fn_for, padded, grid, base_key,
-                                           target, shardings, devices)
+                                           target, shardings, devices, multi)
             run_seconds += (time.perf_counter() - t0
                             - (sum(b.compile_seconds for b in buckets) - compile_before))
             columns, histories = _flatten_chunk(spec, buckets, outs, seeds)
@@ -634,6 +711,7 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
             "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
             "padded_widths": [b.padded_width for b in buckets],
             "run_seconds": run_seconds, "chunks_resumed": len(done), "n_devices": n_dev,
+            "n_processes": len({d.process_index for d in devices}),
             "seed_shards": seed_shards, "chunk_len": chunk_len,
             "platform": devices[0].platform, "versions": versions()}
     results = Results(_order_columns(columns, spec), histories, config=config, info=info,
