@@ -107,8 +107,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     except RuntimeError as err:
         if "before any JAX" in str(err) or "backend" in str(err).lower():
             raise RuntimeError("jaxtd.distributed.initialize must come before any other JAX "
-                               "call (a computation already ran in this process); call it "
-                               "first") from err
+                               "call (JAX already started in this process: a computation, "
+                               "jax.devices(), ...); call it first") from err
         raise
     except ValueError as err:
         if auto:

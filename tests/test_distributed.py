@@ -210,3 +210,37 @@ def test_single_process_helpers():
     np.testing.assert_array_equal(jax.random.key_data(out["k"]), jax.random.key_data(x["k"]))
     assert distributed.broadcast_bytes(b"plan") == b"plan"
     distributed.agree("same", "configuration")  # one process always agrees
+
+
+ERRORS = textwrap.dedent("""
+    import importlib.util, sys
+    spec = importlib.util.spec_from_file_location("_jaxtd_distributed", sys.argv[1])
+    distributed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(distributed)
+    import jax
+    try:  # no SLURM, Open MPI or TPU environment here
+        distributed.initialize(auto=True, initialization_timeout=5)
+    except ValueError as err:
+        print("AUTO", err)
+    jax.numpy.zeros(1).block_until_ready()  # JAX has started: too late to connect
+    try:
+        distributed.initialize("127.0.0.1:1", 1, 0)
+    except RuntimeError as err:
+        print("LATE", err)
+""")
+
+
+@pytest.mark.timeout(120)
+def test_initialize_auto_without_cluster_and_after_jax_started():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for var in [v for v in env if v.startswith(("SLURM_", "OMPI_", "TPU_"))]:
+        env.pop(var)
+    proc = subprocess.run([sys.executable, "-c", ERRORS,
+                           os.path.join(ROOT, "jaxtd", "distributed.py")],
+                          env=env, capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("AUTO auto=True found no cluster environment") for ln in lines), \
+        proc.stdout
+    assert any(ln.startswith("LATE jaxtd.distributed.initialize must come before any other JAX")
+               for ln in lines), proc.stdout
