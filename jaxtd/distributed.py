@@ -7,13 +7,14 @@ seeds, the results are gathered so every process returns the same
 :class:`~jaxtd.results.Results`, and only process 0 (:func:`is_main_process`) writes files.
 
 The helpers below (:func:`global_array`, :func:`gather`, :func:`broadcast_bytes`,
-:func:`agree`) are what the sweep uses to move host values in and out of arrays that span
-processes; each is a collective: every process must call it, in the same order.
+:func:`broadcast_json`, :func:`agree`) are what the sweep uses to move host values in and out of
+arrays that span processes; each is a collective: every process must call it, in the same order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import numbers
 from typing import Any, Optional
 
@@ -21,7 +22,7 @@ import jax
 import numpy as np
 
 __all__ = ["initialize", "is_main_process", "process_index", "process_count", "spans_processes",
-           "global_array", "gather", "broadcast_bytes", "agree"]
+           "global_array", "gather", "broadcast_bytes", "broadcast_json", "agree"]
 
 CPU_COLLECTIVES = ("gloo", "mpi", None)
 
@@ -195,6 +196,16 @@ def broadcast_bytes(payload: Optional[bytes]) -> bytes:
         return b""
     data = np.frombuffer(payload, np.uint8) if main else np.zeros(size, np.uint8)
     return np.asarray(multihost_utils.broadcast_one_to_all(data), np.uint8).tobytes()
+
+
+def broadcast_json(value: Any = None) -> Any:
+    """Process 0's JSON-able ``value`` → every process (the others' ``value`` is ignored): how a
+    decision only process 0 can take (what its files hold) reaches the others. Without several
+    processes it returns ``value`` unchanged."""
+    if jax.process_count() == 1:
+        return value
+    payload = json.dumps(value).encode() if is_main_process() else None
+    return json.loads(broadcast_bytes(payload))
 
 
 def agree(text: str, what: str) -> None:

@@ -45,7 +45,6 @@ import dataclasses
 import hashlib
 import io
 import itertools
-import json
 import math
 import numbers
 import time
@@ -603,11 +602,10 @@ def _share_plan(store: Optional[ChunkStore], error: Optional[str] = None) -> set
     """Process 0's finished chunks → every process (a collective). Process 0 passes its store
     (or ``None`` without ``out_dir``); a failure to open it is sent as ``error`` and raised by the
     other processes too, so none waits forever."""
-    payload = None
+    plan = None
     if distributed.is_main_process():
-        payload = json.dumps({"error": error,
-                              "done": sorted(store.done()) if store is not None else []}).encode()
-    plan = json.loads(distributed.broadcast_bytes(payload))
+        plan = {"error": error, "done": sorted(store.done()) if store is not None else []}
+    plan = distributed.broadcast_json(plan)
     if plan["error"] is not None:
         if distributed.is_main_process():
             return set()

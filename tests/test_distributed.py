@@ -209,6 +209,7 @@ def test_single_process_helpers():
     np.testing.assert_array_equal(distributed.gather(out["a"]), x["a"])
     np.testing.assert_array_equal(jax.random.key_data(out["k"]), jax.random.key_data(x["k"]))
     assert distributed.broadcast_bytes(b"plan") == b"plan"
+    assert distributed.broadcast_json({"done": [1]}) == {"done": [1]}
     distributed.agree("same", "configuration")  # one process always agrees
 
 
