@@ -114,13 +114,17 @@ def draw_row(key, epoch, row, dim: int, delta, dtype) -> jax.Array:
 def select_row(params: jax.Array, mask: jax.Array, epoch, selection: str) -> jax.Array:
     """Row to re-draw at the start of ``epoch``, among active rows only (int32 scalar).
 
-    ``"smallest"``: argmin of ``||w_i||`` over rows with ``mask_i = 1`` (masked rows count as
-    ``+inf``); ``"round_robin"``: ``epoch mod (number of active rows)``. Neither depends on the
-    padded width, since active rows come first.
+    ``"smallest"``: the first active row whose ``||w_i||^2`` is within a relative ``1e-6`` of the
+    smallest over rows with ``mask_i = 1`` (masked rows count as ``+inf``); ``"round_robin"``:
+    ``epoch mod (number of active rows)``. Neither depends on the padded width, since active rows
+    come first. The tolerance matters at initialization, where every row has norm ``δ`` up to
+    rounding: a plain argmin would let the last bit (which depends on how XLA vectorizes the
+    program, e.g. batched in a sweep or alone) pick the row, and the runs would part ways.
     """
     if selection == "smallest":
-        norms = jnp.sum(params * params, axis=-1)
-        return jnp.argmin(jnp.where(mask > 0, norms, jnp.inf)).astype(jnp.int32)
+        norms = jnp.where(mask > 0, jnp.sum(params * params, axis=-1), jnp.inf)
+        tied = norms <= jnp.min(norms) * (1 + 1e-6)
+        return jnp.argmax(tied).astype(jnp.int32)
     active = jnp.maximum(jnp.sum(mask > 0), 1).astype(jnp.int32)
     return (jnp.asarray(epoch, jnp.int32) % active).astype(jnp.int32)
 
