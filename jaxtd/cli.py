@@ -204,12 +204,17 @@ def _drain() -> None:
 
 def cmd_run(args) -> int:
     """``jaxtd run``: run a config or preset, write results and figures, print the table."""
+    _connect(args)  # before anything starts JAX
+    from jaxtd import distributed
+    main = distributed.is_main_process()
     config, out = _resolve_config(args)
+    out = Path(distributed.broadcast_json(str(out)))  # process 0's (default: its timestamp)
     if args.dry_run:
         print(experiment.describe(config))
         print(f"would write into {out} (nothing written: --dry-run)")
         return 0
-    _check_out(config, out, args.resume)
+    if main:
+        _check_out(config, out, args.resume)
     if not args.no_compile_cache:
         from jaxtd import compile_cache
         compile_cache.enable()
@@ -236,6 +241,8 @@ def cmd_run(args) -> int:
         finally:
             bar.close()
         results = outcome.results
+        if not main:  # every process holds the same results; process 0 writes and reports
+            return 0
         paths = write_outputs(results, config, out)
     except KeyboardInterrupt:
         _drain()
@@ -249,6 +256,29 @@ def cmd_run(args) -> int:
     print(f"compiled {outcome.n_compiles} programs in {outcome.compile_seconds:.1f} s, ran in "
           f"{outcome.run_seconds:.1f} s")
     return 0
+
+
+def _connect(args) -> None:
+    """Join the other processes (``--coordinator``/``--num-processes``/``--process-id`` or
+    ``--distributed auto``); nothing without those flags."""
+    flags = {"--coordinator": args.coordinator, "--num-processes": args.num_processes,
+             "--process-id": args.process_id}
+    given = [k for k, v in flags.items() if v is not None]
+    if args.distributed is None and not given:
+        return
+    from jaxtd import distributed
+    if args.distributed == "auto" and given:
+        raise UsageError("--distributed", f"auto is given together with {', '.join(given)}",
+                         "pass either --distributed auto or the three flags")
+    try:
+        if args.distributed == "auto":
+            distributed.initialize(auto=True)
+        else:
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise UsageError("--distributed" if args.distributed else "--coordinator", str(err),
+                         "give every process the same --coordinator HOST:PORT and "
+                         "--num-processes N, and its own --process-id 0..N-1") from None
 
 
 def cmd_presets(args) -> int:
@@ -340,6 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not use the persistent compilation cache (~/.cache/jaxtd/xla)")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                      help="show tracebacks instead of one-line errors")
+    several = run.add_argument_group(
+        "several processes", "one run over the devices of several processes or hosts: start the "
+        "same command in every process; process 0 writes --out")
+    several.add_argument("--coordinator", metavar="HOST:PORT",
+                         help="host of process 0 and a free port, the same in every process")
+    several.add_argument("--num-processes", type=int, metavar="N",
+                         help="number of processes (with --coordinator)")
+    several.add_argument("--process-id", type=int, metavar="I",
+                         help="this process's index, 0..N-1 (with --coordinator)")
+    several.add_argument("--distributed", choices=["auto"],
+                         help="auto: take the processes from the cluster environment (SLURM, "
+                         "Open MPI, TPU pod slice)")
     run.set_defaults(func=cmd_run)
     presets = sub.add_parser("presets", help="list the shipped presets",
                              description="List the shipped presets, one line each.")

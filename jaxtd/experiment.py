@@ -325,6 +325,7 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
 def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify,
                  table_params: Mapping[str, Any]):
     """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``)."""
+    import jax
     import numpy as np
 
     from jaxtd.results import atomic_write
@@ -346,9 +347,10 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
         table = lazy_best_residuals(algorithm, target, seeds, widths, outcome, notify,
                                     init=p["init"], signs=p["signs"], init_scale=scale,
                                     method=p["method"])
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(str(cache)) as f:
-            np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
+        if jax.process_index() == 0:  # several processes: only process 0 writes
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_write(str(cache)) as f:
+                np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
     col = [table[seeds.index(int(s)), widths.index(int(w))]
            for s, w in zip(results.rows["seed"], results.rows["width"])]
     rows = results.rows.assign(lazy_best_residual=np.asarray(col, np.float64))
@@ -376,7 +378,10 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
                seeds: Sequence[int], resume: bool):
     from jaxtd.results import Results
     from jaxtd.sweep import sweep
-    if (folder / "config.json").is_file():
+    import jax
+    # several processes: only process 0 has the files; sweep() resumes every saved chunk from
+    # them and sends it to the others
+    if jax.process_count() == 1 and (folder / "config.json").is_file():
         from jaxtd.targets import default_dtype
         try:
             saved = Results.load(str(folder))

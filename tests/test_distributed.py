@@ -245,3 +245,73 @@ def test_initialize_auto_without_cluster_and_after_jax_started():
         proc.stdout
     assert any(ln.startswith("LATE jaxtd.distributed.initialize must come before any other JAX")
                for ln in lines), proc.stdout
+
+
+def test_import_does_not_start_jax():
+    """`import jaxtd` (and its CLI) must leave JAX unstarted, or the distributed runtime could
+    no longer be initialized by `jaxtd run --coordinator ...`."""
+    code = textwrap.dedent(f"""
+        import jaxtd, jaxtd.cli
+        from jaxtd import distributed
+        distributed.initialize("127.0.0.1:{_free_port()}", 1, 0, initialization_timeout=60)
+        print("OK", distributed.process_count())
+    """)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OK 1" in proc.stdout
+
+
+@pytest.mark.timeout(600)
+def test_cli_two_processes_write_the_single_process_table(tmp_path):
+    """The contract flags: `jaxtd run --coordinator HOST:PORT --num-processes 2 --process-id I`
+    in two processes gives process 0 a results.csv equal to a one-process `jaxtd run`."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(textwrap.dedent("""
+        name = "tiny"
+        [target]
+        order = 3
+        dim = 4
+        rank = 2
+        [sweep]
+        algorithms = ["gd"]
+        widths = [2, 3]
+        seeds = 4
+        steps = 40
+        success_threshold = 1e-2
+        record_every = 10
+        chunk_size = 2
+        [gd]
+        init_scale = 0.3
+        learning_rate = 0.2
+    """))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}
+    env.pop("XLA_FLAGS", None)
+    cli = [sys.executable, "-m", "jaxtd", "run", str(config), "--no-compile-cache"]
+    single = subprocess.run(cli + ["--out", str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    port = _free_port()
+    procs = [subprocess.Popen(cli + ["--out", str(tmp_path / f"two-{i}"), "--coordinator",
+                                     f"127.0.0.1:{port}", "--num-processes", "2",
+                                     "--process-id", str(i)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=30)
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+    assert not (tmp_path / "two-1").exists()  # only process 0 writes (into process 0's --out)
+    one = pd.read_csv(tmp_path / "one" / "results.csv")
+    two = pd.read_csv(tmp_path / "two-0" / "results.csv")
+    assert list(one.columns) == list(two.columns) and len(one) == len(two) == 8
+    for col in one.columns:
+        if pd.api.types.is_float_dtype(one[col]):
+            np.testing.assert_allclose(two[col], one[col], rtol=1e-5, atol=1e-7, err_msg=col)
+        else:
+            assert (two[col] == one[col]).all(), col
