@@ -1,4 +1,4 @@
-"""Grids of runs in one call: seeds × widths × hyper-parameters (DESIGN.md, "sweep").
+"""Grids of runs in one call: seeds × widths × hyper-parameters (docs/architecture.md).
 
 :func:`sweep` runs every cell ``(seed s, width m, hyper-parameter combination h)`` of a grid with
 one jit-compiled, vmapped computation per *width bucket*:
