@@ -14,8 +14,11 @@ Why the kernel is set up the way it is (each point once made this test hang):
 - One BLAS/OpenMP thread: the kernel shares two cores with pytest.
 - The kernel is this interpreter (a kernel spec written for ``sys.executable``), never whatever
   ``python3`` spec happens to be installed.
-- Every cell has a timeout, the kernel manager is ours and is shut down (immediately) in a
-  ``finally``, and pytest-timeout bounds the whole notebook: a stuck kernel fails the test.
+- Every cell has a timeout, and it can fire: the kernel manager is asynchronous (a blocking one
+  gives nbclient a blocking client whose ``get_msg`` stalls the event loop that runs the
+  timeout; a stuck cell then took 10 minutes to fail). The kernel is killed and its channels
+  closed in a ``finally``, and pytest-timeout bounds the whole notebook.
+  ``test_a_stuck_cell_fails_fast_and_leaves_no_kernel`` checks all of it.
 
 The notebooks are committed executed (small mode), so a repository browser shows their figures;
 ``python tests/test_notebooks.py [notebook ...]`` re-executes them and writes the outputs back.
@@ -30,7 +33,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 
@@ -53,28 +57,57 @@ def kernel_env() -> dict[str, str]:
     return env
 
 
-def _kernel_manager(spec_root: Path) -> KernelManager:
-    """A kernel manager whose only kernel spec runs this interpreter (the venv's)."""
+def _kernel_manager(spec_root: Path) -> AsyncKernelManager:
+    """A kernel manager whose only kernel spec runs this interpreter (the venv's).
+
+    Asynchronous, as nbclient expects: a blocking manager hands nbclient a blocking client whose
+    ``get_msg`` blocks its event loop, so the cell timeout could never fire."""
     from ipykernel.kernelspec import write_kernel_spec
     write_kernel_spec(spec_root / KERNEL, overrides={"display_name": KERNEL})
-    return KernelManager(kernel_name=KERNEL,
-                         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_root)]))
+    return AsyncKernelManager(kernel_name=KERNEL,
+                              kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec_root)]))
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, spec_root: Path) -> nbformat.NotebookNode:
-    """Run ``nb`` (a copy) top to bottom in a fresh kernel; the kernel is always shut down."""
+def execute(nb: nbformat.NotebookNode, cwd: Path, spec_root: Path,
+            cell_timeout: int = CELL_TIMEOUT_S) -> nbformat.NotebookNode:
+    """Run ``nb`` (a copy) top to bottom in a fresh kernel; the kernel is always killed and its
+    channels closed, whatever happens (a stuck kernel is killed, never waited for)."""
     nb = copy.deepcopy(nb)
     km = _kernel_manager(spec_root)
-    client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT_S, startup_timeout=120,
+    client = NotebookClient(nb, km=km, timeout=cell_timeout, startup_timeout=120,
                             shutdown_kernel="immediate", kernel_name=KERNEL,
                             resources={"metadata": {"path": str(cwd)}})
     try:
         client.execute(env=kernel_env(), cwd=str(cwd))
     finally:
+        if client.kc is not None:
+            client.kc.stop_channels()
+        proc = getattr(getattr(km, "provisioner", None), "process", None)
+        if proc is not None and proc.poll() is None:  # SIGKILL first: a deadlocked kernel
+            proc.kill()                               # would not answer a shutdown request
+            proc.wait(timeout=30)
         if km.has_kernel:
-            km.shutdown_kernel(now=True)
-        km.cleanup_resources()
+            run_sync(km.shutdown_kernel)(now=True)
+        run_sync(km.cleanup_resources)()
     return nb
+
+
+def test_a_stuck_cell_fails_fast_and_leaves_no_kernel(tmp_path):
+    from nbclient.exceptions import CellTimeoutError
+    import time
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import os; open('pid', 'w').write(str(os.getpid()))"),
+        nbformat.v4.new_code_cell("import time; time.sleep(600)")])
+    start = time.monotonic()
+    with pytest.raises(CellTimeoutError):
+        execute(nb, tmp_path, tmp_path, cell_timeout=3)
+    assert time.monotonic() - start < 90
+    pid = int((tmp_path / "pid").read_text())
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{pid}").exists() or \
+        Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", "the kernel survived"
 
 
 def test_notebooks_exist():
