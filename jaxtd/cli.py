@@ -460,6 +460,19 @@ class _Interrupts:
 _INTERRUPTS = _Interrupts()
 
 
+_EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
+
+
+def _single_threaded_eigen() -> None:
+    """Batched ``eigh`` (the dense lazy optimum over several seeds) can deadlock XLA's CPU pool
+    on a 2-core machine: every pool thread waits on work queued behind it. Without that pool
+    the sweeps run as fast (measured), so the command turns it off unless the user's
+    ``XLA_FLAGS`` already decide; it only takes effect before JAX starts."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_EIGEN_FLAG}".strip()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxtd`` console script; returns the exit status."""
     parser = build_parser()
@@ -467,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    _single_threaded_eigen()
     global _INTERRUPTS, _DEBUG
     _DEBUG = bool(args.debug)
     previous = None

@@ -1,7 +1,13 @@
 import os
 import tempfile
 
-import jax
+# Before JAX starts: a batched eigh (dense lazy optima over seeds) can deadlock XLA's
+# multi-threaded Eigen pool on a 2-core machine (both workers wait on work queued behind them).
+if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_multi_thread_eigen=false").strip()
+
+import jax  # noqa: E402
 import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
