@@ -24,6 +24,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxtd import _extended
 from jaxtd._aligned import aligned_residual_sq
@@ -168,11 +169,23 @@ def relative_error(estimate: SymCP, target: SymCP, *, precise: bool = True) -> j
     :func:`jaxtd.metrics.relative_error` for a differentiable one).
     """
     check_compatible(estimate, target, ("estimate", "target"))
+    _check_nonzero(target)
     estimate, target = jax.lax.stop_gradient((estimate, target))
     if _use_precise(estimate, target, precise):
         value, target_sq, _ = _precise_sums(estimate, target)
         return jnp.sqrt(jnp.maximum(value, 0.0) / target_sq)
     return jnp.sqrt(residual_sq(estimate, target, precise=precise)) / norm(target)
+
+
+def _check_nonzero(target: SymCP) -> None:
+    """A concrete target whose weights are all 0 has no relative error: say so (traced ones are
+    not checked)."""
+    weights = target.weights
+    if isinstance(weights, jax.core.Tracer):
+        return
+    if not np.any(np.asarray(weights) != 0):
+        raise ValueError("target is the zero tensor (all weights 0): its relative error is "
+                         "undefined; use jaxtd.residual_sq for an absolute figure")
 
 
 def _common_dtype(a: SymCP, b: SymCP) -> tuple[SymCP, SymCP]:

@@ -285,12 +285,8 @@ def _check_int(value, name: str) -> int:
 
 
 def _check_key(key) -> None:
-    shape = getattr(key, "shape", None)
-    typed = shape is not None and jnp.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key)
-    if shape is None or not (typed and shape == () or shape == (2,)):
-        raise TypeError(f"key must be one PRNG key (jax.random.PRNGKey(seed) or "
-                        f"jax.random.key(seed)), got {type(key).__name__} of shape {shape}; "
-                        "vmap jaxtd.simulate for many seeds")
+    from jaxtd.targets import check_key  # one key policy for the whole package
+    check_key(key)
 
 
 def _check_init_params(init_params, width: int, target: SymCP):
@@ -319,6 +315,8 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
     if steps % record_every:
         raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
                          f"e.g. record_every={default_record_every(steps)}")
+    if not _is_real(divergence_factor) and not isinstance(divergence_factor, jax.core.Tracer):
+        raise TypeError(f"divergence_factor must be a number > 0, got {divergence_factor!r}")
     check_positive(divergence_factor, "divergence_factor")
     if active is not None and np.ndim(active) == 0 and not isinstance(active, jax.core.Tracer):
         if not 1 <= int(active) <= width:
@@ -340,7 +338,39 @@ def full_hparams(algorithm: Algorithm, hparams) -> dict:
     if unknown:
         raise ValueError(f"hparams has unknown names {unknown}; algorithm {algorithm.name!r} "
                          f"accepts {sorted(algorithm.hparams)}")
+    for name, value in hparams.items():
+        check_hparam(name, value)
     return {**dict(algorithm.hparams), **dict(hparams)}
+
+
+# Hyper-parameters of the built-in algorithms that must be > 0 (others: finite; regularization
+# and epsilon >= 0), checked like the constructors check them.
+_POSITIVE = ("learning_rate", "init_scale", "delta0", "delta1", "gamma", "tau0", "step_size")
+_NONNEGATIVE = ("regularization", "epsilon")
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_hparam(name: str, value) -> None:
+    """Refuse a concrete override that is not a finite real number, or out of the range its
+    constructor argument accepts; traced values (a vmapped sweep axis) pass through."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        if not np.issubdtype(np.asarray(value).dtype, np.floating):
+            raise TypeError(f"hparams[{name!r}] must be a real number, got dtype "
+                            f"{np.asarray(value).dtype}")
+        value = float(value)
+    if not _is_real(value):
+        raise TypeError(f"hparams[{name!r}] must be a real number, got {value!r}")
+    if not np.isfinite(value):
+        raise ValueError(f"hparams[{name!r}] must be finite, got {value!r}")
+    if name in _POSITIVE and value <= 0:
+        raise ValueError(f"hparams[{name!r}] must be > 0, got {value!r}")
+    if name in _NONNEGATIVE and value < 0:
+        raise ValueError(f"hparams[{name!r}] must be >= 0, got {value!r}")
 
 
 def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,

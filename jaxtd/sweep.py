@@ -60,7 +60,7 @@ from jaxtd import distributed
 from jaxtd.algorithms.base import Algorithm
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
-from jaxtd.run import default_record_every, simulate
+from jaxtd.run import check_hparam, default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
@@ -263,6 +263,7 @@ def _check_hparams(algorithm: Algorithm, hparams) -> tuple[tuple[str, ...], tupl
         for v in vals:
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise TypeError(f"hparams[{name!r}] must hold real numbers, got {v!r}")
+            check_hparam(str(name), v)  # finite, and in the constructor argument's range
         if len(set(vals)) != len(vals):
             raise ValueError(f"hparams[{name!r}] has duplicate values {vals}; list each once")
         names.append(str(name))

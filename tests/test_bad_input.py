@@ -306,21 +306,14 @@ def test_run_argument_checks(data):
     assert math.isfinite(factor) and factor > 0
 
 
-# -- known gaps in modules other than this test's targets, kept visible as strict xfails ----------
-# Each fails today; when the owning module is fixed the test XPASSes, which fails the suite
-# (strict), and the xfail mark must be removed.
+# -- the runner's own checks: keys, hyper-parameter overrides, options -----------------------------
 
-@pytest.mark.xfail(strict=True, reason="run.py's key check looks at the shape only: an int32/"
-                   "float (2,) array or a batch of 2 typed keys passes it and fails inside JAX")
 @pytest.mark.parametrize("kind", ["int32 pair", "float pair", "typed batch"])
 def test_run_validates_key_dtype_and_batch(kind):
     with pytest.raises((TypeError, ValueError), match="key must be"):
         _run_module.validate(_GD, _key(kind), _TARGET, width=2, steps=2, record_every=1)
 
 
-@pytest.mark.xfail(strict=True, reason="run.py does not validate hparams values: nan/inf/<=0 "
-                   "learning_rate or init_scale run (init_scale=nan even reports a relative "
-                   "error of 0.0), a str fails deep inside jit")
 @pytest.mark.parametrize("hparams", [{"learning_rate": float("nan")}, {"learning_rate": -0.1},
                                      {"init_scale": float("nan")}, {"learning_rate": "abc"}])
 def test_run_validates_hparam_values(hparams):
@@ -330,8 +323,6 @@ def test_run_validates_hparam_values(hparams):
                       hparams=hparams)
 
 
-@pytest.mark.xfail(strict=True, reason="run.py: a str divergence_factor passes check_positive "
-                   "(not a number) and fails inside jit")
 def test_run_validates_divergence_factor_type():
     with mock.patch.object(_run_module, "_simulate_jit", mock.Mock(return_value="ran")):
         with pytest.raises(TypeError, match="divergence_factor"):
@@ -339,8 +330,6 @@ def test_run_validates_divergence_factor_type():
                       divergence_factor="x")
 
 
-@pytest.mark.xfail(strict=True, reason="losses.relative_error of a concrete all-zero target "
-                   "returns inf instead of raising a ValueError naming target")
 def test_relative_error_of_zero_target_raises():
     zero = jaxtd.SymCP(jnp.zeros(1), jnp.ones((1, 3)), 3)
     with pytest.raises(ValueError, match="target"):

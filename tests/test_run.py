@@ -180,7 +180,7 @@ def test_run_bad_input_names_the_argument():
         jaxtd.run(lambda s: s, key, target, width=3, steps=10)
     with pytest.raises(TypeError, match="target must be a jaxtd.SymCP"):
         jaxtd.run(alg, key, target.factors, width=3, steps=10)
-    with pytest.raises(TypeError, match="key must be one PRNG key"):
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
         jaxtd.run(alg, jax.random.split(key, 3), target, width=3, steps=10)
     with pytest.raises(ValueError, match="active must be in"):
         jaxtd.run(alg, key, target, width=3, steps=10, active=5)
