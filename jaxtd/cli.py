@@ -213,6 +213,7 @@ def cmd_run(args) -> int:
         print(experiment.describe(config))
         print(f"would write into {out} (nothing written: --dry-run)")
         return 0
+    _check_size(config, args.max_memory)
     if main:
         _check_out(config, out, args.resume)
     if not args.no_compile_cache:
@@ -256,6 +257,55 @@ def cmd_run(args) -> int:
     print(f"compiled {outcome.n_compiles} programs in {outcome.compile_seconds:.1f} s, ran in "
           f"{outcome.run_seconds:.1f} s")
     return 0
+
+
+_UNITS = {"": 1, "B": 1, "KB": 2 ** 10, "MB": 2 ** 20, "GB": 2 ** 30, "TB": 2 ** 40}
+
+
+def parse_size(text: str) -> float:
+    """``"8GB"``, ``"512 MB"``, ``"1e9"`` -> bytes (binary units); ``UsageError`` otherwise."""
+    import re
+    m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?B?)\s*", str(text).upper())
+    try:
+        value = float(m[1]) * _UNITS[m[2] if m[2] in _UNITS else m[2] + "B"]
+    except (TypeError, ValueError, KeyError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UsageError("--max-memory", f"cannot read {text!r} as a size",
+                         "give a size such as 8GB or 512MB")
+    return value
+
+
+def available_memory() -> float | None:
+    """Bytes of memory available to a new computation (``MemAvailable``), ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_size(config, max_memory) -> None:
+    """Refuse, before anything compiles, a run whose estimated peak memory exceeds
+    ``--max-memory`` (default: the memory available now)."""
+    limit = parse_size(max_memory) if max_memory is not None else available_memory()
+    if limit is None:
+        return
+    peak, seconds = experiment.estimate(config)
+    if peak > limit:
+        from jaxtd.experiment import _fmt_bytes, _fmt_seconds
+        raise UsageError("--max-memory", f"the run needs ~{_fmt_bytes(peak)} at its peak "
+                         f"(~{_fmt_seconds(seconds)} of compute) but "
+                         f"{_fmt_bytes(limit)} is {'allowed' if max_memory else 'available'}",
+                         "use fewer or smaller widths, fewer seeds per chunk "
+                         "(--set sweep.chunk_size=N) or fewer seeds; `jaxtd run --dry-run` "
+                         "shows the plan")
 
 
 def _connect(args) -> None:
@@ -370,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="do not use the persistent compilation cache (~/.cache/jaxtd/xla)")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                      help="show tracebacks instead of one-line errors")
+    run.add_argument("--max-memory", metavar="SIZE",
+                     help="refuse a run whose estimated peak memory exceeds SIZE, e.g. 8GB "
+                     "(default: the memory available now)")
     several = run.add_argument_group(
         "several processes", "one run over the devices of several processes or hosts: start the "
         "same command in every process; process 0 writes --out")

@@ -208,6 +208,44 @@ def _lazy_programs(sub: SubSweep) -> int:
     return 1 if sub.lazy_best else 0  # one best-residual table per problem size
 
 
+def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, float, float]:
+    """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough)."""
+    s = config.sweep
+    buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size)
+               if sub.train else ())
+    programs = len(buckets) + _lazy_programs(sub)
+    cells = sub.cells if sub.train else 0
+    lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
+    # state ~ 8 (m, d) arrays per cell, histories ~ 8 scalars + r fitted weights per record
+    n_rec = s.steps // s.record_every + 1
+    mem = sum(len(b) * sub.n_hparams * sub.chunk_size
+              * (8 * max(b) * sub.dim + n_rec * (8 + sub.rank)) * 4 for b in buckets)
+    seconds = (sub.seeds * _seed_cost(config, sub.algorithm, sub.order, sub.dim, sub.rank)
+               / _FLOPS_PER_SECOND if sub.train else 0.0)
+    if sub.lazy_best:
+        # every width is solved at the largest size (masked rows), one seed's table at a time
+        from jaxtd.lazy import DENSE_MAX_SIZE
+        md = max(sub.widths) * sub.dim
+        method = config.params["lazy"].get("method", "auto")
+        if method == "dense" or (method == "auto" and md <= DENSE_MAX_SIZE):
+            mem = max(mem, sub.seeds * md ** 2 * 8 * 3)  # float64 normal equations
+            seconds += sub.seeds * len(sub.widths) * md ** 3 / 3 / 1e9
+        else:  # matrix-free CG: Gram matrices and a few (m, d) vectors
+            mem = max(mem, sub.seeds * (max(sub.widths) ** 2 + 16 * md) * 8 * 4)
+            seconds += sub.seeds * len(sub.widths) * 20 * md * max(sub.widths) ** 2 / 1e9
+    return programs, cells, lazy_cells, float(mem), float(seconds)
+
+
+def estimate(config: cfg.Config) -> tuple[float, float]:
+    """Rough ``(peak memory in bytes, compute seconds on 2 CPU cores)`` of a run, from the plan
+    alone (nothing is traced): what ``--dry-run`` prints and the size guard checks."""
+    peak = seconds = 0.0
+    for sub in plan(config):
+        _, _, _, mem, sec = _sub_estimate(config, sub)
+        peak, seconds = max(peak, mem), seconds + sec
+    return peak, seconds
+
+
 def describe(config: cfg.Config) -> str:
     """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time and
     memory estimate. Nothing is run or written."""
@@ -216,24 +254,8 @@ def describe(config: cfg.Config) -> str:
              f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
              f"{s.record_every}, bucketing {s.bucketing}"]
     total_cells = total_programs = 0
-    total_seconds = peak = 0.0
     for sub in plan(config):
-        buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size)
-                   if sub.train else ())
-        programs = len(buckets) + _lazy_programs(sub)
-        cells = sub.cells if sub.train else 0
-        lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
-        # state ~ 8 (m, d) arrays per cell, histories ~ 8 scalars + r fitted weights per record
-        n_rec = s.steps // s.record_every + 1
-        mem = sum(len(b) * sub.n_hparams * sub.chunk_size
-                  * (8 * max(b) * sub.dim + n_rec * (8 + sub.rank)) * 4 for b in buckets)
-        if sub.lazy_best:  # the normal equations of the exact lazy optimum, float64, per seed
-            mem = max(mem, sub.seeds * (max(sub.widths) * sub.dim) ** 2 * 8 * 3)
-            # every width is solved at the largest size (masked rows)
-        seconds = (sub.seeds * _seed_cost(config, sub.algorithm, sub.order, sub.dim, sub.rank)
-                   / _FLOPS_PER_SECOND if sub.train else 0.0)
-        if sub.lazy_best:
-            seconds += sub.seeds * len(sub.widths) * (max(sub.widths) * sub.dim) ** 3 / 3 / 1e9
+        programs, cells, lazy_cells, mem, _ = _sub_estimate(config, sub)
         hp = "".join(f", {k} x{len(v)}" for k, v in sub.hparams)
         what = "exact best residual only" if not sub.train else (
             f"{cells} cells in {len(sub.chunks())} chunk(s) of {sub.chunk_size} seed(s)")
@@ -242,8 +264,7 @@ def describe(config: cfg.Config) -> str:
                      f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
         total_cells += cells + lazy_cells
         total_programs += programs
-        total_seconds += seconds
-        peak = max(peak, mem)
+    peak, total_seconds = estimate(config)
     lines.append(f"total: {total_cells} cells, {total_programs} programs to compile (fewer "
                  f"with a warm compile cache), peak memory ~{_fmt_bytes(peak)}, compute "
                  f"~{_fmt_seconds(total_seconds)} on 2 CPU cores (rough)")

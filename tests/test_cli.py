@@ -453,3 +453,38 @@ def test_a_plotting_failure_is_a_note_not_a_failed_run(tiny_run, tmp_path, monke
     assert "jaxtd: note: figures not drawn (IndexError: out of bounds)" in err
     with pytest.raises(IndexError):
         cli.main(["--debug", "show", str(reference), "--out", str(figures)])
+
+
+def test_size_guard_refuses_before_compiling(tmp_path, capsys, monkeypatch):
+    """A run whose estimated peak memory exceeds --max-memory (default: the memory available)
+    exits 2 with one line giving the estimate and the fix; nothing is written or compiled."""
+    import jax.monitoring
+    compiles = []
+    listener = lambda name, *a, **k: compiles.append(name)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        out = tmp_path / "huge"
+        assert cli.main(["run", "--quick", "--set", "sweep.widths=[10000000]",
+                         "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--max-memory" in err[0] and "GB at its peak" in err[0]
+        assert "available" in err[0] and "fix:" in err[0]
+        assert cli.main(["run", "--quick", "--max-memory", "1KB", "--out", str(out)]) == 2
+        assert "1.0 KB is allowed" in capsys.readouterr().err
+        assert cli.main(["run", "--quick", "--max-memory", "lots", "--out", str(out)]) == 2
+        assert "cannot read 'lots' as a size" in capsys.readouterr().err
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert not out.exists()
+    assert not [c for c in compiles if c == "/jax/core/compile/backend_compile_duration"]
+    # an estimate within the limit runs
+    peak, _ = experiment.estimate(experiment.cfg.quick(experiment.cfg.preset("headline")))
+    assert 0 < peak < cli.parse_size("1GB")
+
+
+def test_parse_size():
+    assert cli.parse_size("8GB") == 8 * 2 ** 30
+    assert cli.parse_size("512 mb") == 512 * 2 ** 20
+    assert cli.parse_size("1e9") == 1e9
+    with pytest.raises(cli.UsageError, match="--max-memory"):
+        cli.parse_size("-3GB")
