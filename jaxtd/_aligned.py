@@ -50,9 +50,12 @@ def _safe_unit(x):
 def aligned_residual_sq(estimate: SymCP, target: SymCP) -> jax.Array:
     """``||estimate - target||_F^2`` from the aligned telescoped expansion (module docstring).
 
-    ``estimate`` ``(m, d)`` and ``target`` ``(r, d)`` of one order ``l`` and one float dtype;
-    returns a scalar ``>= 0``. Not meant for differentiation.
+    ``estimate`` ``(m, d)`` and ``target`` ``(r, d)`` of one order ``l``, computed in their common
+    float dtype; returns a scalar ``>= 0``.
     """
+    dtype = jnp.result_type(estimate.weights, estimate.factors, target.weights, target.factors)
+    estimate, target = (SymCP(t.weights.astype(dtype), t.factors.astype(dtype), t.order)
+                        for t in (estimate, target))
     l = target.order
     c, u = estimate.weights, estimate.factors
     a_hat, a_norm = _safe_unit(target.factors)

@@ -151,7 +151,7 @@ def residual_sq(estimate: SymCP, target: SymCP, *, precise: bool = True) -> jax.
         value, _, exponent = _precise_sums(estimate, target)
         return _extended.scale2(jnp.maximum(value, 0.0), exponent)
     if precise:
-        return aligned_residual_sq(*_common_dtype(estimate, target))
+        return aligned_residual_sq(estimate, target)
     r = stack(estimate, target)
     return jnp.maximum(gram_inner(r.weights, r.factors, r.weights, r.factors, r.order), 0.0)
 
@@ -186,9 +186,3 @@ def _check_nonzero(target: SymCP) -> None:
     if not np.any(np.asarray(weights) != 0):
         raise ValueError("target is the zero tensor (all weights 0): its relative error is "
                          "undefined; use jaxtd.residual_sq for an absolute figure")
-
-
-def _common_dtype(a: SymCP, b: SymCP) -> tuple[SymCP, SymCP]:
-    dtype = jnp.result_type(a.weights, a.factors, b.weights, b.factors)
-    cast = lambda t: SymCP(t.weights.astype(dtype), t.factors.astype(dtype), t.order)
-    return cast(a), cast(b)

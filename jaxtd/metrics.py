@@ -149,9 +149,7 @@ def aligned_half_residual_sq(model: SymCP, target: SymCP) -> jax.Array:
     for every assignment of components to target directions, which is piecewise constant).
     """
     check_compatible(model, target, ("model", "target"))
-    dtype = jnp.result_type(model.weights, model.factors, target.weights, target.factors)
-    cast = lambda t: SymCP(t.weights.astype(dtype), t.factors.astype(dtype), t.order)
-    return 0.5 * aligned_residual_sq(cast(model), cast(target))
+    return 0.5 * aligned_residual_sq(model, target)
 
 
 def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *, mask=None,

@@ -61,8 +61,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses, metrics
-from jaxtd.algorithms.base import (Algorithm, check_positive, check_target, check_width,
-                                   row_mask)
+from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
+                                   check_width, row_mask)
 from jaxtd.algorithms.lazy_gd import LazyGDState
 from jaxtd.symcp import SymCP
 
@@ -365,12 +365,13 @@ def check_hparam(name: str, value) -> None:
         value = float(value)
     if not _is_real(value):
         raise TypeError(f"hparams[{name!r}] must be a real number, got {value!r}")
-    if not np.isfinite(value):
-        raise ValueError(f"hparams[{name!r}] must be finite, got {value!r}")
-    if name in _POSITIVE and value <= 0:
-        raise ValueError(f"hparams[{name!r}] must be > 0, got {value!r}")
-    if name in _NONNEGATIVE and value < 0:
-        raise ValueError(f"hparams[{name!r}] must be >= 0, got {value!r}")
+    label = f"hparams[{name!r}]"
+    if name in _POSITIVE:
+        check_positive(value, label)
+    elif name in _NONNEGATIVE:
+        check_nonnegative(value, label)
+    elif not np.isfinite(value):
+        raise ValueError(f"{label} must be finite, got {value!r}")
 
 
 def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
