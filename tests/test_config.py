@@ -264,3 +264,32 @@ def test_params_command_lists_every_key(capsys):
     for p in cfg.schema_of("deflation"):
         assert f"  {p.name} (" in text
     assert cli.main(["params", "nope"]) == 2
+
+
+def _negative_cases():
+    """Every bounded number of every algorithm table, set to a negative value."""
+    for table in cfg.ALGORITHMS:
+        for p in cfg.schema_of(table):
+            if p.kind in ("float", "int", "ints") and (p.gt is not None or p.ge is not None):
+                yield table, p.name, (-1 if p.kind != "float" else -0.5)
+
+
+@pytest.mark.parametrize("table,key,value", list(_negative_cases()))
+def test_negative_numbers_are_refused_with_the_key(table, key, value):
+    """Not only zero: a negative value of every bounded key fails, naming ``[table] key``."""
+    text = GOOD.replace('["gd", "lazy"]', f'["gd", "{table}"]' if table != "gd" else '["gd"]')
+    text = text.replace("[gd]\nlearning_rate = 0.2\n", "") + f"\n[{table}]\n{key} = {value}\n"
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.loads(text)
+    assert str(err.value).startswith(f"[{table}] {key}:"), str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("seeds", -3), ("steps", -100), ("success_threshold", -0.01),
+                                       ("chunk_size", -1), ("record_every", -10),
+                                       ("widths", "[4, -2]")])
+def test_negative_sweep_numbers_are_refused(key, value):
+    lines = [line for line in GOOD.splitlines() if not line.startswith(f"{key} =")]
+    text = "\n".join(lines).replace("[sweep]", f"[sweep]\n{key} = {value}")
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.loads(text)
+    assert str(err.value).startswith(f"[sweep] {key}:"), str(err.value)

@@ -128,6 +128,22 @@ def test_custom_vjp_matches_plain_autodiff(order, x64):
         np.testing.assert_array_equal(got[0].factors[active:], 0.0)
 
 
+@pytest.mark.parametrize("cotangent", [2.5, -0.75, 0.0])
+def test_custom_vjp_scales_by_its_cotangent(cotangent, x64):
+    """The backward pass multiplies by the incoming cotangent (every gradient of a bare loss
+    passes 1): a pulled-back cotangent ``c`` and the chain rule of ``loss**2`` against the
+    plain-autodiff oracle."""
+    a = _random_symcp(jax.random.PRNGKey(3), 7, 5, 3, zero_from=5)
+    b = _random_symcp(jax.random.PRNGKey(4), 2, 5, 3)
+    _, pull = jax.vjp(jaxtd.loss, a, b)
+    _, pull_oracle = jax.vjp(losses.loss_autodiff, a, b)
+    ct = jnp.asarray(cotangent, a.factors.dtype)
+    _assert_trees_close(pull(ct), pull_oracle(ct), rtol=1e-10, atol=1e-12)
+    squared = jax.grad(lambda x: jaxtd.loss(x, b) ** 2)(a)
+    want = jax.grad(lambda x: losses.loss_autodiff(x, b) ** 2)(a)
+    _assert_trees_close(squared, want, rtol=1e-10, atol=1e-12)
+
+
 def test_custom_vjp_float32_close_to_autodiff():
     a = _random_symcp(jax.random.PRNGKey(0), 16, 8, 4, zero_from=12)
     b = _random_symcp(jax.random.PRNGKey(1), 3, 8, 4)

@@ -68,6 +68,17 @@ def test_fit_times():
     np.testing.assert_array_equal(metrics.fit_times(fitted, true, steps, 0.25), [10, 20, 20])
 
 
+def test_fit_times_counts_reaching_the_fraction_exactly():
+    """``fitted / true >= fraction``: a record exactly at the fraction is fitted (binary-exact
+    values, so no rounding decides it), for both signs of the true weight."""
+    steps = jnp.array([0, 5, 10])
+    fitted = jnp.array([[0.25, -0.25], [0.5, -0.5], [0.75, -0.75]])
+    true = jnp.array([1.0, -1.0])
+    np.testing.assert_array_equal(metrics.fit_times(fitted, true, steps), [5, 5])
+    np.testing.assert_array_equal(metrics.fit_times(fitted, true, steps, 0.75), [10, 10])
+    np.testing.assert_array_equal(metrics.fit_times(fitted, true, steps, 0.875), [-1, -1])
+
+
 def test_record_relative_error_is_accurate_in_float32():
     """A float32 model 1e-6 away from the target: the reported error matches a long-double
     oracle (not NaN, not 0), while the plain float32 Gram form cannot resolve it."""
