@@ -213,7 +213,12 @@ def cmd_run(args) -> int:
         print(experiment.describe(config))
         print(f"would write into {out} (nothing written: --dry-run)")
         return 0
-    _check_size(config, args.max_memory)
+    seconds = _check_size(config, args.max_memory)
+    if main and seconds > LONG_RUN_SECONDS:
+        from jaxtd.experiment import _fmt_seconds
+        _log(f"jaxtd: note: this run is estimated at ~{_fmt_seconds(seconds)} of compute on 2 "
+             "CPU cores (rough; `jaxtd run --dry-run` shows the plan); Ctrl-C keeps the finished "
+             "chunks and `--resume` continues")
     if main:
         _check_out(config, out, args.resume)
     if not args.no_compile_cache:
@@ -291,14 +296,17 @@ def available_memory() -> float | None:
         return None
 
 
-def _check_size(config, max_memory) -> None:
+# A run estimated above this gets a note with the estimate before it starts.
+LONG_RUN_SECONDS = 1800.0
+
+
+def _check_size(config, max_memory) -> float:
     """Refuse, before anything compiles, a run whose estimated peak memory exceeds
-    ``--max-memory`` (default: the memory available now)."""
+    ``--max-memory`` (default: the memory available now); return the estimated compute
+    seconds."""
     limit = parse_size(max_memory) if max_memory is not None else available_memory()
-    if limit is None:
-        return
     peak, seconds = experiment.estimate(config)
-    if peak > limit:
+    if limit is not None and peak > limit:
         from jaxtd.experiment import _fmt_bytes, _fmt_seconds
         raise UsageError("--max-memory", f"the run needs ~{_fmt_bytes(peak)} at its peak "
                          f"(~{_fmt_seconds(seconds)} of compute) but "
@@ -306,6 +314,7 @@ def _check_size(config, max_memory) -> None:
                          "use fewer or smaller widths, fewer seeds per chunk "
                          "(--set sweep.chunk_size=N) or fewer seeds; `jaxtd run --dry-run` "
                          "shows the plan")
+    return seconds
 
 
 def _connect(args) -> None:

@@ -208,6 +208,10 @@ def _lazy_programs(sub: SubSweep) -> int:
     return 1 if sub.lazy_best else 0  # one best-residual table per problem size
 
 
+_CHUNK_OVERHEAD_SECONDS = 0.02
+_STEP_SECONDS = 5e-6
+
+
 def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, float, float]:
     """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough)."""
     s = config.sweep
@@ -216,12 +220,20 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
     programs = len(buckets) + _lazy_programs(sub)
     cells = sub.cells if sub.train else 0
     lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
-    # state ~ 8 (m, d) arrays per cell, histories ~ 8 scalars + r fitted weights per record
+    # per cell: state ~ 8 (m, d) arrays, the loss's Gram form ~ 4 (m + r)^2 matrices (forward
+    # and backward), the precise final metric's error-free Gram ~ 18 (m + r)^2 d arrays
+    # (measured: 25 GB for one lazy cell at m = 3000, d = 40), histories ~ 8 scalars + r fitted
+    # weights per record
     n_rec = s.steps // s.record_every + 1
     mem = sum(len(b) * sub.n_hparams * sub.chunk_size
-              * (8 * max(b) * sub.dim + n_rec * (8 + sub.rank)) * 4 for b in buckets)
+              * (8 * max(b) * sub.dim + (4 + 18 * sub.dim) * (max(b) + sub.rank) ** 2
+                 + n_rec * (8 + sub.rank)) * 4 for b in buckets)
     seconds = (sub.seeds * _seed_cost(config, sub.algorithm, sub.order, sub.dim, sub.rank)
                / _FLOPS_PER_SECOND if sub.train else 0.0)
+    if sub.train:  # each chunk is a dispatch and an atomic, checksummed file write, and each
+        # scanned step of a program costs a fixed few microseconds however small the cells
+        chunks = -(-sub.seeds // sub.chunk_size)
+        seconds += chunks * (_CHUNK_OVERHEAD_SECONDS + len(buckets) * s.steps * _STEP_SECONDS)
     if sub.lazy_best:
         # every width is solved at the largest size (masked rows), one seed's table at a time
         from jaxtd.lazy import DENSE_MAX_SIZE
@@ -258,7 +270,8 @@ def describe(config: cfg.Config) -> str:
         programs, cells, lazy_cells, mem, _ = _sub_estimate(config, sub)
         hp = "".join(f", {k} x{len(v)}" for k, v in sub.hparams)
         what = "exact best residual only" if not sub.train else (
-            f"{cells} cells in {len(sub.chunks())} chunk(s) of {sub.chunk_size} seed(s)")
+            f"{cells} cells in {-(-sub.seeds // sub.chunk_size)} chunk(s) of {sub.chunk_size} "
+            "seed(s)")
         extra = f" + best residual of {lazy_cells} cells" if sub.lazy_best and sub.train else ""
         lines.append(f"  {sub.folder}: {sub.seeds} seeds x {len(sub.widths)} widths{hp}: "
                      f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")

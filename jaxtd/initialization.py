@@ -46,6 +46,8 @@ def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
         raise TypeError(f"width must be an int >= 1, got {width!r}")
     if width < 1:
         raise ValueError(f"width must be >= 1, got {width}")
+    if width > 2 ** 31 - 1:
+        raise ValueError(f"width must be <= 2**31 - 1 (array dimensions are 32-bit), got {width}")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"dim must be an int >= 1, got {dim!r}")
     if scale not in SCALES:

@@ -76,6 +76,9 @@ def _check_delta(model: SymCP, delta: Any, name: str = "delta") -> None:
     if tuple(shape) != tuple(model.factors.shape):
         raise ValueError(f"{name} must have the shape of model.factors, "
                          f"{tuple(model.factors.shape)} (width, dim), got {tuple(shape)}")
+    if not isinstance(delta, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(delta))):
+        raise ValueError(f"{name} has non-finite entries (NaN or inf); pass a finite "
+                         "perturbation")
 
 
 # -- the factored kernel --------------------------------------------------------------------------
@@ -299,6 +302,7 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     replaced by the identity (scaled) and their right-hand side is 0, so they neither count in
     ``rank`` nor move. Memory ``O((m d)^2)``, time ``O((m d)^3)``; jit/vmap-able.
     """
+    _check_rcond(rcond)
     jtj, jty = normal_equations(model, target)
     m, d = model.factors.shape
     l = model.order
@@ -334,6 +338,16 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     w0_norm = jnp.sqrt(jnp.sum(active[:, None] * model.factors.astype(dtype) ** 2))
     return LazyLstsq(delta=delta, residual=jnp.sqrt(res_sq) / norm(target), rank=rank,
                      distance=jnp.linalg.norm(delta) / w0_norm)
+
+
+def _check_rcond(rcond) -> None:
+    if rcond is None or isinstance(rcond, jax.core.Tracer):
+        return
+    if isinstance(rcond, bool) or not isinstance(rcond, (int, float, np.integer, np.floating)):
+        raise TypeError(f"rcond must be a number in [0, 1) or None, got {rcond!r}")
+    if not 0 <= float(rcond) < 1:
+        raise ValueError(f"rcond must be in [0, 1) (eigenvalues below rcond * the largest are "
+                         f"cut), got {rcond!r}; None picks the default for the dtype")
 
 
 def sym_dim(dim: int, order: int) -> int:
@@ -380,6 +394,7 @@ def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None,
     wherever both were compared, at the threshold included. For the iterative convergence
     certificate (normal-equation residual, iterations, floor) call :func:`cg_lstsq`.
     """
+    _check_model_target(model, target)
     m, d = model.factors.shape
     if solver_for(method, m, d) == "dense":
         return lstsq(model, target, rcond=rcond).residual

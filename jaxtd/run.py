@@ -299,6 +299,8 @@ def _check_init_params(init_params, width: int, target: SymCP):
                          f"got {tuple(shape)}; vmap jaxtd.simulate for a batch of inits")
     if not jnp.issubdtype(init_params.dtype, jnp.floating):
         raise TypeError(f"init_params must be a float array, got dtype {init_params.dtype}")
+    if not isinstance(init_params, jax.core.Tracer) and not np.all(np.isfinite(init_params)):
+        raise ValueError("init_params has non-finite entries (NaN or inf); pass finite factors")
 
 
 def validate(algorithm, key, target, *, width, steps, record_every, divergence_factor=1e6,

@@ -57,7 +57,7 @@ import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxtd import distributed
-from jaxtd.algorithms.base import Algorithm
+from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
 from jaxtd.run import check_hparam, default_record_every, simulate
@@ -309,6 +309,7 @@ def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, succes
         seeds = range(seeds)
     seeds = _int_list("seeds", seeds, 0, "range(16)")
     widths = tuple(sorted(_int_list("widths", widths, 1, "[2, 4, 8]")))
+    check_width(widths[-1], "widths")
     steps = _check_int("steps", steps, 1)
     if record_every is None:
         record_every = default_record_every(steps)

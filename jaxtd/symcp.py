@@ -265,11 +265,21 @@ def check_compatible(a: SymCP, b: SymCP, names=("a", "b")) -> None:
                          "both tensors must have the same dimension d")
 
 
+# The k d^l intermediate of to_dense: 2^28 float32 entries are 1 GiB.
+DENSE_MAX_ENTRIES = 2 ** 28
+
+
 def to_dense(t: SymCP) -> jax.Array:
     """Materialize the dense ``(d,) * order`` tensor. Memory ``O(k d^order)``: tiny problems and
     test oracles only."""
     if not isinstance(t, SymCP):
         raise TypeError(f"t must be a jaxtd.SymCP, got {type(t).__name__}")
+    k, d = t.factors.shape[-2:]
+    entries = k * d ** t.order
+    if entries > DENSE_MAX_ENTRIES:
+        raise ValueError(f"to_dense(t) would build {k} x {d}^{t.order} = {entries:.3g} entries "
+                         f"(limit {DENSE_MAX_ENTRIES:.3g}); the dense tensor is for small test "
+                         "oracles: use jaxtd.loss / jaxtd.inner, which never build it")
     u = t.factors
     out = t.weights[:, None] * u  # (k, d)
     for _ in range(t.order - 1):

@@ -334,3 +334,42 @@ def test_relative_error_of_zero_target_raises():
     zero = jaxtd.SymCP(jnp.zeros(1), jnp.ones((1, 3)), 3)
     with pytest.raises(ValueError, match="target"):
         jaxtd.relative_error(_TARGET, zero)
+
+
+# -- found by benchmarks/robustness.py ------------------------------------------------------------
+
+def _small():
+    t = targets.orthonormal(jax.random.key(1), 6, 2, 3)
+    w0 = jaxtd.init_factors(jax.random.key(2), 4, 6, scale="standard")
+    return t, jaxtd.SymCP(jnp.ones(4), w0, 3)
+
+
+def test_non_finite_init_params_and_lazy_delta_are_refused():
+    t, m = _small()
+    with pytest.raises(ValueError, match="init_params has non-finite"):
+        jaxtd.run(algorithms.gd(0.1), jax.random.key(0), t, width=4, steps=10, record_every=5,
+                  init_params=np.full((4, 6), np.nan, np.float32))
+    from jaxtd import lazy
+    with pytest.raises(ValueError, match="delta has non-finite"):
+        lazy.lazy_loss(m, jnp.full((4, 6), jnp.inf), t)
+    # traced values pass (no host sync inside jit): the check is on concrete arrays only
+    assert np.isfinite(jax.jit(lazy.lazy_loss)(m, jnp.zeros((4, 6)), t))
+
+
+@pytest.mark.parametrize("rcond,err", [(-1.0, ValueError), (1.0, ValueError), ("0", TypeError)])
+def test_best_residual_rcond_and_model_type(rcond, err):
+    from jaxtd import lazy
+    t, m = _small()
+    with pytest.raises(err, match="rcond"):
+        lazy.best_residual(m, t, rcond=rcond, method="dense")
+    with pytest.raises(TypeError, match="model"):
+        lazy.best_residual(np.asarray(m.factors), t)
+
+
+def test_sizes_beyond_32_bit_and_dense_tensors_are_refused():
+    t, _ = _small()
+    with pytest.raises(ValueError, match="widths=.* exceeds"):
+        jaxtd.sweep(algorithms.gd(0.1), t, seeds=1, widths=[2, 10 ** 20], steps=10,
+                    progress=False)
+    with pytest.raises(ValueError, match="to_dense.*entries"):
+        jaxtd.to_dense(jaxtd.SymCP(jnp.ones(2), jnp.ones((2, 1000)), 3))

@@ -95,3 +95,29 @@ def test_chunked_run_equals_one_chunk_and_counts_every_cell(tmp_path):
     c = experiment.run(split, tmp_path / "b", resume=True)
     assert c.n_compiles == 0
     pd.testing.assert_frame_equal(c.results.rows, b.results.rows)
+
+
+def test_estimate_counts_the_precise_metrics_quadratic_memory_and_per_step_time():
+    """A lazy cell at m = 3000, d = 40 allocated 25 GB (the error-free Gram of the precise
+    metric, ~(m + r)^2 d floats): the estimate must see it, and 10^9 tiny steps must not be
+    estimated as seconds."""
+    text = """name = "big"
+[target]
+order = 3
+dim = 40
+rank = 2
+[sweep]
+algorithms = ["lazy"]
+widths = [3000]
+seeds = 1
+steps = 40
+record_every = 20
+success_threshold = 1e-2
+"""
+    peak, _ = experiment.estimate(cfg.loads(text))
+    assert peak > 20e9
+    small = text.replace("dim = 40", "dim = 6").replace("[3000]", "[2, 4]").replace(
+        '["lazy"]', '["gd"]')
+    long = small.replace("steps = 40", "steps = 1000000000")
+    assert experiment.estimate(cfg.loads(long))[1] > 3600 > experiment.estimate(
+        cfg.loads(small))[1]

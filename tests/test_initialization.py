@@ -65,6 +65,7 @@ def test_default_float32():
 @pytest.mark.parametrize("kwargs,err,match", [
     (dict(width=0, dim=3), ValueError, "width must be >= 1"),
     (dict(width=-2, dim=3), ValueError, "width must be >= 1"),
+    (dict(width=10 ** 20, dim=3), ValueError, "width must be <= 2"),
     (dict(width=2.0, dim=3), TypeError, "width must be an int"),
     (dict(width=True, dim=3), TypeError, "width must be an int"),
     (dict(width=2, dim=0), ValueError, "dim must be an int >= 1"),

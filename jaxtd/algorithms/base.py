@@ -146,12 +146,18 @@ class Static:
 
 # -- validation (plain Python, before tracing) ---------------------------------------------------
 
+MAX_WIDTH = 2 ** 31 - 1
+
+
 def check_width(width: Any, name: str = "width") -> int:
     """``width`` must be a static Python int >= 1 (it fixes array shapes)."""
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
         raise TypeError(f"{name} must be a Python int >= 1 (a static shape), got {width!r}")
     if width < 1:
         raise ValueError(f"{name} must be >= 1, got {width}")
+    if width > MAX_WIDTH:
+        raise ValueError(f"{name}={width} exceeds {MAX_WIDTH} (array dimensions are 32-bit); "
+                         "use a smaller width")
     return int(width)
 
 
