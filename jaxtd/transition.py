@@ -231,29 +231,48 @@ def _peak(x: np.ndarray, y: np.ndarray) -> tuple[float, float, bool]:
     return xv, float(y1 + a * (xv - x1) ** 2 + b * (xv - x1)), False
 
 
-def locate(df, column: str = COLUMN) -> "Any":
+def locate(df, success_threshold: Optional[float] = None, column: str = COLUMN) -> "Any":
     """The transition scale of each (algorithm, size, width) of a results table.
 
     For each group, the median over seeds of ``column`` (``dE / d log δ``) at each init scale; the
     transition scale ``δ*`` is where that median peaks, refined by a parabola in ``log δ``
-    (:func:`_peak`). Returns a DataFrame with the group keys and ``transition_scale`` (``δ*``),
-    ``peak_slope`` (the median derivative there), ``at_edge`` (the peak is at the first or last
-    scale: the transition may lie outside the grid), ``n_seeds``. Rows without the column's
-    values (e.g. the lazy rows) are left out.
+    (:func:`_peak`).
+
+    With ``success_threshold``, a width has a transition only if its median final error crosses
+    it over the grid (``min_error <= success_threshold < max_error``): a width that fits at every
+    scale (above the lazy threshold, where the lazy optimum is 0 too) or at none has no rise of
+    the error to locate, and its derivative is then left out (``transition_scale`` NaN). This also
+    keeps the float32 rounding floor out: a run converged to the floor (``E ~ eps m δ^l``) has a
+    meaningless derivative, which can be large.
+
+    Returns a DataFrame with the group keys and ``transition_scale`` (``δ*``), ``peak_slope``
+    (the median derivative there), ``at_edge`` (the peak is at the first or last scale: the
+    transition may lie outside the grid), ``min_error`` / ``max_error`` (of the median final
+    error over the scales) and ``n_seeds``. Rows without the column's values (e.g. the lazy rows)
+    are left out.
     """
     import pandas as pd
     if column not in df.columns:
         raise ValueError(f"the table has no column {column!r}; run the sweep with the "
                          "init-scale plot (or add_slope_column) to compute it")
+    if success_threshold is not None and not (isinstance(success_threshold, numbers.Real)
+                                              and success_threshold > 0):
+        raise ValueError(f"success_threshold must be a number > 0 (or None), got "
+                         f"{success_threshold!r}")
     rows = df[np.isfinite(df[column].to_numpy(np.float64))]
     keys = [k for k in ("algorithm", "order", "dim", "rank") if k in rows.columns] + ["width"]
     out = []
     for group, g in rows.groupby(keys, sort=True):
-        med = g.groupby("init_scale")[column].median().sort_index()
+        by = g.groupby("init_scale")
+        med = by[column].median().sort_index()
+        err = by["final_relative_error"].median().sort_index().to_numpy(np.float64)
+        lo, hi = float(np.nanmin(err)), float(np.nanmax(err))
+        crosses = success_threshold is None or lo <= success_threshold < hi
         x = np.log(med.index.to_numpy(np.float64))
-        xv, yv, edge = _peak(x, med.to_numpy(np.float64))
+        xv, yv, edge = _peak(x, med.to_numpy(np.float64)) if crosses else (math.nan,) * 2 + (
+            False,)
         out.append(dict(zip(keys, group), transition_scale=math.exp(xv) if math.isfinite(xv)
-                        else math.nan, peak_slope=yv, at_edge=edge,
-                        n_seeds=int(g["seed"].nunique())))
+                        else math.nan, peak_slope=yv, at_edge=edge, min_error=lo,
+                        max_error=hi, n_seeds=int(g["seed"].nunique())))
     return pd.DataFrame(out, columns=keys + ["transition_scale", "peak_slope", "at_edge",
-                                             "n_seeds"])
+                                             "min_error", "max_error", "n_seeds"])
