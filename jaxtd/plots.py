@@ -767,7 +767,8 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
                  histories: Mapping[str, np.ndarray] | None = None,
                  true_weights: Sequence[float] | None = None, dpi: int = 110) -> list[Path]:
     """Write ``success_vs_width.png`` and the preset's own figure (``plot``: ``width``,
-    ``lazy-threshold``, ``beyond-lazy``, ``width-vs-rank``, ``deflation`` or ``init-scale``) into ``out_dir``;
+    ``lazy-threshold``, ``beyond-lazy``, ``width-vs-rank``, ``deflation`` or ``init-scale``)
+    into ``out_dir``;
     return the paths written."""
     out_dir = Path(out_dir)
     if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation",

@@ -48,7 +48,8 @@ from jaxtd import initialization, lazy, models, schema
 from jaxtd.algorithms import base
 from jaxtd.symcp import SymCP
 
-__all__ = ["gd", "GDState", "make_optimizer", "step_factor", "degree", "INITS", "LR_SCALINGS", "SCHEMA"]
+__all__ = ["gd", "GDState", "make_optimizer", "step_factor", "degree", "INITS", "LR_SCALINGS",
+           "SCHEMA"]
 
 INITS = ("small", "antisymmetric")
 LR_SCALINGS = ("none", "ntk")
@@ -122,7 +123,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
        regularization: float = 0.0, learning_rate: Optional[float] = None,
        signs: str = "auto", init: str = "small", lr_scaling: str = "none",
        name: Optional[str] = None) -> base.Algorithm:
-    """Gradient descent from an initialization of scale ``init_scale`` on ``L_λ`` (docs/algorithms.md).
+    """Gradient descent on ``L_λ`` from rows of norm ``init_scale`` (docs/algorithms.md).
 
     Args:
       optimizer: float SGD step, optax factory (with ``learning_rate=``) or ready
