@@ -95,12 +95,29 @@ def _figures_or_note(results, config: cfg.Config, folder: Path) -> list[Path]:
         return []
 
 
+def _transitions(results, config: cfg.Config):
+    """The located lazy-to-rich transition per width (:func:`jaxtd.transition.locate`) when the
+    config draws the init-scale figure and the rows carry the derivative; else ``None``."""
+    from jaxtd import transition
+    df = results.to_pandas()
+    if config.plot != "init-scale" or transition.COLUMN not in df.columns:
+        return None
+    return transition.locate(df, config.sweep.success_threshold)
+
+
 def write_outputs(results, config: cfg.Config, out_dir: Path) -> list[Path]:
-    """Save results (CSV, JSON, npz), the resolved config and the figures; return the paths."""
+    """Save results (CSV, JSON, npz), the resolved config and the figures; return the paths.
+    The init-scale plot also writes ``transition.csv`` (the located transition per width)."""
     results.save(str(out_dir))
     _write_config(config, out_dir)
     figs = _figures_or_note(results, config, out_dir)
     names = ["config.toml", "results.csv", "results.json", "histories.npz"]
+    table = _transitions(results, config)
+    if table is not None:
+        from jaxtd.results import atomic_write
+        with atomic_write(str(out_dir / "transition.csv"), "w") as f:
+            table.to_csv(f, index=False)
+        names.append("transition.csv")
     return [out_dir / n for n in names] + figs
 
 
@@ -116,6 +133,12 @@ def _print_table(results, config: cfg.Config) -> None:
             by=["algorithm", "order", "dim", "rank", *swept])
         print("\nper hyper-parameter value (success rate, median error):")
         print(summary.drop(columns=["diverged_rate"]).to_string(index=False))
+    table = _transitions(results, config)
+    if table is not None:
+        print("\nlazy-to-rich transition: init scale where the median d(final error)/d(log "
+              "init_scale) peaks (NaN: the median error does not cross the success threshold; "
+              "at_edge: at the grid's end)")
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
 # -- commands -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ A config file has these tables (unknown keys anywhere are errors)::
 
     name = "headline"                    # optional: a label, the plot kind and a one-line blurb
     description = "lazy vs beyond-lazy"
-    plot = "width"                       # width | lazy-threshold | beyond-lazy | width-vs-rank | deflation
+    plot = "width"                       # width | lazy-threshold | beyond-lazy | width-vs-rank | deflation | init-scale
 
     [target]                             # required
     order = 3                            # int >= 2, or a list to sweep problem sizes
@@ -76,7 +76,7 @@ ALGORITHMS = tuple(_BUILTIN)
 KINDS = ("orthonormal", "basis", "random")
 _KIND_ALIASES = {"orthogonal": "orthonormal"}  # deprecated spelling, still read
 WEIGHTS = ("equal", "geometric")
-PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation")
+PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation", "init-scale")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 # [lazy] keys of the experiment, not of lazy_gd: the exact best residual costs O((m d)^3) per

@@ -245,6 +245,9 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
         else:  # matrix-free CG: Gram matrices and a few (m, d) vectors
             mem = max(mem, sub.seeds * (max(sub.widths) ** 2 + 16 * md) * 8 * 4)
             seconds += sub.seeds * len(sub.widths) * 20 * md * max(sub.widths) ** 2 / 1e9
+    if _slope_pass(config, sub):  # the runs again with one forward-mode tangent (measured ~1.3x)
+        programs += 1
+        seconds *= 2.3
     return programs, cells, lazy_cells, float(mem), float(seconds)
 
 
@@ -273,6 +276,8 @@ def describe(config: cfg.Config) -> str:
             f"{cells} cells in {-(-sub.seeds // sub.chunk_size)} chunk(s) of {sub.chunk_size} "
             "seed(s)")
         extra = f" + best residual of {lazy_cells} cells" if sub.lazy_best and sub.train else ""
+        if _slope_pass(config, sub):
+            extra += " + d error / d log init_scale (forward mode, the runs again)"
         lines.append(f"  {sub.folder}: {sub.seeds} seeds x {len(sub.widths)} widths{hp}: "
                      f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
         total_cells += cells + lazy_cells
@@ -402,6 +407,32 @@ def _residual_only(widths: Sequence[int], n_seeds: int):
     return Results(rows, {})
 
 
+# -- the derivative in the init scale (plot = "init-scale") -------------------------------------
+
+def _slope_pass(config: cfg.Config, sub: SubSweep) -> bool:
+    """Whether ``sub`` gets the column ``d_error_d_log_init_scale``: the init-scale figure asks
+    for it, and ``sub`` trains and sweeps ``init_scale``."""
+    return (config.plot == "init-scale" and sub.train
+            and "init_scale" in dict(sub.hparams))
+
+
+def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
+                  outcome: Outcome, notify):
+    """Add ``d final_relative_error / d log init_scale`` (:func:`jaxtd.transition.add_slope_column`,
+    forward mode through every run; cached in ``folder/scale_slopes-<k>.npz``)."""
+    from jaxtd import transition
+    t0 = time.perf_counter()
+    with _CompileCounter() as compiles:
+        out = transition.add_slope_column(results, algorithm, target, steps=sub.steps,
+                                          record_every=config.sweep.record_every,
+                                          cache=folder / "scale_slopes")
+    elapsed = time.perf_counter() - t0
+    outcome.add({"n_compiles": compiles.count, "compile_seconds": compiles.seconds,
+                 "run_seconds": max(elapsed - compiles.seconds, 0.0)})
+    notify(len(out))
+    return out
+
+
 # -- running ----------------------------------------------------------------------------------
 
 class ResumeError(cfg.ConfigError):
@@ -489,6 +520,8 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
             res = Results.concat(chunk_results) if len(chunk_results) > 1 else chunk_results[0]
         else:
             res = _residual_only(sub.widths, sub.seeds)
+        if _slope_pass(config, sub):
+            res = _slope_column(res, algorithm, target, sub, config, folder, outcome, notify)
         if sub.lazy_best:
             res = _lazy_column(res, algorithm, target, folder, outcome, notify,
                                config.params["lazy"])
@@ -518,4 +551,5 @@ def total_cells(config: cfg.Config) -> int:
     """Cells a run of ``config`` reports through ``on_cells`` (best residuals included)."""
     return sum((sub.cells if sub.train else 0) + (sub.seeds * len(sub.widths)
                                                   if sub.lazy_best else 0)
+               + (sub.cells if _slope_pass(config, sub) else 0)
                for sub in plan(config))

@@ -35,7 +35,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 __all__ = ["REQUIRED_COLUMNS", "curves", "critical_widths", "seed_critical_widths", "fit_slope",
            "wilson_interval", "width_figure", "critical_figure", "deflation_figure",
-           "format_table", "save_figures"]
+           "init_scale_figure", "format_table", "save_figures"]
 
 REQUIRED_COLUMNS = ("algorithm", "dim", "order", "rank", "seed", "width", "final_relative_error",
                     "success", "diverged")
@@ -561,6 +561,171 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
     return fig
 
 
+def _log_x_scales(ax: Axes, scales: np.ndarray) -> None:
+    """Log x axis for init scales spanning decades: ticks at 1 and 3 times powers of ten (the
+    grid's own values would crowd), labelled as plain numbers."""
+    lo, hi = float(np.min(scales)), float(np.max(scales))
+    ticks = [t for t in _nice_log_ticks(lo, hi) if lo / 1.01 <= t <= hi * 1.01]
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks or [lo, hi]))
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(lo / 1.3, hi * 1.3)
+
+
+def _scale_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the algorithms that sweep ``init_scale`` (several values; the lazy rows never)."""
+    if "init_scale" not in df.columns:
+        raise ValueError("df has no init_scale column; the init-scale figure needs a sweep over "
+                         "init_scale (e.g. [gd] init_scale = [0.01, 0.1, 1])")
+    rows = df[(df["algorithm"] != "lazy") & df["init_scale"].notna()]
+    varying = rows.groupby("algorithm")["init_scale"].nunique()
+    rows = rows[rows["algorithm"].isin(varying[varying > 1].index)]
+    if not len(rows):
+        raise ValueError("no algorithm sweeps init_scale over several values; the init-scale "
+                         "figure needs one (e.g. [gd] init_scale = [0.01, 0.1, 1])")
+    return rows
+
+
+def _lazy_optimum(df: pd.DataFrame, size: tuple) -> dict:
+    """``{width: median exact best lazy residual}`` of the lazy rows of problem size ``size``."""
+    if "lazy_best_residual" not in df.columns:
+        return {}
+    lazy = df[(df["algorithm"] == "lazy") & df["lazy_best_residual"].notna()]
+    lazy = lazy[(lazy[SIZE].to_numpy() == np.asarray(size)).all(axis=1)]
+    return {int(w): float(g.median()) for w, g in lazy.groupby("width")["lazy_best_residual"]}
+
+
+def _scale_degree(rows: pd.DataFrame, order: int) -> int:
+    """The model's degree ``k`` in ``W`` (``l`` plain, 2 two-homogeneous): the lazy distance
+    falls like ``δ^-k``."""
+    model = rows["model"].iloc[0] if "model" in rows.columns else "plain"
+    return 2 if model == "two_homogeneous" else int(order)
+
+
+def init_scale_figure(df: pd.DataFrame, success_threshold: float,
+                      transitions: pd.DataFrame | None = None) -> Figure:
+    """The lazy-to-rich transition: four panels against the init scale ``δ`` (log axis), one
+    curve per width, one row of panels per (algorithm, problem size) that sweeps ``init_scale``.
+
+    1. success rate (error ``<= success_threshold``, not diverged) with its 95% Wilson band;
+    2. distance moved ``||W - W0|| / ||W0||`` (median, IQR band), with the lazy-limit slope
+       ``δ^-k`` (``k`` the model's degree in ``W``) through the widest width's largest scale;
+    3. final relative error (median, IQR band) beside the lazy optimum of each width (dashed,
+       the median exact best lazy residual of the lazy rows; widths whose optimum is 0 have no
+       line);
+    4. ``dE / d log δ`` through the runs (median over seeds; column
+       ``d_error_d_log_init_scale``) with the located transition ``δ*`` of each width (dotted;
+       ``transitions`` as from :func:`jaxtd.transition.locate`, computed when omitted).
+    """
+    from matplotlib import colormaps
+
+    from jaxtd import transition as tr
+    _check(df)
+    rows = _scale_rows(df)
+    has_slope = tr.COLUMN in rows.columns and rows[tr.COLUMN].notna().any()
+    if transitions is None and has_slope:
+        transitions = tr.locate(rows, success_threshold)
+    groups = list(rows.groupby(["algorithm"] + SIZE, sort=False))
+    fig = Figure(figsize=(19, 4.3 * len(groups) + 0.4), layout="constrained")
+    axes = fig.subplots(len(groups), 4, squeeze=False)
+    for row, ((name, *size), grp) in enumerate(groups):
+        ax_s, ax_d, ax_e, ax_g = axes[row]
+        widths = sorted(grp["width"].unique())
+        cmap = colormaps["viridis"]
+        colors = {w: cmap(0.9 * i / max(len(widths) - 1, 1)) for i, w in enumerate(widths)}
+        optimum = _lazy_optimum(df, tuple(size))
+        scales = np.sort(grp["init_scale"].unique().astype(np.float64))
+        err_all = []
+        for i, w in enumerate(widths):
+            g = grp[grp["width"] == w]
+            c, marker = colors[w], PALETTE[i % len(PALETTE)][1]
+            by = g.groupby("init_scale", sort=True)
+            x = np.asarray(list(by.groups), np.float64)
+            err = by.apply(lambda r: _errors(r.assign(error=r["final_relative_error"])),
+                           include_groups=False)
+            ok = np.array([np.mean(e <= success_threshold) for e in err])
+            n = by.size().to_numpy()
+            lo, hi = wilson_interval(np.round(ok * n), n)
+            ax_s.fill_between(x, lo, hi, color=c, alpha=0.06, lw=0)
+            ax_s.plot(x, ok, color=c, marker=marker, ms=5, label=f"m = {w}")
+            dist = by["distance"].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
+            ax_d.fill_between(x, dist[:, 0], dist[:, 2], color=c, alpha=0.12, lw=0)
+            ax_d.plot(x, dist[:, 1], color=c, marker=marker, ms=5)
+            q = np.array([[_quantile(e, p) for p in (0.25, 0.5, 0.75)] for e in err])
+            err_all.append(q.ravel())
+            if has_slope:
+                slope = by[tr.COLUMN].median().to_numpy(np.float64)
+                ax_g.plot(x, slope, color=c, marker=marker, ms=5)
+        positive = [v for w, v in optimum.items() if w in widths and v > 0]
+        axis = _ErrorAxis(np.concatenate(err_all + [np.asarray(positive)]), success_threshold)
+        for i, (w, q) in enumerate(zip(widths, err_all)):
+            c, marker = colors[w], PALETTE[i % len(PALETTE)][1]
+            q = axis.place(q.reshape(-1, 3))
+            ax_e.fill_between(scales, q[:, 0], q[:, 2], color=c, alpha=0.12, lw=0)
+            ax_e.plot(scales, q[:, 1], color=c, marker=marker, ms=5)
+            if optimum.get(int(w), 0) > 0:
+                ax_e.axhline(optimum[int(w)], color=c, ls="--", lw=1.1)
+        axis.apply(ax_e)
+        ax_e.axhline(success_threshold, color="0.5", ls=":", lw=1)
+        zero = [w for w in widths if optimum.get(int(w), None) == 0]
+        note = f"; lazy optimum 0 at m ≥ {min(zero)}" if zero else ""
+        ax_e.set_ylabel("final relative error (median, IQR)")
+        ax_e.set_title(f"dashed: lazy optimum of the width{note}\ndotted: success threshold",
+                       fontsize=9)
+        # distance: the lazy limit ||W - W0|| / ||W0|| ∝ δ^-k through the last point
+        k = _scale_degree(grp, size[0])
+        wide = grp[grp["width"] == widths[-1]]
+        d_last = float(wide[wide["init_scale"] == scales[-1]]["distance"].median())
+        if d_last > 0 and np.isfinite(d_last):
+            xs = scales[scales >= scales[-1] / 10]  # the last decade
+            ax_d.plot(xs, d_last * (xs / scales[-1]) ** (-k), color="0.2", ls="--", lw=1.2,
+                      label=f"∝ δ^-{k} (lazy limit)")
+            ax_d.legend(fontsize=8, loc="lower left")
+        ax_d.set_yscale("log")
+        ax_d.set_ylabel("distance moved ||W − W0|| / ||W0||")
+        ax_d.set_title("median, IQR band", fontsize=9)
+        ax_s.set_ylim(-0.03, 1.03)
+        ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
+        ax_s.set_title(f"{name}: {_size_label(*size)}, "
+                       f"{int(grp.groupby(['width', 'init_scale']).size().max())} seeds\n"
+                       f"band: 95% Wilson interval", fontsize=9)
+        ax_s.legend(fontsize=8, loc="best", title="width", title_fontsize=8)
+        if has_slope:
+            ax_g.axhline(0, color="0.6", lw=0.8)
+            # symlog: the peaks (~1) and the flat ends (~1e-3) both readable, and a run at the
+            # float32 rounding floor (a large, meaningless derivative) does not flatten the rest
+            ax_g.set_yscale("symlog", linthresh=1e-2)
+            lines = []
+            sel = transitions
+            for key, v in zip(["algorithm"] + SIZE, [name, *size]):
+                if sel is not None and key in sel.columns:
+                    sel = sel[sel[key] == v]
+            for t in (sel.itertuples(index=False) if sel is not None else ()):
+                if math.isfinite(t.transition_scale) and t.width in colors:
+                    ax_g.axvline(t.transition_scale, color=colors[t.width], ls=":", lw=1.2)
+                    edge = " (edge)" if t.at_edge else ""
+                    lines.append(f"m={t.width}: δ* = {t.transition_scale:.3g}{edge}")
+            if lines:
+                ax_g.text(0.02, 0.97, "located transition δ*\n(peak of the median)\n"
+                          + "\n".join(lines), transform=ax_g.transAxes, va="top", ha="left",
+                          fontsize=7.5, bbox=dict(boxstyle="round", fc="white", ec="0.8",
+                                                  alpha=0.9))
+            ax_g.set_ylabel("dE / d log δ (median over seeds)")
+            ax_g.set_title("derivative of the final error E through the runs\n(forward "
+                           "mode); dotted: located transition", fontsize=9)
+        else:
+            ax_g.text(0.5, 0.5, f"no {tr.COLUMN} column\n(run with plot = \"init-scale\")",
+                      transform=ax_g.transAxes, ha="center", va="center", fontsize=9)
+        for ax in (ax_s, ax_d, ax_e, ax_g):
+            _log_x_scales(ax, scales)
+            ax.set_xlabel("init scale δ")
+            ax.grid(True, color="0.92", lw=0.6)
+    fig.suptitle("Init scale: rich (small δ, far from W0) to lazy (large δ, the linearized "
+                 "model's optimum)", fontsize=11)
+    return fig
+
+
 # -- terminal table -----------------------------------------------------------------------------
 
 def format_table(df: pd.DataFrame, success_threshold: float,
@@ -602,12 +767,14 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
                  histories: Mapping[str, np.ndarray] | None = None,
                  true_weights: Sequence[float] | None = None, dpi: int = 110) -> list[Path]:
     """Write ``success_vs_width.png`` and the preset's own figure (``plot``: ``width``,
-    ``lazy-threshold``, ``beyond-lazy``, ``width-vs-rank`` or ``deflation``) into ``out_dir``;
+    ``lazy-threshold``, ``beyond-lazy``, ``width-vs-rank``, ``deflation`` or ``init-scale``)
+    into ``out_dir``;
     return the paths written."""
     out_dir = Path(out_dir)
-    if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation"):
+    if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation",
+                    "init-scale"):
         raise ValueError(f"plot must be one of width, lazy-threshold, beyond-lazy, width-vs-rank, "
-                         f"deflation; got {plot!r}")
+                         f"deflation, init-scale; got {plot!r}")
     figures = {"success_vs_width.png": width_figure(df, success_threshold, lazy_threshold)}
     if plot == "lazy-threshold":
         figures["lazy_threshold.png"] = critical_figure(
@@ -624,6 +791,8 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
                                                        theory=_theory_rank,
                                                        theory_label="theory r^(2.5 l)",
                                                        theory_mode="slope")
+    elif plot == "init-scale":
+        figures["init_scale.png"] = init_scale_figure(df, success_threshold)
     elif plot == "deflation" and histories is not None and "fitted_weight" in histories:
         figures["deflation.png"] = deflation_figure(df, histories["fitted_weight"],
                                                     histories["step"], true_weights)

@@ -68,7 +68,14 @@ def test_init_scale_preset_sweeps_the_scale_over_decades():
     scales = c.params["gd"]["init_scale"]
     assert isinstance(scales, tuple) and max(scales) / min(scales) >= 100
     (gd,) = [s for s in experiment.plan(c) if s.algorithm == "gd"]
-    assert gd.hparams == (("init_scale", scales),) and gd.cells == 4 * 8 * len(scales)
+    assert gd.hparams == (("init_scale", scales),)
+    assert gd.cells == c.sweep.seeds * len(c.sweep.widths) * len(scales)
+    # centred and scale-normalized, across the (antisymmetric) lazy threshold
+    assert c.params["gd"]["init"] == c.params["lazy"]["init"] == "antisymmetric"
+    assert c.params["gd"]["lr_scaling"] == "ntk" and c.plot == "init-scale"
+    (order, dim, _), = c.target.sizes
+    threshold = cfg.lazy_threshold(dim, order, "antisymmetric")
+    assert min(c.sweep.widths) < threshold < max(c.sweep.widths)
 
 
 def test_headline_crosses_the_lazy_threshold():

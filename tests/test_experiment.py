@@ -86,7 +86,8 @@ def test_chunked_run_equals_one_chunk_and_counts_every_cell(tmp_path):
     rows = b.results.rows
     assert list(rows.columns[:4]) == ["algorithm", "order", "dim", "rank"]
     assert (rows.loc[rows["algorithm"] == "gd", "init_scale"] == 0.2).all()
-    assert (rows.loc[rows["algorithm"] == "gd", "init"] == "").all()  # lazy-only key
+    assert (rows.loc[rows["algorithm"] == "gd", "init"] == "small").all()  # gd's own default
+    assert (rows.loc[rows["algorithm"] == "lazy", "lr_scaling"] == "").all()  # gd-only key
     # totals: the sum of the parts (sweeps and lazy solves)
     assert b.n_compiles == sum(i["n_compiles"] for i in b.infos)
     assert b.run_seconds == pytest.approx(sum(i["run_seconds"] for i in b.infos))

@@ -1,9 +1,26 @@
 """Gradient descent on the regularized loss ``L_λ`` (docs/algorithms.md), with any optax optimizer.
 
-Small initialization: row ``i`` is ``δ z_i/||z_i||`` with ``z_i`` from ``fold_in(key, i)`` (norm
-exactly ``δ = init_scale``); fixed signs per :func:`jaxtd.models.draw_signs`. Each step takes the
-gradient of ``L_λ(W) = 1/2 ||T(W) - T*||^2 + λ/2 sum_i mask_i ||w_i||^2`` and applies the optimizer's
-update, zeroed on masked rows.
+Initialization (``init``), every row of norm exactly ``δ = init_scale``:
+
+- ``"small"``: row ``i`` is ``δ z_i/||z_i||`` with ``z_i`` from ``fold_in(key, i)``; fixed signs
+  per :func:`jaxtd.models.draw_signs`. ``T(W0)`` has norm ``~ sqrt(m) δ^k`` (``k`` the model's
+  degree in ``W``: ``l`` plain, 2 two-homogeneous).
+- ``"antisymmetric"``: rows in pairs ``(2j, 2j+1)`` on the same factor ``δ z_j/||z_j||`` with signs
+  ``+1, -1`` (:func:`jaxtd.lazy.antisymmetric`, the factors of ``lazy_gd(init="antisymmetric")``
+  times ``δ/||row||``), so ``T(W0) = 0`` exactly at every scale (even widths; an odd width
+  leaves the last row unpaired). This is the centred initialization under which a large ``δ``
+  makes training lazy (docs/algorithms.md, "init scale and the lazy regime").
+
+Each step takes the gradient of ``L_λ(W) = 1/2 ||T(W) - T*||^2 + λ/2 sum_i mask_i ||w_i||^2`` and
+applies the optimizer's update, zeroed on masked rows.
+
+Scale-normalized step (``lr_scaling="ntk"``): the Jacobian of a degree-``k`` model at rows of
+norm ``δ`` scales like ``δ^(k-1)``, so the tangent kernel ``J J^T`` like ``δ^(2(k-1))``. The step
+actually taken is then ``learning_rate / (1 + δ^(2(k-1)))`` (:func:`step_factor`): the plain step
+for ``δ << 1`` (where the loss curvature is set by the target, of norm ~1, not by the init) and
+``learning_rate δ^(-2(k-1))`` for ``δ >> 1``, which keeps the function-space dynamics
+``dT = -η J J^T (T - T*)`` independent of ``δ``; the rows then move by ``||W - W0|| / ||W0|| ∝
+δ^(-k)``, the lazy limit. ``"none"`` (default) takes ``learning_rate`` at every scale.
 
 Learning rate as a sweepable hyper-parameter. ``optimizer`` may be
 
@@ -27,11 +44,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtd import initialization, models, schema
+from jaxtd import initialization, lazy, models, schema
 from jaxtd.algorithms import base
 from jaxtd.symcp import SymCP
 
-__all__ = ["gd", "GDState", "make_optimizer", "SCHEMA"]
+__all__ = ["gd", "GDState", "make_optimizer", "step_factor", "degree", "INITS", "LR_SCALINGS",
+           "SCHEMA"]
+
+INITS = ("small", "antisymmetric")
+LR_SCALINGS = ("none", "ntk")
 
 
 class GDState(NamedTuple):
@@ -100,8 +121,9 @@ def _with_lr(opt_state, lr, injected: bool):
 @base.constructor
 def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: float = 1e-2,
        regularization: float = 0.0, learning_rate: Optional[float] = None,
-       signs: str = "auto", name: Optional[str] = None) -> base.Algorithm:
-    """Gradient descent from a small initialization on ``L_λ`` (docs/algorithms.md).
+       signs: str = "auto", init: str = "small", lr_scaling: str = "none",
+       name: Optional[str] = None) -> base.Algorithm:
+    """Gradient descent on ``L_λ`` from rows of norm ``init_scale`` (docs/algorithms.md).
 
     Args:
       optimizer: float SGD step, optax factory (with ``learning_rate=``) or ready
@@ -111,7 +133,12 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
       regularization: ``λ >= 0`` (hparam ``regularization``).
       learning_rate: default learning rate for a factory optimizer, or default multiplier for a
         ready transformation.
-      signs: fixed-sign rule, see :func:`jaxtd.models.draw_signs`.
+      signs: fixed-sign rule, see :func:`jaxtd.models.draw_signs` (``init="small"`` only: the
+        antisymmetric init fixes the signs ``+1, -1`` of each pair).
+      init: ``"small"`` or ``"antisymmetric"`` (``T(W0) = 0``), see the module docstring.
+      lr_scaling: ``"none"`` or ``"ntk"`` (step ``learning_rate / (1 + δ^(2(k-1)))``, see
+        :func:`step_factor`; needs a named ``model``). Meant for plain SGD: with another optax
+        optimizer it scales that optimizer's learning rate the same way.
       name: algorithm name (default ``"gd-<model>"``).
     Returns:
       An :class:`~jaxtd.algorithms.Algorithm` with hparams ``init_scale``, ``regularization``,
@@ -124,9 +151,20 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         label = getattr(model, "__name__", "custom")
     if signs not in models.SIGN_RULES:
         raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "antisymmetric" and signs != "auto":
+        raise ValueError(f"signs={signs!r} with init='antisymmetric': the antisymmetric init fixes "
+                         "the signs (+1, -1 per pair); leave signs at 'auto'")
+    if lr_scaling not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
+    if lr_scaling == "ntk" and not isinstance(model, str):
+        raise ValueError("lr_scaling='ntk' needs the model's degree in W: use model='plain' or "
+                         "'two_homogeneous', or lr_scaling='none' with a custom model")
     base.check_positive(init_scale, "init_scale")
     base.check_nonnegative(regularization, "regularization")
     tx, lr_default, injected = make_optimizer(optimizer, learning_rate)
+    centred = init == "antisymmetric"  # (the name `init` is taken by the init function below)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
                 "learning_rate": lr_default}
 
@@ -136,13 +174,26 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         dtype = target.factors.dtype
         hp = base.resolve_hparams(defaults, hparams, dtype)
         k_w, k_s = jax.random.split(key)
-        params = initialization.init_factors(k_w, width, target.dim, scale="small",
-                                             delta=hp["init_scale"], dtype=dtype)
+        if centred:
+            # the key split of lazy_gd, so its rows have the directions of lazy_gd's W0
+            pairs = lazy.antisymmetric(k_w, width, target.dim, target.order, scale="small",
+                                       delta=hp["init_scale"], dtype=dtype)
+            params, row_signs = pairs.factors, pairs.weights
+        else:
+            params = initialization.init_factors(k_w, width, target.dim, scale="small",
+                                                 delta=hp["init_scale"], dtype=dtype)
+            row_signs = models.draw_signs(k_s, width, target.order, signs, dtype)
         mask = base.row_mask(width, active, dtype)
-        opt_state = _with_lr(tx.init(params), hp["learning_rate"], injected)
-        return GDState(params, models.draw_signs(k_s, width, target.order, signs, dtype), mask,
-                       opt_state, hp, jnp.zeros((), jnp.int32),
+        opt_state = _with_lr(tx.init(params), step_size(hp, target.order), injected)
+        return GDState(params, row_signs, mask, opt_state, hp, jnp.zeros((), jnp.int32),
                        base.Static(target.order))
+
+    def step_size(hp, order):
+        """The step actually taken (a traced scalar): the ``learning_rate`` hparam, times
+        :func:`step_factor` of the ``init_scale`` hparam under ``lr_scaling="ntk"``."""
+        if lr_scaling == "none":
+            return hp["learning_rate"]
+        return hp["learning_rate"] * step_factor(hp["init_scale"], degree(model, order))
 
     def objective(params, state: GDState, target: SymCP):
         return models.regularized_loss(model_fn, params, target, signs=state.signs,
@@ -150,10 +201,11 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
 
     def step(state: GDState, target: SymCP):
         value, grads = jax.value_and_grad(objective)(state.params, state, target)
-        opt_state = _with_lr(state.opt_state, state.hparams["learning_rate"], injected)
+        lr = step_size(state.hparams, state.order.value)
+        opt_state = _with_lr(state.opt_state, lr, injected)
         updates, opt_state = tx.update(grads, opt_state, state.params)
         if not injected:
-            updates = jax.tree_util.tree_map(lambda u: state.hparams["learning_rate"] * u, updates)
+            updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
         # Optimizers with weight decay would move padded rows; the mask keeps them inert.
         updates = base.mask_rows(updates, state.mask)
         params = optax.apply_updates(state.params, updates)
@@ -165,6 +217,27 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
 
     return base.Algorithm(name or f"gd-{label}", init, step, tensor, lambda state: state.params,
                           defaults)
+
+
+def degree(model: str, order: int) -> int:
+    """Degree ``k`` of a named model in its parameters ``W``: ``order`` for ``"plain"``
+    (``w^{⊗l}``), 2 for ``"two_homogeneous"``."""
+    if model == "plain":
+        return int(order)
+    if model == "two_homogeneous":
+        return 2
+    raise ValueError(f"model must be one of {models.MODELS} to have a known degree, got {model!r}")
+
+
+def step_factor(init_scale, degree: int):
+    """``1 / (1 + δ^(2(k-1)))``: the factor ``lr_scaling="ntk"`` multiplies the step by.
+
+    ``δ = init_scale`` (a scalar, may be traced; smooth in ``δ`` so a run stays differentiable in
+    it), ``k = degree`` the model's degree in ``W``. The tangent kernel at rows of norm ``δ`` is
+    ``∝ δ^(2(k-1))``, so for ``δ >> 1`` the factor cancels it; for ``δ << 1`` it is ~1.
+    """
+    d = jnp.asarray(init_scale)
+    return 1.0 / (1.0 + d ** (2 * (int(degree) - 1)))
 
 
 def _optimizer_params(default_lr_help: str) -> tuple:
@@ -186,5 +259,12 @@ SCHEMA = schema.derive(gd, _optimizer_params("step size (the optax optimizer's l
     schema.Param("init_scale", "float", "norm of each initial row", gt=0, hparam="init_scale"),
     schema.Param("regularization", "float", "weight-decay coefficient lambda of L_lambda", ge=0,
                  hparam="regularization"),
-    schema.Param("signs", "choice", "fixed-sign rule of the rows", choices=models.SIGN_RULES),
+    schema.Param("signs", "choice", "fixed-sign rule of the rows (init = small)",
+                 choices=models.SIGN_RULES),
+    schema.Param("init", "choice", "initialization: small (rows of norm init_scale, fixed "
+                 "signs) or antisymmetric (pairs w, w with signs +1, -1: T(W0) = 0)",
+                 choices=INITS),
+    schema.Param("lr_scaling", "choice", "none, or ntk: step learning_rate / (1 + "
+                 "init_scale^(2(k-1))), k the model's degree in W (lazy at large init_scale)",
+                 choices=LR_SCALINGS),
 ))
