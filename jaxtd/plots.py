@@ -583,18 +583,22 @@ def threshold_figure(df: pd.DataFrame, success_threshold: float,
             ax_m.plot(g.loc[~ok, "dim"], g.loc[~ok, "critical"], ls="none", marker=marker,
                       ms=8, mfc="white", color=color, label=f"l={order}: not bracketed")
         rule_slope, _ = fit_slope(g["dim"], g["rule"])
-        ax_m.plot(g["dim"], g["rule"], ls="--", color="0.2", lw=1.2, zorder=4,
+        ax_m.plot(g["dim"], g["rule"], ls="--", color="0.2", lw=1.2, marker=marker, ms=11,
+                  mfc="none", mec="0.2", zorder=2,
                   label=f"⌈C(d+l−1,l)/d⌉, l={order}: slope {rule_slope:.2f}")
         ys += list(g["critical"]) + list(g["rule"])
         sl = slopes[slopes["order"] == order]
         if len(sl):
             mid = np.sqrt(sl["dim_lo"].to_numpy(np.float64) * sl["dim_hi"].to_numpy(np.float64))
             last = sl.iloc[-1]
-            ax_s.plot(mid, sl["measured"], color=color, marker=marker, ms=6,
-                      label=f"measured, l={order}: {last['measured']:.2f} at d={last['dim_lo']}"
-                            f"→{last['dim_hi']}")
-            ax_s.plot(mid, sl["rule"], ls="--", color=color, lw=1.2,
+            # the rule as large hollow markers behind the measured ones: both stay visible
+            # where they coincide (as they do when every case is at the rule)
+            ax_s.plot(mid, sl["rule"], ls="--", color="0.25", lw=1.1, marker=marker, ms=11,
+                      mfc="none", mec="0.25", zorder=2,
                       label=f"rule, l={order}: {last['rule']:.2f}")
+            ax_s.plot(mid, sl["measured"], color=color, marker=marker, ms=6, zorder=3,
+                      label=f"measured, l={order}: {last['measured']:.2f} at "
+                            f"d={int(last['dim_lo'])}→{int(last['dim_hi'])}")
         ax_s.axhline(order - 1, color=color, ls=":", lw=1, label=f"l−1 = {order - 1}")
     dims = sorted(set(table["dim"]))
     _log_x(ax_m, dims)
