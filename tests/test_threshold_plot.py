@@ -87,8 +87,8 @@ def test_figure_is_written_and_reports_the_slopes(tmp_path):
     slopes = plots.local_slopes(plots.threshold_table(df, 1e-3, lazy_threshold))
     for l in (3, 4):
         last = slopes[slopes["order"] == l].iloc[-1]
-        assert f"measured, l={l}: {last['measured']:.2f} at d={last['dim_lo']}→{last['dim_hi']}" \
-            in labels
+        lo, hi = int(last["dim_lo"]), int(last["dim_hi"])
+        assert f"measured, l={l}: {last['measured']:.2f} at d={lo}→{hi}" in labels
         assert f"rule, l={l}: {last['rule']:.2f}" in labels and f"l−1 = {l - 1}" in labels
     text = plots.format_threshold(df, 1e-3, lazy_threshold)
     assert "local slopes" in text and f"{slopes['rule'].iloc[-1]:.3f}" in text
