@@ -291,7 +291,8 @@ def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
 
 
 NEAR_THRESHOLD_SCHEMA = (  # [sweep] widths as a table: jaxtd.lazy.near_threshold_widths
-    Param("below", "int", "widths below the predicted lazy threshold m*", ge=0),
+    # >= 1: a size whose window already fits at its smallest width gives only an upper bound
+    Param("below", "int", "widths below the predicted lazy threshold m*", ge=1),
     Param("above", "int", "widths above m*", ge=0),
 )
 
@@ -310,10 +311,6 @@ def _near_threshold(value: Mapping) -> tuple[int, int]:
             raise ConfigError(f"[sweep] widths.{p.name}", "missing",
                               f"add it: {p.describe()}, e.g. widths = {{ below = 2, above = 1 }}")
         t[p.name] = schema.check(f"[sweep] widths.{p.name}", p, value[p.name])
-    if t["below"] < 1:
-        raise ConfigError("[sweep] widths.below", "0 leaves no width below the threshold, so a "
-                          "case already fitting at the window's smallest width goes unnoticed",
-                          "use below >= 1")
     return t["below"], t["above"]
 
 
