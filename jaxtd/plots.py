@@ -623,8 +623,9 @@ def format_threshold(df: pd.DataFrame, success_threshold: float,
     """:func:`threshold_table` and :func:`local_slopes` as terminal text."""
     table = threshold_table(df, success_threshold, lazy_threshold)
     slopes = local_slopes(table)
+    shown = table.assign(critical=table["critical"].astype("Int64"))  # NaN prints as <NA>
     return ("critical width of the exact lazy optimum (median over seeds) vs the rule:\n"
-            + table.to_string(index=False) + "\n\nlocal slopes between consecutive d:\n"
+            + shown.to_string(index=False) + "\n\nlocal slopes between consecutive d:\n"
             + slopes.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
