@@ -3,6 +3,7 @@
 
     python benchmarks/lazy.py [--quick] [--repeats N] [--width M]
     python benchmarks/lazy.py --solve [--cases d,l,m ...] [--dense-max MD]
+    python benchmarks/lazy.py --reach [--budget SECONDS]
 
 For each ``(d, l)`` in ``d = 16, 32`` and ``l = 3, 4``, with a standard initialization of width
 ``m`` (default 64; 16 with ``--quick``) and a random-unit target of rank 8, it prints the median
@@ -23,6 +24,14 @@ is slowest; then ``d = 40, m = 287``, ``m d = 11480``, square again) it prints, 
 :func:`jaxtd.lazy.cg_lstsq` (float64, standard init, random-unit rank-20 target), the compile and
 the run seconds apart, XLA's memory estimate of the compiled program (arguments + outputs +
 temporaries), CG's iterations and the two residuals.
+
+``--reach``: for each solver, square threshold cases ``l = 3`` (``m = C(d+2, 3)/d``, so
+``m d = C(d+2, 3)``: ``J`` square, the hardest case for CG) of growing size, ``m d = 2024``
+(``d = 22``), ``5984`` (``d = 32``), then up to ~22,000 (``d = 50``): each solve timed (compile and
+run apart) with XLA's memory estimate, until the next one is predicted (power law through the last
+two) to run longer than ``--budget`` seconds (default 120). It prints the largest ``m d`` solved
+within the budget and the power-law size at which a solve takes the budget. About 5 minutes on 2
+cores (the dense solve at ``m d = 5984`` alone is ~70 s).
 
 ``main(argv)`` returns ``{row: {column: value}}`` (rows named ``d{d}_l{l}``, or ``d{d}_l{l}_m{m}``
 with ``--solve``) for ``benchmarks/run_all.py``. Compare ratios, not absolute times: CPU machines
@@ -136,6 +145,92 @@ def solve_main(args) -> dict:
     return results
 
 
+# square threshold cases of l = 3: m = C(d+2, 3) / d = (d+1)(d+2)/6, m d = C(d+2, 3)
+REACH_DIMS = (22, 32, 35, 40, 44, 47, 50)
+
+
+def _reach_case(d: int) -> tuple[int, int, int]:
+    m, rem = divmod((d + 1) * (d + 2), 6)
+    assert rem == 0, d
+    return d, 3, m
+
+
+def _solve_once(solver: str, d: int, l: int, m: int) -> dict:
+    """One timed solve (compile and run apart) of a standard init against a rank-20 target."""
+    with jax.enable_x64(True):
+        kw, kt = jax.random.split(jax.random.key(d + l))
+        w = jaxtd.init_factors(kw, m, d, scale="standard", dtype=jnp.float64)
+        model = jaxtd.SymCP(jnp.ones((m,), jnp.float64), w, l)
+        target = jaxtd.targets.random_unit(kt, d, 20, l, dtype=jnp.float64)
+        if solver == "dense":
+            fn = lambda mo, t: (lazy.lstsq(mo, t).residual, jnp.zeros((), jnp.int32))
+        else:
+            fn = lambda mo, t: (lambda o: (o.residual, o.iterations))(lazy.cg_lstsq(mo, t))
+        c, r, mem, (res, iters) = _timed(fn, model, target)
+        return {"solver": solver, "d": d, "l": l, "m": m, "md": m * d, "compile_s": c,
+                "run_s": r, "mb": mem, "residual": float(res), "iterations": int(iters)}
+
+
+def reach_main(args) -> dict:
+    """Per solver: timed solves of growing square threshold cases until the next is predicted
+    to exceed the budget; the largest ``m d`` within it (measured, and by the power law)."""
+    import math
+    mach = machine()
+    budget = args.budget
+    print(f"lazy optimum at the threshold (square J, l = 3), largest m d within {budget:g} s  "
+          f"(float64; {mach['nproc']} cpus, {mach['cpu']}, jax {mach['jax']}, {mach['device']})")
+    head = (f"{'solver':>9} {'(d, l, m)':>13} {'m d':>6} {'compile s':>9} {'run s':>8} "
+            f"{'MiB':>7} {'iters':>6} {'residual':>9}")
+    print(head)
+    print("-" * len(head))
+    results = {}
+    for solver in ("dense", "iterative"):
+        done, note = [], ""
+        for d in REACH_DIMS[:2] if args.quick else REACH_DIMS:
+            d, l, m = _reach_case(d)
+            if len(done) >= 2:
+                (x0, t0), (x1, t1) = [(r["md"], r["run_s"]) for r in done[-2:]]
+                expo = math.log(t1 / t0) / math.log(x1 / x0)
+                guess = t1 * (m * d / x1) ** expo
+                if guess > budget:
+                    note = f"next: m d = {m * d} predicted {guess:.0f} s (not run)"
+                    break
+            row = _solve_once(solver, d, l, m)
+            done.append(row)
+            results[f"{solver}_d{d}_l{l}_m{m}"] = row
+            print(f"{solver:>9} {str((d, l, m)):>13} {row['md']:>6} {row['compile_s']:>9.2f} "
+                  f"{row['run_s']:>8.2f} {row['mb']:>7.1f} "
+                  f"{row['iterations'] if solver != 'dense' else '':>6} {row['residual']:>9.2e}",
+                  flush=True)
+            if row["run_s"] > budget:
+                break
+        within = [r for r in done if r["run_s"] <= budget]
+        largest = max((r["md"] for r in within), default=0)
+        reach = expo = float("nan")
+        if len(done) >= 2:  # power law through the last two solves, solved for t = budget
+            (x0, t0), (x1, t1) = [(r["md"], r["run_s"]) for r in done[-2:]]
+            expo = math.log(t1 / t0) / math.log(x1 / x0)
+            reach = x1 * (budget / t1) ** (1 / expo)
+            results[f"{solver}_reach"] = {"largest_md_measured": largest, "md_at_budget": reach,
+                                          "exponent": expo, "budget_s": budget}
+        print(f"  {solver}: largest m d solved within {budget:g} s: {largest}; power law "
+              f"(exponent {expo:.2f}) reaches m d ~ {reach:.0f} in {budget:g} s"
+              + (f"; {note}" if note else ""), flush=True)
+    both = [k for k in results if k.startswith("dense_d")]
+    for k in both:
+        it = "iterative" + k[len("dense"):]
+        if it in results:
+            results[f"ratio{k[len('dense'):]}"] = {
+                "dense_over_iterative_run": results[k]["run_s"] / results[it]["run_s"],
+                "dense_over_iterative_mb": results[k]["mb"] / results[it]["mb"]}
+            print(f"  m d = {results[k]['md']}: dense / iterative run "
+                  f"{results[k]['run_s'] / results[it]['run_s']:.1f}x, memory (XLA estimate) "
+                  f"{results[k]['mb'] / results[it]['mb']:.0f}x")
+    print("MiB: XLA's estimate for the compiled program (arguments + outputs + temporaries; "
+          "LAPACK's eigh workspace is allocated outside it)")
+    return results
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="width 16 and 3 repeats")
@@ -148,7 +243,12 @@ def main(argv=None) -> dict:
     p.add_argument("--dense-max", type=int, default=2100,
                    help="--solve: run the dense solve up to this many unknowns m d (default 2100; "
                         "6000 takes minutes on 2 cores)")
+    p.add_argument("--reach", action="store_true",
+                   help="largest m d each solver reaches within --budget seconds")
+    p.add_argument("--budget", type=float, default=120.0, help="--reach: seconds per solve")
     args = p.parse_args(argv)
+    if args.reach:
+        return reach_main(args)
     if args.solve:
         return solve_main(args)
     repeats = args.repeats or (3 if args.quick else 7)

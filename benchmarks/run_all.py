@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import machine  # noqa: E402
 
-BENCHMARKS = ["loss_grad", "lazy", "algorithms", "sweep", "peers", "precision", "scale", "grad"]
+BENCHMARKS = ["loss_grad", "lazy", "algorithms", "sweep", "peers", "precision", "scale", "grad",
+              "multiprocess"]
 
 
 def main(argv=None) -> dict:

@@ -124,7 +124,11 @@ def write_outputs(results, config: cfg.Config, out_dir: Path) -> list[Path]:
 def _print_table(results, config: cfg.Config) -> None:
     from jaxtd import plots
     threshold, lazy = _table_args(config)
-    print(plots.format_table(results.to_pandas(), threshold, lazy))
+    df = results.to_pandas()
+    print(plots.format_table(df, threshold, lazy))
+    if (config.plot == "lazy-threshold" and lazy is not None and "lazy_best_residual" in df
+            and df["lazy_best_residual"].notna().any()):
+        print("\n" + plots.format_threshold(df, threshold, lazy))
     swept = sorted({h for a in config.sweep.algorithms for h, _ in
                     experiment.swept(config, a)})
     if swept:  # the width table merges hyper-parameter values: add the per-value summary

@@ -8,7 +8,7 @@ A config file has these tables (unknown keys anywhere are errors)::
 
     [target]                             # required
     order = 3                            # int >= 2, or a list to sweep problem sizes
-    dim = 24                             # int >= 1, or a list
+    dim = 24                             # int >= 1, or a list; or per order: { 3 = [8, 16], 4 = [8] }
     rank = 3                             # int >= 1, or a list
     kind = "orthonormal"                 # orthonormal | basis | random (default orthonormal)
     weights = "equal"                    # equal | geometric | a list of `rank` numbers
@@ -16,7 +16,7 @@ A config file has these tables (unknown keys anywhere are errors)::
 
     [sweep]                              # required
     algorithms = ["lazy", "gd", "variant"]   # built in: lazy, gd, variant, deflation; or your own
-    widths = [3, 6, 12, 24, 48, 96, 128]
+    widths = [3, 6, 12, 24, 48, 96, 128] # or per size: { below = 2, above = 1 } around the lazy m*
     seeds = 8
     steps = 3000
     success_threshold = 1e-2
@@ -67,8 +67,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
            "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "dumps",
-           "lazy_threshold", "apply_overrides", "schema_of", "constructor_of", "user_factory",
-           "is_builtin"]
+           "lazy_threshold", "case_widths", "apply_overrides", "schema_of", "constructor_of",
+           "user_factory", "is_builtin"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
@@ -132,11 +132,18 @@ class Target:
     kind: str = "orthonormal"
     weights: str | tuple[float, ...] = "equal"
     seed: int = 0
+    # ``dim = {order: [dims]}``: ((order, dims), ...) in order of ``orders``; ``dims`` is then
+    # their sorted union. Empty: ``dims`` is crossed with every order.
+    dims_per_order: tuple[tuple[int, tuple[int, ...]], ...] = ()
+
+    def dims_of(self, order: int) -> tuple[int, ...]:
+        """The dims run at ``order`` (all of ``dims`` unless ``dim`` is given per order)."""
+        return dict(self.dims_per_order).get(order, self.dims) if self.dims_per_order else self.dims
 
     @property
     def sizes(self) -> tuple[tuple[int, int, int], ...]:
         """Every ``(order, dim, rank)`` problem size, in config order."""
-        return tuple(itertools.product(self.orders, self.dims, self.ranks))
+        return tuple((o, d, r) for o in self.orders for d in self.dims_of(o) for r in self.ranks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +158,9 @@ class Sweep:
     record_every: int
     bucketing: str = "auto"
     chunk_size: int | None = None
+    # ``widths = {below = b, above = a}``: (b, a), the arguments of
+    # :func:`jaxtd.lazy.near_threshold_widths`; ``widths`` is then ``()`` (see :func:`case_widths`)
+    near_threshold: tuple[int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +233,11 @@ def _without(section: str, raw: Any, key: str) -> dict:
 
 
 def _target(raw: Any) -> Target:
-    t = schema.check_table("target", [p for p in TARGET_SCHEMA if p.name != "weights"],
-                           _without("target", raw, "weights"))
+    rest = _without("target", raw, "weights")
+    per_order = isinstance(rest.get("dim"), Mapping)
+    if per_order:  # checked below, once the orders are known
+        rest = {**rest, "dim": 1}
+    t = schema.check_table("target", [p for p in TARGET_SCHEMA if p.name != "weights"], rest)
     kind = t["kind"]
     if kind in _KIND_ALIASES:
         new = _KIND_ALIASES[kind]
@@ -232,11 +245,36 @@ def _target(raw: Any) -> Target:
                       FutureWarning, stacklevel=2)
         kind = new
     ranks, dims = t["rank"], t["dim"]
+    by_order = _dims_per_order(raw["dim"], t["order"]) if per_order else ()
+    if by_order:
+        dims = tuple(sorted({d for _, ds in by_order for d in ds}))
     weights = _weights(raw.get("weights", "equal"), ranks)
     if kind != "random" and max(ranks) > min(dims):
         raise ConfigError("[target] rank", f"rank {max(ranks)} > dim {min(dims)} for a {kind} "
                           "target", 'lower rank, raise dim, or use kind = "random"')
-    return Target(t["order"], dims, ranks, kind, weights, t["seed"])
+    return Target(t["order"], dims, ranks, kind, weights, t["seed"], by_order)
+
+
+def _dims_per_order(value: Mapping, orders: tuple[int, ...]) -> tuple:
+    """``dim = {order: dims}`` checked: one key per order of ``[target] order`` (a TOML key is a
+    string, e.g. ``3 = [4, 8]``), each an int or a list of distinct ints >= 1."""
+    out = {}
+    for key, dims in value.items():
+        where = f"[target] dim.{key}"
+        try:
+            order = int(key)
+        except ValueError:
+            order = None
+        if order not in orders:
+            raise ConfigError(where, f"{key!r} is not an order of [target] order = "
+                              f"{list(orders)}", "key each list of dims by one of those orders, "
+                              "e.g. dim = { 3 = [4, 8], 4 = [4] }")
+        out[order] = schema.check(where, Param("dim", "ints", "", ge=1), dims)
+    missing = [o for o in orders if o not in out]
+    if missing:
+        raise ConfigError("[target] dim", f"no dims for order {missing[0]}",
+                          f"add {missing[0]} = [...] to the dim table, or drop that order")
+    return tuple((o, out[o]) for o in orders)
 
 
 def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
@@ -252,8 +290,37 @@ def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
     return tuple(schema.check(key, Param("weights", "float", "", gt=0), v) for v in value)
 
 
+NEAR_THRESHOLD_SCHEMA = (  # [sweep] widths as a table: jaxtd.lazy.near_threshold_widths
+    # >= 1: a size whose window already fits at its smallest width gives only an upper bound
+    Param("below", "int", "widths below the predicted lazy threshold m*", ge=1),
+    Param("above", "int", "widths above m*", ge=0),
+)
+
+
+def _near_threshold(value: Mapping) -> tuple[int, int]:
+    """``widths = {below = b, above = a}`` checked (both keys required): ``(b, a)``."""
+    names = [p.name for p in NEAR_THRESHOLD_SCHEMA]
+    for key in value:
+        if key not in names:
+            raise ConfigError(f"[sweep] widths.{key}", "unknown key",
+                              "a widths table takes below and above (widths around the lazy "
+                              "threshold), e.g. widths = { below = 2, above = 1 }")
+    t = {}
+    for p in NEAR_THRESHOLD_SCHEMA:
+        if p.name not in value:
+            raise ConfigError(f"[sweep] widths.{p.name}", "missing",
+                              f"add it: {p.describe()}, e.g. widths = {{ below = 2, above = 1 }}")
+        t[p.name] = schema.check(f"[sweep] widths.{p.name}", p, value[p.name])
+    return t["below"], t["above"]
+
+
 def _sweep(raw: Any) -> Sweep:
-    s = schema.check_table("sweep", _sweep_schema()[1:], _without("sweep", raw, "algorithms"))
+    rest = _without("sweep", raw, "algorithms")
+    window = None
+    if isinstance(rest.get("widths"), Mapping):
+        window = _near_threshold(rest["widths"])
+        rest = {**rest, "widths": 1}
+    s = schema.check_table("sweep", _sweep_schema()[1:], rest)
     if "algorithms" not in raw:
         raise ConfigError("[sweep] algorithms", "missing",
                           f"add e.g. algorithms = [\"gd\"] using {', '.join(ALGORITHMS)}")
@@ -274,8 +341,9 @@ def _sweep(raw: Any) -> Sweep:
     if steps % record_every:
         raise ConfigError("[sweep] record_every", f"{record_every} does not divide steps = "
                           f"{steps}", f"use a divisor of steps, e.g. {default_record_every(steps)}")
-    return Sweep(tuple(algorithms), tuple(sorted(s["widths"])), s["seeds"], steps,
-                 s["success_threshold"], record_every, s["bucketing"], s["chunk_size"])
+    return Sweep(tuple(algorithms), () if window else tuple(sorted(s["widths"])), s["seeds"],
+                 steps, s["success_threshold"], record_every, s["bucketing"], s["chunk_size"],
+                 window)
 
 
 def _user_table(name: str, raw: Any) -> dict[str, Any]:
@@ -475,13 +543,20 @@ def quick(config: Config) -> Config:
         return values if len(values) <= k else values[:k - 1] + values[-1:]
 
     from jaxtd.run import default_record_every as rule
-    widths = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]}))
+    if s.near_threshold:  # one width on each side of the threshold
+        widths, window = (), tuple(min(v, 1) for v in s.near_threshold)
+    else:
+        widths, window = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]})), None
     steps = min(s.steps, 300)
     sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
                                 record_every=rule(steps, 20), bucketing="single",
-                                chunk_size=None)
-    target = dataclasses.replace(t, orders=ends(t.orders, 2), dims=ends(t.dims, 2),
-                                 ranks=ends(t.ranks, 2))
+                                chunk_size=None, near_threshold=window)
+    orders = ends(t.orders, 2)
+    # dims per order: the two smallest of each (the largest are what make such a run long)
+    by_order = tuple((o, ds[:2]) for o, ds in t.dims_per_order if o in orders)
+    dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, 2)
+    target = dataclasses.replace(t, orders=orders, dims=dims, ranks=ends(t.ranks, 2),
+                                 dims_per_order=by_order)
     params = {k: dict(v) for k, v in config.params.items()}
     for name, table in params.items():
         for key in ("amplify_steps", "fit_steps"):
@@ -514,11 +589,15 @@ def dumps(config: Config) -> str:
     (``None``) are omitted."""
     t, s = config.target, config.sweep
     top = {"name": config.name, "description": config.description, "plot": config.plot}
-    target = {"order": _scalar_or_list(t.orders), "dim": _scalar_or_list(t.dims),
+    dim = ({str(o): list(ds) for o, ds in t.dims_per_order} if t.dims_per_order
+           else _scalar_or_list(t.dims))
+    target = {"order": _scalar_or_list(t.orders), "dim": dim,
               "rank": _scalar_or_list(t.ranks), "kind": t.kind,
               "weights": t.weights if isinstance(t.weights, str) else list(t.weights),
               "seed": t.seed}
-    sweep = {"algorithms": list(s.algorithms), "widths": list(s.widths), "seeds": s.seeds,
+    widths = (dict(zip(("below", "above"), s.near_threshold)) if s.near_threshold
+              else list(s.widths))
+    sweep = {"algorithms": list(s.algorithms), "widths": widths, "seeds": s.seeds,
              "steps": s.steps, "success_threshold": s.success_threshold,
              "record_every": s.record_every, "bucketing": s.bucketing,
              "chunk_size": s.chunk_size}
@@ -541,3 +620,18 @@ def lazy_threshold(dim: int, order: int, init: str = "standard") -> int:
 
     m = predicted_critical_width(int(dim), int(order))
     return 2 * m - 1 if init == "antisymmetric" else m
+
+
+def case_widths(config: Config, order: int, dim: int) -> tuple[int, ...]:
+    """The widths run at problem size ``(order, dim)``: ``[sweep] widths`` as given, or, for
+    ``widths = {below = b, above = a}``, the window ``m* - b .. m* + a`` (clipped at 1) around
+    the lazy threshold :func:`lazy_threshold` of ``[lazy] init``
+    (:func:`jaxtd.lazy.near_threshold_widths`)."""
+    s = config.sweep
+    if not s.near_threshold:
+        return tuple(s.widths)
+    from jaxtd.lazy import near_threshold_widths
+    below, above = s.near_threshold
+    rule = near_threshold_widths(below, above, config.params["lazy"]["init"])
+    return tuple(rule(int(dim), int(order)))
+

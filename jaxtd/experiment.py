@@ -155,9 +155,9 @@ def _seeds(config: cfg.Config, name: str) -> int:
     return min(n, limit) if limit else n
 
 
-def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int):
+def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int, widths=None):
     """The width buckets :func:`jaxtd.sweep` forms for a chunk of ``chunk`` seeds (the same
-    cost model for ``bucketing = "auto"``)."""
+    cost model for ``bucketing = "auto"``) over ``widths`` (default ``[sweep] widths``)."""
     import jax
 
     from jaxtd.sweep import BucketCost, bucket_widths
@@ -166,7 +166,7 @@ def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int):
     n_dev = len(jax.devices())
     cost = BucketCost.for_platform(jax.devices()[0].platform, dim=dim, rank=rank,
                                    cell_steps=s.steps * n_h * math.ceil(chunk / n_dev))
-    return bucket_widths(s.widths, s.bucketing, cost=cost)
+    return bucket_widths(s.widths if widths is None else widths, s.bucketing, cost=cost)
 
 
 def _seed_cost(config: cfg.Config, name: str, order: int, dim: int, rank: int) -> float:
@@ -174,7 +174,8 @@ def _seed_cost(config: cfg.Config, name: str, order: int, dim: int, rank: int) -
     s = config.sweep
     n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
     flops = 0.0
-    for bucket in _buckets(config, name, dim, rank, _seeds(config, name)):
+    for bucket in _buckets(config, name, dim, rank, _seeds(config, name),
+                           cfg.case_widths(config, order, dim)):
         m = max(bucket)
         # loss + gradient in Gram form, O((m + r)^2 d) per step, ~10 passes (grad, metrics)
         flops += len(bucket) * n_h * s.steps * 10.0 * (m + rank) ** 2 * dim * max(order - 1, 1)
@@ -199,8 +200,8 @@ def plan(config: cfg.Config) -> list[SubSweep]:
             n = _seeds(config, name)
             chunk = s.chunk_size or default_chunk_size(config, name, order, dim, rank)
             train = bool(config.params[name].get("train", True)) if name == "lazy" else True
-            out.append(SubSweep(name, order, dim, rank, n, tuple(s.widths), s.steps,
-                                swept(config, name), min(chunk, n), train))
+            out.append(SubSweep(name, order, dim, rank, n, cfg.case_widths(config, order, dim),
+                                s.steps, swept(config, name), min(chunk, n), train))
     return out
 
 
@@ -215,7 +216,7 @@ _STEP_SECONDS = 5e-6
 def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, float, float]:
     """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough)."""
     s = config.sweep
-    buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size)
+    buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size, sub.widths)
                if sub.train else ())
     programs = len(buckets) + _lazy_programs(sub)
     cells = sub.cells if sub.train else 0

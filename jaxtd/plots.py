@@ -35,7 +35,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 __all__ = ["REQUIRED_COLUMNS", "curves", "critical_widths", "seed_critical_widths", "fit_slope",
            "wilson_interval", "width_figure", "critical_figure", "deflation_figure",
-           "init_scale_figure", "format_table", "save_figures"]
+           "init_scale_figure", "threshold_table", "local_slopes", "threshold_figure",
+           "format_threshold", "format_table", "save_figures"]
 
 REQUIRED_COLUMNS = ("algorithm", "dim", "order", "rank", "seed", "width", "final_relative_error",
                     "success", "diverged")
@@ -502,6 +503,132 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
     return fig
 
 
+def threshold_table(df: pd.DataFrame, success_threshold: float,
+                    lazy_threshold: Callable[[int, int], int],
+                    method: str = "lazy best") -> pd.DataFrame:
+    """Per (order, dim): the measured critical width of ``method`` against the rule.
+
+    Columns: ``order, dim, critical`` (median over seeds of each seed's critical width,
+    :func:`seed_critical_widths`; NaN when the median seed never succeeds), ``rule``
+    (``lazy_threshold(dim, order)``), ``bracketed`` (every seed failed at some width below its
+    critical width: with a window of widths around the threshold, a case that already fits at
+    the window's smallest width gives only an upper bound), ``seeds``. Sorted by order, dim;
+    ranks are pooled (the lazy threshold does not depend on the target).
+    """
+    per_seed = seed_critical_widths(df, success_threshold)
+    per_seed = per_seed[per_seed["method"] == method]
+    rows = _method_rows(df)
+    rows = rows[rows["method"] == method]
+    low = rows.groupby(["order", "dim", "seed"])["width"].min()
+    out = []
+    for (order, dim), g in per_seed.groupby(["order", "dim"], sort=True):
+        crit = g["critical_width"].to_numpy(np.float64)
+        first = np.array([low[(order, dim, s)] for s in g["seed"]], np.float64)
+        out.append(dict(order=int(order), dim=int(dim),
+                        critical=float(np.median(crit)),
+                        rule=int(lazy_threshold(int(dim), int(order))),
+                        bracketed=bool(np.all(np.isfinite(crit) & (crit > first))),
+                        seeds=len(g)))
+    return pd.DataFrame(out, columns=["order", "dim", "critical", "rule", "bracketed", "seeds"])
+
+
+def local_slopes(table: pd.DataFrame) -> pd.DataFrame:
+    """Local log-log slopes between consecutive dims of each order of a :func:`threshold_table`:
+    ``log(m_hi / m_lo) / log(d_hi / d_lo)``, measured and for the rule.
+
+    Columns: ``order, dim_lo, dim_hi, measured, rule, asymptote`` (``l - 1``). Pairs with a
+    missing or unbracketed measured end get ``measured`` NaN (the rule's slope is still given).
+    For ``m* = ⌈C(d+l−1, l)/d⌉`` the rule's local slope rises towards ``l - 1`` only slowly
+    (about ``sum_{k<l} d/(d+k)``), so the measured one is to be read against it, not ``l - 1``.
+    """
+    out = []
+    for order, g in table.sort_values(["order", "dim"]).groupby("order", sort=True):
+        g = g.reset_index(drop=True)
+        for k in range(len(g) - 1):
+            lo, hi = g.iloc[k], g.iloc[k + 1]
+            step = math.log(hi["dim"] / lo["dim"])
+            ok = (lo["bracketed"] and hi["bracketed"] and np.isfinite(lo["critical"])
+                  and np.isfinite(hi["critical"]))
+            meas = math.log(hi["critical"] / lo["critical"]) / step if ok else math.nan
+            out.append(dict(order=int(order), dim_lo=int(lo["dim"]), dim_hi=int(hi["dim"]),
+                            measured=meas, rule=math.log(hi["rule"] / lo["rule"]) / step,
+                            asymptote=int(order) - 1))
+    return pd.DataFrame(out, columns=["order", "dim_lo", "dim_hi", "measured", "rule",
+                                      "asymptote"])
+
+
+def threshold_figure(df: pd.DataFrame, success_threshold: float,
+                     lazy_threshold: Callable[[int, int], int]) -> Figure:
+    """The lazy threshold vs ``d``: two panels, one series per order.
+
+    Left: critical width of the exact lazy optimum (median over seeds; ``lazy best`` rows) vs
+    ``d`` on log-log axes, the rule ``lazy_threshold(d, l)`` dashed, the global fitted slope in
+    the legend; a hollow marker is an unbracketed point (an upper bound, see
+    :func:`threshold_table`). Right: the local slope between consecutive dims
+    (:func:`local_slopes`, drawn at their geometric mean) beside the rule's, with ``l - 1``
+    dotted; the legend gives the last pair's values.
+    """
+    table = threshold_table(df, success_threshold, lazy_threshold)
+    slopes = local_slopes(table)
+    fig = Figure(figsize=(11.5, 4.6), layout="constrained")
+    ax_m, ax_s = fig.subplots(1, 2)
+    ys = []
+    for k, (order, g) in enumerate(table.groupby("order", sort=True)):
+        color, marker = PALETTE[k % len(PALETTE)]
+        ok = g["bracketed"].to_numpy() & np.isfinite(g["critical"].to_numpy())
+        slope, _ = fit_slope(g.loc[ok, "dim"], g.loc[ok, "critical"])
+        ax_m.plot(g.loc[ok, "dim"], g.loc[ok, "critical"], color=color, marker=marker, ms=6,
+                  label=f"measured, l={order}: slope {slope:.2f}")
+        if (~ok).any():
+            ax_m.plot(g.loc[~ok, "dim"], g.loc[~ok, "critical"], ls="none", marker=marker,
+                      ms=8, mfc="white", color=color, label=f"l={order}: not bracketed")
+        rule_slope, _ = fit_slope(g["dim"], g["rule"])
+        ax_m.plot(g["dim"], g["rule"], ls="--", color="0.2", lw=1.2, marker=marker, ms=11,
+                  mfc="none", mec="0.2", zorder=2,
+                  label=f"⌈C(d+l−1,l)/d⌉, l={order}: slope {rule_slope:.2f}")
+        ys += list(g["critical"]) + list(g["rule"])
+        sl = slopes[slopes["order"] == order]
+        if len(sl):
+            mid = np.sqrt(sl["dim_lo"].to_numpy(np.float64) * sl["dim_hi"].to_numpy(np.float64))
+            last = sl.iloc[-1]
+            # the rule as large hollow markers behind the measured ones: both stay visible
+            # where they coincide (as they do when every case is at the rule)
+            ax_s.plot(mid, sl["rule"], ls="--", color="0.25", lw=1.1, marker=marker, ms=11,
+                      mfc="none", mec="0.25", zorder=2,
+                      label=f"rule, l={order}: {last['rule']:.2f}")
+            ax_s.plot(mid, sl["measured"], color=color, marker=marker, ms=6, zorder=3,
+                      label=f"measured, l={order}: {last['measured']:.2f} at "
+                            f"d={int(last['dim_lo'])}→{int(last['dim_hi'])}")
+        ax_s.axhline(order - 1, color=color, ls=":", lw=1, label=f"l−1 = {order - 1}")
+    dims = sorted(set(table["dim"]))
+    _log_x(ax_m, dims)
+    ys = [v for v in ys if np.isfinite(v) and v > 0]
+    _log_y_counts(ax_m, min(ys) if ys else 1, max(ys) if ys else 10)
+    ax_m.set_xlabel("dimension d")
+    ax_m.set_ylabel("critical width m* (median over seeds)")
+    ax_m.set_title(f"critical width of the exact lazy optimum (residual ≤ {success_threshold:g})",
+                   fontsize=10)
+    _log_x(ax_s, dims)
+    ax_s.set_xlabel("dimension d (between consecutive d)")
+    ax_s.set_ylabel("local slope d log m* / d log d")
+    ax_s.set_title("local slope vs the exact rule's, → l−1", fontsize=10)
+    for ax in (ax_m, ax_s):
+        ax.grid(True, color="0.92", lw=0.6)
+        ax.legend(fontsize=7.5, loc="best")
+    return fig
+
+
+def format_threshold(df: pd.DataFrame, success_threshold: float,
+                     lazy_threshold: Callable[[int, int], int]) -> str:
+    """:func:`threshold_table` and :func:`local_slopes` as terminal text."""
+    table = threshold_table(df, success_threshold, lazy_threshold)
+    slopes = local_slopes(table)
+    shown = table.assign(critical=table["critical"].astype("Int64"))  # NaN prints as <NA>
+    return ("critical width of the exact lazy optimum (median over seeds) vs the rule:\n"
+            + shown.to_string(index=False) + "\n\nlocal slopes between consecutive d:\n"
+            + slopes.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndarray,
                      true_weights: Sequence[float] | None = None) -> Figure:
     """The staircase: fitted weight along each ground-truth direction vs step (log axis), for
@@ -776,7 +903,10 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
         raise ValueError(f"plot must be one of width, lazy-threshold, beyond-lazy, width-vs-rank, "
                          f"deflation, init-scale; got {plot!r}")
     figures = {"success_vs_width.png": width_figure(df, success_threshold, lazy_threshold)}
-    if plot == "lazy-threshold":
+    if plot == "lazy-threshold" and lazy_threshold is not None and (
+            "lazy_best_residual" in df and df["lazy_best_residual"].notna().any()):
+        figures["lazy_threshold.png"] = threshold_figure(df, success_threshold, lazy_threshold)
+    elif plot == "lazy-threshold":  # no exact lazy optimum (lazy GD only): the plain figure
         figures["lazy_threshold.png"] = critical_figure(
             df, success_threshold, x="dim", methods=["lazy best", "lazy GD"],
             theory=(lambda d, l: lazy_threshold(int(d), l)) if lazy_threshold else None,
