@@ -154,7 +154,7 @@ def aligned_half_residual_sq(model: SymCP, target: SymCP) -> jax.Array:
 
 def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *, mask=None,
            active_fraction=0.1, precise: bool = True) -> dict:
-    """All per-record metrics of §F except the step: a dict of scalars and ``(r,)`` arrays.
+    """All per-record metrics (docs/results.md, history) except the step: a dict of scalars and ``(r,)`` arrays.
 
     ``precise`` (static): the loss and relative error from :func:`half_residual_sq` (accurate to
     1e-6 in float32, but ~20 matmuls and seconds of compilation); ``False``: from

@@ -1,4 +1,5 @@
-"""The runner: one ``lax.scan`` of an algorithm's step, recording §F metrics every few steps.
+"""The runner: one ``lax.scan`` of an algorithm's step, recording the metrics of docs/results.md
+every few steps.
 
 :func:`simulate` is pure and vmappable (static: ``algorithm``, ``width``, ``steps``,
 ``record_every``); :func:`run` validates in plain Python and calls a jitted :func:`simulate`, so a

@@ -2,8 +2,8 @@
 
 - :func:`gd` — (optax) gradient descent on ``L_λ`` of a plain or two-homogeneous model.
 - :func:`variant` — reconstruction of the first paper's variant of GD (docs/algorithms.md).
-- :func:`deflation` — reconstruction of the sequel's modified gradient flow (§E).
-- :func:`lazy_gd` — gradient descent on the linearized (NTK) model (§B).
+- :func:`deflation` — reconstruction of the sequel's modified gradient flow (docs/algorithms.md).
+- :func:`lazy_gd` — gradient descent on the linearized (NTK) model (docs/algorithms.md).
 
 Constructors are imported eagerly (so the package attribute ``gd`` is the function, not the
 submodule of the same name); a module that does not exist yet is skipped, and asking for its
