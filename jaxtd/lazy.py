@@ -45,12 +45,14 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
 from jaxtd import _extended
 from jaxtd._precision import einsum, matmul
 from jaxtd.initialization import init_factors
 from jaxtd.lazy_cg import (LazyCG, block_jacobi, cg_lstsq, default_max_iter, default_tol,
                            normal_matvec, normal_rhs)
+from jaxtd.shapes import ArrayLike, Params, Scalar
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
 __all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetric", "linearize",
@@ -108,7 +110,7 @@ def _lazy_sq(model: SymCP, delta, target: SymCP):
     return matmul(matmul(s, _lazy_kernel(u, e, model.order)), s)
 
 
-def lazy_loss(model: SymCP, delta, target: SymCP) -> jax.Array:
+def lazy_loss(model: SymCP, delta: Params, target: SymCP) -> Scalar:
     """Lazy loss ``1/2 ||T(W0) + J Δ - T*||_F^2``, exact, in factored form; scalar.
 
     Args:
@@ -152,7 +154,8 @@ def _lazy_sq_doublefloat(s, u, e, order: int):
     return hi + lo
 
 
-def lazy_residual_sq(model: SymCP, delta, target: SymCP, *, precise: bool = True) -> jax.Array:
+def lazy_residual_sq(model: SymCP, delta: Params, target: SymCP, *,
+                     precise: bool = True) -> Scalar:
     """``||T(W0) + J Δ - T*||_F^2`` (``= 2 lazy_loss``), as accurate as the inputs allow; scalar.
 
     Near a fit the Gram terms (each ``O(||T*||^2)``) cancel. In float64 the plain sum is used
@@ -172,7 +175,8 @@ def lazy_residual_sq(model: SymCP, delta, target: SymCP, *, precise: bool = True
     return jnp.maximum(value, 0.0)
 
 
-def lazy_relative_error(model: SymCP, delta, target: SymCP, *, precise: bool = True) -> jax.Array:
+def lazy_relative_error(model: SymCP, delta: Params, target: SymCP, *,
+                        precise: bool = True) -> Scalar:
     """``||T(W0) + J Δ - T*||_F / ||T*||_F`` (see :func:`lazy_residual_sq`); scalar."""
     from jaxtd.losses import norm  # local: keeps the module's import surface small
     model, delta, target = jax.lax.stop_gradient((model, delta, target))
@@ -213,7 +217,7 @@ def antisymmetric(key, width: int, dim: int, order: int, *, scale: str = "standa
 
 # -- the jax.linearize reference ------------------------------------------------------------------
 
-def linearize(model: SymCP) -> Callable[[jax.Array], jax.Array]:
+def linearize(model: SymCP) -> Callable[[Params], jax.Array]:
     """The lazy model ``Δ -> T(W0) + J Δ`` as a dense tensor, built with ``jax.linearize``.
 
     ``model = SymCP(c, W0, l)`` is the initialization; weights stay fixed. The returned function
@@ -250,7 +254,8 @@ class LazyLstsq(NamedTuple):
     distance: jax.Array
 
 
-def normal_equations(model: SymCP, target: SymCP):
+def normal_equations(model: SymCP, target: SymCP) -> tuple[Float[ArrayLike, "md md"],
+                                                           Float[ArrayLike, "md"]]:
     """The ``(m d, m d)`` matrix ``J^T J`` and the ``(m d,)`` vector ``J^T (T* - T(W0))`` in closed
     form (docs/math.md), rows flattened as ``i * d + a``; cost ``O(m^2 d^2 + m r d)``.
 
@@ -383,7 +388,7 @@ def solver_for(method: str, width: int, dim: int) -> str:
 
 def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None,
                   method: str = "auto", tol: float | None = None,
-                  max_iter: int | None = None) -> jax.Array:
+                  max_iter: int | None = None) -> Scalar:
     """``min_Δ ||T(W0) + JΔ - T*||_F / ||T*||_F``, scalar (use float64).
 
     ``method``: ``"dense"`` (:func:`lstsq`, eigendecomposition of the normal equations, exact 0
@@ -793,7 +798,7 @@ class LazyTrainState(NamedTuple):
     opt_state: Any
 
 
-def lazy_metrics(model: SymCP, delta, target: SymCP) -> dict:
+def lazy_metrics(model: SymCP, delta: Params, target: SymCP) -> dict:
     """``loss`` (``1/2 ||T_lin - T*||^2``, accurate), ``relative_error`` and ``distance``
     (``||Δ||_F / ||W0||_F`` over active rows) of the lazy model at ``Δ``; scalars."""
     from jaxtd.losses import norm
@@ -805,7 +810,7 @@ def lazy_metrics(model: SymCP, delta, target: SymCP) -> dict:
                 distance=jnp.sqrt(jnp.sum(active * delta ** 2)) / w0_norm)
 
 
-def train_init(model: SymCP, optimizer, delta=None) -> LazyTrainState:
+def train_init(model: SymCP, optimizer, delta: Params | None = None) -> LazyTrainState:
     """Start lazy training at ``Δ = delta`` (default 0, i.e. at ``W0``) with an optax optimizer."""
     if not isinstance(model, SymCP):
         raise TypeError(f"model must be a jaxtd.SymCP, got {type(model).__name__}")
@@ -835,7 +840,7 @@ def train_step(optimizer) -> Callable:
 
 
 def train(model: SymCP, target: SymCP, optimizer, steps: int, *, record_every: int = 1,
-          delta=None):
+          delta: Params | None = None) -> tuple[LazyTrainState, dict]:
     """Lazy gradient descent: ``steps`` updates of ``optimizer`` on ``Δ`` under ``lax.scan``.
 
     Returns ``(state, history)`` with ``history`` a dict of ``(steps // record_every,)`` arrays:

@@ -25,17 +25,20 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
 from jaxtd import _extended
 from jaxtd._aligned import aligned_residual_sq
 from jaxtd._precision import matmul
+from jaxtd.shapes import ArrayLike, Scalar
 from jaxtd.symcp import SymCP, check_compatible
 
 __all__ = ["inner", "norm", "loss", "loss_autodiff", "gram_inner", "gram_loss", "residual_sq",
            "relative_error", "stack"]
 
 
-def gram_inner(c, u, b, v, order: int) -> jax.Array:
+def gram_inner(c: Float[ArrayLike, "k"], u: Float[ArrayLike, "k d"], b: Float[ArrayLike, "n"],
+               v: Float[ArrayLike, "n d"], order: int) -> Scalar:
     """Plain Gram form ``c^T (U V^T)^{∘order} b``; scalar.
 
     ``c (k,)``, ``u (k, d)``, ``b (n,)``, ``v (n, d)``. Differentiable in every mode and to any
@@ -74,13 +77,13 @@ def _gram_loss_bwd(order, res, ct):
 gram_loss.defvjp(_gram_loss_fwd, _gram_loss_bwd)
 
 
-def inner(a: SymCP, b: SymCP) -> jax.Array:
+def inner(a: SymCP, b: SymCP) -> Scalar:
     """Frobenius inner product ``<a, b> = c_a^T (U_a U_b^T)^{∘l} c_b``; scalar."""
     check_compatible(a, b)
     return gram_inner(a.weights, a.factors, b.weights, b.factors, a.order)
 
 
-def norm(a: SymCP) -> jax.Array:
+def norm(a: SymCP) -> Scalar:
     """Frobenius norm ``||a||_F``; scalar (clamped at 0 before the square root)."""
     sq = inner(a, a)
     return jnp.sqrt(jnp.maximum(sq, 0.0))
@@ -95,7 +98,7 @@ def stack(a: SymCP, b: SymCP, sign: float = -1.0) -> SymCP:
     return SymCP(weights, factors, a.order)
 
 
-def loss(a: SymCP, b: SymCP) -> jax.Array:
+def loss(a: SymCP, b: SymCP) -> Scalar:
     """``1/2 ||a - b||_F^2`` via the Gram identity on the stacked components ``[a; -b]``; scalar.
 
     Reverse-mode differentiable in both arguments through :func:`gram_loss` (two matmuls per
@@ -105,7 +108,7 @@ def loss(a: SymCP, b: SymCP) -> jax.Array:
     return gram_loss(r.weights, r.factors, r.order)
 
 
-def loss_autodiff(a: SymCP, b: SymCP) -> jax.Array:
+def loss_autodiff(a: SymCP, b: SymCP) -> Scalar:
     """Same value as :func:`loss` from the plain formula (any-mode, any-order autodiff)."""
     r = stack(a, b)
     return 0.5 * gram_inner(r.weights, r.factors, r.weights, r.factors, r.order)
@@ -127,7 +130,7 @@ def _use_precise(estimate: SymCP, target: SymCP, precise: bool) -> bool:
                                        target.weights) == jnp.float32
 
 
-def residual_sq(estimate: SymCP, target: SymCP, *, precise: bool = True) -> jax.Array:
+def residual_sq(estimate: SymCP, target: SymCP, *, precise: bool = True) -> Scalar:
     """``||estimate - target||_F^2``, accurate even when the two nearly cancel; scalar, ``>= 0``.
 
     Float32 inputs with ``precise`` (default): the stacked Gram matrix is computed error-free
@@ -156,7 +159,7 @@ def residual_sq(estimate: SymCP, target: SymCP, *, precise: bool = True) -> jax.
     return jnp.maximum(gram_inner(r.weights, r.factors, r.weights, r.factors, r.order), 0.0)
 
 
-def relative_error(estimate: SymCP, target: SymCP, *, precise: bool = True) -> jax.Array:
+def relative_error(estimate: SymCP, target: SymCP, *, precise: bool = True) -> Scalar:
     """``||estimate - target||_F / ||target||_F``; scalar, finite and non-negative for a nonzero
     target.
 

@@ -24,12 +24,15 @@ when that metric's derivative is not asked for. ``active_count`` and ``fit_times
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
 from jaxtd import losses
 from jaxtd._aligned import aligned_residual_sq
 from jaxtd._precision import matmul
+from jaxtd.shapes import FitTimes, History, Params, PerComponent, RowMask, Scalar, Steps
 from jaxtd.symcp import SymCP, check_compatible
 
 __all__ = ["relative_error", "half_residual_sq", "aligned_half_residual_sq", "true_weights", "fitted_weights",
@@ -50,7 +53,7 @@ def _with_derivative_of_jvp(primals, tangents):
     return value, tangents[1].astype(value.dtype)
 
 
-def half_residual_sq(model: SymCP, target: SymCP) -> jax.Array:
+def half_residual_sq(model: SymCP, target: SymCP) -> Scalar:
     """``1/2 ||T - T*||_F^2`` (the unregularized loss), accurate in float32; scalar.
 
     Differentiable in ``model`` and ``target`` (forward and reverse mode, first order): the value
@@ -69,7 +72,7 @@ def _safe_sqrt(x: jax.Array) -> jax.Array:
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
-def relative_error(model: SymCP, target: SymCP) -> jax.Array:
+def relative_error(model: SymCP, target: SymCP) -> Scalar:
     """``||T - T*|| / ||T*||``: the value of :func:`jaxtd.relative_error` (accurate in float32),
     differentiable like :func:`half_residual_sq` (derivative 0 at an exact fit); scalar.
 
@@ -86,20 +89,20 @@ def _unit(a: jax.Array) -> jax.Array:
     return a / jnp.where(n > 0, n, 1.0)
 
 
-def true_weights(target: SymCP) -> jax.Array:
+def true_weights(target: SymCP) -> PerComponent:
     """``(r,)`` weights ``c*_j ||a_j||^l`` of the ground-truth components along their unit
     directions."""
     return target.weights * jnp.linalg.norm(target.factors, axis=-1) ** target.order
 
 
-def fitted_weights(model: SymCP, target: SymCP) -> jax.Array:
+def fitted_weights(model: SymCP, target: SymCP) -> PerComponent:
     """``(r,)`` fitted weight ``sum_i c_i <u_i, ā_j>^l`` along each ground-truth direction."""
     check_compatible(model, target, ("model", "target"))
     g = matmul(model.factors, _unit(target.factors).T.astype(model.factors.dtype))  # (m, r)
     return matmul(model.weights, g ** model.order)
 
 
-def best_correlation(model: SymCP, target: SymCP) -> jax.Array:
+def best_correlation(model: SymCP, target: SymCP) -> PerComponent:
     """``(r,)`` ``max_i |<ū_i, ā_j>|`` over components with non-zero weight (0 if none)."""
     check_compatible(model, target, ("model", "target"))
     corr = jnp.abs(matmul(_unit(model.factors), _unit(target.factors).T.astype(model.factors.dtype)))
@@ -114,7 +117,7 @@ def active_count(model: SymCP, target: SymCP, fraction=0.1) -> jax.Array:
     return jnp.sum(size >= threshold).astype(jnp.int32)
 
 
-def distance(params: jax.Array, params0: jax.Array, mask=None) -> jax.Array:
+def distance(params: Params, params0: Params, mask: Optional[RowMask] = None) -> Scalar:
     """``||W - W0||_F / ||W0||_F`` over the rows where ``mask`` (``(m,)``, default all) is
     non-zero (``||W - W0||_F`` if ``W0 = 0``); scalar."""
     live = jnp.ones(params.shape[:1], bool) if mask is None else mask != 0
@@ -124,7 +127,7 @@ def distance(params: jax.Array, params0: jax.Array, mask=None) -> jax.Array:
     return num / jnp.where(den > 0, den, 1.0)
 
 
-def fit_times(fitted: jax.Array, true: jax.Array, steps: jax.Array, fraction=0.5) -> jax.Array:
+def fit_times(fitted: History, true: PerComponent, steps: Steps, fraction=0.5) -> FitTimes:
     """First recorded step at which each component is fitted, ``-1`` if never.
 
     Args:
@@ -139,7 +142,7 @@ def fit_times(fitted: jax.Array, true: jax.Array, steps: jax.Array, fraction=0.5
     return jnp.where(jnp.any(reached, axis=0), steps[first], -1).astype(jnp.int32)
 
 
-def aligned_half_residual_sq(model: SymCP, target: SymCP) -> jax.Array:
+def aligned_half_residual_sq(model: SymCP, target: SymCP) -> Scalar:
     """``1/2 ||T - T*||_F^2`` from the aligned expansion (:mod:`jaxtd._aligned`); scalar.
 
     A few Gram products (cheap to compile and to run, unlike the error-free float32 sums of
@@ -152,7 +155,7 @@ def aligned_half_residual_sq(model: SymCP, target: SymCP) -> jax.Array:
     return 0.5 * aligned_residual_sq(model, target)
 
 
-def record(model: SymCP, target: SymCP, params: jax.Array, params0: jax.Array, *, mask=None,
+def record(model: SymCP, target: SymCP, params: Params, params0: Params, *, mask=None,
            active_fraction=0.1, precise: bool = True) -> dict:
     """All per-record metrics (docs/results.md, history) except the step: a dict of scalars and ``(r,)`` arrays.
 

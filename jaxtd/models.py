@@ -15,13 +15,14 @@ penalty is ``λ/2 sum_i |weight_i|``, an l1 penalty on the component weights.
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses
+from jaxtd.shapes import ArrayLike, Params, RowMask
 from jaxtd.symcp import SymCP
 
 __all__ = ["MODELS", "SIGN_RULES", "plain", "two_homogeneous", "get", "safe_norm",
@@ -33,7 +34,7 @@ SIGN_RULES = ("auto", "positive", "random")
 ModelFn = Callable[..., SymCP]
 
 
-def safe_norm(w: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array:
+def safe_norm(w: ArrayLike, axis: int = -1, keepdims: bool = False) -> jax.Array:
     """Euclidean norm along ``axis`` whose value *and gradient* are finite at ``w = 0``.
 
     The double ``where`` keeps ``sqrt`` away from 0 on the differentiated branch, so a zero row
@@ -44,7 +45,7 @@ def safe_norm(w: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
 
-def unit_rows(w: jax.Array) -> jax.Array:
+def unit_rows(w: Params) -> Params:
     """``(m, d)`` rows divided by their norms; a zero row maps to zero (finite gradient)."""
     n = safe_norm(w, axis=-1, keepdims=True)
     return w / jnp.where(n > 0, n, 1.0)
@@ -68,7 +69,8 @@ def _check_params(params, order) -> None:
         raise ValueError(f"order must be a Python int >= 2, got {order!r}")
 
 
-def plain(params: jax.Array, order: int, signs=None, mask=None) -> SymCP:
+def plain(params: Params, order: int, signs: Optional[RowMask] = None,
+          mask: Optional[RowMask] = None) -> SymCP:
     """Plain model ``sum_i s_i mask_i w_i^{⊗l}``.
 
     Args:
@@ -85,7 +87,8 @@ def plain(params: jax.Array, order: int, signs=None, mask=None) -> SymCP:
     return SymCP(weights, params, order)
 
 
-def two_homogeneous(params: jax.Array, order: int, signs=None, mask=None) -> SymCP:
+def two_homogeneous(params: Params, order: int, signs: Optional[RowMask] = None,
+                    mask: Optional[RowMask] = None) -> SymCP:
     """Two-homogeneous model ``sum_i s_i mask_i ||w_i||^2 (w_i/||w_i||)^{⊗l}``.
 
     Args:
@@ -131,7 +134,7 @@ def draw_signs(key, width: int, order: int, rule: str = "auto", dtype=None) -> j
     return jnp.where(flip, -1.0, 1.0).astype(dtype)
 
 
-def regularized_loss(model: Union[str, ModelFn], params: jax.Array, target: SymCP, *,
+def regularized_loss(model: Union[str, ModelFn], params: Params, target: SymCP, *,
                      signs=None, mask=None, regularization=0.0) -> jax.Array:
     """``L_λ(W) = 1/2 ||T(W) - T*||_F^2 + λ/2 sum_i mask_i ||w_i||^2`` (scalar, differentiable).
 
