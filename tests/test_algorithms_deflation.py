@@ -15,7 +15,7 @@ import pytest
 import jaxtd
 from jaxtd.algorithms import deflation, gd
 from jaxtd.algorithms.deflation import epoch_start
-from jaxtd.algorithms.variant import redraw_key
+from jaxtd.algorithms.base import redraw_key
 from jaxtd.run import simulate
 from tests import oracles
 

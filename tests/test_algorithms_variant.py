@@ -14,7 +14,7 @@ import pytest
 
 import jaxtd
 from jaxtd.algorithms import gd, variant
-from jaxtd.algorithms.variant import redraw_key
+from jaxtd.algorithms.base import redraw_key
 from jaxtd.run import simulate
 from tests import oracles
 

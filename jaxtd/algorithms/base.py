@@ -21,18 +21,29 @@ from __future__ import annotations
 import functools
 import inspect
 import numbers
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxtd import initialization, losses, models, schema
+from jaxtd._precision import matmul
 from jaxtd.symcp import SymCP
 
-__all__ = ["Algorithm", "constructor", "Static", "check_width", "check_positive", "check_nonnegative", "check_target",
-           "check_optimizer", "resolve_hparams", "row_mask", "mask_rows", "where_rows",
-           "redraw_rows"]
+__all__ = ["Algorithm", "constructor", "Static",
+           # validation
+           "check_int", "check_choice", "check_width", "check_positive", "check_nonnegative",
+           "check_target", "check_optimizer", "resolve_hparams",
+           # init
+           "InitContext", "init_context", "small_rows",
+           # optimizers
+           "OptimizerSpec", "Optimizer", "make_optimizer", "with_learning_rate", "init_optimizer",
+           "optimizer_step", "optimizer_params",
+           # masks, re-draws, stops
+           "row_mask", "mask_rows", "where_rows", "redraw_key", "redraw_rows", "residual_along",
+           "residual_signs", "relative_from_fit", "relative_from_loss", "freeze"]
 
 
 _FUNCTIONS = ("init", "step", "tensor", "params")
@@ -149,12 +160,27 @@ class Static:
 MAX_WIDTH = 2 ** 31 - 1
 
 
+def check_int(value: Any, name: str, minimum: int, *, why: str = "") -> int:
+    """Return ``value`` as an int if it is a Python/numpy int ``>= minimum`` (not a bool): else a
+    ``TypeError`` (wrong type) or ``ValueError`` (too small). ``why`` is appended to the type's
+    description in the message, e.g. ``" (a static shape)"``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a Python int >= {minimum}{why}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(value: Any, name: str, choices) -> Any:
+    """Return ``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
 def check_width(width: Any, name: str = "width") -> int:
-    """``width`` must be a static Python int >= 1 (it fixes array shapes)."""
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-        raise TypeError(f"{name} must be a Python int >= 1 (a static shape), got {width!r}")
-    if width < 1:
-        raise ValueError(f"{name} must be >= 1, got {width}")
+    """``width`` must be a static Python int >= 1 (it fixes array shapes), at most 32-bit."""
+    width = check_int(width, name, 1, why=" (a static shape)")
     if width > MAX_WIDTH:
         raise ValueError(f"{name}={width} exceeds {MAX_WIDTH} (array dimensions are 32-bit); "
                          "use a smaller width")
@@ -180,6 +206,7 @@ def check_nonnegative(value: Any, name: str) -> Any:
 
 
 def check_target(target: Any) -> SymCP:
+    """Return ``target`` if it is a :class:`~jaxtd.SymCP`, else a ``TypeError``."""
     if not isinstance(target, SymCP):
         raise TypeError(f"target must be a jaxtd.SymCP (e.g. from jaxtd.targets), got "
                         f"{type(target).__name__}")
@@ -217,6 +244,165 @@ def resolve_hparams(defaults: Mapping[str, float], overrides: Optional[Mapping[s
             raise ValueError(f"hparams[{k!r}] must be a scalar, got shape {v.shape}")
         out[k] = v.astype(dtype)
     return out
+
+
+# -- the init preamble -----------------------------------------------------------------------------
+
+class InitContext(NamedTuple):
+    """What every ``init`` derives first from ``(key, target, width, active, hparams)``.
+
+    Attributes:
+      width: the static width ``m`` (checked).
+      dtype: the target's float dtype, used for every array of the state.
+      hparams: the resolved hparams, a dict of scalar arrays of ``dtype``.
+      mask: ``(m,)`` 0/1 mask of the ``active`` rows (:func:`row_mask`).
+      row_key: first half of ``split(key)``: the initial rows ``W0``.
+      sign_key: second half of ``split(key)``: the fixed signs.
+    """
+
+    width: int
+    dtype: Any
+    hparams: dict
+    mask: jax.Array
+    row_key: jax.Array
+    sign_key: jax.Array
+
+
+def init_context(key, target: SymCP, width: int, defaults: Mapping[str, float], *,
+                 active=None, hparams=None) -> InitContext:
+    """Check ``target`` and ``width``, resolve ``hparams`` over ``defaults`` in the target's dtype,
+    build the row mask and split ``key`` into the row and sign streams.
+
+    Every algorithm splits the run key the same way, so runs of different algorithms with one
+    key start from the same rows (e.g. ``variant`` and ``gd`` at equal ``init_scale``).
+    """
+    check_target(target)
+    width = check_width(width)
+    dtype = target.factors.dtype
+    resolved = resolve_hparams(defaults, hparams, dtype)
+    row_key, sign_key = jax.random.split(key)
+    return InitContext(width, dtype, resolved, row_mask(width, active, dtype), row_key, sign_key)
+
+
+def small_rows(ctx: InitContext, target: SymCP, signs: str = "auto") -> tuple:
+    """The small initialization: ``(W0, s)``.
+
+    ``W0`` is ``(m, d)`` with row ``i`` equal to ``δ z_i/||z_i||``, ``z_i`` from
+    ``fold_in(ctx.row_key, i)`` and ``δ = ctx.hparams["init_scale"]``
+    (:func:`jaxtd.initialization.init_factors`); ``s`` is ``(m,)`` fixed signs from
+    ``ctx.sign_key`` by the rule ``signs`` (:func:`jaxtd.models.draw_signs`).
+    """
+    params = initialization.init_factors(ctx.row_key, ctx.width, target.dim, scale="small",
+                                         delta=ctx.hparams["init_scale"], dtype=ctx.dtype)
+    return params, models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
+
+
+# -- optimizers ----------------------------------------------------------------------------------
+
+# what an ``optimizer=`` argument accepts (see make_optimizer)
+OptimizerSpec = Union[float, optax.GradientTransformation,
+                      Callable[..., optax.GradientTransformation]]
+
+
+class Optimizer(NamedTuple):
+    """A normalized optimizer spec (unpacks as ``tx, learning_rate, injected``).
+
+    Attributes:
+      tx: the optax transformation.
+      learning_rate: default of the ``learning_rate`` hparam.
+      injected: True when the learning rate sits in ``opt_state.hyperparams`` (float or factory
+        spec, via ``optax.inject_hyperparams``); False when it multiplies the updates of a ready
+        transformation.
+    """
+
+    tx: optax.GradientTransformation
+    learning_rate: float
+    injected: bool
+
+
+def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = None) -> Optimizer:
+    """Normalize an optimizer spec (docs/algorithms.md, "learning rate as a hyper-parameter").
+
+    - a float ``η``: SGD with learning rate ``η`` (``learning_rate=`` must be None);
+    - a ready ``GradientTransformation``: its learning rate is baked in, the hparam is a
+      multiplier of its updates (default ``learning_rate`` or 1);
+    - a factory ``learning_rate -> GradientTransformation`` (e.g. ``optax.adam``): wrapped in
+      ``optax.inject_hyperparams``, default ``learning_rate=`` (required).
+    """
+    if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
+        check_positive(optimizer, "optimizer (a float learning rate)")
+        if learning_rate is not None:
+            raise ValueError("learning_rate= is only for a factory optimizer; a float optimizer "
+                             "already is the learning rate")
+        return Optimizer(optax.inject_hyperparams(optax.sgd)(learning_rate=float(optimizer)),
+                         float(optimizer), True)
+    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
+        check_optimizer(optimizer)
+        lr = 1.0 if learning_rate is None else check_positive(learning_rate, "learning_rate")
+        return Optimizer(optimizer, float(lr), False)
+    if callable(optimizer):
+        return _from_factory(optimizer, learning_rate)
+    return Optimizer(check_optimizer(optimizer), 1.0, False)
+
+
+def _from_factory(factory: Callable, learning_rate: Optional[float]) -> Optimizer:
+    if learning_rate is None:
+        raise ValueError("learning_rate= is required with a factory optimizer, e.g. "
+                         "gd(optax.adam, learning_rate=1e-3)")
+    check_positive(learning_rate, "learning_rate")
+    try:
+        tx = optax.inject_hyperparams(factory)(learning_rate=float(learning_rate))
+    except TypeError as err:
+        raise TypeError(f"optimizer factory must accept a learning_rate argument: {err}") from err
+    return Optimizer(check_optimizer(tx), float(learning_rate), True)
+
+
+def with_learning_rate(opt_state: Any, lr: jax.Array, injected: bool) -> Any:
+    """``opt_state`` with its injected learning rate set to the scalar ``lr`` (possibly traced;
+    cast to the stored dtype); unchanged when the rate is not injected."""
+    if not injected:
+        return opt_state
+    hp = dict(opt_state.hyperparams)
+    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
+    return opt_state._replace(hyperparams=hp)
+
+
+def init_optimizer(optimizer: Optimizer, params: Any, lr: jax.Array) -> Any:
+    """``optimizer.tx.init(params)`` with the learning rate ``lr`` (scalar, may be traced: the
+    hparam lives in the state, so one compiled program serves every value)."""
+    return with_learning_rate(optimizer.tx.init(params), lr, optimizer.injected)
+
+
+def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, opt_state: Any,
+                   lr: jax.Array, mask: jax.Array) -> tuple:
+    """One masked optimizer step: ``(new params, new opt_state)``.
+
+    ``params`` and ``grads`` are ``(m, d)``, ``mask`` is ``(m,)`` 0/1 and ``lr`` a scalar (may be
+    traced). With ``u = tx.update(mask ∘ g)`` (times ``lr`` unless injected), the new params are
+    ``params + mask ∘ u``. Masking the gradient keeps the optimizer's moments of masked rows at
+    zero; masking the update keeps those rows fixed under weight decay or any update that is not
+    proportional to the gradient: masked rows stay exactly inert.
+    """
+    grads = mask_rows(grads, mask)
+    updates, opt_state = optimizer.tx.update(
+        grads, with_learning_rate(opt_state, lr, optimizer.injected), params)
+    if not optimizer.injected:
+        updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
+    updates = mask_rows(updates, mask)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def optimizer_params(learning_rate_help: str) -> tuple:
+    """Schema entries ``learning_rate`` / ``optimizer`` / ``optimizer_args`` of a constructor whose
+    ``optimizer`` argument is an optax spec (gd, variant, lazy_gd)."""
+    return (
+        schema.Param("learning_rate", "float", learning_rate_help, default_from="optimizer",
+                     gt=0, hparam="learning_rate"),
+        schema.Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
+                     "gradient descent)", default="sgd"),
+        schema.Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
+                     "e.g. {b1 = 0.9}", default={}),
+    )
 
 
 # -- masks and row surgery (traceable) -----------------------------------------------------------
@@ -286,3 +472,65 @@ def redraw_rows(key, epoch, params: jax.Array, selected: jax.Array, delta) -> ja
         jnp.arange(width))
     fresh = jnp.asarray(delta).astype(params.dtype) * z / jnp.linalg.norm(z, axis=1, keepdims=True)
     return jnp.where(selected[:, None], fresh, params)
+
+
+# -- re-draws and stops (traceable) --------------------------------------------------------------
+
+# fold_in data deriving the re-draw stream from the run key: independent of the init stream
+# (split(key) -> rows, signs), so runs of two algorithms with one key share their init.
+_REDRAW_STREAM = 0x7E_D2A
+
+
+def redraw_key(key) -> jax.Array:
+    """The re-draw stream of a run key (row ``i`` of epoch ``e``: ``fold_in(fold_in(., e), i)``)."""
+    return jax.random.fold_in(key, _REDRAW_STREAM)
+
+
+def residual_along(tensor: SymCP, target: SymCP, directions: jax.Array) -> jax.Array:
+    """``R(v_k^{⊗l}) = T*(v_k^{⊗l}) - T(v_k^{⊗l})`` for each row ``v_k`` of ``directions``.
+
+    Args:
+      tensor: the current model ``T`` (masked weights).
+      target: ``T*``.
+      directions: ``(k, d)``.
+    Returns:
+      ``(k,)``: ``sum_j c*_j <a_j, v_k>^l - sum_i c_i <u_i, v_k>^l``.
+    """
+    l = target.order
+    return (matmul(matmul(directions, target.factors.T) ** l, target.weights)
+            - matmul(matmul(directions, tensor.factors.T) ** l, tensor.weights))
+
+
+def residual_signs(model_fn: Callable, params: jax.Array, signs: jax.Array, mask: jax.Array,
+                   target: SymCP, redrawn: jax.Array, directions: jax.Array) -> jax.Array:
+    """``(m,)`` signs: ``sign R(v^{⊗l})`` on the ``redrawn`` rows, ``signs`` on the others.
+
+    ``R = T* - T`` with ``T`` the model ``model_fn`` of the rows that are active (``mask``,
+    ``(m,)``) and not ``redrawn`` (``(m,)`` bool), evaluated at the old ``params`` ``(m, d)``;
+    ``directions`` is ``(k, d)`` of unit rows, ``k = m`` (one per row) or ``k = 1`` (shared by
+    every re-drawn row). ``R(v^{⊗l}) >= 0`` gives ``+1``: the fresh row then grows.
+    """
+    kept = model_fn(params, target.order, signs, mask * (1 - redrawn.astype(mask.dtype)))
+    r = residual_along(kept, target, directions)
+    return jnp.where(redrawn, jnp.where(r >= 0, 1.0, -1.0).astype(signs.dtype), signs)
+
+
+def relative_from_fit(fit: jax.Array, target: SymCP) -> jax.Array:
+    """``sqrt(2 fit) / ||T*||`` from the unregularized loss ``fit = 1/2 ||T - T*||^2`` (clamped)."""
+    return jnp.sqrt(2.0 * jnp.maximum(fit, 0.0)) / losses.norm(target)
+
+
+def relative_from_loss(value: jax.Array, params: jax.Array, mask: jax.Array, regularization,
+                       target: SymCP) -> jax.Array:
+    """Relative error from a step's own ``value = L_λ(W)`` (no extra contraction).
+
+    ``fit = L_λ - λ/2 sum_i mask_i ||w_i||^2`` with ``params`` ``(m, d)`` and ``mask`` ``(m,)``,
+    then :func:`relative_from_fit`. Cancellation limits it to ``~1e-3`` in float32.
+    """
+    fit = value - 0.5 * regularization * jnp.sum(mask * jnp.sum(params ** 2, axis=-1))
+    return relative_from_fit(fit, target)
+
+
+def freeze(halt: jax.Array, old: Any, new: Any) -> Any:
+    """Leafwise ``where(halt, old, new)``: a stopped run keeps its state (no Python branch)."""
+    return jax.tree_util.tree_map(lambda o, n: jnp.where(halt, o, n), old, new)

@@ -31,10 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtd import initialization, models, schema
+from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.variant import (check_choice, check_int, freeze, redraw_key,
-                                      relative_from_fit, residual_along)
+from jaxtd.algorithms.base import check_choice, check_int, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
 __all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start", "SCHEMA"]
@@ -151,16 +150,11 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
 
     def init(key, target: SymCP, width: int, *, active=None,
              hparams=None) -> DeflationState:
-        base.check_target(target)
-        width = base.check_width(width)
-        dtype = target.factors.dtype
-        hp = base.resolve_hparams(defaults, hparams, dtype)
-        k_w, k_s = jax.random.split(key)
-        params = initialization.init_factors(k_w, width, target.dim, scale="small",
-                                             delta=hp["init_scale"], dtype=dtype)
+        ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
+        params, row_signs = base.small_rows(ctx, target, signs)
+        hp = ctx.hparams
         return DeflationState(
-            params=params, signs=models.draw_signs(k_s, width, target.order, signs, dtype),
-            mask=base.row_mask(width, active, dtype), hparams=hp,
+            params=params, signs=row_signs, mask=ctx.mask, hparams=hp,
             count=jnp.zeros((), jnp.int32), key=redraw_key(key), epoch=jnp.zeros((), jnp.int32),
             next_start=epoch_start(1, hp["tau0"], hp["gamma"], hp["learning_rate"]),
             stopped=jnp.zeros((), bool), order=base.Static(target.order))
@@ -176,10 +170,8 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
         params = base.redraw_rows(state.key, epoch, state.params, chosen, hp["init_scale"])
         signs = state.signs
         if sign_rule == "residual":
-            kept = model_fn(state.params, target.order, state.signs,
-                            state.mask * (1 - chosen.astype(state.mask.dtype)))
-            r = residual_along(kept, target, models.unit_rows(params))
-            signs = jnp.where(chosen, jnp.where(r >= 0, 1.0, -1.0).astype(signs.dtype), signs)
+            signs = base.residual_signs(model_fn, state.params, signs, state.mask, target,
+                                        chosen, models.unit_rows(params))
         return state._replace(params=params, signs=signs, epoch=epoch, next_start=next_start)
 
     def step(state: DeflationState, target: SymCP):
@@ -193,8 +185,8 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,
             regularization=lam)
-        fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
-        halted = halted | (relative_from_fit(fit, target) <= epsilon)
+        relative = base.relative_from_loss(value, state.params, state.mask, lam, target)
+        halted = halted | (relative <= epsilon)
         params = state.params - state.hparams["learning_rate"] * state.mask[:, None] * grads
         new = freeze(halted, state, state._replace(params=params))
         new = new._replace(count=state.count + 1, stopped=halted)

@@ -37,15 +37,14 @@ In every case the hparam lives in the state, so one compiled step serves a whole
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxtd import initialization, lazy, models, schema
+from jaxtd import lazy, models, schema
 from jaxtd.algorithms import base
+from jaxtd.algorithms.base import OptimizerSpec, make_optimizer  # re-exported (public before)
 from jaxtd.symcp import SymCP
 
 __all__ = ["gd", "GDState", "make_optimizer", "step_factor", "degree", "INITS", "LR_SCALINGS",
@@ -75,47 +74,6 @@ class GDState(NamedTuple):
     hparams: dict
     count: jax.Array
     order: base.Static
-
-
-OptimizerSpec = Union[float, optax.GradientTransformation, Callable[..., optax.GradientTransformation]]
-
-
-def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = None):
-    """Normalize an optimizer spec to ``(transformation, default_lr, injected)``.
-
-    ``injected`` tells whether the learning rate sits in ``opt_state.hyperparams`` (float or
-    factory) or multiplies the updates (ready transformation). See the module docstring.
-    """
-    if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
-        base.check_positive(optimizer, "optimizer (a float learning rate)")
-        if learning_rate is not None:
-            raise ValueError("learning_rate= is only for a factory optimizer; a float optimizer "
-                             "already is the learning rate")
-        return optax.inject_hyperparams(optax.sgd)(learning_rate=float(optimizer)), \
-            float(optimizer), True
-    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
-        base.check_optimizer(optimizer)
-        lr = 1.0 if learning_rate is None else base.check_positive(learning_rate, "learning_rate")
-        return optimizer, float(lr), False
-    if callable(optimizer):
-        if learning_rate is None:
-            raise ValueError("learning_rate= is required with a factory optimizer, e.g. "
-                             "gd(optax.adam, learning_rate=1e-3)")
-        base.check_positive(learning_rate, "learning_rate")
-        try:
-            tx = optax.inject_hyperparams(optimizer)(learning_rate=float(learning_rate))
-        except TypeError as err:
-            raise TypeError(f"optimizer factory must accept a learning_rate argument: {err}") from err
-        return base.check_optimizer(tx), float(learning_rate), True
-    return base.check_optimizer(optimizer), 1.0, False
-
-
-def _with_lr(opt_state, lr, injected: bool):
-    if not injected:
-        return opt_state
-    hp = dict(opt_state.hyperparams)
-    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
-    return opt_state._replace(hyperparams=hp)
 
 
 @base.constructor
@@ -149,43 +107,34 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         label = model
     else:
         label = getattr(model, "__name__", "custom")
-    if signs not in models.SIGN_RULES:
-        raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    base.check_choice(signs, "signs", models.SIGN_RULES)
+    base.check_choice(init, "init", INITS)
     if init == "antisymmetric" and signs != "auto":
         raise ValueError(f"signs={signs!r} with init='antisymmetric': the antisymmetric init fixes "
                          "the signs (+1, -1 per pair); leave signs at 'auto'")
-    if lr_scaling not in LR_SCALINGS:
-        raise ValueError(f"lr_scaling must be one of {LR_SCALINGS}, got {lr_scaling!r}")
+    base.check_choice(lr_scaling, "lr_scaling", LR_SCALINGS)
     if lr_scaling == "ntk" and not isinstance(model, str):
         raise ValueError("lr_scaling='ntk' needs the model's degree in W: use model='plain' or "
                          "'two_homogeneous', or lr_scaling='none' with a custom model")
     base.check_positive(init_scale, "init_scale")
     base.check_nonnegative(regularization, "regularization")
-    tx, lr_default, injected = make_optimizer(optimizer, learning_rate)
+    opt = make_optimizer(optimizer, learning_rate)
     centred = init == "antisymmetric"  # (the name `init` is taken by the init function below)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
-                "learning_rate": lr_default}
+                "learning_rate": opt.learning_rate}
 
     def init(key, target: SymCP, width: int, *, active=None, hparams=None) -> GDState:
-        base.check_target(target)
-        width = base.check_width(width)
-        dtype = target.factors.dtype
-        hp = base.resolve_hparams(defaults, hparams, dtype)
-        k_w, k_s = jax.random.split(key)
+        ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
+        hp = ctx.hparams
         if centred:
             # the key split of lazy_gd, so its rows have the directions of lazy_gd's W0
-            pairs = lazy.antisymmetric(k_w, width, target.dim, target.order, scale="small",
-                                       delta=hp["init_scale"], dtype=dtype)
+            pairs = lazy.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
+                                       scale="small", delta=hp["init_scale"], dtype=ctx.dtype)
             params, row_signs = pairs.factors, pairs.weights
         else:
-            params = initialization.init_factors(k_w, width, target.dim, scale="small",
-                                                 delta=hp["init_scale"], dtype=dtype)
-            row_signs = models.draw_signs(k_s, width, target.order, signs, dtype)
-        mask = base.row_mask(width, active, dtype)
-        opt_state = _with_lr(tx.init(params), step_size(hp, target.order), injected)
-        return GDState(params, row_signs, mask, opt_state, hp, jnp.zeros((), jnp.int32),
+            params, row_signs = base.small_rows(ctx, target, signs)
+        opt_state = base.init_optimizer(opt, params, step_size(hp, target.order))
+        return GDState(params, row_signs, ctx.mask, opt_state, hp, jnp.zeros((), jnp.int32),
                        base.Static(target.order))
 
     def step_size(hp, order):
@@ -202,13 +151,8 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
     def step(state: GDState, target: SymCP):
         value, grads = jax.value_and_grad(objective)(state.params, state, target)
         lr = step_size(state.hparams, state.order.value)
-        opt_state = _with_lr(state.opt_state, lr, injected)
-        updates, opt_state = tx.update(grads, opt_state, state.params)
-        if not injected:
-            updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
-        # Optimizers with weight decay would move padded rows; the mask keeps them inert.
-        updates = base.mask_rows(updates, state.mask)
-        params = optax.apply_updates(state.params, updates)
+        params, opt_state = base.optimizer_step(opt, state.params, grads, state.opt_state, lr,
+                                                state.mask)
         new = state._replace(params=params, opt_state=opt_state, count=state.count + 1)
         return new, {"loss": value}
 
@@ -240,21 +184,9 @@ def step_factor(init_scale, degree: int):
     return 1.0 / (1.0 + d ** (2 * (int(degree) - 1)))
 
 
-def _optimizer_params(default_lr_help: str) -> tuple:
-    """The ``learning_rate`` / ``optimizer`` / ``optimizer_args`` keys of an optax-based
-    constructor's ``optimizer`` argument (shared with variant and lazy_gd)."""
-    return (
-        schema.Param("learning_rate", "float", default_lr_help, default_from="optimizer",
-                     gt=0, hparam="learning_rate"),
-        schema.Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
-                     "gradient descent)", default="sgd"),
-        schema.Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
-                     "e.g. {b1 = 0.9}", default={}),
-    )
-
-
 # The configurable arguments of gd (names and defaults come from its signature).
-SCHEMA = schema.derive(gd, _optimizer_params("step size (the optax optimizer's learning rate)") + (
+SCHEMA = schema.derive(gd, base.optimizer_params(
+    "step size (the optax optimizer's learning rate)") + (
     schema.Param("model", "choice", "parametrization of the model", choices=models.MODELS),
     schema.Param("init_scale", "float", "norm of each initial row", gt=0, hparam="init_scale"),
     schema.Param("regularization", "float", "weight-decay coefficient lambda of L_lambda", ge=0,

@@ -21,17 +21,15 @@ error, loss and fitted weights (linear in the tensor) are those of the lazy mode
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxtd import initialization, lazy, models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.gd import OptimizerSpec, _optimizer_params, _with_lr, make_optimizer
+from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
 __all__ = ["lazy_gd", "LazyGDState", "polarize", "INITS", "SCHEMA"]
@@ -114,33 +112,28 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
       An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``{"loss": lazy objective}``,
       ``tensor`` the exact lazy tensor (:func:`polarize`), ``params`` ``W0 + Δ``.
     """
-    if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    if signs not in models.SIGN_RULES:
-        raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
+    base.check_choice(init, "init", INITS)
+    base.check_choice(signs, "signs", models.SIGN_RULES)
     base.check_positive(init_scale, "init_scale")
     base.check_nonnegative(regularization, "regularization")
-    tx, lr_default, injected = make_optimizer(optimizer, learning_rate)
+    opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
-                "learning_rate": lr_default}
+                "learning_rate": opt.learning_rate}
 
     def init_fn(key, target: SymCP, width: int, *, active=None, hparams=None) -> LazyGDState:
-        base.check_target(target)
-        width = base.check_width(width)
-        dtype = target.factors.dtype
-        hp = base.resolve_hparams(defaults, hparams, dtype)
-        k_w, k_s = jax.random.split(key)
+        ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
+        hp = ctx.hparams
         if init == "antisymmetric":
-            m0 = lazy.antisymmetric(k_w, width, target.dim, target.order, scale="standard",
-                                    dtype=dtype)
+            m0 = lazy.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
+                                    scale="standard", dtype=ctx.dtype)
             w0, c = m0.factors, m0.weights
         else:
-            w0 = initialization.init_factors(k_w, width, target.dim, scale="standard", dtype=dtype)
-            c = models.draw_signs(k_s, width, target.order, signs, dtype)
-        mask = base.row_mask(width, active, dtype)
-        model = SymCP(c * mask, hp["init_scale"] * w0, target.order)
+            w0 = initialization.init_factors(ctx.row_key, ctx.width, target.dim,
+                                             scale="standard", dtype=ctx.dtype)
+            c = models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
+        model = SymCP(c * ctx.mask, hp["init_scale"] * w0, target.order)
         delta = jnp.zeros_like(model.factors)
-        return LazyGDState(delta, model, _with_lr(tx.init(delta), hp["learning_rate"], injected),
+        return LazyGDState(delta, model, base.init_optimizer(opt, delta, hp["learning_rate"]),
                            hp, jnp.zeros((), jnp.int32))
 
     def objective(delta, state: LazyGDState, target: SymCP):
@@ -149,14 +142,11 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
 
     def step(state: LazyGDState, target: SymCP):
         value, grad = jax.value_and_grad(objective)(state.delta, state, target)
-        opt_state = _with_lr(state.opt_state, state.hparams["learning_rate"], injected)
-        updates, opt_state = tx.update(grad, opt_state, state.delta)
-        if not injected:
-            updates = jax.tree_util.tree_map(lambda u: state.hparams["learning_rate"] * u, updates)
         # Masked rows have zero weight hence zero lazy gradient, but a ridge or weight decay would
-        # still move them.
-        updates = base.mask_rows(updates, (state.model.weights != 0).astype(state.delta.dtype))
-        delta = optax.apply_updates(state.delta, updates)
+        # still move them: the step masks them.
+        active = (state.model.weights != 0).astype(state.delta.dtype)
+        delta, opt_state = base.optimizer_step(opt, state.delta, grad, state.opt_state,
+                                               state.hparams["learning_rate"], active)
         return state._replace(delta=delta, opt_state=opt_state, count=state.count + 1), \
             {"loss": value}
 
@@ -166,7 +156,7 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
 
 
 # The configurable arguments of lazy_gd (names and defaults come from its signature).
-SCHEMA = schema.derive(lazy_gd, _optimizer_params("step size (below 2 / lambda_max(J^T J))") + (
+SCHEMA = schema.derive(lazy_gd, base.optimizer_params("step size (below 2 / lambda_max(J^T J))") + (
     schema.Param("init", "choice", "initialization W0 the model is linearized at",
                  choices=INITS),
     schema.Param("init_scale", "float", "multiplier of the N(0, I/d) rows of W0", gt=0,

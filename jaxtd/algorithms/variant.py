@@ -30,24 +30,17 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 
-from jaxtd import initialization, losses, models, schema
+from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd._precision import matmul
-from jaxtd.algorithms.gd import _optimizer_params, _with_lr, make_optimizer
+from jaxtd.algorithms.base import check_choice, check_int, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
-__all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "residual_along",
-           "select_row", "redraw_key", "draw_row", "SCHEMA"]
+__all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "select_row", "draw_row",
+           "SCHEMA"]
 
 SELECTIONS = ("smallest", "round_robin")
 SIGN_RULES = ("residual", "keep")
-
-# fold_in data deriving the re-draw stream from the run key: independent of the init stream
-# (split(key) -> init rows, signs), so a variant and a gd run with one key share their init.
-_REDRAW_STREAM = 0x7E_D2A
 
 
 class VariantState(NamedTuple):
@@ -79,27 +72,7 @@ class VariantState(NamedTuple):
     order: base.Static
 
 
-# -- pieces shared with deflation ----------------------------------------------------------------
-
-def residual_along(tensor: SymCP, target: SymCP, directions: jax.Array) -> jax.Array:
-    """``R(v_k^{⊗l}) = T*(v_k^{⊗l}) - T(v_k^{⊗l})`` for each row ``v_k`` of ``directions``.
-
-    Args:
-      tensor: the current model ``T`` (masked weights).
-      target: ``T*``.
-      directions: ``(k, d)``.
-    Returns:
-      ``(k,)``: ``sum_j c*_j <a_j, v_k>^l - sum_i c_i <u_i, v_k>^l``.
-    """
-    l = target.order
-    return (matmul(matmul(directions, target.factors.T) ** l, target.weights)
-            - matmul(matmul(directions, tensor.factors.T) ** l, tensor.weights))
-
-
-def redraw_key(key) -> jax.Array:
-    """The re-draw stream of a run key (row ``i`` of epoch ``e``: ``fold_in(fold_in(., e), i)``)."""
-    return jax.random.fold_in(key, _REDRAW_STREAM)
-
+# -- the re-draw ---------------------------------------------------------------------------------
 
 def draw_row(key, epoch, row, dim: int, delta, dtype) -> jax.Array:
     """``(d,)`` row ``δ z/||z||``, ``z ~ N(0, I)`` from ``fold_in(fold_in(key, epoch), row)``.
@@ -127,30 +100,6 @@ def select_row(params: jax.Array, mask: jax.Array, epoch, selection: str) -> jax
         return jnp.argmax(tied).astype(jnp.int32)
     active = jnp.maximum(jnp.sum(mask > 0), 1).astype(jnp.int32)
     return (jnp.asarray(epoch, jnp.int32) % active).astype(jnp.int32)
-
-
-def relative_from_fit(fit: jax.Array, target: SymCP) -> jax.Array:
-    """``sqrt(2 fit) / ||T*||`` from the unregularized loss ``fit = 1/2 ||T - T*||^2`` (clamped)."""
-    return jnp.sqrt(2.0 * jnp.maximum(fit, 0.0)) / losses.norm(target)
-
-
-def freeze(halt: jax.Array, old: Any, new: Any) -> Any:
-    """Leafwise ``where(halt, old, new)``: a stopped run keeps its state (no Python branch)."""
-    return jax.tree_util.tree_map(lambda o, n: jnp.where(halt, o, n), old, new)
-
-
-def check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a Python int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_choice(value: Any, name: str, choices) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 # -- the algorithm -------------------------------------------------------------------------------
@@ -203,24 +152,18 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         epochs = check_int(epochs, "epochs", 1)
     if not (isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool)):
         raise TypeError(f"epsilon must be a float >= 0, got {epsilon!r}")
-    tx, lr_default, injected = make_optimizer(optimizer, learning_rate)
+    opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
-                "learning_rate": lr_default}
+                "learning_rate": opt.learning_rate}
 
     def init(key, target: SymCP, width: int, *, active=None,
              hparams=None) -> VariantState:
-        base.check_target(target)
-        width = base.check_width(width)
-        dtype = target.factors.dtype
-        hp = base.resolve_hparams(defaults, hparams, dtype)
-        k_w, k_s = jax.random.split(key)
-        params = initialization.init_factors(k_w, width, target.dim, scale="small",
-                                             delta=hp["init_scale"], dtype=dtype)
+        ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
+        params, row_signs = base.small_rows(ctx, target, signs)
         return VariantState(
-            params=params, signs=models.draw_signs(k_s, width, target.order, signs, dtype),
-            mask=base.row_mask(width, active, dtype),
-            opt_state=_with_lr(tx.init(params), hp["learning_rate"], injected), hparams=hp,
-            count=jnp.zeros((), jnp.int32), key=redraw_key(key),
+            params=params, signs=row_signs, mask=ctx.mask,
+            opt_state=base.init_optimizer(opt, params, ctx.hparams["learning_rate"]),
+            hparams=ctx.hparams, count=jnp.zeros((), jnp.int32), key=redraw_key(key),
             selected=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
             order=base.Static(target.order))
 
@@ -235,11 +178,10 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         params = jnp.where(chosen[:, None], fresh[None, :], state.params)
         signs = state.signs
         if sign_rule == "residual":
-            others = model_fn(state.params, target.order, state.signs,
-                              state.mask * (1 - onehot.astype(state.mask.dtype)))
-            r = residual_along(others, target, (fresh / jnp.linalg.norm(fresh))[None, :])[0]
-            signs = jnp.where(chosen, jnp.where(r >= 0, 1.0, -1.0).astype(signs.dtype), signs)
-        opt_state = base.where_rows(chosen, tx.init(params), state.opt_state)
+            # R of the other rows along the fresh direction (a single direction: one row moves)
+            signs = base.residual_signs(model_fn, state.params, signs, state.mask, target,
+                                        chosen, (fresh / jnp.linalg.norm(fresh))[None, :])
+        opt_state = base.where_rows(chosen, opt.tx.init(params), state.opt_state)
         return state._replace(params=params, signs=signs, opt_state=opt_state, selected=row)
 
     def step(state: VariantState, target: SymCP):
@@ -257,18 +199,12 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         # amplify: only the re-drawn row moves; fit: every active row
         onehot = jnp.arange(state.params.shape[0], dtype=jnp.int32) == state.selected
         moving = jnp.where(phase < h_amp, onehot, True).astype(state.mask.dtype) * state.mask
-        grads = base.mask_rows(grads, moving)
-        opt_state = _with_lr(state.opt_state, state.hparams["learning_rate"], injected)
-        updates, opt_state = tx.update(grads, opt_state, state.params)
-        if not injected:
-            updates = jax.tree_util.tree_map(lambda u: state.hparams["learning_rate"] * u,
-                                             updates)
-        updates = base.mask_rows(updates, moving)
+        params, opt_state = base.optimizer_step(opt, state.params, grads, state.opt_state,
+                                                state.hparams["learning_rate"], moving)
         if epsilon > 0:
-            fit = value - 0.5 * lam * jnp.sum(state.mask * jnp.sum(state.params ** 2, axis=-1))
-            halted = halted | (relative_from_fit(fit, target) <= epsilon)
-        new = state._replace(params=optax.apply_updates(state.params, updates),
-                             opt_state=opt_state)
+            relative = base.relative_from_loss(value, state.params, state.mask, lam, target)
+            halted = halted | (relative <= epsilon)
+        new = state._replace(params=params, opt_state=opt_state)
         new = freeze(halted, state, new)._replace(count=state.count + 1, stopped=halted)
         return new, {"loss": value, "epoch": epoch, "selected": state.selected,
                      "stopped": halted}
@@ -281,7 +217,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
 
 
 # The configurable arguments of variant (names and defaults come from its signature).
-SCHEMA = schema.derive(variant, _optimizer_params("gradient step size eta") + (
+SCHEMA = schema.derive(variant, base.optimizer_params("gradient step size eta") + (
     schema.Param("model", "choice", "parametrization of the model", choices=models.MODELS),
     schema.Param("init_scale", "float", "norm delta of initial and re-drawn rows", gt=0,
                  hparam="init_scale"),
