@@ -220,7 +220,7 @@ def _drain() -> None:
         for array in jax.live_arrays():
             array.block_until_ready()
         jax.effects_barrier()
-        sweep_module = sys.modules.get("jaxtd.sweep")
+        sweep_module = sys.modules.get("jaxtd._sweep")
         if sweep_module is not None:
             sweep_module.clear_cache()
         jax.clear_caches()

@@ -106,7 +106,7 @@ TARGET_SCHEMA = (
 def _sweep_schema():
     import inspect
 
-    from jaxtd.sweep import BUCKETINGS, sweep
+    from jaxtd._sweep import BUCKETINGS, sweep
     bucketing = inspect.signature(sweep).parameters["bucketing"].default  # jaxtd.sweep's default
     return (
         Param("algorithms", "str", "algorithm tables to run"),
@@ -185,17 +185,17 @@ def is_builtin(name: str) -> bool:
 
 def constructor_of(name: str):
     """The constructor of built-in table ``name`` (``lazy`` -> :func:`jaxtd.algorithms.lazy_gd`)."""
-    return getattr(importlib.import_module(f"jaxtd.algorithms.{_BUILTIN[name]}"), _BUILTIN[name])
+    return getattr(importlib.import_module(f"jaxtd.algorithms._{_BUILTIN[name]}"), _BUILTIN[name])
 
 
 def schema_of(name: str) -> tuple[Param, ...]:
     """The keys of built-in table ``name``: its constructor's ``SCHEMA`` (plus the lazy extras)."""
-    module = importlib.import_module(f"jaxtd.algorithms.{_BUILTIN[name]}")
+    module = importlib.import_module(f"jaxtd.algorithms._{_BUILTIN[name]}")
     return tuple(module.SCHEMA) + (LAZY_EXTRA if name == "lazy" else ())
 
 
 def default_record_every(steps: int) -> int:
-    from jaxtd.run import default_record_every as rule
+    from jaxtd._run import default_record_every as rule
     return rule(steps)
 
 
@@ -542,7 +542,7 @@ def quick(config: Config) -> Config:
     def ends(values, k):
         return values if len(values) <= k else values[:k - 1] + values[-1:]
 
-    from jaxtd.run import default_record_every as rule
+    from jaxtd._run import default_record_every as rule
     if s.near_threshold:  # one width on each side of the threshold
         widths, window = (), tuple(min(v, 1) for v in s.near_threshold)
     else:

@@ -160,7 +160,7 @@ def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int, wid
     cost model for ``bucketing = "auto"``) over ``widths`` (default ``[sweep] widths``)."""
     import jax
 
-    from jaxtd.sweep import BucketCost, bucket_widths
+    from jaxtd._sweep import BucketCost, bucket_widths
     s = config.sweep
     n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
     n_dev = len(jax.devices())
@@ -346,7 +346,7 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     import jax.numpy as jnp
 
     from jaxtd import lazy
-    from jaxtd.sweep import key_for_seed
+    from jaxtd._sweep import key_for_seed
 
     keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
     t0 = time.perf_counter()
@@ -443,7 +443,7 @@ class ResumeError(cfg.ConfigError):
 def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
                seeds: Sequence[int], resume: bool):
     from jaxtd.results import Results
-    from jaxtd.sweep import sweep
+    from jaxtd._sweep import sweep
     import jax
     # several processes: only process 0 has the files; sweep() resumes every saved chunk from
     # them and sends it to the others

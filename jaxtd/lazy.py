@@ -822,19 +822,28 @@ def train_init(model: SymCP, optimizer, delta: Params | None = None) -> LazyTrai
     return LazyTrainState(delta, optimizer.init(delta))
 
 
+def _lazy_gd_state(state: LazyTrainState, model: SymCP, optimizer):
+    """``(algorithm, state)`` of :func:`jaxtd.algorithms.lazy_gd` for ``optimizer`` at ``Δ``: the
+    one lazy trainer; a ready transformation is applied as is (multiplier 1, no ridge)."""
+    from jaxtd.algorithms import LazyGDState, lazy_gd  # local: the algorithms import this module
+    algorithm = lazy_gd(optimizer)
+    dtype = state.delta.dtype
+    hparams = {k: jnp.asarray(v, dtype) for k, v in algorithm.hparams.items()}
+    hparams["regularization"] = jnp.zeros((), dtype)
+    return algorithm, LazyGDState(state.delta, model, state.opt_state, hparams,
+                                  jnp.zeros((), jnp.int32))
+
+
 def train_step(optimizer) -> Callable:
     """``step(state, model, target) -> state``: one optimizer update on :func:`lazy_loss` in ``Δ``.
 
-    Pure and jit/vmap/scan-able; the optimizer structure is static (closed over)."""
-    import optax
+    The step of :func:`jaxtd.algorithms.lazy_gd` (one trainer), at a given linearization point
+    ``model``. Pure and jit/vmap/scan-able; the optimizer structure is static (closed over)."""
 
     def step(state: LazyTrainState, model: SymCP, target: SymCP) -> LazyTrainState:
-        grad = jax.grad(lambda dl: 0.5 * _lazy_sq(model, dl, target))(state.delta)
-        # optax's own arithmetic (e.g. adam's bias correction, float ** int32 count) is written
-        # for standard promotion; our code stays strict-clean, the optimizer gets its default.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = optimizer.update(grad, state.opt_state, state.delta)
-        return LazyTrainState(optax.apply_updates(state.delta, updates), opt_state)
+        algorithm, gd_state = _lazy_gd_state(state, model, optimizer)
+        new, _ = algorithm.step(gd_state, target)
+        return LazyTrainState(new.delta, new.opt_state)
 
     return step
 

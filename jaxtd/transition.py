@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd.algorithms.base import Algorithm
-from jaxtd.run import full_hparams, simulate, validate
+from jaxtd._run import full_hparams, simulate, validate
 from jaxtd.symcp import SymCP
 
 __all__ = ["COLUMN", "scale_slopes", "add_slope_column", "locate"]
@@ -133,7 +133,7 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
         raise ValueError("hparams must not set init_scale: the scales are given by scales=")
     hp = full_hparams(algorithm, hparams)
     hp.pop("init_scale")
-    from jaxtd.sweep import _base_key
+    from jaxtd._sweep import _base_key
     base = _base_key(base_key)
     padded, steps, record_every = validate(algorithm, base, target, width=max(widths),
                                            steps=steps, record_every=record_every)

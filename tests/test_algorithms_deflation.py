@@ -1,5 +1,5 @@
 """Tests of the modified gradient flow (docs/algorithms.md) and of the deflation
-behaviour of plain GD it builds on; jaxtd/algorithms/deflation.py.
+behaviour of plain GD it builds on; jaxtd/algorithms/_deflation.py.
 
 ``python -m tests.test_algorithms_deflation [seeds]`` prints the full fit-time figures.
 """
@@ -14,9 +14,9 @@ import pytest
 
 import jaxtd
 from jaxtd.algorithms import deflation, gd
-from jaxtd.algorithms.deflation import epoch_start
+from jaxtd.algorithms._deflation import epoch_start
 from jaxtd.algorithms.base import redraw_key
-from jaxtd.run import simulate
+from jaxtd._run import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"

@@ -1,4 +1,4 @@
-"""Tests of jaxtd/algorithms/gd.py and lazy_gd.py, and the papers' claims for GD and lazy training.
+"""Tests of jaxtd/algorithms/_gd.py and lazy_gd.py, and the papers' claims for GD and lazy training.
 
 ``python -m tests.test_algorithms_gd [seeds]`` prints the full claim figures (16 seeds default).
 """
@@ -15,8 +15,8 @@ import pytest
 import jaxtd
 from jaxtd import lazy, models
 from jaxtd.algorithms import gd, lazy_gd
-from jaxtd.algorithms.lazy_gd import polarize
-from jaxtd.run import simulate
+from jaxtd.algorithms._lazy_gd import polarize
+from jaxtd._run import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"
@@ -272,3 +272,17 @@ if __name__ == "__main__":
     lz = lazy_best_residuals(64, n)
     print(f"lazy best residual m=64, d=64 (standard init): min {lz.min():.3f}, "
           f"median {np.median(lz):.3f} over {n} seeds")
+
+
+def test_adam_runs_under_strict_dtype_promotion():
+    """optax's adam mixes float32 with an int32 count (standard promotion); the suite runs with
+    strict promotion, and gd and the variant must still work with it."""
+    import optax
+    assert jax.config.jax_numpy_dtype_promotion == "strict"
+    target = jaxtd.targets.orthonormal(jax.random.PRNGKey(0), 6, 2, 3)
+    for alg in (jaxtd.algorithms.gd(optax.adam, learning_rate=1e-2),
+                jaxtd.algorithms.variant(optax.adam, learning_rate=1e-2, amplify_steps=5,
+                                         fit_steps=5, epochs=None)):
+        res = jaxtd.run(alg, jax.random.PRNGKey(1), target, width=4, steps=40, record_every=20)
+        assert np.isfinite(float(res.final_relative_error)) and not bool(res.diverged)
+        assert float(res.final_relative_error) < float(res.history["relative_error"][0])

@@ -1,4 +1,4 @@
-"""Tests of the variant of GD (docs/algorithms.md), jaxtd/algorithms/variant.py.
+"""Tests of the variant of GD (docs/algorithms.md), jaxtd/algorithms/_variant.py.
 
 ``python -m tests.test_algorithms_variant [seeds]`` prints the full variant-vs-GD comparison.
 """
@@ -15,7 +15,7 @@ import pytest
 import jaxtd
 from jaxtd.algorithms import gd, variant
 from jaxtd.algorithms.base import redraw_key
-from jaxtd.run import simulate
+from jaxtd._run import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"

@@ -255,7 +255,7 @@ def test_init_factors(data):
                                    rtol=1e-5)
 
 
-_run_module = sys.modules["jaxtd.run"]
+_run_module = sys.modules["jaxtd._run"]
 _TARGET = targets.orthonormal(jax.random.key(0), 3, 1, 3)
 _GD = algorithms.gd(0.1)
 

@@ -1,4 +1,4 @@
-"""Derivatives through whole runs (jaxtd/run.py) against central finite differences.
+"""Derivatives through whole runs (jaxtd/_run.py) against central finite differences.
 
 Every test is float64 (the ``x64`` fixture) except the float32 one, tiny (d <= 8, m <= 6,
 <= 200 steps), and differentiates a jitted function so that each program compiles once.
@@ -11,7 +11,7 @@ import pytest
 
 import jaxtd
 from jaxtd.algorithms import deflation, gd, lazy_gd, variant
-from jaxtd.run import simulate
+from jaxtd._run import simulate
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -1,4 +1,4 @@
-"""Tests of jaxtd/run.py: history, divergence, float32 accuracy, compilation count, vmap, masks."""
+"""Tests of jaxtd/_run.py: history, divergence, float32 accuracy, compilation count, vmap, masks."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,7 @@ import pytest
 import jaxtd
 from jaxtd import metrics
 from jaxtd.algorithms import Algorithm, gd
-from jaxtd.run import simulate
+from jaxtd._run import simulate
 from tests import oracles
 
 

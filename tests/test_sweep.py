@@ -17,8 +17,8 @@ import pytest
 import jaxtd
 from jaxtd import algorithms
 from jaxtd.results import ChunkStore, Results
-from jaxtd.run import run as standalone_run
-from jaxtd.sweep import BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
+from jaxtd._run import run as standalone_run
+from jaxtd._sweep import BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
 
 DIM, RANK, ORDER = 6, 2, 3
 STEPS, RECORD = 240, 40

@@ -5,34 +5,19 @@
 - :func:`deflation` — reconstruction of the sequel's modified gradient flow (docs/algorithms.md).
 - :func:`lazy_gd` — gradient descent on the linearized (NTK) model (docs/algorithms.md).
 
-Constructors are imported eagerly (so the package attribute ``gd`` is the function, not the
-submodule of the same name); a module that does not exist yet is skipped, and asking for its
-constructor raises an ``AttributeError`` that says so.
+Each lives in a private module (``_gd``, ``_variant``, ``_deflation``, ``_lazy_gd``) and is
+re-exported here with its state type and public helpers, so ``jaxtd.algorithms.gd`` is always
+the constructor. :mod:`jaxtd.algorithms.base` holds the interface and the shared plumbing; each
+module's ``SCHEMA`` (its configurable arguments) is reached through :mod:`jaxtd.config`.
 """
 
-from __future__ import annotations
-
-import importlib
-
+from jaxtd.algorithms import base
+from jaxtd.algorithms._deflation import DeflationState, deflation, epoch_start
+from jaxtd.algorithms._gd import GDState, gd, make_optimizer, step_factor
+from jaxtd.algorithms._lazy_gd import LazyGDState, lazy_gd, polarize
+from jaxtd.algorithms._variant import VariantState, variant
 from jaxtd.algorithms.base import Algorithm
 
-__all__ = ["Algorithm", "gd", "variant", "deflation", "lazy_gd"]
-
-_MISSING = {}
-
-for _name in ("gd", "variant", "deflation", "lazy_gd"):
-    _modname = f"jaxtd.algorithms.{_name}"
-    try:
-        globals()[_name] = getattr(importlib.import_module(_modname), _name)
-    except ModuleNotFoundError as _err:
-        if _err.name != _modname:  # a real import error inside an existing module
-            raise
-        _MISSING[_name] = _modname
-del _name, _modname
-
-
-def __getattr__(name):
-    if name in _MISSING:
-        raise AttributeError(f"jaxtd.algorithms.{name} is not available: module {_MISSING[name]} "
-                             "does not exist in this checkout")
-    raise AttributeError(f"module 'jaxtd.algorithms' has no attribute {name!r}")
+__all__ = ["Algorithm", "base", "gd", "GDState", "make_optimizer", "step_factor", "variant",
+           "VariantState", "deflation", "DeflationState", "epoch_start", "lazy_gd",
+           "LazyGDState", "polarize"]

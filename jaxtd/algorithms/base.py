@@ -384,8 +384,11 @@ def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, op
     proportional to the gradient: masked rows stay exactly inert.
     """
     grads = mask_rows(grads, mask)
-    updates, opt_state = optimizer.tx.update(
-        grads, with_learning_rate(opt_state, lr, optimizer.injected), params)
+    # optax's own arithmetic (e.g. adam's bias correction, float ** int32 count) is written for
+    # standard promotion; jaxtd's code stays strict-clean, the optimizer gets its default.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = optimizer.tx.update(
+            grads, with_learning_rate(opt_state, lr, optimizer.injected), params)
     if not optimizer.injected:
         updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
     updates = mask_rows(updates, mask)

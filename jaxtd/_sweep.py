@@ -60,7 +60,7 @@ from jaxtd import distributed
 from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
-from jaxtd.run import check_hparam, default_record_every, simulate
+from jaxtd._run import check_hparam, default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 

@@ -64,7 +64,7 @@ import numpy as np
 from jaxtd import losses, metrics
 from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
                                    check_width, row_mask)
-from jaxtd.algorithms.lazy_gd import LazyGDState
+from jaxtd.algorithms._lazy_gd import LazyGDState
 from jaxtd.symcp import SymCP
 
 __all__ = ["RunResult", "simulate", "run", "default_record_every", "with_init_params"]

@@ -1,0 +1,41 @@
+"""The package layout: public names are what they say (functions, not modules of the same name)."""
+
+import inspect
+import sys
+
+import jaxtd
+from jaxtd import algorithms
+
+
+def test_functions_are_not_shadowed_modules():
+    for fn in (jaxtd.run, jaxtd.sweep, jaxtd.simulate, algorithms.gd, algorithms.variant,
+               algorithms.deflation, algorithms.lazy_gd):
+        assert inspect.isfunction(fn), fn
+    for name in ("jaxtd.run", "jaxtd.sweep", "jaxtd.algorithms.gd", "jaxtd.algorithms.variant",
+                 "jaxtd.algorithms.deflation", "jaxtd.algorithms.lazy_gd"):
+        assert name not in sys.modules, name
+
+
+def test_state_types_and_helpers_are_reexported():
+    key = jaxtd.key_for_seed(0)
+    target = jaxtd.targets.orthonormal(key, 4, 2, 3)
+    for ctor, state_type in ((algorithms.gd, algorithms.GDState),
+                             (algorithms.variant, algorithms.VariantState),
+                             (algorithms.deflation, algorithms.DeflationState),
+                             (algorithms.lazy_gd, algorithms.LazyGDState)):
+        assert isinstance(ctor().init(key, target, 3), state_type)
+    for name in jaxtd.__all__ + [f"algorithms.{n}" for n in algorithms.__all__]:
+        obj = jaxtd
+        for part in name.split("."):
+            obj = getattr(obj, part)
+
+
+def test_no_algorithm_module_imports_another():
+    """Shared plumbing lives in algorithms/base.py; siblings do not import each other."""
+    import pathlib
+    folder = pathlib.Path(algorithms.__file__).parent
+    for path in (p for p in folder.glob("_*.py") if p.name != "__init__.py"):
+        text = path.read_text()
+        for other in ("_gd", "_variant", "_deflation", "_lazy_gd"):
+            if other != path.stem:
+                assert f"jaxtd.algorithms.{other}" not in text, (path.name, other)
