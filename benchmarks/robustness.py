@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxtd
-from jaxtd import algorithms, cli, lazy, targets
+from jaxtd import algorithms, lazy, targets
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = jax.random.key(0)

@@ -87,19 +87,6 @@ def gram(u, v, block: int = 32):
     return hi, lo
 
 
-def weighted_gram_power_sum(w, u, order: int):
-    """Double-float ``w^T (u u^T)^{∘order} w`` for float32 ``w (k,)``, ``u (k, d)``."""
-    g = gram(u, u)
-    p = g
-    for _ in range(order - 1):
-        p = mul(p, g)
-    zero = jnp.zeros_like(w)
-    p = mul(p, (w[:, None], zero[:, None]))
-    p = mul(p, (w[None, :], zero[None, :]))
-    hi, lo = tree_sum(tree_sum(p, axis=1), axis=0)
-    return hi, lo
-
-
 # -- triple-float arithmetic and the error-free Gram (the accurate float32 metrics) ---------------
 #
 # A triple ``(x0, x1, x2)`` stands for the unevaluated sum ``x0 + x1 + x2`` of float32 numbers
@@ -125,13 +112,6 @@ def add3(a, b):
     s1, t1 = two_sum(a[1], b[1])
     s1, t2 = two_sum(s1, t0)
     return renorm3(s0, s1, (a[2] + b[2]) + (t1 + t2))
-
-
-def add3f(a, x):
-    """Triple + float32."""
-    s0, t0 = two_sum(a[0], x)
-    s1, t1 = two_sum(a[1], t0)
-    return renorm3(s0, s1, a[2] + t1)
 
 
 def mul3(a, b):

@@ -54,7 +54,6 @@ forward-over-reverse (``jvp`` of a run) and reverse-over-reverse (``grad`` of a 
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, NamedTuple, Optional
 
 import jax

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import itertools
 import re
 import sys
 import warnings

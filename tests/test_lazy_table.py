@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxtd
+from jaxtd import _lazy_optimum
 from jaxtd import lazy
 from jaxtd.algorithms import lazy_gd
 
@@ -41,7 +42,7 @@ def test_table_is_the_lazy_optimum_at_each_lazy_gd_cell(init):
 def test_the_drawn_initialization_is_bit_identical_to_lazy_gd(init, signs):
     target = jaxtd.targets.random_unit(jax.random.key(1), 5, 3, 4)
     key = jax.random.key(3)
-    wide = lazy._lazy_gd_init(key, target, 9, init, signs, jnp.asarray(0.5, jnp.float32))
+    wide = _lazy_optimum._lazy_gd_init(key, target, 9, init, signs, jnp.asarray(0.5, jnp.float32))
     for m in (1, 4, 9):
         state = lazy_gd(0.01, init=init, signs=signs, init_scale=0.5).init(key, target, m)
         np.testing.assert_array_equal(wide.factors[:m], state.model.factors)
@@ -50,13 +51,13 @@ def test_the_drawn_initialization_is_bit_identical_to_lazy_gd(init, signs):
 
 def test_one_compilation_per_call_shape(monkeypatch):
     traces = []
-    original = lazy._lazy_gd_init
+    original = _lazy_optimum._lazy_gd_init
 
     def counting(*args, **kwargs):       # runs only while the table program is traced
         traces.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(lazy, "_lazy_gd_init", counting)
+    monkeypatch.setattr(_lazy_optimum, "_lazy_gd_init", counting)
     target = jaxtd.targets.random_unit(jax.random.key(2), 3, 2, 3)   # a shape no other test uses
     keys = jax.random.split(jax.random.key(0), 3)                    # typed keys
     a = lazy.best_residual_table(keys, target, [2, 4, 7])

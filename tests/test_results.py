@@ -158,7 +158,6 @@ import shutil  # noqa: E402
 import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 import warnings  # noqa: E402
 
 from jaxtd.results import (ChunkError, ChunkWarning, LockedError, ResultsError,  # noqa: E402

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import jaxtd
-from jaxtd import metrics
 from jaxtd.algorithms import Algorithm, gd
 from jaxtd._run import simulate
 from tests import oracles
