@@ -10,6 +10,7 @@ import numpy as np
 
 from jaxtd import _extended
 from jaxtd._precision import matmul
+from jaxtd._checks import check_int
 from jaxtd.initialization import init_factors
 from jaxtd.shapes import Params, Scalar
 from jaxtd.symcp import SymCP, check_compatible, to_dense
@@ -157,10 +158,8 @@ def antisymmetric(key, width: int, dim: int, order: int, *, scale: str = "standa
     width-``2k`` antisymmetric model is that of ``k`` distinct components (the lazy threshold
     sits at twice the width of the standard initialization).
     """
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
-        raise ValueError(f"width must be an int >= 1, got {width!r}")
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 2:
-        raise ValueError(f"order must be an int >= 2, got {order!r}")
+    width = check_int(width, "width", 1)
+    check_int(order, "order", 2)
     pairs = (int(width) + 1) // 2
     z = init_factors(key, pairs, dim, scale=scale, delta=delta, dtype=dtype)
     factors = jnp.repeat(z, 2, axis=0)[:width]

@@ -7,8 +7,8 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from jaxtd._checks import check_int
 from jaxtd.shapes import Params
 from jaxtd.symcp import SymCP
 from jaxtd._lazy_model import _check_model_target, _check_delta, lazy_residual_sq
@@ -84,9 +84,8 @@ def train(model: SymCP, target: SymCP, optimizer, steps: int, *, record_every: i
     ``record_every`` are static ints, ``steps`` a multiple of ``record_every``.
     """
     _check_model_target(model, target)
-    for name, v in (("steps", steps), ("record_every", record_every)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    steps = check_int(steps, "steps", 1)
+    record_every = check_int(record_every, "record_every", 1)
     if steps % record_every:
         raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}")
     state = train_init(model, optimizer, delta)

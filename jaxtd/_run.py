@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses, metrics
+from jaxtd._checks import check_int
 from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
                                    check_width, row_mask)
 from jaxtd.algorithms._lazy_gd import LazyGDState
@@ -276,14 +277,6 @@ def default_record_every(steps: int, records: int = 100) -> int:
     return max(k for k in range(1, target + 1) if steps % k == 0)
 
 
-def _check_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a Python int >= 1, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def _check_key(key) -> None:
     from jaxtd.targets import check_key  # one key policy for the whole package
     check_key(key)
@@ -312,8 +305,8 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
     check_target(target)
     _check_key(key)
     width = check_width(width)
-    steps = _check_int(steps, "steps")
-    record_every = _check_int(record_every, "record_every")
+    steps = check_int(steps, "steps", 1)
+    record_every = check_int(record_every, "record_every", 1)
     if steps % record_every:
         raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
                          f"e.g. record_every={default_record_every(steps)}")
@@ -385,7 +378,7 @@ def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
     defaults merged with ``hparams``) is passed as a traced argument: changing a value never
     compiles again, and ``jax.grad``/``jax.jvp`` of a run with respect to it work."""
     if record_every is None:
-        record_every = default_record_every(_check_int(steps, "steps"))
+        record_every = default_record_every(check_int(steps, "steps", 1))
     width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
                                           record_every=record_every,
                                           divergence_factor=divergence_factor, active=active,

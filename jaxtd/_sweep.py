@@ -57,6 +57,7 @@ import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxtd import distributed
+from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
@@ -234,14 +235,6 @@ def _int_list(name: str, value, minimum: int, example: str) -> tuple[int, ...]:
     return tuple(int(v) for v in items)
 
 
-def _check_int(name: str, value, minimum: int) -> int:
-    if not _is_int(value):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_hparams(algorithm: Algorithm, hparams) -> tuple[tuple[str, ...], tuple]:
     if hparams is None:
         return (), ()
@@ -310,10 +303,10 @@ def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, succes
     seeds = _int_list("seeds", seeds, 0, "range(16)")
     widths = tuple(sorted(_int_list("widths", widths, 1, "[2, 4, 8]")))
     check_width(widths[-1], "widths")
-    steps = _check_int("steps", steps, 1)
+    steps = check_int(steps, "steps", 1)
     if record_every is None:
         record_every = default_record_every(steps)
-    record_every = _check_int("record_every", record_every, 1)
+    record_every = check_int(record_every, "record_every", 1)
     if steps % record_every:
         raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
                          "pick a divisor of steps")
@@ -321,7 +314,7 @@ def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, succes
     if (isinstance(success_threshold, bool) or not isinstance(success_threshold, numbers.Real)
             or not (math.isfinite(success_threshold) and success_threshold > 0)):
         raise ValueError(f"success_threshold must be a finite number > 0, got {success_threshold!r}")
-    chunk_size = len(seeds) if chunk_size is None else _check_int("chunk_size", chunk_size, 1)
+    chunk_size = len(seeds) if chunk_size is None else check_int(chunk_size, "chunk_size", 1)
     if bucketing not in BUCKETINGS:
         raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
     meta = _check_metadata(metadata, set(_RESULT_COLUMNS) | set(names))

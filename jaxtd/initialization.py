@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtd._checks import check_int
 from jaxtd.targets import check_dtype, check_key
 
 __all__ = ["gaussian_rows", "init_factors", "SCALES"]
@@ -42,14 +43,10 @@ def init_factors(key, width: int, dim: int, *, scale: str = "small", delta=1e-2,
     float32; the two-homogeneous model's weights are ``delta**2``); checked in plain Python, a
     traced ``delta`` is not checked.
     """
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-        raise TypeError(f"width must be an int >= 1, got {width!r}")
-    if width < 1:
-        raise ValueError(f"width must be >= 1, got {width}")
+    width = check_int(width, "width", 1)
     if width > 2 ** 31 - 1:
         raise ValueError(f"width must be <= 2**31 - 1 (array dimensions are 32-bit), got {width}")
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be an int >= 1, got {dim!r}")
+    dim = check_int(dim, "dim", 1)
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     check_key(key)

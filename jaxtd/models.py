@@ -19,9 +19,9 @@ from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtd import losses
+from jaxtd._checks import check_int
 from jaxtd.shapes import ArrayLike, Params, RowMask
 from jaxtd.symcp import SymCP
 
@@ -65,8 +65,7 @@ def _check_params(params, order) -> None:
     if getattr(params, "ndim", None) != 2:
         raise ValueError(f"params must be a 2-D (width, dim) array, got shape "
                          f"{getattr(params, 'shape', type(params).__name__)}")
-    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 2:
-        raise ValueError(f"order must be a Python int >= 2, got {order!r}")
+    check_int(order, "order", 2)
 
 
 def plain(params: Params, order: int, signs: Optional[RowMask] = None,

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtd._checks import check_int
 from jaxtd.symcp import SymCP
 
 __all__ = ["weights", "orthonormal", "random_unit", "default_dtype", "check_key", "check_dtype"]
@@ -67,14 +68,6 @@ def check_dtype(dtype: Any, name: str = "dtype"):
     return out
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def weights(profile: Any, rank: int, dtype=None) -> jax.Array:
     """Weight vector ``(rank,)`` from a profile name or an explicit array-like.
 
@@ -82,7 +75,7 @@ def weights(profile: Any, rank: int, dtype=None) -> jax.Array:
     nonzero, real entries (a zero weight is a missing component: lower ``rank`` instead; an
     all-zero target has no relative error).
     """
-    rank = _check_int("rank", rank, 1)
+    rank = check_int(rank, "rank", 1)
     dtype = check_dtype(dtype)
     if isinstance(profile, str):
         if profile == "equal":
@@ -114,9 +107,9 @@ def orthonormal(key, dim: int, rank: int, order: int, weights: Any = "equal", *,
     is then unused). Otherwise they are the rows of ``Q^T`` from a QR factorization of a Gaussian
     ``(dim, rank)`` matrix (a Haar-random orthonormal frame).
     """
-    dim = _check_int("dim", dim, 1)
-    rank = _check_int("rank", rank, 1)
-    _check_int("order", order, 2)
+    dim = check_int(dim, "dim", 1)
+    rank = check_int(rank, "rank", 1)
+    check_int(order, "order", 2)
     if rank > dim:
         raise ValueError(f"rank={rank} > dim={dim}: at most dim orthonormal components exist; "
                          "lower rank or use targets.random_unit")
@@ -136,9 +129,9 @@ def random_unit(key, dim: int, rank: int, order: int, weights: Any = "equal", *,
                 dtype=None) -> SymCP:
     """Target with ``rank`` independent uniformly random unit components (incoherent when
     ``rank << dim``; not orthogonal)."""
-    dim = _check_int("dim", dim, 1)
-    rank = _check_int("rank", rank, 1)
-    _check_int("order", order, 2)
+    dim = check_int(dim, "dim", 1)
+    rank = check_int(rank, "rank", 1)
+    check_int(order, "order", 2)
     check_key(key)
     dtype = check_dtype(dtype)
     w = _weights(weights, rank, dtype)

@@ -194,7 +194,7 @@ def test_gd_bad_input_names_the_argument():
     alg, target = gd(0.1), _small()
     with pytest.raises(ValueError, match="width must be >= 1"):
         alg.init(jax.random.PRNGKey(0), target, 0)
-    with pytest.raises(TypeError, match="width must be a Python int"):
+    with pytest.raises(TypeError, match="width must be an int"):
         alg.init(jax.random.PRNGKey(0), target, 2.0)
     with pytest.raises(ValueError, match="hparams has unknown names"):
         alg.init(jax.random.PRNGKey(0), target, 3, hparams={"lr": 0.1})

@@ -68,7 +68,7 @@ def test_default_float32():
     (dict(width=10 ** 20, dim=3), ValueError, "width must be <= 2"),
     (dict(width=2.0, dim=3), TypeError, "width must be an int"),
     (dict(width=True, dim=3), TypeError, "width must be an int"),
-    (dict(width=2, dim=0), ValueError, "dim must be an int >= 1"),
+    (dict(width=2, dim=0), ValueError, "dim must be >= 1"),
     (dict(width=2, dim=3, scale="large"), ValueError, "scale must be one of"),
     (dict(width=2, dim=3, delta=0.0), ValueError, "delta must be > 0"),
     (dict(width=2, dim=3, delta=-1e-2), ValueError, "delta must be > 0"),

@@ -199,7 +199,7 @@ def test_run_bad_input_names_the_argument():
         jaxtd.run(alg, key, target, width=3, steps=0)
     with pytest.raises(ValueError, match="width must be >= 1"):
         jaxtd.run(alg, key, target, width=0, steps=10)
-    with pytest.raises(TypeError, match="width must be a Python int"):
+    with pytest.raises(TypeError, match="width must be an int"):
         jaxtd.run(alg, key, target, width=3.0, steps=10)
     with pytest.raises(TypeError, match="algorithm must be a jaxtd.algorithms.Algorithm"):
         jaxtd.run(lambda s: s, key, target, width=3, steps=10)

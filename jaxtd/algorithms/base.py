@@ -30,6 +30,7 @@ import optax
 
 from jaxtd import initialization, losses, models, schema
 from jaxtd._precision import matmul
+from jaxtd._checks import check_choice, check_int  # re-exported: the one policy
 from jaxtd.symcp import SymCP
 
 __all__ = ["Algorithm", "constructor", "Static",
@@ -158,24 +159,6 @@ class Static:
 # -- validation (plain Python, before tracing) ---------------------------------------------------
 
 MAX_WIDTH = 2 ** 31 - 1
-
-
-def check_int(value: Any, name: str, minimum: int, *, why: str = "") -> int:
-    """Return ``value`` as an int if it is a Python/numpy int ``>= minimum`` (not a bool): else a
-    ``TypeError`` (wrong type) or ``ValueError`` (too small). ``why`` is appended to the type's
-    description in the message, e.g. ``" (a static shape)"``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a Python int >= {minimum}{why}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_choice(value: Any, name: str, choices) -> Any:
-    """Return ``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
 
 
 def check_width(width: Any, name: str = "width") -> int:
