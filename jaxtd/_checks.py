@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
-__all__ = ["check_int", "check_choice"]
+__all__ = ["check_int", "check_choice", "check_finite", "host_value"]
 
 
 def check_int(value: Any, name: str, minimum: int, *, why: str = "") -> int:
@@ -29,3 +30,30 @@ def check_choice(value: Any, name: str, choices) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def host_value(x: Any):
+    """The value of ``x`` as a numpy array when it is concrete and already addressable here
+    (numpy, or a committed single-process ``jax.Array``), else ``None`` (tracers, abstract
+    values, arrays spread over other hosts): validation never forces a trace to concretize."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, jax.Array):
+        try:
+            if x.is_fully_addressable and not x.is_deleted():
+                return np.asarray(x)
+        except Exception:  # an exotic array type: skip the value check, never fail on it
+            return None
+    return None
+
+
+def check_finite(name: str, x: Any, fix: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` and the first non-finite entry of a concrete ``x``
+    (tracers and arrays held by other processes pass: see :func:`host_value`)."""
+    value = host_value(x)
+    if value is not None and not np.all(np.isfinite(value)):
+        bad = np.argwhere(~np.isfinite(value))[0]
+        raise ValueError(f"{name} has a non-finite entry ({value[tuple(bad)]} at index "
+                         f"{tuple(int(i) for i in bad)}); {fix}")

@@ -6,11 +6,10 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtd import _extended
 from jaxtd._precision import matmul
-from jaxtd._checks import check_int
+from jaxtd._checks import check_finite, check_int
 from jaxtd.initialization import init_factors
 from jaxtd.shapes import Params, Scalar
 from jaxtd.symcp import SymCP, check_compatible, to_dense
@@ -32,9 +31,7 @@ def _check_delta(model: SymCP, delta: Any, name: str = "delta") -> None:
     if tuple(shape) != tuple(model.factors.shape):
         raise ValueError(f"{name} must have the shape of model.factors, "
                          f"{tuple(model.factors.shape)} (width, dim), got {tuple(shape)}")
-    if not isinstance(delta, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(delta))):
-        raise ValueError(f"{name} has non-finite entries (NaN or inf); pass a finite "
-                         "perturbation")
+    check_finite(name, delta, "pass a finite perturbation")
 
 
 # -- the factored kernel --------------------------------------------------------------------------

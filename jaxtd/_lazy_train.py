@@ -48,27 +48,20 @@ def train_init(model: SymCP, optimizer, delta: Params | None = None) -> LazyTrai
     return LazyTrainState(delta, optimizer.init(delta))
 
 
-def _lazy_gd_state(state: LazyTrainState, model: SymCP, optimizer):
-    """``(algorithm, state)`` of :func:`jaxtd.algorithms.lazy_gd` for ``optimizer`` at ``Δ``: the
-    one lazy trainer; a ready transformation is applied as is (multiplier 1, no ridge)."""
-    from jaxtd.algorithms import LazyGDState, lazy_gd  # local: the algorithms import this module
-    algorithm = lazy_gd(optimizer)
-    dtype = state.delta.dtype
-    hparams = {k: jnp.asarray(v, dtype) for k, v in algorithm.hparams.items()}
-    hparams["regularization"] = jnp.zeros((), dtype)
-    return algorithm, LazyGDState(state.delta, model, state.opt_state, hparams,
-                                  jnp.zeros((), jnp.int32))
-
-
 def train_step(optimizer) -> Callable:
     """``step(state, model, target) -> state``: one optimizer update on :func:`lazy_loss` in ``Δ``.
 
-    The step of :func:`jaxtd.algorithms.lazy_gd` (one trainer), at a given linearization point
-    ``model``. Pure and jit/vmap/scan-able; the optimizer structure is static (closed over)."""
+    The step of :func:`jaxtd.algorithms.lazy_gd` (one trainer; its default ridge is 0 and a ready
+    transformation is applied as is), at a given linearization point ``model``. Pure and
+    jit/vmap/scan-able; the optimizer structure is static (closed over)."""
+    from jaxtd.algorithms import LazyGDState, lazy_gd  # local: the algorithms import this module
+    algorithm = lazy_gd(optimizer)
 
     def step(state: LazyTrainState, model: SymCP, target: SymCP) -> LazyTrainState:
-        algorithm, gd_state = _lazy_gd_state(state, model, optimizer)
-        new, _ = algorithm.step(gd_state, target)
+        dtype = state.delta.dtype
+        hparams = {k: jnp.asarray(v, dtype) for k, v in algorithm.hparams.items()}
+        new, _ = algorithm.step(LazyGDState(state.delta, model, state.opt_state, hparams,
+                                            jnp.zeros((), jnp.int32)), target)
         return LazyTrainState(new.delta, new.opt_state)
 
     return step

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses, metrics
-from jaxtd._checks import check_int
+from jaxtd._checks import check_finite, check_int
 from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
                                    check_width, row_mask)
 from jaxtd.algorithms._lazy_gd import LazyGDState
@@ -292,8 +292,7 @@ def _check_init_params(init_params, width: int, target: SymCP):
                          f"got {tuple(shape)}; vmap jaxtd.simulate for a batch of inits")
     if not jnp.issubdtype(init_params.dtype, jnp.floating):
         raise TypeError(f"init_params must be a float array, got dtype {init_params.dtype}")
-    if not isinstance(init_params, jax.core.Tracer) and not np.all(np.isfinite(init_params)):
-        raise ValueError("init_params has non-finite entries (NaN or inf); pass finite factors")
+    check_finite("init_params", init_params, "pass finite factors")
 
 
 def validate(algorithm, key, target, *, width, steps, record_every, divergence_factor=1e6,

@@ -65,6 +65,10 @@ class SubSweep:
     def lazy_best(self) -> bool:
         return self.algorithm == "lazy"
 
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.seeds // self.chunk_size)
+
     def chunks(self) -> list[tuple[int, ...]]:
         seeds = tuple(range(self.seeds))
         return [seeds[i:i + self.chunk_size] for i in range(0, self.seeds, self.chunk_size)]
@@ -233,8 +237,8 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
                / _FLOPS_PER_SECOND if sub.train else 0.0)
     if sub.train:  # each chunk is a dispatch and an atomic, checksummed file write, and each
         # scanned step of a program costs a fixed few microseconds however small the cells
-        chunks = -(-sub.seeds // sub.chunk_size)
-        seconds += chunks * (_CHUNK_OVERHEAD_SECONDS + len(buckets) * s.steps * _STEP_SECONDS)
+        seconds += sub.n_chunks * (_CHUNK_OVERHEAD_SECONDS
+                                   + len(buckets) * s.steps * _STEP_SECONDS)
     if sub.lazy_best:
         # every width is solved at the largest size (masked rows), one seed's table at a time
         from jaxtd.lazy import DENSE_MAX_SIZE
@@ -270,11 +274,13 @@ def describe(config: cfg.Config) -> str:
              f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
              f"{s.record_every}, bucketing {s.bucketing}"]
     total_cells = total_programs = 0
+    peak = total_seconds = 0.0
     for sub in plan(config):
-        programs, cells, lazy_cells, mem, _ = _sub_estimate(config, sub)
+        programs, cells, lazy_cells, mem, seconds = _sub_estimate(config, sub)
+        peak, total_seconds = max(peak, mem), total_seconds + seconds
         hp = "".join(f", {k} x{len(v)}" for k, v in sub.hparams)
         what = "exact best residual only" if not sub.train else (
-            f"{cells} cells in {-(-sub.seeds // sub.chunk_size)} chunk(s) of {sub.chunk_size} "
+            f"{cells} cells in {sub.n_chunks} chunk(s) of {sub.chunk_size} "
             "seed(s)")
         extra = f" + best residual of {lazy_cells} cells" if sub.lazy_best and sub.train else ""
         if _slope_pass(config, sub):
@@ -283,7 +289,6 @@ def describe(config: cfg.Config) -> str:
                      f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
         total_cells += cells + lazy_cells
         total_programs += programs
-    peak, total_seconds = estimate(config)
     lines.append(f"total: {total_cells} cells, {total_programs} programs to compile (fewer "
                  f"with a warm compile cache), peak memory ~{_fmt_bytes(peak)}, compute "
                  f"~{_fmt_seconds(total_seconds)} on 2 CPU cores (rough)")

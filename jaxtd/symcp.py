@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtd._checks import check_finite
+
 __all__ = ["SymCP", "to_dense", "check_compatible"]
 
 # The floating dtypes jaxtd computes in. float16/bfloat16 are refused: the metrics and the Gram
@@ -51,29 +53,8 @@ def _check_dtype(name: str, x: Any) -> None:
     raise TypeError(f"{name} must be a float32 or float64 array, got dtype {dtype}")
 
 
-def _host_value(x: Any):
-    """The value of ``x`` as a numpy array when it is concrete and already addressable here
-    (numpy, or a committed single-process ``jax.Array``), else ``None`` (tracers, abstract
-    values, arrays spread over other hosts): validation never forces a trace to concretize."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    if isinstance(x, np.ndarray):
-        return x
-    if isinstance(x, jax.Array):
-        try:
-            if x.is_fully_addressable and not x.is_deleted():
-                return np.asarray(x)
-        except Exception:  # an exotic array type: skip the value check, never fail on it
-            return None
-    return None
-
-
 def _check_finite(name: str, x: Any) -> None:
-    value = _host_value(x)
-    if value is not None and not np.all(np.isfinite(value)):
-        bad = np.argwhere(~np.isfinite(value))[0]
-        raise ValueError(f"{name} has a non-finite entry ({value[tuple(bad)]} at index "
-                         f"{tuple(int(i) for i in bad)}); a SymCP holds finite values only")
+    check_finite(name, x, "a SymCP holds finite values only")
 
 
 def _tensorly(what: str):
