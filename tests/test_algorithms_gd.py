@@ -23,7 +23,8 @@ CI = os.environ.get("JAXTD_CI") == "1"
 SEEDS = 4 if CI else 16
 LAZY_SEEDS = 2 if CI else 4
 
-# Issue 4, §4: orthonormal target, l=3, r=4, d=64, init norm 1e-2, 3000 steps.
+# The beyond-lazy claim (docs/math.md §5): orthonormal target, l=3, r=4, d=64, init norm 1e-2,
+# 3000 steps.
 ORDER, DIM, RANK, STEPS, DELTA = 3, 64, 4, 3000, 1e-2
 
 
