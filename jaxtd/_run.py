@@ -67,7 +67,7 @@ from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive,
 from jaxtd.algorithms._lazy_gd import LazyGDState
 from jaxtd.symcp import SymCP
 
-__all__ = ["RunResult", "simulate", "run", "default_record_every", "with_init_params"]
+__all__ = ["RunResult", "simulate", "trajectory", "with_final_loss", "run", "default_record_every", "with_init_params"]
 
 
 class RunResult(NamedTuple):
@@ -185,6 +185,37 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
         (memory ``O(steps / record_every + record_every)`` states instead of ``O(steps)``, for one
         extra forward pass of the steps when differentiating; no cost otherwise).
     """
+    result, final = trajectory(algorithm, key, target, width=width, steps=steps,
+                               record_every=record_every, active=active, hparams=hparams,
+                               init_params=init_params, divergence_factor=divergence_factor,
+                               fit_fraction=fit_fraction, active_fraction=active_fraction,
+                               checkpoint=checkpoint)
+    half = metrics.half_residual_sq(final, target)
+    return with_final_loss(result, half, metrics._safe_sqrt(2.0 * half) / losses.norm(target))
+
+
+def with_final_loss(result: RunResult, final_loss, final_relative_error) -> RunResult:
+    """``result`` with its final loss and relative error (and the history's last record of
+    both) replaced, e.g. by the precise values of the final model."""
+    history = dict(result.history)
+    history["loss"] = history["loss"].at[-1].set(final_loss)
+    history["relative_error"] = history["relative_error"].at[-1].set(final_relative_error)
+    return result._replace(final_loss=history["loss"][-1],
+                           final_relative_error=history["relative_error"][-1], history=history)
+
+
+def trajectory(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
+               record_every: int, active=None, hparams=None, init_params=None,
+               divergence_factor=1e6, fit_fraction=0.5, active_fraction=0.1,
+               checkpoint: bool = True) -> tuple[RunResult, SymCP]:
+    """:func:`simulate` without its precise final metric: ``(result, final_model)``.
+
+    ``result``'s final loss and relative error (and the last history record) are the recorded
+    aligned residual of the final model, which equals the precise value in float64 and resolves
+    float32 errors to a few percent; ``final_model`` is ``algorithm.tensor`` of the final state,
+    from which a caller computes the precise values apart (a grid does, on the host, so that its
+    compiled program does not carry the extended-precision float32 arithmetic).
+    """
     n_records = steps // record_every
     state0 = algorithm.init(key, target, width, active=active,
                             hparams=_opaque_hparams(algorithm, hparams))
@@ -247,10 +278,6 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
                     jnp.zeros((), dtype), jnp.zeros((), jnp.int32))
     carry, history = jax.lax.scan(one_record, carry0, jnp.arange(n_records + 1))
     history["step"] = jnp.arange(n_records + 1, dtype=jnp.int32) * record_every
-    final_half = metrics.half_residual_sq(algorithm.tensor(carry.state), target)
-    history["loss"] = history["loss"].at[-1].set(final_half)
-    history["relative_error"] = history["relative_error"].at[-1].set(
-        metrics._safe_sqrt(2.0 * final_half) / losses.norm(target))
     fits = metrics.fit_times(jax.lax.stop_gradient(history["fitted_weight"]),
                              jax.lax.stop_gradient(metrics.true_weights(target)),
                              history["step"], fit_fraction)
@@ -264,7 +291,7 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
         distance=history["distance"][-1],
         active_count=history["active_count"][-1],
         final_params=algorithm.params(carry.state),
-    )
+    ), algorithm.tensor(carry.state)
 
 
 _simulate_jit = jax.jit(simulate, static_argnames=("algorithm", "width", "steps", "record_every",

@@ -56,12 +56,13 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxtd import distributed
+from jaxtd import _executables, distributed
 from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
-from jaxtd._run import check_hparam, default_record_every, simulate
+from jaxtd._aligned import aligned_residual_sq_host
+from jaxtd._run import check_hparam, default_record_every, trajectory
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
@@ -357,13 +358,18 @@ def _config(spec: SweepSpec, algorithm: Algorithm, target: SymCP, base_key) -> d
 
 def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: int,
              hparam_names: tuple[str, ...]):
-    """``f(seeds (S,), actives (W,), grid {name: (H,)}, base_key, target) -> RunResult`` with
-    leading axes ``(S, W, H)``: vmap over seeds (outer, sharded), widths, hparam combinations."""
+    """``f(seeds (S,), actives (W,), grid {name: (H,)}, base_key, target) -> (RunResult, final)``
+    with leading axes ``(S, W, H)``: vmap over seeds (outer, sharded), widths, hparam
+    combinations. ``final`` is the final model's ``(weights, factors)`` of a float32 run, whose
+    precise final error :func:`_precise_finals` computes on the host (``None`` in float64)."""
     def cell(seed, active, h, grid, base_key, target):
         hp = {k: grid[k][h] for k in hparam_names} if hparam_names else None
-        return simulate(algorithm, jax.random.fold_in(base_key, seed), target,
-                        width=padded_width, steps=steps, record_every=record_every,
-                        active=active, hparams=hp)
+        result, final = trajectory(algorithm, jax.random.fold_in(base_key, seed), target,
+                                   width=padded_width, steps=steps, record_every=record_every,
+                                   active=active, hparams=hp)
+        if final.factors.dtype == jnp.float64:
+            return result, None  # its recorded final error is already the precise one
+        return result, (final.weights, final.factors)
 
     def f(seeds, actives, grid, base_key, target):
         n_h = next(iter(grid.values())).shape[0] if grid else 1
@@ -383,6 +389,7 @@ class _Bucket:
     compiled: Any = None
     compile_seconds: float = 0.0
     fresh: bool = False  # compiled by this sweep (not taken from the executable cache)
+    how: str = ""        # "compiled", "disk" (loaded from an earlier process) or "memory"
 
     @property
     def padded_width(self) -> int:
@@ -394,42 +401,10 @@ def _mesh(devices):
                          axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
 
 
-# Compiled grid programs of this process, most recently used last. A program is determined by the
-# algorithm (equal constructor arguments give equal algorithms), the padded width, steps, record
-# cadence, swept hparam names, the arguments' shapes/dtypes and the devices: a second sweep of the
-# same shapes compiles nothing. Bounded, since each entry holds device code.
-_EXECUTABLES: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
-_MAX_EXECUTABLES = 64
-
-
-def _signature(args) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    return treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype) if not hasattr(x, "dtype")
-                           else str(x.dtype)) for x in leaves)
-
-
-def _executable(cache_key, build, args, shardings):
-    """The compiled program for ``cache_key`` (compiled now on a miss); ``(executable, seconds)``
-    with ``seconds = 0`` on a hit."""
-    hit = _EXECUTABLES.get(cache_key)
-    if hit is not None:
-        _EXECUTABLES.move_to_end(cache_key)
-        return hit, 0.0
-    seed_sh, repl = shardings
-    t0 = time.perf_counter()
-    jitted = jax.jit(build(), in_shardings=(seed_sh, repl, repl, repl, repl),
-                     out_shardings=seed_sh)
-    compiled = jitted.lower(*args).compile()
-    seconds = time.perf_counter() - t0
-    _EXECUTABLES[cache_key] = compiled
-    while len(_EXECUTABLES) > _MAX_EXECUTABLES:
-        _EXECUTABLES.popitem(last=False)
-    return compiled, seconds
-
-
 def clear_cache() -> None:
-    """Forget every compiled grid program of this process (the next sweep compiles again)."""
-    _EXECUTABLES.clear()
+    """Forget every compiled grid program of this process (the next sweep compiles again, or
+    loads the program saved on disk when JAX's persistent compilation cache is enabled)."""
+    _executables.clear()
 
 
 def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, target, shardings,
@@ -451,16 +426,43 @@ def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, targe
         if b.compiled is None:
             # device ids are global across processes; the owning processes and the process
             # count tell a multi-process program from a single-process one
-            key = (program_key, b.padded_width, _signature(args),
+            key = (program_key, b.padded_width, _executables.signature(args),
                    tuple((d.id, d.process_index) for d in devices), jax.process_count(),
-                   devices[0].platform, jax.config.jax_numpy_dtype_promotion)
-            b.compiled, b.compile_seconds = _executable(key, lambda: fn_for(b), args, shardings)
-            b.fresh = b.compile_seconds > 0
+                   devices[0].platform, jax.config.jax_numpy_dtype_promotion,
+                   jax.config.jax_enable_x64)
+
+            def lower(b=b, args=args):
+                return jax.jit(fn_for(b), in_shardings=(seed_sh, repl, repl, repl, repl),
+                               out_shardings=seed_sh).lower(*args)
+
+            b.compiled, b.compile_seconds, b.how = _executables.get(key, lower, disk_key=key)
+            b.fresh = b.how == "compiled"
         outs.append(b.compiled(*args))  # async dispatch: buckets queue up
-    shards = len(outs[0].final_relative_error.sharding.device_set)
-    if multi:
-        return [distributed.gather(o) for o in outs], shards
-    return [jax.device_get(o) for o in outs], shards
+    shards = len(outs[0][0].final_relative_error.sharding.device_set)
+    fetched = [distributed.gather(o) if multi else jax.device_get(o) for o in outs]
+    return [_precise_finals(result, final, target) for result, final in fetched], shards
+
+
+def _precise_finals(result, final, target: SymCP):
+    """A fetched bucket's float32 results with their final loss and relative error (and last
+    history record) computed precisely on the host: the aligned expansion in float64
+    (:func:`jaxtd._aligned.aligned_residual_sq_host`), accurate beyond float32's own precise
+    metric. ``final`` is ``None`` for a float64 run, whose recorded values are already precise."""
+    if final is None:
+        return result
+    tw = np.asarray(target.weights, np.float64)
+    tf = np.asarray(target.factors, np.float64)
+    half = 0.5 * aligned_residual_sq_host(final[0], final[1], tw, tf, target.order)
+    target_sq = float(tw @ (tf @ tf.T) ** target.order @ tw)
+    dtype = np.asarray(result.final_loss).dtype
+    loss = half.astype(dtype)
+    rel = (np.sqrt(2.0 * half) / np.sqrt(target_sq)).astype(dtype)
+    history = dict(result.history)
+    for name, value in (("loss", loss), ("relative_error", rel)):
+        column = np.array(history[name])
+        column[..., -1] = value
+        history[name] = column
+    return result._replace(final_loss=loss, final_relative_error=rel, history=history)
 
 
 # Per-cell outputs a grid does not keep: the final factors are padded to each bucket's width (use
@@ -565,7 +567,8 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
 
     Returns:
       :class:`~jaxtd.results.Results`, rows ordered by seed, width, hyper-parameter combination.
-      ``info`` holds ``n_compiles``, ``compile_seconds`` (per padded width), ``run_seconds`` (compiled
+      ``info`` holds ``n_compiles``, ``compile_seconds`` (per padded width), ``n_programs_loaded``
+      and ``load_seconds`` (executables an earlier process saved), ``run_seconds`` (compiled
       execution plus transfer, compilation excluded), device and process counts and versions.
     """
     spec = _spec(algorithm, target, seeds, widths, steps, record_every, hparams,
@@ -700,6 +703,8 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
     compiled = [b for b in buckets if b.fresh]
     info = {"n_compiles": len(compiled), "n_buckets": len(buckets),
             "n_programs_reused": sum(1 for b in buckets if b.compiled is not None and not b.fresh),
+            "n_programs_loaded": sum(1 for b in buckets if b.how == "disk"),
+            "load_seconds": sum(b.compile_seconds for b in buckets if b.how == "disk"),
             "compile_seconds": sum(b.compile_seconds for b in compiled),
             "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
             "padded_widths": [b.padded_width for b in buckets],

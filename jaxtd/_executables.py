@@ -1,0 +1,249 @@
+"""Compiled grid programs, kept for the process and, when asked, on disk across processes.
+
+A grid program is determined by its *program key*: the algorithm (equal constructor arguments
+give equal algorithms), the padded width, steps, record cadence, swept hparam names, the
+arguments' shapes and dtypes, the devices and the dtype-promotion mode. :func:`get` returns the
+executable for a key, in this order:
+
+1. **in memory**: a second sweep of the same shapes in this process compiles nothing;
+2. **on disk**, when JAX's persistent compilation cache is enabled
+   (:func:`jaxtd.compile_cache.enable`, which ``jaxtd run`` does): the serialized executable
+   (``jax.experimental.serialize_executable``) saved by an earlier process, so a warm run skips
+   tracing and lowering as well as XLA compilation. JAX's own persistent cache only skips the
+   last step, and tracing plus lowering a grid program costs about a second;
+3. **compiled** now (then saved to both).
+
+A file on disk is found by a sha256 of everything that could change the program: the key's
+stable text, the versions of jax and jaxlib, the platform and devices, and the source of jaxtd
+and of every module whose code the algorithm names (a user factory's module included). An
+algorithm whose identity has no stable text (a hand-assembled ``Algorithm``, or a constructor
+argument such as a ready optax transformation, which is a closure) is never saved to disk, only
+kept in memory; multi-process programs are never saved either. A file that cannot be read or
+loaded is removed and the program compiled again. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import inspect
+import os
+import pickle
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["get", "clear", "signature", "stable_text", "disk_dir"]
+
+_MEMORY: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
+_MAX_IN_MEMORY = 64  # each entry holds device code
+_FORMAT = "1"
+
+
+def signature(args) -> tuple:
+    """The tree structure and ``(shape, dtype)`` of every leaf of ``args``."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    return treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype) if not hasattr(x, "dtype")
+                           else str(x.dtype)) for x in leaves)
+
+
+def clear() -> None:
+    """Forget every compiled program of this process (files on disk are kept)."""
+    _MEMORY.clear()
+
+
+def disk_dir() -> Optional[Path]:
+    """``<JAX persistent cache folder>/jaxtd-programs`` when that cache is enabled on a local
+    folder, else ``None``."""
+    root = jax.config.jax_compilation_cache_dir
+    if not root or "://" in str(root):
+        return None
+    return Path(root) / "jaxtd-programs"
+
+
+def get(key, lower: Callable[[], Any], *, disk_key=None) -> tuple[Any, float, str]:
+    """The executable of ``key``: ``(executable, seconds, how)`` with ``how`` one of
+    ``"memory"``, ``"disk"``, ``"compiled"`` and ``seconds`` spent getting it.
+
+    ``lower()`` returns the lowered program (``jax.jit(...).lower(...)``), called on a miss only.
+    ``disk_key``: a tuple of stable parts (:func:`stable_text`) naming the program across
+    processes, or ``None`` to keep it in memory only.
+    """
+    hit = _MEMORY.get(key)
+    if hit is not None:
+        _MEMORY.move_to_end(key)
+        return hit, 0.0, "memory"
+    t0 = time.perf_counter()
+    path = _path(disk_key)
+    executable = _load(path) if path is not None else None
+    how = "disk"
+    if executable is None:
+        executable = lower().compile()
+        how = "compiled"
+        if path is not None:
+            _save(path, executable)
+    _MEMORY[key] = executable
+    while len(_MEMORY) > _MAX_IN_MEMORY:
+        _MEMORY.popitem(last=False)
+    return executable, time.perf_counter() - t0, how
+
+
+def _path(disk_key) -> Optional[Path]:
+    folder = disk_dir()
+    if folder is None or disk_key is None or jax.process_count() > 1:
+        return None
+    text = stable_text(disk_key)
+    if text is None:
+        return None
+    devices = tuple((d.platform, d.device_kind) for d in jax.devices())
+    h = hashlib.sha256()
+    for part in (_FORMAT, text, jax.__version__, _jaxlib_version(), repr(devices),
+                 jax.devices()[0].client.platform_version, _source_digest()):
+        h.update(part.encode())
+        h.update(b"\0")
+    for module in _modules_named(disk_key):
+        digest = _module_digest(module)
+        if digest is None:
+            return None
+        h.update(digest.encode())
+    return folder / f"{h.hexdigest()[:32]}.bin"
+
+
+def _load(path: Path):
+    try:
+        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        from jax.experimental import serialize_executable
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except FileNotFoundError:
+        return None
+    except Exception:  # damaged, truncated or from an incompatible build: compile again
+        try:
+            path.unlink()
+        except OSError:
+            pass
+        return None
+
+
+def _save(path: Path, executable) -> None:
+    try:
+        from jax.experimental import serialize_executable
+        blob = pickle.dumps(serialize_executable.serialize(executable))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, path)
+    except Exception:  # a cache that cannot be written only costs the next process a compile
+        try:
+            os.unlink(tmp)  # noqa: F821 (bound when mkstemp succeeded)
+        except (NameError, OSError):
+            pass
+
+
+# -- stable identities -------------------------------------------------------------------------
+
+def stable_text(value) -> Optional[str]:
+    """A text that names ``value`` the same way in every process, or ``None`` when it has none.
+
+    Numbers, strings, bools, ``None``, tuples/lists/dicts of those, dtypes, tree definitions and
+    module-level functions and classes (by ``module.qualname``) have one; closures, lambdas,
+    arrays and other objects do not. An :class:`~jaxtd.algorithms.Algorithm` is named by its
+    name, its constructor's ``static_key`` and its hparam defaults.
+    """
+    from jaxtd.algorithms.base import Algorithm
+    if isinstance(value, Algorithm):
+        if value.static_key is None:
+            return None
+        return stable_text(("Algorithm", value.name, value.static_key,
+                            tuple(sorted((k, float(v)) for k, v in value.hparams.items()))))
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        return float.hex(value)
+    if isinstance(value, (tuple, list)):
+        parts = [stable_text(v) for v in value]
+        return None if None in parts else f"{type(value).__name__}({','.join(parts)})"
+    if isinstance(value, dict):
+        return stable_text(tuple(sorted(value.items(), key=lambda kv: repr(kv[0]))))
+    if isinstance(value, np.dtype):
+        return f"dtype({value})"
+    if isinstance(value, jax.tree_util.PyTreeDef):
+        return f"tree({value})"
+    if isinstance(value, (types.FunctionType, type)):
+        qualname = getattr(value, "__qualname__", "")
+        module = getattr(value, "__module__", None)
+        if not module or "<" in qualname or _lookup(module, qualname) is not value:
+            return None
+        return f"{module}.{qualname}"
+    if isinstance(value, jax.Device):
+        return f"device({value.platform},{value.id},{value.process_index})"
+    return None
+
+
+def _lookup(module: str, qualname: str):
+    obj = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _modules_named(value) -> list[str]:
+    """Modules outside jaxtd whose code ``value`` names: constructors of algorithms, functions
+    and classes among their arguments (a user factory's module, a custom model function's)."""
+    from jaxtd.algorithms.base import Algorithm
+    found: set[str] = set()
+
+    def visit(v):
+        if isinstance(v, Algorithm):
+            if v.static_key is not None:
+                found.add(v.static_key[0])
+                visit(v.static_key[2])
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, dict):
+            for x in v.items():
+                visit(x)
+        elif isinstance(v, (types.FunctionType, type)):
+            found.add(v.__module__)
+
+    visit(value)
+    return sorted(m for m in found if m != "jaxtd" and not m.startswith("jaxtd."))
+
+
+def _module_digest(module: str) -> Optional[str]:
+    """sha256 of a module's source file (``None`` when it has none to read)."""
+    mod = sys.modules.get(module)
+    try:
+        path = inspect.getsourcefile(mod) if mod is not None else None
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except (TypeError, OSError):
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _source_digest() -> str:
+    """sha256 over every ``.py`` file of the installed jaxtd package (a code change is a new
+    program even when the version number stays)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _jaxlib_version() -> str:
+    try:
+        import jaxlib
+        return str(jaxlib.__version__)
+    except (ImportError, AttributeError):
+        return "?"

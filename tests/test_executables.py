@@ -1,0 +1,135 @@
+"""Compiled grid programs across processes (jaxtd._executables) and the host-side precise final
+error of a grid (the float64 aligned expansion)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxtd
+from jaxtd import _executables, algorithms, compile_cache
+from jaxtd._aligned import aligned_residual_sq, aligned_residual_sq_host
+from jaxtd.algorithms.base import Algorithm
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _target(dim=5, rank=2, order=3):
+    return jaxtd.targets.orthonormal(jax.random.key(0), dim=dim, rank=rank, order=order)
+
+
+# -- stable identities ---------------------------------------------------------------------------
+
+def test_stable_text_names_constructor_arguments():
+    a, b = algorithms.gd(0.1), algorithms.gd(0.1)
+    assert _executables.stable_text(a) == _executables.stable_text(b) is not None
+    assert _executables.stable_text(algorithms.gd(0.2)) != _executables.stable_text(a)
+    adam = _executables.stable_text(algorithms.gd(optax.adam, learning_rate=0.1))
+    assert adam is not None and "optax" in adam and "adam" in adam
+    assert adam != _executables.stable_text(algorithms.gd(optax.sgd, learning_rate=0.1))
+    assert _executables.stable_text(algorithms.gd(0.1, init="antisymmetric")) != \
+        _executables.stable_text(a)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: algorithms.gd(optax.sgd(0.1)),             # a ready transformation is a closure
+    lambda: algorithms.gd(0.1)._replace(step=lambda s, t: (s, {})),   # hand-modified
+    lambda: Algorithm("x", *(lambda *a, **k: None,) * 4, {}),         # hand-assembled
+])
+def test_stable_text_refuses_what_it_cannot_name(make):
+    assert _executables.stable_text(make()) is None
+
+
+def test_stable_text_of_plain_values():
+    assert _executables.stable_text((1, "a", 0.1, None, True)) == \
+        _executables.stable_text((1, "a", 0.1, None, True))
+    assert _executables.stable_text(0.1) != _executables.stable_text(float(np.nextafter(0.1, 1)))
+    assert _executables.stable_text(lambda x: x) is None
+    assert _executables.stable_text(np.zeros(2)) is None
+    assert _executables.stable_text(optax.adam) == "optax._src.alias.adam"
+
+
+# -- across processes -----------------------------------------------------------------------------
+
+_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, optax, jaxtd
+    import jaxtd.compile_cache
+    jaxtd.compile_cache.enable(sys.argv[1])
+    target = jaxtd.targets.orthonormal(jax.random.key(0), dim=5, rank=2, order=3)
+    out = {}
+    for name, alg in [("sgd", jaxtd.algorithms.gd(0.1, init_scale=0.1)),
+                      ("ready", jaxtd.algorithms.gd(optax.sgd(0.1), init_scale=0.1))]:
+        res = jaxtd.sweep(alg, target, seeds=2, widths=[2, 3], steps=8, record_every=4)
+        out[name] = {"compiles": res.info["n_compiles"], "loaded": res.info["n_programs_loaded"],
+                     "errors": res.rows["final_relative_error"].tolist()}
+    print(json.dumps(out))
+""")
+
+
+def _run_script(cache):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(cache)], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_loads_the_executable_instead_of_compiling(tmp_path):
+    cold = _run_script(tmp_path)
+    assert cold["sgd"] == {**cold["sgd"], "compiles": 1, "loaded": 0}
+    saved = sorted((tmp_path / "jaxtd-programs").glob("*.bin"))
+    assert len(saved) == 1  # the ready optax transformation has no stable identity: not saved
+    warm = _run_script(tmp_path)
+    assert warm["sgd"]["compiles"] == 0 and warm["sgd"]["loaded"] == 1
+    assert warm["sgd"]["errors"] == cold["sgd"]["errors"]        # bit-identical
+    assert warm["ready"]["compiles"] == 1 and warm["ready"]["loaded"] == 0
+    # a damaged file is dropped and the program compiled again, with the same numbers
+    saved[0].write_bytes(b"not an executable")
+    again = _run_script(tmp_path)
+    assert again["sgd"]["compiles"] == 1 and again["sgd"]["errors"] == cold["sgd"]["errors"]
+
+
+def test_disk_cache_off_unless_persistent_cache_enabled(tmp_path):
+    assert jax.config.jax_compilation_cache_dir is None
+    assert _executables.disk_dir() is None
+    compile_cache.enable(tmp_path)
+    try:
+        assert _executables.disk_dir() == tmp_path / "jaxtd-programs"
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+
+
+# -- the precise final error on the host ----------------------------------------------------------
+
+def test_host_expansion_equals_jax_expansion_float64(x64):
+    target = _target(dim=6, rank=3, order=3)
+    key = jax.random.key(3)
+    weights = jax.random.normal(key, (7,), jnp.float64)
+    factors = jax.random.normal(jax.random.fold_in(key, 1), (7, 6), jnp.float64)
+    model = jaxtd.SymCP(weights, factors, 3)
+    want = float(aligned_residual_sq(model, target))
+    got = aligned_residual_sq_host(np.asarray(weights)[None], np.asarray(factors)[None],
+                                   target.weights, target.factors, 3)
+    assert got.shape == (1,)
+    np.testing.assert_allclose(got[0], want, rtol=1e-12)
+
+
+def test_grid_final_error_is_precise_near_a_fit():
+    """A float32 cell's final error agrees with jaxtd.relative_error (extended precision) at an
+    small error, where the plain float32 Gram form would be off by orders of magnitude."""
+    target = _target(dim=8, rank=2, order=3)
+    gd = algorithms.gd(0.1, init_scale=5e-2)
+    res = jaxtd.sweep(gd, target, seeds=1, widths=[5], steps=1200, record_every=100)
+    alone = jaxtd.run(gd, jaxtd.key_for_seed(0), target, width=5, steps=1200, record_every=100)
+    err = float(res.rows["final_relative_error"][0])
+    assert err < 1e-3
+    np.testing.assert_allclose(err, float(alone.final_relative_error), rtol=1e-4)
+    np.testing.assert_allclose(res.histories["relative_error"][0, -1], err, rtol=0)
