@@ -9,8 +9,7 @@ import jax.numpy as jnp
 
 from jaxtd import _extended
 from jaxtd._precision import matmul
-from jaxtd._checks import check_finite, check_int
-from jaxtd.initialization import init_factors
+from jaxtd._checks import check_finite
 from jaxtd.shapes import Params, Scalar
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
@@ -135,34 +134,6 @@ def lazy_relative_error(model: SymCP, delta: Params, target: SymCP, *,
 
 
 # -- antisymmetric initialization -----------------------------------------------------------------
-
-def antisymmetric(key, width: int, dim: int, order: int, *, scale: str = "standard",
-                  delta=1e-2, dtype=None) -> SymCP:
-    """Antisymmetric initialization (docs/algorithms.md): rows in pairs ``(2k, 2k+1)`` with the same
-    factor and weights ``+1, -1``, so ``T(W0) = 0`` for every order.
-
-    Returns ``SymCP(c, W0, order)`` with ``W0`` of shape ``(width, dim)``: row ``i`` carries the
-    factor of pair ``i // 2``, drawn like row ``i // 2`` of
-    :func:`jaxtd.initialization.init_factors` (``fold_in(key, i // 2)``; ``scale``/``delta`` as
-    there), and weight ``(-1)**i``. Rows are prefix-consistent: the first ``m`` rows (factors and
-    weights) of a wider initialization equal the width-``m`` one.
-
-    Odd widths are allowed: the last row is then an unpaired component of weight ``+1`` and
-    ``T(W0) = w^{⊗l}`` for that row. This keeps prefix consistency, so a masked odd-width run
-    inside a padded grid equals the standalone run; use an even width when ``T(W0) = 0`` matters.
-
-    Note: a pair spans the tangent directions of one factor only, so the tangent space of a
-    width-``2k`` antisymmetric model is that of ``k`` distinct components (the lazy threshold
-    sits at twice the width of the standard initialization).
-    """
-    width = check_int(width, "width", 1)
-    check_int(order, "order", 2)
-    pairs = (int(width) + 1) // 2
-    z = init_factors(key, pairs, dim, scale=scale, delta=delta, dtype=dtype)
-    factors = jnp.repeat(z, 2, axis=0)[:width]
-    weights = jnp.where(jnp.arange(width) % 2 == 0, 1.0, -1.0).astype(factors.dtype)
-    return SymCP(weights, factors, int(order))
-
 
 # -- the jax.linearize reference ------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from jaxtd.initialization import init_factors
 from jaxtd.lazy_cg import cg_lstsq
 from jaxtd.shapes import ArrayLike, Scalar
 from jaxtd.symcp import SymCP, check_compatible
-from jaxtd._lazy_model import _check_model_target, antisymmetric
+from jaxtd._lazy_model import _check_model_target
+from jaxtd.initialization import antisymmetric
 
 __all__ = ["LazyLstsq", "normal_equations", "default_rcond", "lstsq", "sym_dim", "METHODS",
            "DENSE_MAX_SIZE", "solver_for", "best_residual", "best_residual_table"]

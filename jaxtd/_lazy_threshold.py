@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxtd.initialization import init_factors
 from jaxtd.symcp import SymCP
-from jaxtd._lazy_model import antisymmetric
+from jaxtd.initialization import antisymmetric
 from jaxtd._lazy_optimum import sym_dim, _check_method, solver_for, _Cell, _solve_cell
 
 __all__ = ["AH_EXCEPTIONS", "predicted_critical_width", "near_threshold_widths", "Threshold",

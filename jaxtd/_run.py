@@ -64,7 +64,6 @@ from jaxtd import losses, metrics
 from jaxtd._checks import check_finite, check_int
 from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
                                    check_width, row_mask)
-from jaxtd.algorithms._lazy_gd import LazyGDState
 from jaxtd.symcp import SymCP
 
 __all__ = ["RunResult", "simulate", "trajectory", "with_final_loss", "run", "default_record_every", "with_init_params"]
@@ -129,18 +128,17 @@ def _where(pred, a, b):
 def with_init_params(algorithm: Algorithm, state, params):
     """``state`` with its initial factors replaced by ``params`` (``(width, d)``).
 
-    The factors are the state leaf that ``algorithm.params`` returns unchanged (found by tracing
-    it: ``state.params`` for gd, the variant and the deflation flow); for lazy GD, whose
-    ``params`` is ``W0 + Δ`` with ``Δ = 0`` at init, they are the linearization point ``W0``.
+    A state that knows better says so with a method ``state.with_init_params(params)`` (lazy
+    GD's, whose ``params`` is ``W0 + Δ`` with ``Δ = 0`` at init: the linearization point ``W0``
+    is replaced). Otherwise the factors are the state leaf that ``algorithm.params`` returns
+    unchanged (found by tracing it: ``state.params`` for gd, the variant and the deflation flow).
     Everything else the init drew (signs, masks, optimizer state, keys) is kept, so hparams that
     only shaped the drawn factors (``init_scale`` of gd) no longer act, while those that act later
     (re-draw norms of the variant and the deflation flow) still do. Raises a ``TypeError`` for
     an algorithm whose ``params`` is computed from several leaves.
     """
-    if isinstance(state, LazyGDState):
-        model = state.model
-        return state._replace(model=SymCP(model.weights, params.astype(model.factors.dtype),
-                                          model.order))
+    if hasattr(state, "with_init_params"):
+        return state.with_init_params(params)
     leaves, treedef = jax.tree_util.tree_flatten(state)
     jaxpr = jax.make_jaxpr(lambda *ls: algorithm.params(treedef.unflatten(ls)))(*leaves).jaxpr
     out = jaxpr.outvars[0]

@@ -44,8 +44,8 @@ slopes) and ``_lazy_train`` (training at a given point: the step of
 from __future__ import annotations
 
 # The implementation lives in one private module per concept; this module is the public face.
-from jaxtd._lazy_model import (lazy_loss, lazy_residual_sq, lazy_relative_error, antisymmetric,
-                               linearize)
+from jaxtd._lazy_model import lazy_loss, lazy_residual_sq, lazy_relative_error, linearize
+from jaxtd.initialization import antisymmetric
 from jaxtd._lazy_optimum import (LazyLstsq, normal_equations, default_rcond, lstsq, sym_dim,
                                  METHODS, DENSE_MAX_SIZE, solver_for, best_residual,
                                  best_residual_table)

@@ -39,3 +39,30 @@ def test_no_algorithm_module_imports_another():
         for other in ("_gd", "_variant", "_deflation", "_lazy_gd"):
             if other != path.stem:
                 assert f"jaxtd.algorithms.{other}" not in text, (path.name, other)
+
+
+def _imports(path) -> set:
+    """Every module a file imports, function-local imports included."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return found
+
+
+def test_runner_and_gd_sit_below_what_they_run():
+    """The runner knows algorithms by their interface only (a state may offer
+    ``with_init_params``); gradient descent takes its initializations from
+    ``jaxtd.initialization``, not from the lazy module above it."""
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    run_imports = _imports(root / "_run.py")
+    assert not [m for m in run_imports if m.startswith("jaxtd.algorithms._")], run_imports
+    for name in ("_gd.py", "_lazy_gd.py"):
+        gd_imports = _imports(root / "algorithms" / name)
+        assert "jaxtd.lazy" not in gd_imports or name == "_lazy_gd.py", (name, gd_imports)
+    assert not [m for m in _imports(root / "initialization.py") if "lazy" in m or "algorithms" in m]

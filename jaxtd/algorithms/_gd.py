@@ -6,7 +6,7 @@ Initialization (``init``), every row of norm exactly ``δ = init_scale``:
   per :func:`jaxtd.models.draw_signs`. ``T(W0)`` has norm ``~ sqrt(m) δ^k`` (``k`` the model's
   degree in ``W``: ``l`` plain, 2 two-homogeneous).
 - ``"antisymmetric"``: rows in pairs ``(2j, 2j+1)`` on the same factor ``δ z_j/||z_j||`` with signs
-  ``+1, -1`` (:func:`jaxtd.lazy.antisymmetric`, the factors of ``lazy_gd(init="antisymmetric")``
+  ``+1, -1`` (:func:`jaxtd.initialization.antisymmetric`, the factors of ``lazy_gd(init="antisymmetric")``
   times ``δ/||row||``), so ``T(W0) = 0`` exactly at every scale (even widths; an odd width
   leaves the last row unpaired). This is the centred initialization under which a large ``δ``
   makes training lazy (docs/algorithms.md, "init scale and the lazy regime").
@@ -42,7 +42,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from jaxtd import lazy, models, schema
+from jaxtd import initialization, models, schema
 from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec, make_optimizer  # re-exported (public before)
 from jaxtd.symcp import SymCP
@@ -128,7 +128,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         hp = ctx.hparams
         if centred:
             # the key split of lazy_gd, so its rows have the directions of lazy_gd's W0
-            pairs = lazy.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
+            pairs = initialization.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
                                        scale="small", delta=hp["init_scale"], dtype=ctx.dtype)
             params, row_signs = pairs.factors, pairs.weights
         else:

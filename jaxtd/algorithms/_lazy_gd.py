@@ -4,7 +4,7 @@ The trained variable is the perturbation ``Δ`` ``(m, d)`` of a fixed initializa
 ``W0`` (weights ``c`` fixed); the objective is the exact factored lazy loss
 ``1/2 ||T(W0) + JΔ - T*||^2 + λ/2 ||Δ||_F^2`` (:func:`jaxtd.lazy.lazy_loss`, ridge ``λ`` default 0).
 ``W0`` is drawn at the standard scale (rows ``N(0, I/d)`` times ``init_scale``), either
-antisymmetric (pairs ``(w, +1), (w, -1)``, so ``T(W0) = 0``; :func:`jaxtd.lazy.antisymmetric`) or
+antisymmetric (pairs ``(w, +1), (w, -1)``, so ``T(W0) = 0``; :func:`jaxtd.initialization.antisymmetric`) or
 plain (weights from :func:`jaxtd.models.draw_signs`).
 
 Metrics. The lazy tensor ``T(W0) + JΔ`` is not a width-``m`` SymCP, but it is an exact SymCP of
@@ -53,6 +53,13 @@ class LazyGDState(NamedTuple):
     opt_state: Any
     hparams: dict
     count: jax.Array
+
+    def with_init_params(self, params: jax.Array) -> "LazyGDState":
+        """This state linearized at ``params`` (``(m, d)``) instead of the drawn ``W0``: the
+        runner's ``init_params`` (``params(state) = W0 + Δ`` with ``Δ = 0`` at init)."""
+        model = self.model
+        return self._replace(model=SymCP(model.weights, params.astype(model.factors.dtype),
+                                         model.order))
 
 
 def _stencil(order: int) -> np.ndarray:
@@ -124,7 +131,7 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
         ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
         hp = ctx.hparams
         if init == "antisymmetric":
-            m0 = lazy.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
+            m0 = initialization.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
                                     scale="standard", dtype=ctx.dtype)
             w0, c = m0.factors, m0.weights
         else:
