@@ -61,7 +61,7 @@ from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
-from jaxtd._run import check_hparam, default_record_every, simulate
+from jaxtd._run import check_hparam, check_record_every, default_record_every, simulate
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
@@ -307,9 +307,7 @@ def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, succes
     if record_every is None:
         record_every = default_record_every(steps)
     record_every = check_int(record_every, "record_every", 1)
-    if steps % record_every:
-        raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
-                         "pick a divisor of steps")
+    check_record_every(steps, record_every)
     names, values = _check_hparams(algorithm, hparams)
     if (isinstance(success_threshold, bool) or not isinstance(success_threshold, numbers.Real)
             or not (math.isfinite(success_threshold) and success_threshold > 0)):

@@ -91,10 +91,14 @@ LAZY_EXTRA = (
 # keys renamed to the constructor's argument names
 _RENAMED = {"deflation": {"learning_rate": "step_size"}}
 
+# jaxtd.symcp.MAX_ORDER, repeated so that reading a config does not import JAX (a test checks
+# that the two agree)
+MAX_ORDER = 64
+
 TARGET_SCHEMA = (
-    Param("order", "ints", "tensor order l (a list sweeps it)", ge=2),
-    Param("dim", "ints", "dimension d (a list sweeps it)", ge=1),
-    Param("rank", "ints", "rank r of the ground truth (a list sweeps it)", ge=1),
+    Param("order", "ints", "tensor order l (a list sweeps it)", ge=2, le=MAX_ORDER, example=3),
+    Param("dim", "ints", "dimension d (a list sweeps it)", ge=1, example=8),
+    Param("rank", "ints", "rank r of the ground truth (a list sweeps it)", ge=1, example=2),
     Param("kind", "choice", "components: orthonormal, the standard basis, or random unit",
           default="orthonormal", choices=KINDS + tuple(_KIND_ALIASES)),
     Param("weights", "str", "equal | geometric | a list of rank numbers", default="equal"),
@@ -108,11 +112,12 @@ def _sweep_schema():
     from jaxtd._sweep import BUCKETINGS, sweep
     bucketing = inspect.signature(sweep).parameters["bucketing"].default  # jaxtd.sweep's default
     return (
-        Param("algorithms", "str", "algorithm tables to run"),
-        Param("widths", "ints", "model widths m", ge=1),
-        Param("seeds", "int", "number of seeds per cell", ge=1),
-        Param("steps", "int", "steps per run", ge=1),
-        Param("success_threshold", "float", "success: relative error <= this", gt=0),
+        Param("algorithms", "str", "algorithm tables to run", example=["gd"]),
+        Param("widths", "ints", "model widths m", ge=1, example=[2, 4, 8]),
+        Param("seeds", "int", "number of seeds per cell", ge=1, example=8),
+        Param("steps", "int", "steps per run", ge=1, example=1000),
+        Param("success_threshold", "float", "success: relative error <= this", gt=0,
+              example=0.01),
         Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),
         Param("bucketing", "choice", "width buckets sharing one compilation",
               default=bucketing, choices=BUCKETINGS),

@@ -57,7 +57,9 @@ class Param:
         ``default_from`` when given), or a required key in a schema that is not derived. ``None`` means "let the constructor decide" and is only
         the resolved value when the key is absent.
       default_from: the signature argument holding the default, when it is not ``name``.
-      gt, ge: open / closed lower bound of a number.
+      gt, ge: open / closed lower bound of a number; le: closed upper bound.
+      example: a value to show in messages when ``default`` is :data:`UNSET` (a required key);
+        without one, an example is made from the kind and the bounds.
       choices: accepted values of a ``choice``.
       hparam: the algorithm hyper-parameter this argument sets; such a key may be a list of
         numbers, swept by :func:`jaxtd.sweep` as one vmapped axis (no recompilation per value).
@@ -70,8 +72,10 @@ class Param:
     default_from: Optional[str] = None
     gt: Optional[float] = None
     ge: Optional[float] = None
+    le: Optional[float] = None
     choices: tuple = ()
     hparam: Optional[str] = None
+    example: Any = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -87,8 +91,45 @@ class Param:
             rng = f">= {self.ge:g}"
         else:
             rng = self.kind
+        if self.le is not None:
+            rng += f", <= {self.le:g}"
         sweep = ", or a list to sweep" if self.hparam else ""
-        return f"{self.name} ({rng}{sweep}): {self.help} [default {self.default!r}]"
+        default = (f"required, e.g. {self.example_value()!r}" if self.default is UNSET
+                   else f"default {self.default!r}")
+        return f"{self.name} ({rng}{sweep}): {self.help} [{default}]"
+
+    def example_value(self) -> Any:
+        """A valid value for messages: ``example``, else the default, else one made from the
+        kind and the bounds (never :data:`UNSET`)."""
+        if self.example is not None:
+            return self.example
+        if self.default is not UNSET and self.default is not None:
+            return self.default
+        if self.choices:
+            return self.choices[0]
+        low = self.ge if self.ge is not None else (self.gt if self.gt is not None else None)
+        if self.kind in ("int", "ints"):
+            value = max(1, int(low) + (1 if self.gt is not None and self.ge is None else 0)
+                        if low is not None else 1)
+            return [value] if self.kind == "ints" else value
+        if self.kind == "float":
+            return 0.1 if low is None or low < 0.1 else float(low) * 2 or 1.0
+        if self.kind == "bool":
+            return True
+        if self.kind == "table":
+            return {}
+        return "..."
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` as TOML writes it (``true``, ``"text"``, ``[1, 2]``), for "write e.g." fixes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
 
 
 def derive(constructor: Callable, params: Sequence[Param]) -> tuple[Param, ...]:
@@ -122,7 +163,7 @@ def check(where: str, param: Param, value: Any) -> Any:
     if param.hparam and isinstance(value, (list, tuple)):
         if not value:
             raise ConfigError(where, "empty list", f"give one value or several to sweep, e.g. "
-                              f"{param.name} = [{param.default!r}]")
+                              f"{param.name} = [{_toml_value(param.example_value())}]")
         cleaned = tuple(check(where, dataclasses.replace(param, hparam=None), v) for v in value)
         if len(set(cleaned)) != len(cleaned):
             raise ConfigError(where, f"duplicate values in {list(cleaned)}", "list each once")
@@ -157,12 +198,12 @@ def check(where: str, param: Param, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(where, f"must be an integer, got {value!r}",
-                              f"write e.g. {param.name} = {param.default!r}")
+                              f"write e.g. {param.name} = {_toml_value(param.example_value())}")
         value = int(value)
     else:
         if not _is_number(value):
             raise ConfigError(where, f"must be a number, got {value!r}",
-                              f"write e.g. {param.name} = {param.default!r}")
+                              f"write e.g. {param.name} = {_toml_value(param.example_value())}")
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(where, f"must be finite, got {value}", "use a finite number")
@@ -172,6 +213,9 @@ def check(where: str, param: Param, value: Any) -> Any:
     if param.ge is not None and not value >= param.ge:
         raise ConfigError(where, f"must be >= {param.ge:g}, got {value}",
                           f"use a number >= {param.ge:g}")
+    if param.le is not None and not value <= param.le:
+        raise ConfigError(where, f"must be <= {param.le:g}, got {value}",
+                          f"use a number <= {param.le:g}")
     return value
 
 
