@@ -283,9 +283,42 @@ def optax_factory(name: str, args: Optional[Mapping[str, Any]] = None,
             raise ConfigError(f"{where}_args.{key}", f"optax.{name} has no argument {key!r}",
                               f"use one of {', '.join(known) or '(none)'}")
     try:
-        return _factory(name, tuple(sorted(args.items())))
+        factory = _factory(name, tuple(sorted(args.items())))
     except TypeError:  # an unhashable argument (a list): no caching
-        return functools.partial(getattr(optax, name), **args)
+        factory = functools.partial(getattr(optax, name), **args)
+    if args:
+        _check_optimizer_args(name, args, factory, where)
+    return factory
+
+
+def _probe_optimizer(factory: Callable) -> Optional[BaseException]:
+    """Trace one ``init`` and ``update`` of ``factory(learning_rate=0.1)`` on a 2-vector (shapes
+    only); the exception it raises, or ``None``."""
+    import jax
+    import jax.numpy as jnp
+    try:
+        tx = factory(learning_rate=0.1)
+        jax.eval_shape(lambda p: tx.update(p, tx.init(p), p), jax.ShapeDtypeStruct((2,),
+                                                                                   jnp.float32))
+    except Exception as err:  # noqa: BLE001 - reported by the caller
+        return err
+    return None
+
+
+def _check_optimizer_args(name: str, args: Mapping[str, Any], factory: Callable,
+                          where: str) -> None:
+    """Refuse ``optimizer_args`` that make the optimizer fail (``b1 = "x"``) before anything
+    runs: the optimizer is traced once with and without them; only a failure that the arguments
+    cause is reported (an optimizer whose update needs more than gradients is not judged)."""
+    err = _probe_optimizer(factory)
+    if err is None or _probe_optimizer(getattr(__import__("optax"), name)) is not None:
+        return
+    text = str(err).splitlines()[0] if str(err) else ""
+    shown = ", ".join(f"{k} = {v!r}" for k, v in args.items())
+    raise ConfigError(f"{where}_args", f"optax.{name} fails with {{ {shown} }} "
+                      f"({type(err).__name__}: {text})",
+                      f"give each argument a value of the type optax.{name} documents "
+                      "(numbers for rates and decays)")
 
 
 def build(constructor: Callable, values: Mapping[str, Any], *, name: Optional[str] = None,
