@@ -496,16 +496,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
 def _failed_file(err: OSError) -> str | None:
-    """The file an ``OSError`` is about: its ``filename``, else the ``path`` of the
-    ``atomic_write`` it escaped from (a ``write``/``fsync`` failing for a full disk carries no
-    filename)."""
+    """The file an ``OSError`` is about: its ``filename``, else the ``path`` being written by
+    the innermost jaxtd function on its traceback that has one (every file jaxtd writes goes
+    through ``atomic_write(path)`` from a function holding ``path``; a ``write``/``fsync``
+    failing for a full disk carries no filename)."""
     if err.filename is not None:
         return os.fsdecode(err.filename)
     tb, found = err.__traceback__, None
-    while tb is not None:  # outermost to innermost: keep the innermost atomic_write
-        if tb.tb_frame.f_code.co_name == "atomic_write":
-            path = tb.tb_frame.f_locals.get("path")
+    while tb is not None:  # outermost to innermost: keep the innermost
+        frame = tb.tb_frame
+        if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            path = frame.f_locals.get("path")
             if isinstance(path, (str, os.PathLike)):
                 found = os.fspath(path)
         tb = tb.tb_next

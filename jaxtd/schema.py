@@ -296,10 +296,11 @@ def _probe_optimizer(factory: Callable) -> Optional[BaseException]:
     only); the exception it raises, or ``None``."""
     import jax
     import jax.numpy as jnp
-    try:
-        tx = factory(learning_rate=0.1)
-        jax.eval_shape(lambda p: tx.update(p, tx.init(p), p), jax.ShapeDtypeStruct((2,),
-                                                                                   jnp.float32))
+    try:  # standard promotion: optax mixes its int32 step count with floats
+        with jax.numpy_dtype_promotion("standard"):
+            tx = factory(learning_rate=0.1)
+            jax.eval_shape(lambda p: tx.update(p, tx.init(p), p),
+                           jax.ShapeDtypeStruct((2,), jnp.float32))
     except Exception as err:  # noqa: BLE001 - reported by the caller
         return err
     return None
