@@ -282,6 +282,19 @@ def default_record_every(steps: int, records: int = 100) -> int:
     return largest_divisor_at_most(steps, max(1, steps // records))
 
 
+# Step counters (``diverged_step``, the divergence reference's count, ``history["step"]``) are
+# int32.
+MAX_STEPS = 2 ** 31 - 1
+
+
+def check_steps(steps) -> int:
+    """``steps`` as an int in ``[1, MAX_STEPS]`` (TypeError for a non-int, ValueError else)."""
+    steps = check_int(steps, "steps", 1)
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be <= {MAX_STEPS} (step counters are 32-bit), got {steps}")
+    return steps
+
+
 def check_record_every(steps: int, record_every: int) -> None:
     """The one message of run, simulate and sweep for a ``record_every`` that does not divide
     ``steps`` (a run records every ``record_every`` steps, so it would stop short)."""
@@ -340,7 +353,7 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
     check_target(target)
     _check_key(key)
     width = check_width(width)
-    steps = check_int(steps, "steps", 1)
+    steps = check_steps(steps)
     record_every = check_int(record_every, "record_every", 1)
     check_record_every(steps, record_every)
     if not _is_real(divergence_factor) and not isinstance(divergence_factor, jax.core.Tracer):
@@ -410,7 +423,7 @@ def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
     defaults merged with ``hparams``) is passed as a traced argument: changing a value never
     compiles again, and ``jax.grad``/``jax.jvp`` of a run with respect to it work."""
     if record_every is None:
-        record_every = default_record_every(check_int(steps, "steps", 1))
+        record_every = default_record_every(check_steps(steps))
     width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
                                           record_every=record_every,
                                           divergence_factor=divergence_factor, active=active,

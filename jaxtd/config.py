@@ -115,7 +115,7 @@ def _sweep_schema():
         Param("algorithms", "str", "algorithm tables to run", example=["gd"]),
         Param("widths", "ints", "model widths m", ge=1, example=[2, 4, 8]),
         Param("seeds", "int", "number of seeds per cell", ge=1, example=8),
-        Param("steps", "int", "steps per run", ge=1, example=1000),
+        Param("steps", "int", "steps per run", ge=1, le=2 ** 31 - 1, example=1000),
         Param("success_threshold", "float", "success: relative error <= this", gt=0,
               example=0.01),
         Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),

@@ -92,7 +92,7 @@ class Param:
         else:
             rng = self.kind
         if self.le is not None:
-            rng += f", <= {self.le:g}"
+            rng += f", <= {_bound(self.le)}"
         sweep = ", or a list to sweep" if self.hparam else ""
         default = (f"required, e.g. {self.example_value()!r}" if self.default is UNSET
                    else f"default {self.default!r}")
@@ -119,6 +119,11 @@ class Param:
         if self.kind == "table":
             return {}
         return "..."
+
+
+def _bound(value: float) -> str:
+    """A bound as written: ``2147483647``, not ``2.14748e+09``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _toml_value(value: Any) -> str:
@@ -214,8 +219,8 @@ def check(where: str, param: Param, value: Any) -> Any:
         raise ConfigError(where, f"must be >= {param.ge:g}, got {value}",
                           f"use a number >= {param.ge:g}")
     if param.le is not None and not value <= param.le:
-        raise ConfigError(where, f"must be <= {param.le:g}, got {value}",
-                          f"use a number <= {param.le:g}")
+        raise ConfigError(where, f"must be <= {_bound(param.le)}, got {value}",
+                          f"use a number <= {_bound(param.le)}")
     return value
 
 

@@ -443,12 +443,16 @@ def test_missing_required_key_shows_a_real_example(tmp_path, capsys):
 
 @pytest.mark.timeout(120)
 def test_huge_steps_dry_run_does_not_hang(tmp_path, capsys):
-    """default_record_every was a Python loop over ~steps/100 candidates (10^10 here)."""
+    """default_record_every and the default chunk size were Python loops over ~steps/100 and
+    ~seeds candidates; steps beyond the int32 step counters are refused at once."""
     path = tmp_path / "c.toml"
-    path.write_text(TINY.replace("steps = 200", "steps = 1000000000000")
+    path.write_text(TINY.replace("steps = 200", "steps = 2147483646")
                     .replace("record_every = 20\n", "").replace("seeds = 2", "seeds = 1000000000000"))
     assert cli.main(["run", str(path), "--dry-run"]) == 0
     assert "nothing written: --dry-run" in capsys.readouterr().out
+    path.write_text(TINY.replace("steps = 200", "steps = 1000000000000"))
+    assert cli.main(["run", str(path), "--dry-run"]) == 2
+    assert "[sweep] steps: must be <= 2147483647" in capsys.readouterr().err
 
 
 def test_os_errors_are_one_line(tmp_path):
