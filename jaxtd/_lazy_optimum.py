@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
 
+from jaxtd._checks import host_value
 from jaxtd._precision import einsum, matmul
 from jaxtd.initialization import init_factors
 from jaxtd.lazy_cg import cg_lstsq
@@ -86,7 +87,12 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     a sum of positive terms subtracted once, so in float64 its absolute error is ~1e-16 ||T*||^2
     and a fitted target comes out at ``<= 1e-7``, not a noisy 1e-3. **Use float64**
     (``jax_enable_x64``): in float32 the squared condition number of ``J^T J`` limits the relative
-    residual to ~1e-3 and the rank to ~4 digits.
+    residual to ~1e-3 and the rank to ~4 digits. So concrete float32 inputs (not traced) are
+    solved in float64 all the same (``jax.enable_x64`` for the call; ``rcond=None`` then means
+    the float64 default) and the result is returned in float32: a fitted tangent space gives 0
+    as in float64, not a spurious ~0.2 (the float32 rank falls short of ``C(d+l-1, l)``).
+    Traced float32 inputs (inside ``jit``/``vmap``) are solved in float32 with that limit;
+    :func:`best_residual` routes them to the iterative solver instead.
 
     By Euler's identity ``J W0 = l T(W0)``, ``T(W0)`` lies in the tangent space, so the residual
     is the distance from ``T*`` to the tangent space for any initialization (not only the
@@ -95,6 +101,8 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     ``rank`` nor move. Memory ``O((m d)^2)``, time ``O((m d)^3)``; jit/vmap-able.
     """
     _check_rcond(rcond)
+    if _concrete_float32(model, target):
+        return _lstsq_float64(model, target, rcond)
     jtj, jty = normal_equations(model, target)
     m, d = model.factors.shape
     l = model.order
@@ -130,6 +138,28 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     w0_norm = jnp.sqrt(jnp.sum(active[:, None] * model.factors.astype(dtype) ** 2))
     return LazyLstsq(delta=delta, residual=jnp.sqrt(res_sq) / norm(target), rank=rank,
                      distance=jnp.linalg.norm(delta) / w0_norm)
+
+
+def _concrete_float32(*trees) -> bool:
+    """Whether every leaf is a concrete array held here (no tracer) and the common dtype is
+    float32: then a dense solve can run in float64 (see :func:`lstsq`)."""
+    leaves = jax.tree_util.tree_leaves(trees)
+    return (jnp.result_type(*leaves) == jnp.float32
+            and all(host_value(x) is not None for x in leaves))
+
+
+def _lstsq_float64(model: SymCP, target: SymCP, rcond) -> "LazyLstsq":
+    """:func:`lstsq` of concrete float32 inputs computed in float64, returned in float32."""
+    def to64(t: SymCP) -> SymCP:
+        return SymCP(jnp.asarray(np.asarray(host_value(t.weights), np.float64)),
+                     jnp.asarray(np.asarray(host_value(t.factors), np.float64)), t.order)
+
+    with jax.enable_x64(True):
+        out = jax.tree_util.tree_map(np.asarray, lstsq(to64(model), to64(target), rcond=rcond))
+    return LazyLstsq(delta=jnp.asarray(out.delta, jnp.float32),
+                     residual=jnp.asarray(out.residual, jnp.float32),
+                     rank=jnp.asarray(out.rank, jnp.int32),
+                     distance=jnp.asarray(out.distance, jnp.float32))
 
 
 def _check_rcond(rcond) -> None:
@@ -182,13 +212,18 @@ def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None,
     once the tangent space spans ``Sym^l``; ``rcond`` applies), ``"iterative"``
     (:func:`cg_lstsq`, matrix-free CG, ``tol``/``max_iter`` apply; residuals below their rounding
     floor, :func:`jaxtd.lazy_cg.residual_floor`, come out as 0) or ``"auto"``
-    (:func:`solver_for`: dense up to ``m d =`` :data:`DENSE_MAX_SIZE`). The two agree to ~1e-9
+    (:func:`solver_for`: dense up to ``m d =`` :data:`DENSE_MAX_SIZE`). Float32 inputs: a
+    concrete dense solve runs in float64 (:func:`lstsq`); a traced one (inside ``jit``/``vmap``,
+    where float64 is out of reach) is routed to the iterative solver, since a float32
+    eigendecomposition misses the rank and reports e.g. 0.17 where the answer is 0. The two agree to ~1e-9
     wherever both were compared, at the threshold included. For the iterative convergence
     certificate (normal-equation residual, iterations, floor) call :func:`cg_lstsq`.
     """
     _check_model_target(model, target)
     m, d = model.factors.shape
-    if solver_for(method, m, d) == "dense":
+    solver = solver_for(method, m, d)
+    if solver == "dense" and not (jnp.result_type(model.factors, target.factors) == jnp.float32
+                                  and not _concrete_float32(model, target)):
         return lstsq(model, target, rcond=rcond).residual
     return cg_lstsq(model, target, tol=tol, max_iter=max_iter).residual
 

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses, metrics
-from jaxtd._checks import check_finite, check_int
+from jaxtd._checks import check_finite, check_int, host_value, largest_divisor_at_most
 from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
                                    check_width, row_mask)
 from jaxtd.symcp import SymCP
@@ -214,6 +214,11 @@ def trajectory(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: i
     from which a caller computes the precise values apart (a grid does, on the host, so that its
     compiled program does not carry the extended-precision float32 arithmetic).
     """
+    # concrete arguments are checked as run checks them (traced values, e.g. a sweep's, pass)
+    width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
+                                          record_every=record_every,
+                                          divergence_factor=divergence_factor, active=active,
+                                          init_params=init_params, hparams=hparams)
     n_records = steps // record_every
     state0 = algorithm.init(key, target, width, active=active,
                             hparams=_opaque_hparams(algorithm, hparams))
@@ -297,9 +302,52 @@ _simulate_jit = jax.jit(simulate, static_argnames=("algorithm", "width", "steps"
 
 
 def default_record_every(steps: int, records: int = 100) -> int:
-    """The largest divisor of ``steps`` that is at most ``max(1, steps // records)``."""
-    target = max(1, steps // records)
-    return max(k for k in range(1, target + 1) if steps % k == 0)
+    """The largest divisor of ``steps`` that is at most ``max(1, steps // records)`` (found from
+    the factors of ``steps`` in bounded time: :func:`jaxtd._checks.largest_divisor_at_most`)."""
+    return largest_divisor_at_most(steps, max(1, steps // records))
+
+
+# Step counters (``diverged_step``, the divergence reference's count, ``history["step"]``) are
+# int32.
+MAX_STEPS = 2 ** 31 - 1
+
+
+def check_steps(steps) -> int:
+    """``steps`` as an int in ``[1, MAX_STEPS]`` (TypeError for a non-int, ValueError else)."""
+    steps = check_int(steps, "steps", 1)
+    if steps > MAX_STEPS:
+        raise ValueError(f"steps must be <= {MAX_STEPS} (step counters are 32-bit), got {steps}")
+    return steps
+
+
+def check_record_every(steps: int, record_every: int) -> None:
+    """The one message of run, simulate and sweep for a ``record_every`` that does not divide
+    ``steps`` (a run records every ``record_every`` steps, so it would stop short)."""
+    if steps % record_every:
+        raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
+                         f"e.g. record_every={default_record_every(steps)}")
+
+
+def check_active(active, width: int) -> None:
+    """A concrete ``active`` must be an int (Python, numpy or an integer array scalar) in
+    ``[1, width]``; a float (``2.5`` would mask as ``3`` rows but read as ``2``) or a bool is a
+    ``TypeError``. Traced and batched values pass (a sweep's)."""
+    if active is None or isinstance(active, jax.core.Tracer):
+        return
+    if isinstance(active, (jax.Array, np.ndarray, np.generic)):
+        value = host_value(np.asarray(active) if isinstance(active, np.generic) else active)
+        dtype = np.asarray(active).dtype if value is None else value.dtype
+        if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+            raise TypeError(f"active must be an int in [1, width={width}], got an array of "
+                            f"dtype {dtype}")
+        if value is None or value.ndim != 0:
+            return
+        active = int(value)
+    elif isinstance(active, bool) or not isinstance(active, int):
+        raise TypeError(f"active must be an int in [1, width={width}] (the number of unmasked "
+                        f"rows), got {active!r}")
+    if not 1 <= active <= width:
+        raise ValueError(f"active must be in [1, width={width}], got {active}")
 
 
 def _check_key(key) -> None:
@@ -321,27 +369,25 @@ def _check_init_params(init_params, width: int, target: SymCP):
 
 
 def validate(algorithm, key, target, *, width, steps, record_every, divergence_factor=1e6,
-             active=None, init_params=None):
-    """The plain-Python checks of :func:`run` (exposed for sweeps); returns the ints."""
+             active=None, init_params=None, hparams=None):
+    """The plain-Python checks of :func:`run` and :func:`simulate` (exposed for sweeps): concrete
+    values are checked, traced ones pass; returns the ints."""
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algorithm must be a jaxtd.algorithms.Algorithm (e.g. "
                         f"jaxtd.algorithms.gd(0.1)), got {type(algorithm).__name__}")
     check_target(target)
     _check_key(key)
     width = check_width(width)
-    steps = check_int(steps, "steps", 1)
+    steps = check_steps(steps)
     record_every = check_int(record_every, "record_every", 1)
-    if steps % record_every:
-        raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
-                         f"e.g. record_every={default_record_every(steps)}")
+    check_record_every(steps, record_every)
     if not _is_real(divergence_factor) and not isinstance(divergence_factor, jax.core.Tracer):
         raise TypeError(f"divergence_factor must be a number > 0, got {divergence_factor!r}")
     check_positive(divergence_factor, "divergence_factor")
-    if active is not None and np.ndim(active) == 0 and not isinstance(active, jax.core.Tracer):
-        if not 1 <= int(active) <= width:
-            raise ValueError(f"active must be in [1, width={width}], got {int(active)}")
+    check_active(active, width)
     if init_params is not None:
         _check_init_params(init_params, width, target)
+    full_hparams(algorithm, hparams)
     return width, steps, record_every
 
 
@@ -402,7 +448,7 @@ def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
     defaults merged with ``hparams``) is passed as a traced argument: changing a value never
     compiles again, and ``jax.grad``/``jax.jvp`` of a run with respect to it work."""
     if record_every is None:
-        record_every = default_record_every(check_int(steps, "steps", 1))
+        record_every = default_record_every(check_steps(steps))
     width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
                                           record_every=record_every,
                                           divergence_factor=divergence_factor, active=active,

@@ -62,7 +62,8 @@ from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
                            progress_enabled, versions)
 from jaxtd._aligned import aligned_residual_sq_host
-from jaxtd._run import check_hparam, default_record_every, trajectory
+from jaxtd._run import (check_hparam, check_record_every, check_steps, default_record_every,
+                        trajectory)
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
@@ -304,13 +305,11 @@ def _spec(algorithm, target, seeds, widths, steps, record_every, hparams, succes
     seeds = _int_list("seeds", seeds, 0, "range(16)")
     widths = tuple(sorted(_int_list("widths", widths, 1, "[2, 4, 8]")))
     check_width(widths[-1], "widths")
-    steps = check_int(steps, "steps", 1)
+    steps = check_steps(steps)
     if record_every is None:
         record_every = default_record_every(steps)
     record_every = check_int(record_every, "record_every", 1)
-    if steps % record_every:
-        raise ValueError(f"steps={steps} must be a multiple of record_every={record_every}; "
-                         "pick a divisor of steps")
+    check_record_every(steps, record_every)
     names, values = _check_hparams(algorithm, hparams)
     if (isinstance(success_threshold, bool) or not isinstance(success_threshold, numbers.Real)
             or not (math.isfinite(success_threshold) and success_threshold > 0)):

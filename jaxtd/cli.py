@@ -8,9 +8,12 @@ chunk, saved under ``DIR/sweeps`` so an interrupted run resumes) and writes into
 :class:`jaxtd.results.Results` (histories in ``histories.npz``), and PNG figures
 (:mod:`jaxtd.plots`). Its last line is ``compiled N programs in X s, ran in Y s``.
 
-Every user-facing failure (config, command line, unreadable or mismatched saved files, disk
-full, permissions) exits with status 2 and one line naming the key or file and the fix;
-``--debug`` shows the traceback instead. Ctrl-C exits with status 130 and prints the command
+Exit status: 0 on success (also when the reader of stdout goes away, e.g. ``jaxtd presets |
+head -2``: the output stops quietly); 2 for every failure that is not a bug in jaxtd (config,
+command line, a user factory's module or algorithm, unreadable, damaged, foreign or locked saved
+files, disk full, permissions), with one line naming the key or file and the fix; 130 after
+Ctrl-C; 1 only for an internal error (a bug in jaxtd: report it). ``--debug`` prints the
+traceback as well, with the same exit status. Ctrl-C exits with status 130 and prints the command
 that resumes the run: at once in plain Python, after the current compilation or chunk inside
 JAX (aborting XLA half-way crashes the process at exit); further Ctrl-C are ignored.
 """
@@ -25,6 +28,7 @@ import re
 import signal
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -33,11 +37,12 @@ from jaxtd import config as cfg
 from jaxtd import experiment
 
 __all__ = ["main", "build_parser", "write_outputs", "UsageError", "EXIT_USAGE",
-           "EXIT_INTERRUPTED"]
+           "EXIT_INTERRUPTED", "EXIT_INTERNAL"]
 
 EXIT_USAGE = 2
 EXIT_CONFIG = EXIT_USAGE
 EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 1  # a bug in jaxtd only
 
 
 class UsageError(cfg.ConfigError):
@@ -491,8 +496,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _failed_file(err: OSError) -> str | None:
+    """The file an ``OSError`` is about: its ``filename``, else the ``path`` being written by
+    the innermost jaxtd function on its traceback that has one (every file jaxtd writes goes
+    through ``atomic_write(path)`` from a function holding ``path``; a ``write``/``fsync``
+    failing for a full disk carries no filename)."""
+    if err.filename is not None:
+        return os.fsdecode(err.filename)
+    tb, found = err.__traceback__, None
+    while tb is not None:  # outermost to innermost: keep the innermost
+        frame = tb.tb_frame
+        if frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            path = frame.f_locals.get("path")
+            if isinstance(path, (str, os.PathLike)):
+                found = os.fspath(path)
+        tb = tb.tb_next
+    return found
+
+
 def _os_error_line(err: OSError) -> str:
-    where = err.filename or "output"
+    where = _failed_file(err) or "an output file"
     if err.errno == errno.ENOSPC:
         problem, fix = "disk full", "free some space (or choose another --out), then --resume"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -502,6 +528,60 @@ def _os_error_line(err: OSError) -> str:
     else:
         problem, fix = err.strerror or type(err).__name__, "check the path and the disk"
     return f"{where}: {problem}; fix: {fix}"
+
+
+def _user_code(err: BaseException) -> str | None:
+    """The config key (``[name] factory = "mod:fn"``) of the user factory module whose code
+    raised ``err`` (a frame of its traceback lies in that module's file), else ``None``."""
+    if not cfg.USER_CODE:
+        return None
+    tb = err.__traceback__
+    while tb is not None:
+        try:
+            filename = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+        except (OSError, ValueError):
+            filename = tb.tb_frame.f_code.co_filename
+        if filename in cfg.USER_CODE:
+            return cfg.USER_CODE[filename]
+        tb = tb.tb_next
+    return None
+
+
+def _user_error_line(err: Exception) -> str | None:
+    """The one line (``thing: problem; fix: ...``) of a failure that is not a bug in jaxtd: a
+    config or command line, a damaged, foreign or locked results folder, the disk, or an
+    exception raised inside a user factory's code; ``None`` for an internal error."""
+    if isinstance(err, cfg.ConfigError):
+        return str(err)
+    results = sys.modules.get("jaxtd.results")  # not imported: cannot be one of its errors
+    if results is not None and isinstance(err, results.ResultsError):
+        text = str(err)
+        return text if "; fix:" in text or "\n" in text else _as_fix(text)
+    if isinstance(err, OSError):
+        return _os_error_line(err)
+    user = _user_code(err)
+    if user is not None:
+        first = str(err).splitlines()[0] if str(err) else ""
+        return (f"{user}: the algorithm raised {type(err).__name__}: {first}; fix: fix that "
+                "function (`jaxtd --debug run ...` shows the traceback)")
+    return None
+
+
+def _as_fix(text: str) -> str:
+    """``"problem; what to do"`` (a ResultsError) as ``"problem; fix: what to do"``."""
+    problem, sep, fix = text.rpartition("; ")
+    return f"{problem}; fix: {fix}" if sep else text
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null, so that the interpreter's final flush
+    does not raise again (the documented Python recipe), and exit quietly with status 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _inside_jax(frame) -> bool:
@@ -585,24 +665,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = one_line
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a reader that went away (`jaxtd presets | head -2`) shows here
+        return status
     except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
         _drain()
         _log("\n[jaxtd] interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
     except Exception as err:
-        if args.debug:
-            raise
-        if isinstance(err, cfg.ConfigError):
-            _log(f"jaxtd: error: {err}")
-            return EXIT_USAGE
-        if isinstance(err, OSError):
-            _log(f"jaxtd: error: {_os_error_line(err)}")
+        if args.debug:  # the traceback, then the same one line and exit status as without
+            traceback.print_exc()
+        line = _user_error_line(err)
+        if line is not None:
+            _log(f"jaxtd: error: {line}")
             return EXIT_USAGE
         first = str(err).splitlines()[0] if str(err) else ""
-        _log(f"jaxtd: error: internal error ({type(err).__name__}: {first}); fix: rerun with "
-             "--debug for the traceback and report it")
-        return 1
+        _log(f"jaxtd: error: internal error ({type(err).__name__}: {first}); fix: "
+             + ("report it with the traceback above" if args.debug else
+                "rerun with --debug for the traceback and report it"))
+        return EXIT_INTERNAL
     finally:
         warnings.showwarning = show_warning
         # the console script keeps ignoring repeated Ctrl-C until the interpreter has exited

@@ -91,10 +91,14 @@ LAZY_EXTRA = (
 # keys renamed to the constructor's argument names
 _RENAMED = {"deflation": {"learning_rate": "step_size"}}
 
+# jaxtd.symcp.MAX_ORDER, repeated so that reading a config does not import JAX (a test checks
+# that the two agree)
+MAX_ORDER = 64
+
 TARGET_SCHEMA = (
-    Param("order", "ints", "tensor order l (a list sweeps it)", ge=2),
-    Param("dim", "ints", "dimension d (a list sweeps it)", ge=1),
-    Param("rank", "ints", "rank r of the ground truth (a list sweeps it)", ge=1),
+    Param("order", "ints", "tensor order l (a list sweeps it)", ge=2, le=MAX_ORDER, example=3),
+    Param("dim", "ints", "dimension d (a list sweeps it)", ge=1, example=8),
+    Param("rank", "ints", "rank r of the ground truth (a list sweeps it)", ge=1, example=2),
     Param("kind", "choice", "components: orthonormal, the standard basis, or random unit",
           default="orthonormal", choices=KINDS + tuple(_KIND_ALIASES)),
     Param("weights", "str", "equal | geometric | a list of rank numbers", default="equal"),
@@ -108,11 +112,12 @@ def _sweep_schema():
     from jaxtd._sweep import BUCKETINGS, sweep
     bucketing = inspect.signature(sweep).parameters["bucketing"].default  # jaxtd.sweep's default
     return (
-        Param("algorithms", "str", "algorithm tables to run"),
-        Param("widths", "ints", "model widths m", ge=1),
-        Param("seeds", "int", "number of seeds per cell", ge=1),
-        Param("steps", "int", "steps per run", ge=1),
-        Param("success_threshold", "float", "success: relative error <= this", gt=0),
+        Param("algorithms", "str", "algorithm tables to run", example=["gd"]),
+        Param("widths", "ints", "model widths m", ge=1, example=[2, 4, 8]),
+        Param("seeds", "int", "number of seeds per cell", ge=1, example=8),
+        Param("steps", "int", "steps per run", ge=1, le=2 ** 31 - 1, example=1000),
+        Param("success_threshold", "float", "success: relative error <= this", gt=0,
+              example=0.01),
         Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),
         Param("bucketing", "choice", "width buckets sharing one compilation",
               default=bucketing, choices=BUCKETINGS),
@@ -198,8 +203,20 @@ def default_record_every(steps: int) -> int:
     return rule(steps)
 
 
+# The files of the user factory modules imported so far -> their config key
+# (``[name] factory = "pkg.mod:fn"``): an exception raised from inside them later (while a run
+# traces the algorithm) is the user's code failing, which the command reports as a config error.
+USER_CODE: dict[str, str] = {}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err)
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def user_factory(name: str, spec: Any):
-    """The callable of ``[name] factory = "package.module:function"``."""
+    """The callable of ``[name] factory = "package.module:function"``; anything the import
+    raises becomes a :class:`ConfigError` naming the factory."""
     where = f"[{name}] factory"
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
         raise ConfigError(where, f"expected \"package.module:function\", got {spec!r}",
@@ -213,6 +230,12 @@ def user_factory(name: str, spec: Any):
             return user_factory(name, spec)
         raise ConfigError(where, f"cannot import {module_name} ({err})",
                           "make the module importable (install it, or run from its folder)") from None
+    except Exception as err:  # the user's module failed while importing: its bug, not jaxtd's
+        raise ConfigError(where, f"importing {module_name} raised {_first_line(err)}",
+                          f"fix {module_name} (`jaxtd --debug run ...` shows the traceback)"
+                          ) from err
+    if getattr(module, "__file__", None):
+        USER_CODE[str(Path(module.__file__).resolve())] = f'{where} = "{spec}"'
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigError(where, f"{module_name} has no function {attr!r}",
@@ -366,9 +389,10 @@ def _first_param(message: str, names) -> str | None:
     return None
 
 
-def _check_builds(name: str, table: Mapping[str, Any]) -> None:
+def _check_builds(name: str, table: Mapping[str, Any], target: "Target") -> None:
     """Build the algorithm once, so a constructor's own checks (e.g. deflation's ``delta1 >
-    delta0``) and user factories fail here, as one config line."""
+    delta0``) and user factories fail here, as one config line; a user algorithm is also traced
+    once (:func:`check_user_algorithm`)."""
     if is_builtin(name):
         values = {k: v for k, v in table.items() if k not in ("train", "seeds", "method")}
         try:
@@ -381,7 +405,76 @@ def _check_builds(name: str, table: Mapping[str, Any]) -> None:
             raise ConfigError(f"[{name}] {key}" if key else f"[{name}]", message,
                               "change the value (see `jaxtd params`)") from None
         return
-    build_user(name, table)
+    order = target.orders[0]
+    check_user_algorithm(name, table["factory"], build_user(name, table), order,
+                         target.dims_of(order)[0], target.ranks[0])
+
+
+def check_user_algorithm(name: str, spec: str, algorithm, order: int, dim: int,
+                         rank: int, width: int = 2) -> None:
+    """Trace a user algorithm's ``init``, ``step``, ``tensor`` and ``params`` once on a small
+    problem of the config's first size (shapes only, nothing runs) and check what they return,
+    so a malformed factory is one config line naming it before any run starts."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxtd.symcp import SymCP
+    where = f"[{name}] factory"
+    fix = f"fix {spec} (see docs/architecture.md, the Algorithm interface)"
+
+    def fail(problem: str, err: BaseException | None = None):
+        raise ConfigError(where, f"{spec}: {problem}", fix) from err
+
+    def call(what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError:
+            raise
+        except Exception as err:  # the user's code: report it as that table's problem
+            fail(f"its {what} raised {_first_line(err)}", err)
+
+    def probe(key):
+        dtype = jnp.float32
+        target = SymCP(jnp.ones(rank, dtype), jnp.eye(rank, dim, dtype=dtype), order)
+        state = call("init(key, target, width)", algorithm.init, key, target, width)
+        bad = [x for x in jax.tree_util.tree_leaves(state) if not hasattr(x, "shape")]
+        if bad:
+            fail(f"init must return a pytree of arrays (the state), got a leaf {bad[0]!r}")
+        out = call("step(state, target)", algorithm.step, state, target)
+        if not isinstance(out, (tuple, list)) or len(out) != 2:
+            fail(f"step must return (state, metrics), got {type(out).__name__}")
+        new, metrics = out
+        if not isinstance(metrics, dict) or "loss" not in metrics:
+            fail("step's metrics must be a dict with a 'loss' entry, got "
+                 f"{type(metrics).__name__}" + (f" with keys {sorted(metrics)}"
+                                                 if isinstance(metrics, dict) else ""))
+        before, after = (jax.tree_util.tree_structure(x) for x in (state, new))
+        if before != after:
+            fail(f"step must return a state of the same structure as init's ({before} vs "
+                 f"{after})")
+        for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(new)):
+            if getattr(a, "shape", None) != getattr(b, "shape", None) or \
+                    getattr(a, "dtype", None) != getattr(b, "dtype", None):
+                fail("step changes the shape or dtype of a state leaf "
+                     f"({getattr(a, 'shape', a)} {getattr(a, 'dtype', '')} -> "
+                     f"{getattr(b, 'shape', b)} {getattr(b, 'dtype', '')})")
+        for k, v in metrics.items():
+            if getattr(v, "shape", None) != ():
+                fail(f"step's metrics[{k!r}] must be a scalar, got {v!r}")
+        tensor = call("tensor(state)", algorithm.tensor, new)
+        if not isinstance(tensor, SymCP):
+            fail(f"tensor(state) must return a jaxtd.SymCP, got {type(tensor).__name__}")
+        params = call("params(state)", algorithm.params, new)
+        if getattr(params, "ndim", None) != 2:
+            fail(f"params(state) must return a (width, d) array, got {params!r}")
+        return metrics["loss"]
+
+    try:
+        jax.eval_shape(probe, jax.random.key(0))
+    except ConfigError:
+        raise
+    except Exception as err:  # anything else while tracing it: still the factory's algorithm
+        fail(f"tracing its init/step failed with {_first_line(err)}", err)
 
 
 def build_user(name: str, table: Mapping[str, Any]):
@@ -392,9 +485,8 @@ def build_user(name: str, table: Mapping[str, Any]):
     try:
         algorithm = fn(**kwargs)
     except Exception as err:  # the user's code: any failure is a config problem of that table
-        raise ConfigError(f"[{name}]", f"{table['factory']} raised {type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''}",
-                          "fix the table's keys (they are its keyword arguments)") from None
+        raise ConfigError(f"[{name}]", f"{table['factory']} raised {_first_line(err)}",
+                          "fix the table's keys (they are its keyword arguments)") from err
     if not isinstance(algorithm, Algorithm):
         raise ConfigError(f"[{name}] factory", f"{table['factory']} returned "
                           f"{type(algorithm).__name__}, not a jaxtd Algorithm",
@@ -434,7 +526,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
     for table in user:
         params[table] = _user_table(table, raw.get(table))
     for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):
-        _check_builds(table, params[table])
+        _check_builds(table, params[table], target)
     return Config(target, sweep, params, name, raw.get("description", ""), plot)
 
 

@@ -29,6 +29,7 @@ from jaxtyping import Float
 
 from jaxtd import _extended
 from jaxtd._aligned import aligned_residual_sq
+from jaxtd._checks import check_bool
 from jaxtd._precision import matmul
 from jaxtd.shapes import ArrayLike, Scalar
 from jaxtd.symcp import SymCP, check_compatible
@@ -119,13 +120,28 @@ def loss_autodiff(a: SymCP, b: SymCP) -> Scalar:
 _gram_power_sums = jax.jit(_extended.gram_power_sums, static_argnums=(2, 3))
 
 
+def balanced(a: SymCP) -> SymCP:
+    """The same tensor with each weight's magnitude folded into its factor by a power of two.
+
+    ``c_i u_i^{⊗l} = (c_i 2^{-l k_i}) (2^{k_i} u_i)^{⊗l}`` with ``k_i = floor(e_i / l)``, ``e_i``
+    the binary exponent of ``c_i``: exact (powers of two), and afterwards ``|c_i|`` lies in
+    ``[2^{-l}, 2^l)``, so a model whose huge weights and tiny factors compensate (weights
+    ``1e16``, factors ``~1e-16^{1/3}``) no longer puts ``1e32`` into a Gram sum of terms of size
+    one. Zero weights are left alone. Not differentiated (the scale is a constant)."""
+    c, u, l = a.weights, a.factors, a.order
+    e = jnp.frexp(c)[1]                            # |c| in [2^(e-1), 2^e), e = 0 for c = 0
+    k = jax.lax.stop_gradient(jnp.floor_divide(e, l)).astype(jnp.int32)
+    return SymCP(jnp.ldexp(c, -l * k), jnp.ldexp(u, k[:, None]), l)
+
+
 def _precise_sums(estimate: SymCP, target: SymCP):
     """Float32 ``(residual, target_sq, exponent)``: true values are ``value * 2^exponent``."""
-    r = stack(estimate, target)
+    r = stack(balanced(estimate), balanced(target))
     return _gram_power_sums(r.weights, r.factors, r.order, target.rank)
 
 
 def _use_precise(estimate: SymCP, target: SymCP, precise: bool) -> bool:
+    check_bool(precise, "precise")
     return precise and jnp.result_type(estimate.factors, estimate.weights, target.factors,
                                        target.weights) == jnp.float32
 
@@ -154,8 +170,8 @@ def residual_sq(estimate: SymCP, target: SymCP, *, precise: bool = True) -> Scal
         value, _, exponent = _precise_sums(estimate, target)
         return _extended.scale2(jnp.maximum(value, 0.0), exponent)
     if precise:
-        return aligned_residual_sq(estimate, target)
-    r = stack(estimate, target)
+        return aligned_residual_sq(balanced(estimate), balanced(target))
+    r = stack(balanced(estimate), balanced(target))
     return jnp.maximum(gram_inner(r.weights, r.factors, r.weights, r.factors, r.order), 0.0)
 
 
@@ -177,7 +193,7 @@ def relative_error(estimate: SymCP, target: SymCP, *, precise: bool = True) -> S
     if _use_precise(estimate, target, precise):
         value, target_sq, _ = _precise_sums(estimate, target)
         return jnp.sqrt(jnp.maximum(value, 0.0) / target_sq)
-    return jnp.sqrt(residual_sq(estimate, target, precise=precise)) / norm(target)
+    return jnp.sqrt(residual_sq(estimate, target, precise=precise)) / norm(balanced(target))
 
 
 def _check_nonzero(target: SymCP) -> None:

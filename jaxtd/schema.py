@@ -57,7 +57,9 @@ class Param:
         ``default_from`` when given), or a required key in a schema that is not derived. ``None`` means "let the constructor decide" and is only
         the resolved value when the key is absent.
       default_from: the signature argument holding the default, when it is not ``name``.
-      gt, ge: open / closed lower bound of a number.
+      gt, ge: open / closed lower bound of a number; le: closed upper bound.
+      example: a value to show in messages when ``default`` is :data:`UNSET` (a required key);
+        without one, an example is made from the kind and the bounds.
       choices: accepted values of a ``choice``.
       hparam: the algorithm hyper-parameter this argument sets; such a key may be a list of
         numbers, swept by :func:`jaxtd.sweep` as one vmapped axis (no recompilation per value).
@@ -70,8 +72,10 @@ class Param:
     default_from: Optional[str] = None
     gt: Optional[float] = None
     ge: Optional[float] = None
+    le: Optional[float] = None
     choices: tuple = ()
     hparam: Optional[str] = None
+    example: Any = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -87,8 +91,50 @@ class Param:
             rng = f">= {self.ge:g}"
         else:
             rng = self.kind
+        if self.le is not None:
+            rng += f", <= {_bound(self.le)}"
         sweep = ", or a list to sweep" if self.hparam else ""
-        return f"{self.name} ({rng}{sweep}): {self.help} [default {self.default!r}]"
+        default = (f"required, e.g. {self.example_value()!r}" if self.default is UNSET
+                   else f"default {self.default!r}")
+        return f"{self.name} ({rng}{sweep}): {self.help} [{default}]"
+
+    def example_value(self) -> Any:
+        """A valid value for messages: ``example``, else the default, else one made from the
+        kind and the bounds (never :data:`UNSET`)."""
+        if self.example is not None:
+            return self.example
+        if self.default is not UNSET and self.default is not None:
+            return self.default
+        if self.choices:
+            return self.choices[0]
+        low = self.ge if self.ge is not None else (self.gt if self.gt is not None else None)
+        if self.kind in ("int", "ints"):
+            value = max(1, int(low) + (1 if self.gt is not None and self.ge is None else 0)
+                        if low is not None else 1)
+            return [value] if self.kind == "ints" else value
+        if self.kind == "float":
+            return 0.1 if low is None or low < 0.1 else float(low) * 2 or 1.0
+        if self.kind == "bool":
+            return True
+        if self.kind == "table":
+            return {}
+        return "..."
+
+
+def _bound(value: float) -> str:
+    """A bound as written: ``2147483647``, not ``2.14748e+09``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _toml_value(value: Any) -> str:
+    """``value`` as TOML writes it (``true``, ``"text"``, ``[1, 2]``), for "write e.g." fixes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
 
 
 def derive(constructor: Callable, params: Sequence[Param]) -> tuple[Param, ...]:
@@ -122,7 +168,7 @@ def check(where: str, param: Param, value: Any) -> Any:
     if param.hparam and isinstance(value, (list, tuple)):
         if not value:
             raise ConfigError(where, "empty list", f"give one value or several to sweep, e.g. "
-                              f"{param.name} = [{param.default!r}]")
+                              f"{param.name} = [{_toml_value(param.example_value())}]")
         cleaned = tuple(check(where, dataclasses.replace(param, hparam=None), v) for v in value)
         if len(set(cleaned)) != len(cleaned):
             raise ConfigError(where, f"duplicate values in {list(cleaned)}", "list each once")
@@ -157,12 +203,12 @@ def check(where: str, param: Param, value: Any) -> Any:
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ConfigError(where, f"must be an integer, got {value!r}",
-                              f"write e.g. {param.name} = {param.default!r}")
+                              f"write e.g. {param.name} = {_toml_value(param.example_value())}")
         value = int(value)
     else:
         if not _is_number(value):
             raise ConfigError(where, f"must be a number, got {value!r}",
-                              f"write e.g. {param.name} = {param.default!r}")
+                              f"write e.g. {param.name} = {_toml_value(param.example_value())}")
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(where, f"must be finite, got {value}", "use a finite number")
@@ -172,6 +218,9 @@ def check(where: str, param: Param, value: Any) -> Any:
     if param.ge is not None and not value >= param.ge:
         raise ConfigError(where, f"must be >= {param.ge:g}, got {value}",
                           f"use a number >= {param.ge:g}")
+    if param.le is not None and not value <= param.le:
+        raise ConfigError(where, f"must be <= {_bound(param.le)}, got {value}",
+                          f"use a number <= {_bound(param.le)}")
     return value
 
 
@@ -239,9 +288,43 @@ def optax_factory(name: str, args: Optional[Mapping[str, Any]] = None,
             raise ConfigError(f"{where}_args.{key}", f"optax.{name} has no argument {key!r}",
                               f"use one of {', '.join(known) or '(none)'}")
     try:
-        return _factory(name, tuple(sorted(args.items())))
+        factory = _factory(name, tuple(sorted(args.items())))
     except TypeError:  # an unhashable argument (a list): no caching
-        return functools.partial(getattr(optax, name), **args)
+        factory = functools.partial(getattr(optax, name), **args)
+    if args:
+        _check_optimizer_args(name, args, factory, where)
+    return factory
+
+
+def _probe_optimizer(factory: Callable) -> Optional[BaseException]:
+    """Trace one ``init`` and ``update`` of ``factory(learning_rate=0.1)`` on a 2-vector (shapes
+    only); the exception it raises, or ``None``."""
+    import jax
+    import jax.numpy as jnp
+    try:  # standard promotion: optax mixes its int32 step count with floats
+        with jax.numpy_dtype_promotion("standard"):
+            tx = factory(learning_rate=0.1)
+            jax.eval_shape(lambda p: tx.update(p, tx.init(p), p),
+                           jax.ShapeDtypeStruct((2,), jnp.float32))
+    except Exception as err:  # noqa: BLE001 - reported by the caller
+        return err
+    return None
+
+
+def _check_optimizer_args(name: str, args: Mapping[str, Any], factory: Callable,
+                          where: str) -> None:
+    """Refuse ``optimizer_args`` that make the optimizer fail (``b1 = "x"``) before anything
+    runs: the optimizer is traced once with and without them; only a failure that the arguments
+    cause is reported (an optimizer whose update needs more than gradients is not judged)."""
+    err = _probe_optimizer(factory)
+    if err is None or _probe_optimizer(getattr(__import__("optax"), name)) is not None:
+        return
+    text = str(err).splitlines()[0] if str(err) else ""
+    shown = ", ".join(f"{k} = {v!r}" for k, v in args.items())
+    raise ConfigError(f"{where}_args", f"optax.{name} fails with {{ {shown} }} "
+                      f"({type(err).__name__}: {text})",
+                      f"give each argument a value of the type optax.{name} documents "
+                      "(numbers for rates and decays)")
 
 
 def build(constructor: Callable, values: Mapping[str, Any], *, name: Optional[str] = None,

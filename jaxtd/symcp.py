@@ -20,7 +20,12 @@ import numpy as np
 
 from jaxtd._checks import check_finite
 
-__all__ = ["SymCP", "to_dense", "check_compatible"]
+__all__ = ["SymCP", "to_dense", "check_compatible", "MAX_ORDER"]
+
+# The largest tensor order a SymCP may have. The accurate metric's cost grows as ``order^2``
+# (jaxtd._aligned) and its traced program with the order, and ``<u, v>^order`` of unit vectors
+# underflows float32 long before: a larger order is refused up front instead of hanging.
+MAX_ORDER = 64
 
 # The floating dtypes jaxtd computes in. float16/bfloat16 are refused: the metrics and the Gram
 # powers overflow (max ~6.5e4) or lose all digits long before a fit is resolved.
@@ -75,12 +80,13 @@ class SymCP:
     Attributes:
       weights: ``(k,)`` component weights ``c``.
       factors: ``(k, d)`` component vectors ``U`` (one per row).
-      order: static tensor order ``l >= 2``.
+      order: static tensor order ``2 <= l <= MAX_ORDER`` (64).
 
     Construction validates in plain Python (at trace time, before any compilation):
 
     - shapes: ``weights`` ``(k,)``, ``factors`` ``(k, d)`` with ``d >= 1``; ``order`` an int
-      ``>= 2``;
+      in ``[2, MAX_ORDER]`` (larger orders are refused: the accurate metric's cost grows as
+      ``order^2``);
     - dtypes: ``weights`` and ``factors`` must be float32 or float64. Integer and bool arrays
       raise a ``TypeError`` (integer Gram powers overflow silently), as do complex arrays (a
       SymCP is real) and float16/bfloat16; nothing is converted implicitly: cast with
@@ -104,6 +110,9 @@ class SymCP:
             raise TypeError(f"order must be a Python int >= 2, got {order!r}")
         if order < 2:
             raise ValueError(f"order must be >= 2 (a symmetric tensor of order {order} is not supported)")
+        if order > MAX_ORDER:
+            raise ValueError(f"order must be <= {MAX_ORDER} (jaxtd.symcp.MAX_ORDER: the accurate "
+                             f"metric's cost grows as order^2), got {order}")
         object.__setattr__(self, "order", int(order))
         fshape, wshape = _shape(self.factors), _shape(self.weights)
         if fshape is None or wshape is None:

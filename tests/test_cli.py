@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -278,21 +279,203 @@ def test_resume_with_nothing_saved_exits_2(tmp_path, capsys):
     assert not (tmp_path / "new").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path):
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(tmp_path, capsys, monkeypatch):
+    """--debug adds the traceback; the status stays 2 for a user error, 130 for an interrupt
+    and 1 only for an internal error (it used to re-raise: exit 1 for everything)."""
     path = tmp_path / "bad.toml"
     path.write_text(TINY.replace("order = 3", "order = 1"))
-    from jaxtd.config import ConfigError
-    with pytest.raises(ConfigError, match=r"\[target\] order"):
-        cli.main(["--debug", "run", str(path), "--dry-run"])
-    with pytest.raises(ConfigError):
-        cli.main(["run", str(path), "--dry-run", "--debug"])
+    for argv in (["--debug", "run", str(path), "--dry-run"],
+                 ["run", str(path), "--dry-run", "--debug"]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "ConfigError" in err
+        assert err.strip().splitlines()[-1].startswith("jaxtd: error: [target] order")
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug in jaxtd")
+
+    monkeypatch.setattr(experiment, "run", bug)
+    assert cli.main(["--debug", "run", "--quick", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "internal error (ZeroDivisionError" in err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run", interrupted)
+    assert cli.main(["--debug", "run", "--quick", "--out", str(tmp_path / "o2")]) == 130
 
 
-def test_os_errors_are_one_line():
+@pytest.mark.parametrize("error", [
+    "locked", "damaged sweep.json", "foreign folder"])
+def test_results_folder_errors_exit_2_not_internal(tmp_path, capsys, monkeypatch, error):
+    """A folder locked by another run, a damaged sweep.json or a foreign folder is the user's
+    situation, not a bug: exit 2 with one line naming the folder or file and the fix."""
+    from jaxtd import results
+    made = {"locked": results.LockedError(f"{str(tmp_path)!r} is being written by process 4242 "
+                                          f"(lock {tmp_path}/.lock); wait for it to finish or "
+                                          "stop it, or choose another out_dir", 4242),
+            "damaged sweep.json": results.ResultsError(
+                f"{tmp_path}/sweep.json is damaged (sweep.json is not valid JSON: Expecting "
+                "value); it identifies the sweep saved in this folder: restore it, or choose a "
+                "new out_dir"),
+            "foreign folder": results.ChunkError(f"{tmp_path}/chunk-0000.npz belongs to another "
+                                                 "sweep; delete it")}[error]
+
+    def fails(*args, **kwargs):
+        raise made
+
+    monkeypatch.setattr(experiment, "run", fails)
+    assert cli.main(["run", "--quick", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxtd: error: ")
+    assert "internal error" not in err[0] and str(tmp_path) in err[0] and "; fix: " in err[0]
+
+
+def test_damaged_sweep_json_of_an_interrupted_run_exits_2(tmp_path, capsys):
+    """Real files: a chunk folder whose sweep.json was damaged before the chunk finished."""
+    path = tmp_path / "c.toml"
+    path.write_text(TINY.replace('["lazy", "gd"]', '["gd"]').replace("steps = 200", "steps = 20")
+                    .replace("seeds = 2", "seeds = 1"))
+    out = tmp_path / "out"
+    assert cli.main(["run", str(path), "--out", str(out)]) == 0
+    chunk = next((out / "sweeps").rglob("sweep.json")).parent
+    for name in ("results.json", "config.json", "rows.npz", "histories.npz"):
+        (chunk / name).unlink(missing_ok=True)
+    (chunk / "sweep.json").write_text("{not json")
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", "--out", str(out)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("jaxtd: error: ") and "sweep.json" in last
+    assert "internal error" not in last
+
+
+def _user_config(tmp_path, monkeypatch, module: str, source: str, fn: str = "build",
+                 extra: str = "") -> str:
+    """A config running the user factory ``module:fn`` written into ``tmp_path``."""
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / f"{module}.toml"
+    path.write_text(TINY.replace('["lazy", "gd"]', '["mine"]')
+                    + f'\n[mine]\nfactory = "{module}:{fn}"\n{extra}')
+    return str(path)
+
+
+@pytest.mark.parametrize("case,source,fn,key", [
+    ("import", "raise RuntimeError('boom at import')\n", "build", "importing"),
+    ("constructor", "def build():\n    raise KeyError('no')\n", "build", "raised KeyError"),
+    ("step type", "import jaxtd\ndef build():\n    a = jaxtd.algorithms.gd(0.1)\n"
+     "    return a._replace(step=lambda s, t: (s, 3.0))\n", "build", "metrics"),
+    ("step arity", "import jaxtd\ndef build():\n    a = jaxtd.algorithms.gd(0.1)\n"
+     "    return a._replace(step=lambda s, t: s)\n", "build", "step must return"),
+    ("init type", "import jaxtd\ndef build():\n    a = jaxtd.algorithms.gd(0.1)\n"
+     "    return a._replace(init=lambda *a, **k: 'state')\n", "build", "init must return"),
+    ("step raises", "import jaxtd\ndef bad(s, t):\n    raise ValueError('nan everywhere')\n"
+     "def build():\n    return jaxtd.algorithms.gd(0.1)._replace(step=bad)\n", "build",
+     "step(state, target) raised ValueError"),
+])
+def test_user_factory_errors_exit_2_naming_the_factory(tmp_path, capsys, monkeypatch, case,
+                                                       source, fn, key):
+    """User code failing (at import, construction, or a malformed init/step) is a config error
+    of that table, found before anything runs (--dry-run), never an internal error."""
+    module = "userfactory_" + case.replace(" ", "_")
+    path = _user_config(tmp_path, monkeypatch, module, source, fn)
+    assert cli.main(["run", path, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxtd: error: [mine]"), err
+    assert key in err[0] and "internal error" not in err[0]
+
+
+def test_user_code_raising_during_the_run_exits_2(tmp_path, capsys, monkeypatch):
+    """An exception from inside a user factory's module while the run traces the algorithm
+    (past the config check) names the factory, exit 2."""
+    source = ("import jaxtd\nCALLS = []\ndef build():\n    a = jaxtd.algorithms.gd(0.1)\n"
+              "    def step(s, t):\n        CALLS.append(1)\n"
+              "        if len(CALLS) > 2:\n            raise FloatingPointError('late')\n"
+              "        return a.step(s, t)\n    return a._replace(step=step)\n")
+    path = _user_config(tmp_path, monkeypatch, "userfactory_late", source)
+    assert cli.main(["run", path, "--out", str(tmp_path / "o")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith('jaxtd: error: [mine] factory = "userfactory_late:build"'), last
+    assert "FloatingPointError" in last
+
+
+@pytest.mark.parametrize("args", ['{ b1 = "x" }', "{ b1 = [1, 2] }", '{ eps = "tiny" }'])
+def test_optimizer_args_of_the_wrong_type_are_refused_before_running(tmp_path, capsys, args):
+    """They used to fail inside the first compiled step, after the run had started (exit 1)."""
+    path = tmp_path / "c.toml"
+    path.write_text(TINY.replace('["lazy", "gd"]', '["gd"]')
+                    + f'optimizer = "adam"\noptimizer_args = {args}\n')
+    out = tmp_path / "o"
+    assert cli.main(["run", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jaxtd: error: [gd] optimizer_args"), err
+    assert not out.exists()
+
+
+def test_broken_pipe_exits_quietly(tmp_path):
+    """`jaxtd presets | head -2`: the reader goes away; no "disk" error, status 0."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "jaxtd", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=os.getcwd())
+    try:
+        proc.stdout.close()  # before it writes anything: every write hits a broken pipe
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.decode().strip() == ""
+
+
+def test_missing_required_key_shows_a_real_example(tmp_path, capsys):
+    """Not `seeds = UNSET`."""
+    path = tmp_path / "c.toml"
+    path.write_text(TINY.replace("seeds = 2\n", ""))
+    assert cli.main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "UNSET" not in err and "e.g. 8" in err
+    path.write_text(TINY.replace("seeds = 2", 'seeds = "two"'))
+    assert cli.main(["run", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "UNSET" not in err and "seeds = 8" in err
+
+
+@pytest.mark.timeout(120)
+def test_huge_steps_dry_run_does_not_hang(tmp_path, capsys):
+    """default_record_every and the default chunk size were Python loops over ~steps/100 and
+    ~seeds candidates; steps beyond the int32 step counters are refused at once."""
+    path = tmp_path / "c.toml"
+    path.write_text(TINY.replace("steps = 200", "steps = 2147483646")
+                    .replace("record_every = 20\n", "").replace("seeds = 2", "seeds = 1000000000000"))
+    assert cli.main(["run", str(path), "--dry-run"]) == 0
+    assert "nothing written: --dry-run" in capsys.readouterr().out
+    path.write_text(TINY.replace("steps = 200", "steps = 1000000000000"))
+    assert cli.main(["run", str(path), "--dry-run"]) == 2
+    assert "[sweep] steps: must be <= 2147483647" in capsys.readouterr().err
+
+
+def test_os_errors_are_one_line(tmp_path):
     import errno
+
+    from jaxtd.results import atomic_write
     line = cli._os_error_line(OSError(errno.ENOSPC, "No space left", "/x/rows.npz"))
     assert line.startswith("/x/rows.npz: disk full; fix: ") and "--resume" in line
     assert "permission" in cli._os_error_line(PermissionError(errno.EACCES, "denied", "/y"))
+    # a write failing for a full disk carries no filename: the file being written is named
+    from jaxtd import results
+    target = tmp_path / "rows.npz"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with mock.patch.object(results.np, "savez", full), pytest.raises(OSError) as info:
+        results._save_npz(str(target), {"a": np.ones(2)})
+    assert cli._os_error_line(info.value).startswith(f"{target}: disk full; fix: ")
+    with mock.patch.object(results.os, "fsync", full), pytest.raises(OSError) as info:
+        with atomic_write(str(target)) as f:
+            f.write(b"x")
+    assert cli._os_error_line(info.value).startswith(f"{target}: disk full; fix: ")
 
 
 def test_compile_cache_is_on_unless_disabled(tmp_path, monkeypatch):

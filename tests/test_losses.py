@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import jaxtd
-from jaxtd import losses
+from jaxtd import losses, targets
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"
@@ -339,3 +339,53 @@ def test_float32_inputs_stay_precise_with_x64_enabled(x64):
     got = jaxtd.relative_error(est, tgt)
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(float(got), want, rtol=1e-3)
+
+
+@pytest.mark.parametrize("scale", [1e16, 1e19, 1e30])
+@pytest.mark.parametrize("precise", [True, False])
+def test_relative_error_compensating_scales_match_exact_oracle(scale, precise):
+    """Huge weights times tiny factors (``c u^{⊗3}`` with ``c = 1e16``, ``u ~ c^{-1/3}``) are an
+    ordinary tensor; the metric folds each weight's magnitude into its factor (an exact power of
+    two) before the Gram sums, so it neither returns 0 nor NaN (it did: 0.0 at 1e16, NaN at
+    1e19). Checked against exact rational arithmetic on the very float32 inputs."""
+    t = targets.orthonormal(jax.random.key(1), 6, 2, 3)
+    noise = 7e-4 * np.asarray(jax.random.normal(jax.random.key(5), (2, 6)))
+    factors = ((np.asarray(t.factors, np.float64) + noise) * scale ** (-1 / 3)).astype(np.float32)
+    est = jaxtd.SymCP(np.full(2, scale, np.float32), factors, 3)
+    want = oracles.relative_error_exact(est.weights, est.factors, t.weights, t.factors, 3)
+    assert 1e-4 < want < 1e-2
+    got = float(jaxtd.relative_error(est, t, precise=precise))
+    np.testing.assert_allclose(got, want, rtol=1e-3 if precise else 2e-2)
+    res = float(jaxtd.residual_sq(est, t, precise=precise))
+    np.testing.assert_allclose(res, want ** 2 * float(jaxtd.inner(t, t)),
+                               rtol=2e-3 if precise else 4e-2)
+
+
+def test_relative_error_compensating_scales_float64(x64):
+    t = targets.orthonormal(jax.random.key(1), 6, 2, 3, dtype=jnp.float64)
+    noise = 1e-6 * np.asarray(jax.random.normal(jax.random.key(5), (2, 6), jnp.float64))
+    for scale in (1e16, 1e100):
+        est = jaxtd.SymCP(np.full(2, scale), (np.asarray(t.factors) + noise) * scale ** (-1 / 3), 3)
+        want = oracles.relative_error_exact(est.weights, est.factors, t.weights, t.factors, 3)
+        np.testing.assert_allclose(float(jaxtd.relative_error(est, t)), want, rtol=1e-3)
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, None, "False"])
+def test_precise_must_be_a_bool(value):
+    t = targets.orthonormal(jax.random.key(1), 4, 2, 3)
+    for fn in (jaxtd.relative_error, jaxtd.residual_sq):
+        with pytest.raises(TypeError, match="precise"):
+            fn(t, t, precise=value)
+
+
+def test_order_above_the_maximum_is_refused_at_once():
+    """A huge order used to hang the accurate metric (Python loops over the order while
+    tracing); SymCP refuses orders above MAX_ORDER before any work."""
+    from jaxtd.symcp import MAX_ORDER
+    f = np.ones((2, 3), np.float32)
+    jaxtd.SymCP(np.ones(2, np.float32), f, MAX_ORDER)
+    for order in (MAX_ORDER + 1, 10 ** 6, 10 ** 30):
+        with pytest.raises(ValueError, match="order must be <= 64"):
+            jaxtd.SymCP(np.ones(2, np.float32), f, order)
+        with pytest.raises(ValueError, match="order"):
+            targets.orthonormal(jax.random.key(0), 3, 1, order)

@@ -174,15 +174,25 @@ def _is_concrete_number(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _check_not_text(value: Any, name: str, what: str) -> None:
+    """Strings and bools are not numbers (``"0.05"`` would reach the program as text)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+
+
 def check_positive(value: Any, name: str) -> Any:
-    """Raise if a concrete number is not finite and > 0 (traced values pass through)."""
+    """Raise if a concrete number is not finite and > 0 (``TypeError`` for a string or a bool;
+    traced values pass through)."""
+    _check_not_text(value, name, "a finite number > 0")
     if _is_concrete_number(value) and not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return value
 
 
 def check_nonnegative(value: Any, name: str) -> Any:
-    """Raise if a concrete number is not finite and >= 0 (traced values pass through)."""
+    """Raise if a concrete number is not finite and >= 0 (``TypeError`` for a string or a bool;
+    traced values pass through)."""
+    _check_not_text(value, name, "a finite number >= 0")
     if _is_concrete_number(value) and not (np.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return value
