@@ -91,7 +91,7 @@ def _figures_or_note(results, config: cfg.Config, folder: Path) -> list[Path]:
             raise
         first = str(err).splitlines()[0] if str(err) else ""
         _log(f"jaxtd: note: figures not drawn ({type(err).__name__}: {first}); the results are "
-             f"saved; `jaxtd --debug show {folder}` shows the traceback")
+             f"saved; `jaxtd --debug show {folder} --out {folder}` shows the traceback")
         return []
 
 
@@ -391,8 +391,9 @@ def cmd_params(args) -> int:
 
 
 def cmd_show(args) -> int:
-    """``jaxtd show DIR``: reprint a saved run's table and redraw its figures (into ``--out``,
-    default DIR). Reads the data files only; never rewrites them."""
+    """``jaxtd show DIR``: reprint a saved run's table after checking every saved file against
+    its recorded sha256 (an edited or damaged file exits 2 naming it). Writes nothing: the
+    figures are redrawn only into ``--out FIGDIR`` when it is given."""
     from jaxtd.results import Results
     out = Path(args.dir)
     if not (out / "config.json").is_file() or not (out / "config.toml").is_file():
@@ -406,15 +407,18 @@ def cmd_show(args) -> int:
                          f"{str(err).splitlines()[0] if str(err) else ''})",
                          "rerun it with `jaxtd run --out DIR --resume` after deleting the "
                          "damaged files") from None
-    figures = Path(args.out) if args.out else out
-    try:
-        figures.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
-                         "choose a folder you can write to") from None
-    paths = _figures_or_note(results, config, figures)
+    paths = []
+    if args.out:
+        figures = Path(args.out)
+        try:
+            figures.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
+                             "choose a folder you can write to") from None
+        paths = _figures_or_note(results, config, figures)
     _print_table(results, config)
-    print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
+    if paths:
+        print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
     return 0
 
 
@@ -481,12 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("table", nargs="?", metavar="TABLE", help="one of lazy, gd, variant, "
                         "deflation")
     params.set_defaults(func=cmd_params)
-    show = sub.add_parser("show", help="reprint a saved run's table and redraw its figures",
-                          description="Reprint the table of a finished run and redraw its "
-                          "figures (into --out, default the run's folder); data files are only "
-                          "read.")
+    show = sub.add_parser("show", help="reprint a saved run's table (and redraw its figures "
+                          "with --out)",
+                          description="Reprint the table of a finished run after checking its "
+                          "saved files' checksums; nothing is written unless --out asks for "
+                          "the figures to be redrawn there.")
     show.add_argument("dir", metavar="DIR", help="the --out folder of a finished run")
-    show.add_argument("--out", metavar="FIGDIR", help="folder for the figures (default DIR)")
+    show.add_argument("--out", metavar="FIGDIR", help="redraw the figures into FIGDIR (may be "
+                      "DIR itself); without it nothing is written")
     show.set_defaults(func=cmd_show)
     return parser
 
@@ -562,6 +568,12 @@ def _single_threaded_eigen() -> None:
         os.environ["XLA_FLAGS"] = f"{flags} {_EIGEN_FLAG}".strip()
 
 
+def _is_results_error(err: BaseException) -> bool:
+    """A saved file that is damaged, foreign or busy (:class:`jaxtd.store.ResultsError`)."""
+    store = sys.modules.get("jaxtd.store")
+    return store is not None and isinstance(err, store.ResultsError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxtd`` console script; returns the exit status."""
     parser = build_parser()
@@ -595,6 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         if isinstance(err, cfg.ConfigError):
             _log(f"jaxtd: error: {err}")
+            return EXIT_USAGE
+        if _is_results_error(err):  # a damaged, foreign or busy saved file: one line
+            _log(f"jaxtd: error: {str(err).splitlines()[0] if str(err) else err}")
             return EXIT_USAGE
         if isinstance(err, OSError):
             _log(f"jaxtd: error: {_os_error_line(err)}")

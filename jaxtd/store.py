@@ -99,7 +99,12 @@ class LockedError(ResultsError):
 
 class IdentityError(ResultsError):
     """A folder holds results of another configuration, or results whose configuration cannot
-    be identified (so cannot be reused). One line: the differing fields and the fix."""
+    be identified (so cannot be reused). One line: the differing fields and the fix;
+    ``problem`` is the line without the fix."""
+
+    def __init__(self, message: str, problem: str | None = None):
+        super().__init__(message)
+        self.problem = problem or message
 
 
 class ChunkWarning(UserWarning):
@@ -593,7 +598,7 @@ class ChunkStore:
     def _refuse(self, problem: str) -> None:
         raise IdentityError(f"out_dir={self.out_dir!r} {problem}; its results are never reused "
                             "for another configuration: choose another out_dir, or pass "
-                            "resume='recompute' to recompute it there")
+                            "resume='recompute' to recompute it there", problem)
 
     def _clear(self) -> None:
         """Remove the saved sweep (its known files only), for ``resume="recompute"``."""

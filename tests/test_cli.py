@@ -150,12 +150,17 @@ def test_lazy_best_residual_is_the_lazy_optimum(tiny_run):
 
 
 def test_show_reprints_and_redraws(tiny_run, capsys):
+    """`jaxtd show DIR` only reads (nothing in DIR changes); `--out DIR` redraws explicitly."""
     _, out = tiny_run
     png = out / "success_vs_width.png"
     png.unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
     assert cli.main(["show", str(out)]) == 0
     text = capsys.readouterr().out
     assert "l=3 d=4 r=2" in text and "lazy threshold m = 5" in text and "lazy best" in text
+    assert not png.exists()
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == before
+    assert cli.main(["show", str(out), "--out", str(out)]) == 0
     assert png.is_file()
 
 
