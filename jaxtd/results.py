@@ -314,6 +314,12 @@ class Results:
                if sweep else
                "save the results again (Results.save) or restore the folder from a copy")
         meta = verify_saved(out_dir, fix)
+        if sweep:  # the final files must be those of the folder's sweep
+            manifest = _store._read_json(os.path.join(out_dir, "sweep.json"), "sweep.json",
+                                         "restore it, or load the files from a copy")
+            if not isinstance(manifest, dict) or manifest.get("config") != meta.get("config"):
+                raise ResultsError(f"{path} describes another sweep than the folder's "
+                                   f"sweep.json (files copied in from another result?); {fix}")
         try:
             arrays = {}
             for name in ("rows.npz", "histories.npz"):
