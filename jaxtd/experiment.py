@@ -375,7 +375,7 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
     import jax
     import numpy as np
 
-    from jaxtd.store import _READ_ERRORS, _arrays_sha256, atomic_write
+    from jaxtd.store import _READ_ERRORS, _arrays_sha256, atomic_write, lock_dir
     widths = sorted(set(int(w) for w in results.rows["width"]))
     seeds = sorted(set(int(s) for s in results.rows["seed"]))
     cache = folder / "lazy_best.npz"
@@ -401,7 +401,7 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
             folder.mkdir(parents=True, exist_ok=True)
             arrays = {"residual": np.asarray(table), "widths": np.asarray(widths),
                       "seeds": np.asarray(seeds)}
-            with atomic_write(str(cache)) as f:
+            with lock_dir(folder), atomic_write(str(cache)) as f:
                 np.savez(f, **arrays, identity=np.asarray(identity),
                          sha256=np.asarray(_arrays_sha256(arrays)))
     col = [table[seeds.index(int(s)), widths.index(int(w))]
@@ -497,28 +497,36 @@ def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
 def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) -> str:
     """Compare the saved ``sub.json`` of ``folder`` with the requested sub-sweep (a
     :class:`ResumeError` listing the differing keys, e.g. after ``config.toml`` was edited),
-    write it when absent; return its fingerprint."""
+    write it when absent (holding the folder's lock, which also clears temporaries a killed
+    writer left there); return its fingerprint. Process 0 decides for every process."""
     import jax
 
-    from jaxtd.store import (ResultsError, _read_json, _write_json, config_fingerprint,
-                             identity_diff)
+    from jaxtd import distributed
+    from jaxtd.store import (ResultsError, _read_json, _remove_stray_temporaries, _write_json,
+                             config_fingerprint, identity_diff, lock_dir)
     identity = _sub_identity(config, sub)
     path = folder / "sub.json"
-    if resume and path.is_file():
-        try:
-            saved = _read_json(str(path), "sub.json", "delete that folder to recompute it")
-        except ResultsError as err:
-            raise ResumeError(str(path), str(err).split("; ")[0], "delete that folder to "
-                              "recompute it, or choose another --out") from None
-        saved = saved.get("config") if isinstance(saved, dict) else None
-        if saved != identity:
-            diff = "; ".join(identity_diff(saved if isinstance(saved, dict) else {}, identity))
-            raise ResumeError(str(folder), f"was computed with another config (differs in "
-                              f"{diff})", "resume with the config it was run with, or delete "
-                              "that folder to recompute it, or choose another --out")
-    elif jax.process_index() == 0:
+    problem = None
+    if jax.process_index() == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(str(path), {"format": "jaxtd.sub/1", "config": identity})
+        with lock_dir(folder):
+            _remove_stray_temporaries(str(folder))
+            if resume and path.is_file():
+                try:
+                    saved = _read_json(str(path), "sub.json", "")
+                    saved = saved.get("config") if isinstance(saved, dict) else None
+                except ResultsError as err:
+                    saved, problem = None, str(err).split("; ")[0]
+                if problem is None and saved != identity:
+                    diff = "; ".join(identity_diff(saved if isinstance(saved, dict) else {},
+                                                   identity))
+                    problem = f"was computed with another config (differs in {diff})"
+            else:
+                _write_json(str(path), {"format": "jaxtd.sub/1", "config": identity})
+    problem = distributed.broadcast_json(problem)
+    if problem is not None:
+        raise ResumeError(str(folder), problem, "resume with the config it was run with, or "
+                          "delete that folder to recompute it, or choose another --out")
     return config_fingerprint(identity)
 
 
