@@ -24,7 +24,10 @@ one jit-compiled, vmapped computation per *width bucket*:
 - **Devices.** The seed axis is sharded across ``jax.devices()`` (``NamedSharding`` on a 1-D mesh);
   each chunk of seeds is padded to a multiple of the device count (padding cells are dropped).
 - **Long sweeps.** Seeds run in chunks of ``chunk_size``; with ``out_dir`` each finished chunk is
-  written atomically and a rerun resumes from the saved chunks (:class:`jaxtd.results.ChunkStore`).
+  written atomically and a rerun resumes from the saved chunks (:class:`jaxtd.store.ChunkStore`),
+  after checking that the folder holds this very sweep: its identity covers the algorithm's
+  full static identity (constructor and every argument, optimizer included), the target's
+  values, widths, seeds and chunks, steps, record cadence, dtype, x64 and the base key.
 - **Several processes.** After :func:`jaxtd.distributed.initialize`, ``jax.devices()`` spans every
   process and the seed axis is sharded over all of them: every process runs the same call, builds
   its own slices of the inputs (``jax.make_array_from_callback``), and the outputs are gathered so
@@ -59,8 +62,9 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtd import _executables, distributed
 from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
-from jaxtd.results import (ChunkStore, Results, check_out_dir, config_fingerprint,
-                           progress_enabled, versions)
+from jaxtd.results import Results, progress_enabled
+from jaxtd.store import (SWEEP_FORMAT, ChunkStore, algorithm_identity, check_out_dir,
+                         config_fingerprint, versions)
 from jaxtd._aligned import aligned_residual_sq_host
 from jaxtd._run import (check_hparam, check_record_every, check_steps, default_record_every,
                         trajectory)
@@ -337,15 +341,24 @@ def _key_data(key) -> np.ndarray:
     return np.asarray(key)
 
 
+def _key_impl(key) -> str:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return str(jax.random.key_impl(key))
+    return str(jax.config.jax_default_prng_impl)
+
+
 def _config(spec: SweepSpec, algorithm: Algorithm, target: SymCP, base_key) -> dict:
-    """What identifies a sweep's results (compared before resuming)."""
-    return {"algorithm": algorithm.name,
-            "algorithm_hparams": {k: float(v) for k, v in dict(algorithm.hparams).items()},
+    """What identifies a sweep's results: everything that determines its numbers (compared on
+    every reuse by :class:`jaxtd.store.ChunkStore`). The algorithm enters with its full static
+    identity (:func:`jaxtd.store.algorithm_identity`: constructor and every argument, optimizer
+    included); the seeds with their split into chunks."""
+    return {"format": SWEEP_FORMAT,
+            "algorithm": algorithm_identity(algorithm),
             "target": {"order": target.order, "dim": target.dim, "rank": target.rank,
                        "dtype": str(target.factors.dtype),
                        "sha256": _fingerprint(target.weights, target.factors)},
-            "dtype": str(default_dtype()),
-            "base_key": _fingerprint(_key_data(base_key)),
+            "dtype": str(default_dtype()), "x64": bool(jax.config.jax_enable_x64),
+            "base_key": _fingerprint(_key_data(base_key)), "key_impl": _key_impl(base_key),
             "seeds": list(spec.seeds), "widths": list(spec.widths), "steps": spec.steps,
             "record_every": spec.record_every,
             "hparams": {k: list(v) for k, v in zip(spec.hparam_names, spec.hparam_values)},
@@ -552,7 +565,14 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
         a writable directory before any compute; one holding a different sweep is refused, and
         a folder another process is writing raises :class:`jaxtd.results.LockedError` naming
         its PID. Damaged or foreign chunks are set aside and recomputed (one warning line).
-      resume: with ``out_dir`` holding this same sweep, reuse its saved chunks (``False``: refuse).
+      resume: with ``out_dir`` holding this same sweep, reuse its saved chunks after checking
+        them (``True``); ``False``: refuse a folder that holds a saved sweep; ``"recompute"``:
+        remove the sweep saved there (any configuration) and compute everything again. A folder
+        holding another configuration, or a sweep whose algorithm cannot be identified (an optax
+        ``GradientTransformation`` object instead of a factory such as ``optax.adam``, an
+        algorithm built without ``@base.constructor``), raises
+        :class:`jaxtd.store.IdentityError` listing the differing fields unless
+        ``resume="recompute"``.
       progress: tqdm bar over chunks with ETA; ``None`` shows it only on a terminal.
       bucketing: ``"auto"`` (default: the grouping of least estimated compile + padded run
         time), ``"pow2"``, ``"exact"`` or ``"single"``; see :func:`bucket_widths`.

@@ -96,7 +96,7 @@ def _figures_or_note(results, config: cfg.Config, folder: Path) -> list[Path]:
             raise
         first = str(err).splitlines()[0] if str(err) else ""
         _log(f"jaxtd: note: figures not drawn ({type(err).__name__}: {first}); the results are "
-             f"saved; `jaxtd --debug show {folder}` shows the traceback")
+             f"saved; `jaxtd --debug show {folder} --out {folder}` shows the traceback")
         return []
 
 
@@ -396,8 +396,9 @@ def cmd_params(args) -> int:
 
 
 def cmd_show(args) -> int:
-    """``jaxtd show DIR``: reprint a saved run's table and redraw its figures (into ``--out``,
-    default DIR). Reads the data files only; never rewrites them."""
+    """``jaxtd show DIR``: reprint a saved run's table after checking every saved file against
+    its recorded sha256 (an edited or damaged file exits 2 naming it). Writes nothing: the
+    figures are redrawn only into ``--out FIGDIR`` when it is given."""
     from jaxtd.results import Results
     out = Path(args.dir)
     if not (out / "config.json").is_file() or not (out / "config.toml").is_file():
@@ -411,15 +412,18 @@ def cmd_show(args) -> int:
                          f"{str(err).splitlines()[0] if str(err) else ''})",
                          "rerun it with `jaxtd run --out DIR --resume` after deleting the "
                          "damaged files") from None
-    figures = Path(args.out) if args.out else out
-    try:
-        figures.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
-                         "choose a folder you can write to") from None
-    paths = _figures_or_note(results, config, figures)
+    paths = []
+    if args.out:
+        figures = Path(args.out)
+        try:
+            figures.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
+                             "choose a folder you can write to") from None
+        paths = _figures_or_note(results, config, figures)
     _print_table(results, config)
-    print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
+    if paths:
+        print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
     return 0
 
 
@@ -486,12 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("table", nargs="?", metavar="TABLE", help="one of lazy, gd, variant, "
                         "deflation")
     params.set_defaults(func=cmd_params)
-    show = sub.add_parser("show", help="reprint a saved run's table and redraw its figures",
-                          description="Reprint the table of a finished run and redraw its "
-                          "figures (into --out, default the run's folder); data files are only "
-                          "read.")
+    show = sub.add_parser("show", help="reprint a saved run's table (and redraw its figures "
+                          "with --out)",
+                          description="Reprint the table of a finished run after checking its "
+                          "saved files' checksums; nothing is written unless --out asks for "
+                          "the figures to be redrawn there.")
     show.add_argument("dir", metavar="DIR", help="the --out folder of a finished run")
-    show.add_argument("--out", metavar="FIGDIR", help="folder for the figures (default DIR)")
+    show.add_argument("--out", metavar="FIGDIR", help="redraw the figures into FIGDIR (may be "
+                      "DIR itself); without it nothing is written")
     show.set_defaults(func=cmd_show)
     return parser
 
@@ -553,8 +559,8 @@ def _user_error_line(err: Exception) -> str | None:
     exception raised inside a user factory's code; ``None`` for an internal error."""
     if isinstance(err, cfg.ConfigError):
         return str(err)
-    results = sys.modules.get("jaxtd.results")  # not imported: cannot be one of its errors
-    if results is not None and isinstance(err, results.ResultsError):
+    store = sys.modules.get("jaxtd.store")  # not imported: cannot be one of its errors
+    if store is not None and isinstance(err, store.ResultsError):
         text = str(err)
         return text if "; fix:" in text or "\n" in text else _as_fix(text)
     if isinstance(err, OSError):

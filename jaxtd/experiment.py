@@ -369,12 +369,14 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
 
 
 def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify,
-                 table_params: Mapping[str, Any]):
-    """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``)."""
+                 table_params: Mapping[str, Any], identity: str = ""):
+    """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``,
+    which records the sub-sweep's ``identity`` and the sha256 of its arrays: a cache of another
+    config, or a damaged one, is recomputed, never trusted)."""
     import jax
     import numpy as np
 
-    from jaxtd.results import atomic_write
+    from jaxtd.store import _READ_ERRORS, _arrays_sha256, atomic_write, lock_dir
     widths = sorted(set(int(w) for w in results.rows["width"]))
     seeds = sorted(set(int(s) for s in results.rows["seed"]))
     cache = folder / "lazy_best.npz"
@@ -382,11 +384,14 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
     if cache.exists():
         try:
             with np.load(cache) as saved:
-                if list(saved["widths"]) == widths and list(saved["seeds"]) == seeds:
-                    table = saved["residual"]
+                arrays = {k: saved[k] for k in ("residual", "widths", "seeds")}
+                if (list(arrays["widths"]) == widths and list(arrays["seeds"]) == seeds
+                        and str(saved["identity"]) == identity
+                        and str(saved["sha256"]) == _arrays_sha256(arrays)):
+                    table = arrays["residual"]
                     notify(len(seeds) * len(widths))
-        except (OSError, ValueError, KeyError):
-            table = None  # a damaged cache is recomputed, never trusted
+        except _READ_ERRORS:
+            table = None  # a damaged or foreign cache is recomputed, never trusted
     if table is None:
         p = table_params
         scale = p["init_scale"][0] if isinstance(p["init_scale"], tuple) else p["init_scale"]
@@ -395,8 +400,11 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
                                     method=p["method"])
         if jax.process_index() == 0:  # several processes: only process 0 writes
             folder.mkdir(parents=True, exist_ok=True)
-            with atomic_write(str(cache)) as f:
-                np.savez(f, residual=table, widths=np.asarray(widths), seeds=np.asarray(seeds))
+            arrays = {"residual": np.asarray(table), "widths": np.asarray(widths),
+                      "seeds": np.asarray(seeds)}
+            with lock_dir(folder), atomic_write(str(cache)) as f:
+                np.savez(f, **arrays, identity=np.asarray(identity),
+                         sha256=np.asarray(_arrays_sha256(arrays)))
     col = [table[seeds.index(int(s)), widths.index(int(w))]
            for s, w in zip(results.rows["seed"], results.rows["width"])]
     rows = results.rows.assign(lazy_best_residual=np.asarray(col, np.float64))
@@ -448,25 +456,13 @@ class ResumeError(cfg.ConfigError):
 
 def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
                seeds: Sequence[int], resume: bool):
-    from jaxtd.results import Results
+    """One chunk of a sub-sweep: :func:`jaxtd.sweep` with ``folder`` as its ``out_dir``. A
+    saved chunk is reused only through the sweep's store, which checks its full identity
+    (algorithm and every argument, target, seeds, widths, steps, dtype, ...) and every file's
+    checksum; a mismatch is a :class:`ResumeError` naming the folder and the differing fields.
+    Returns ``(results, resumed)``."""
     from jaxtd._sweep import sweep
-    import jax
-    # several processes: only process 0 has the files; sweep() resumes every saved chunk from
-    # them and sends it to the others
-    if jax.process_count() == 1 and (folder / "config.json").is_file():
-        from jaxtd.targets import default_dtype
-        try:
-            saved = Results.load(str(folder))
-        except (OSError, ValueError, KeyError) as err:
-            raise ResumeError(str(folder), f"saved results cannot be read "
-                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__})",
-                              "delete that folder to recompute it, then --resume") from None
-        dtype, now = saved.config.get("dtype"), str(default_dtype())
-        if dtype is not None and dtype != now:
-            raise ResumeError(str(folder), f"was computed in {dtype}, this process runs {now}",
-                              "resume with the same JAX_ENABLE_X64 setting, or choose another "
-                              "--out")
-        return saved, True
+    from jaxtd.store import ResultsError
     s = config.sweep
     try:
         res = sweep(algorithm, target, seeds=list(seeds), widths=list(sub.widths),
@@ -474,16 +470,65 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
                     hparams={k: list(v) for k, v in sub.hparams} or None,
                     success_threshold=s.success_threshold, out_dir=str(folder), resume=resume,
                     progress=False, bucketing=s.bucketing)
-    except ValueError as err:
-        message = str(err)
-        if "out_dir=" not in message:
-            raise
-        lines = [x.strip() for x in message.splitlines() if x.strip()]
-        detail = "; ".join(lines[1:-1]) if len(lines) > 2 else lines[0]
-        raise ResumeError(str(folder), f"holds a different sweep ({detail})",
-                          "resume with the same config and dtype (JAX_ENABLE_X64), or choose "
-                          "another --out") from None
-    return res, False
+    except ResultsError as err:
+        detail = getattr(err, "problem", None) or (str(err).splitlines()[0] if str(err)
+                                                   else type(err).__name__)
+        raise ResumeError(str(folder), f"saved results cannot be reused ({detail})",
+                          "resume with the same config and dtype (JAX_ENABLE_X64), or delete "
+                          "that folder to recompute it, or choose another --out") from None
+    return res, bool(res.info.get("chunks_resumed", 0))
+
+
+def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
+    """The resolved config of one sub-sweep: what its saved folder was computed from (target,
+    sweep keys, the algorithm's table), as written to ``sweeps/<sub>/sub.json``."""
+    from jaxtd.store import _jsonable
+    t, s = config.target, config.sweep
+    return _jsonable({
+        "target": {"order": sub.order, "dim": sub.dim, "rank": sub.rank, "kind": t.kind,
+                   "weights": t.weights if isinstance(t.weights, str) else list(t.weights),
+                   "seed": t.seed},
+        "sweep": {"seeds": sub.seeds, "widths": list(sub.widths), "steps": sub.steps,
+                  "record_every": s.record_every, "success_threshold": s.success_threshold,
+                  "bucketing": s.bucketing, "chunk_size": sub.chunk_size,
+                  "hparams": {k: list(v) for k, v in sub.hparams}},
+        sub.algorithm: dict(config.params[sub.algorithm])})
+
+
+def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) -> str:
+    """Compare the saved ``sub.json`` of ``folder`` with the requested sub-sweep (a
+    :class:`ResumeError` listing the differing keys, e.g. after ``config.toml`` was edited),
+    write it when absent (holding the folder's lock, which also clears temporaries a killed
+    writer left there); return its fingerprint. Process 0 decides for every process."""
+    import jax
+
+    from jaxtd import distributed
+    from jaxtd.store import (ResultsError, _read_json, _remove_stray_temporaries, _write_json,
+                             config_fingerprint, identity_diff, lock_dir)
+    identity = _sub_identity(config, sub)
+    path = folder / "sub.json"
+    problem = None
+    if jax.process_index() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        with lock_dir(folder):
+            _remove_stray_temporaries(str(folder))
+            if resume and path.is_file():
+                try:
+                    saved = _read_json(str(path), "sub.json", "")
+                    saved = saved.get("config") if isinstance(saved, dict) else None
+                except ResultsError as err:
+                    saved, problem = None, str(err).split("; ")[0]
+                if problem is None and saved != identity:
+                    diff = "; ".join(identity_diff(saved if isinstance(saved, dict) else {},
+                                                   identity))
+                    problem = f"was computed with another config (differs in {diff})"
+            else:
+                _write_json(str(path), {"format": "jaxtd.sub/1", "config": identity})
+    problem = distributed.broadcast_json(problem)
+    if problem is not None:
+        raise ResumeError(str(folder), problem, "resume with the config it was run with, or "
+                          "delete that folder to recompute it, or choose another --out")
+    return config_fingerprint(identity)
 
 
 def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
@@ -514,14 +559,15 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
             algorithms[sub.algorithm] = make_algorithm(config, sub.algorithm)
         algorithm = algorithms[sub.algorithm]
         folder = out_dir / "sweeps" / sub.folder
+        identity = _check_sub(config, sub, folder, resume)
         if sub.train:
             chunk_results = []
             for k, seeds in enumerate(sub.chunks()):
-                res, loaded = _one_sweep(algorithm, target, sub, config,
-                                         folder / f"chunk-{k:04d}", seeds, resume)
-                if not loaded:  # a chunk finished earlier cost nothing this time
-                    outcome.add({k2: res.info.get(k2, 0) for k2 in
-                                 ("n_compiles", "compile_seconds", "run_seconds")})
+                res, _ = _one_sweep(algorithm, target, sub, config,
+                                    folder / f"chunk-{k:04d}", seeds, resume)
+                # a chunk finished earlier is read back: it compiles and runs nothing
+                outcome.add({k2: res.info.get(k2, 0) for k2 in
+                             ("n_compiles", "compile_seconds", "run_seconds")})
                 chunk_results.append(res)
                 notify(len(res))
             res = Results.concat(chunk_results) if len(chunk_results) > 1 else chunk_results[0]
@@ -531,7 +577,7 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
             res = _slope_column(res, algorithm, target, sub, config, folder, outcome, notify)
         if sub.lazy_best:
             res = _lazy_column(res, algorithm, target, folder, outcome, notify,
-                               config.params["lazy"])
+                               config.params["lazy"], identity)
             if not sub.train:
                 best = res.rows["lazy_best_residual"].to_numpy()
                 ok = np.isfinite(best) & (best <= config.sweep.success_threshold)

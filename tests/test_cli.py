@@ -151,12 +151,17 @@ def test_lazy_best_residual_is_the_lazy_optimum(tiny_run):
 
 
 def test_show_reprints_and_redraws(tiny_run, capsys):
+    """`jaxtd show DIR` only reads (nothing in DIR changes); `--out DIR` redraws explicitly."""
     _, out = tiny_run
     png = out / "success_vs_width.png"
     png.unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
     assert cli.main(["show", str(out)]) == 0
     text = capsys.readouterr().out
     assert "l=3 d=4 r=2" in text and "lazy threshold m = 5" in text and "lazy best" in text
+    assert not png.exists()
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == before
+    assert cli.main(["show", str(out), "--out", str(out)]) == 0
     assert png.is_file()
 
 
@@ -671,3 +676,87 @@ def test_parse_size():
     assert cli.parse_size("1e9") == 1e9
     with pytest.raises(cli.UsageError, match="--max-memory"):
         cli.parse_size("-3GB")
+
+
+# -- resume checks the identity of everything it reuses ---------------------------------------------
+
+def _edit_table(path, section, key, value):
+    """Set ``key = value`` in ``[section]`` of a TOML file written by the command."""
+    lines, current = path.read_text().splitlines(), None
+    for i, line in enumerate(lines):
+        if line.startswith("["):
+            current = line.strip("[] ")
+        elif current == section and line.split("=")[0].strip() == key:
+            lines[i] = f"{key} = {value}"
+            break
+    else:
+        raise AssertionError(f"no {key} in [{section}]")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("section,key,value", [("gd", "learning_rate", "0.05"),
+                                               ("sweep", "steps", "100"),
+                                               ("gd", "optimizer", '"adam"')])
+def test_config_toml_edited_after_the_run_is_refused_on_resume(tiny_run, tmp_path, capsys,
+                                                               section, key, value):
+    """Editing a finished run's config.toml and resuming used to relabel the old rows with the
+    new values; now the saved sub-sweep config is compared and the differing key named."""
+    _, reference = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    _edit_table(out / "config.toml", section, key, value)
+    line = _one_error_line(capsys, ["run", "--out", str(out), "--resume"], f"{section}.{key}",
+                           progress_lines=True)
+    assert "another config" in line
+
+
+def test_chunk_folders_are_identity_checked_even_without_sub_json(tiny_run, tmp_path, capsys):
+    """Second line of defence: each chunk folder's sweep identity (the algorithm's arguments)."""
+    _, reference = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    _edit_table(out / "config.toml", "gd", "learning_rate", "0.05")
+    for sub in (out / "sweeps").iterdir():
+        (sub / "sub.json").unlink()
+    _one_error_line(capsys, ["run", "--out", str(out), "--resume"],
+                    "algorithm.arguments.optimizer: saved 0.1, requested 0.05",
+                    progress_lines=True)
+
+
+def test_swapped_chunk_folders_are_refused(features_run, tmp_path, capsys):
+    """Swapped chunk folders used to reorder the CSV; their seeds now differ from the chunk's."""
+    _, reference = features_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    sub = out / "sweeps" / "gd-l3-d4-r2"
+    (sub / "chunk-0000").rename(sub / "swap")
+    (sub / "chunk-0001").rename(sub / "chunk-0000")
+    (sub / "swap").rename(sub / "chunk-0001")
+    _one_error_line(capsys, ["run", "--out", str(out), "--resume"], "seeds: saved [1], "
+                    "requested [0]", progress_lines=True)
+
+
+def test_chunk_folder_from_another_learning_rate_is_refused(tiny_run, features_run, tmp_path,
+                                                            capsys):
+    _, reference = features_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    theirs = tiny_run[1] / "sweeps" / "gd-l3-d4-r2" / "chunk-0000"
+    ours = out / "sweeps" / "gd-l3-d4-r2" / "chunk-0000"
+    shutil.rmtree(ours)
+    shutil.copytree(theirs, ours)
+    _one_error_line(capsys, ["run", "--out", str(out), "--resume"], "chunk-0000",
+                    progress_lines=True)
+
+
+@pytest.mark.parametrize("name", ["results.csv", "results.json", "rows.npz"])
+def test_show_refuses_an_edited_saved_file(tiny_run, tmp_path, capsys, name):
+    _, reference = tiny_run
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    path = out / name
+    data = bytearray(path.read_bytes())
+    i = next(i for i in range(len(data) // 2, len(data)) if chr(data[i]).isdigit())
+    data[i] = ord("7") if data[i] != ord("7") else ord("3")
+    path.write_bytes(bytes(data))
+    _one_error_line(capsys, ["show", str(out)], name)

@@ -47,7 +47,7 @@ def slow(path, mode="wb"):
         if "chunk_" in str(path):
             time.sleep(0.4)
 
-results.atomic_write = slow
+store.atomic_write = slow
 p = problem()
 jaxtd.sweep(p.pop("algorithm"), p.pop("target"), out_dir=sys.argv[1], **p)
 print("finished", flush=True)

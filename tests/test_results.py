@@ -142,8 +142,10 @@ def test_chunk_store_refuses_mixing(tmp_path):
     cols, hist = again.read(1)
     np.testing.assert_array_equal(cols["seed"], np.arange(3))
     assert hist["loss"].dtype == np.float32
-    with pytest.raises(ValueError, match=r"different configuration:\n  steps: saved 10"):
+    with pytest.raises(ValueError, match=r"another configuration \(differs in steps: saved 10, "
+                       r"requested 20\)") as info:
         ChunkStore(tmp_path / "o", {**cfg, "steps": 20})
+    assert "\n" not in str(info.value) and "resume='recompute'" in str(info.value)
     with pytest.raises(ValueError, match="resume=True"):
         ChunkStore(tmp_path / "o", cfg, resume=False)
     (tmp_path / "other").mkdir()
@@ -209,7 +211,7 @@ def test_config_json_records_every_file_checksum(tmp_path):
     import hashlib
     _synthetic().save(tmp_path / "o")
     meta = json.loads((tmp_path / "o" / "config.json").read_text())
-    assert meta["format"] == "jaxtd.results/2"
+    assert meta["format"] == "jaxtd.results/3"
     for name in ("rows.npz", "histories.npz", "results.csv", "results.json"):
         assert meta["sha256"][name] == hashlib.sha256((tmp_path / "o" / name).read_bytes()).hexdigest()
 
@@ -389,8 +391,9 @@ def test_lock_is_reentrant_in_one_process_and_released(tmp_path):
             _synthetic().save(out)
         b.close()
         a.write(0, *_chunk([0, 1]))
-    from jaxtd import results
-    assert not [k for k in results._HELD if k[1].startswith(str(tmp_path))]
+    from jaxtd import store
+    assert not [k for k in store._HELD if k[1].startswith(str(tmp_path))]
+    assert not (out / ".lock").exists()  # removed by its last holder
 
 
 def test_foreign_folder_gets_no_lock_file(tmp_path):
