@@ -368,10 +368,10 @@ def _connect(args) -> None:
 
 
 def cmd_presets(args) -> int:
-    """``jaxtd presets``: one line per shipped preset."""
+    """``jaxtd presets``: one line per shipped preset (read from the TOML: no JAX start-up; the
+    presets' validity is tested)."""
     for name in cfg.preset_names():
-        c = cfg.preset(name)
-        print(f"{name:<16} {c.description}")
+        print(f"{name:<16} {cfg.preset_raw(name).get('description', '')}")
     print("\nrun one with `jaxtd run --preset NAME`; copy its file as a starting point:\n  "
           + str(cfg.preset_path("headline")))
     return 0
@@ -419,11 +419,14 @@ def cmd_show(args) -> int:
 
 
 def _version() -> str:
+    """The installed distribution's version, else the package constant (never imports JAX:
+    ``import jaxtd`` is lazy)."""
     import importlib.metadata
     try:
         return importlib.metadata.version("jaxtd")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
-        return "unknown"
+        import jaxtd
+        return jaxtd.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:

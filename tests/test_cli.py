@@ -250,6 +250,50 @@ def test_version(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("jaxtd ")
 
 
+_REPORT_MODULES = """
+import runpy, sys
+sys.argv = ["jaxtd", *{argv!r}]
+try:
+    runpy.run_module("jaxtd", run_name="__main__")
+except SystemExit as exit_:
+    code = exit_.code
+print("\\nexit", code, "heavy", sorted(m for m in ("jax", "jaxlib", "numpy", "pandas")
+                                       if m in sys.modules))
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"],
+                                  ["params", "--help"], ["show", "--help"], ["presets"]])
+def test_fast_commands_do_not_import_jax(argv):
+    """``python -m jaxtd --version`` / ``--help`` / ``presets`` never start JAX (nor numpy):
+    the package's exports are lazy and the CLI imports heavy modules only to run."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
+    proc = subprocess.run([sys.executable, "-c", _REPORT_MODULES.format(argv=argv)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "exit 0 heavy []", (last, proc.stderr[-2000:])
+    if argv == ["--version"]:
+        assert proc.stdout.startswith("jaxtd 0.")
+
+
+@pytest.mark.timeout(300)
+def test_lazy_package_exports_every_name():
+    """``import jaxtd`` alone imports no JAX; every name of ``__all__`` then resolves to the
+    same object as its defining module's (functions stay functions, not modules)."""
+    code = ("import sys, jaxtd\nassert 'jax' not in sys.modules\n"
+            "import jaxtd._run, jaxtd._sweep, jaxtd.losses, jaxtd.symcp\n"
+            "for n in jaxtd.__all__: getattr(jaxtd, n)\n"
+            "assert jaxtd.sweep is jaxtd._sweep.sweep and jaxtd.run is jaxtd._run.run\n"
+            "assert jaxtd.SymCP is jaxtd.symcp.SymCP and jaxtd.targets.__name__ == 'jaxtd.targets'\n"
+            "assert set(jaxtd.__all__) <= set(dir(jaxtd))\n"
+            "from jaxtd import *\nassert callable(sweep) and callable(loss)\n"
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
