@@ -208,6 +208,35 @@ def _progress_bar(total: int):
                 disable=not progress_enabled(None))
 
 
+class _CompilePhase:
+    """``experiment.run``'s ``on_event`` for the progress bar: "compiling k/N programs" while a
+    program compiles, the pass's name while a column is added, "jaxtd run" otherwise. The time
+    spent compiling is kept out of the bar's rate, so its ETA is the run's. Without a bar (not a
+    terminal) each compilation is one ``[jaxtd]`` line."""
+
+    RUN = "jaxtd run"
+
+    def __init__(self, bar, programs: int):
+        self.bar, self.programs, self.started, self.label = bar, programs, 0, self.RUN
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind == "compile_start":
+            self.started += 1
+            total = max(self.programs, self.started)  # a resumed run may compile fewer
+            if self.bar.disable:
+                _log(f"[jaxtd] compiling {self.started}/{total} programs ({info.get('what')})")
+            self.bar.set_description(f"compiling {self.started}/{total} programs", refresh=True)
+        elif kind == "compile_end":  # called inside JAX: no interrupt checkpoint here
+            self.bar.set_description(self.label, refresh=True)
+            if not self.bar.disable:  # the rate (hence the ETA) skips the compilation
+                self.bar.last_print_t = self.bar._time()
+            return
+        elif kind == "phase":
+            self.label = info.get("what") or self.RUN
+            self.bar.set_description(self.label, refresh=True)
+        _INTERRUPTS.checkpoint()
+
+
 def _drain() -> None:
     """Wait for computations still running on XLA's threads, so that an interrupted process
     never tears the runtime down under them."""
@@ -253,6 +282,7 @@ def cmd_run(args) -> int:
         compile_cache.enable()
     start = time.perf_counter()
     bar = _progress_bar(experiment.total_cells(config))
+    on_event = _CompilePhase(bar, experiment.count_programs(config))
 
     def on_cells(n: int) -> None:
         bar.update(n)
@@ -269,7 +299,7 @@ def cmd_run(args) -> int:
     try:
         try:
             outcome = experiment.run(config, out, resume=args.resume, on_cells=on_cells,
-                                     on_start=on_start)
+                                     on_start=on_start, on_event=on_event)
             _INTERRUPTS.checkpoint()
         finally:
             bar.close()

@@ -338,7 +338,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
                         outcome: Optional[Outcome] = None,
                         on_cells: Optional[Callable[[int], None]] = None, *,
                         init: str = "antisymmetric", signs: str = "auto",
-                        init_scale: float = 1.0, method: str = "auto"):
+                        init_scale: float = 1.0, method: str = "auto",
+                        on_event: Optional[Callable[..., None]] = None):
     """``(len(seeds), len(widths))`` exact best lazy residuals, in float64.
 
     Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell (``algorithm``, a
@@ -346,7 +347,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     :func:`jaxtd.sweep.key_for_seed` ``(s)``), drawn in the target's dtype and solved in float64:
     the float32 normal equations cannot resolve a zero residual. One compiled program per problem
     size (:func:`jaxtd.lazy.best_residual_table`, ``method`` its solver). Compile and run times
-    are added to ``outcome``; ``on_cells`` receives the number of cells done.
+    are added to ``outcome``; ``on_cells`` receives the number of cells done; ``on_event`` gets
+    ``("compile_start", what=...)`` just before the table's program is traced and compiled.
     """
     import jax.numpy as jnp
 
@@ -354,6 +356,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     from jaxtd._sweep import key_for_seed
 
     keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
+    if on_event is not None:
+        on_event("compile_start", what=f"exact lazy optimum {len(seeds)}x{len(widths)}")
     t0 = time.perf_counter()
     with _CompileCounter() as compiles:
         out = lazy.best_residual_table(keys, target, list(widths), init=init, signs=signs,
@@ -368,8 +372,9 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
 
 
 def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify,
-                 table_params: Mapping[str, Any]):
-    """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``)."""
+                 table_params: Mapping[str, Any], events=None):
+    """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``).
+    ``notify`` receives the cells solved (pass a no-op when the rows were counted already)."""
     import jax
     import numpy as np
 
@@ -389,9 +394,13 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
     if table is None:
         p = table_params
         scale = p["init_scale"][0] if isinstance(p["init_scale"], tuple) else p["init_scale"]
+        if events is not None:
+            events.phase("exact lazy optimum")
         table = lazy_best_residuals(algorithm, target, seeds, widths, outcome, notify,
                                     init=p["init"], signs=p["signs"], init_scale=scale,
-                                    method=p["method"])
+                                    method=p["method"], on_event=events)
+        if events is not None:
+            events.phase(None)
         if jax.process_index() == 0:  # several processes: only process 0 writes
             folder.mkdir(parents=True, exist_ok=True)
             with atomic_write(str(cache)) as f:
@@ -423,10 +432,13 @@ def _slope_pass(config: cfg.Config, sub: SubSweep) -> bool:
 
 
 def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
-                  outcome: Outcome, notify):
+                  outcome: Outcome, events=None):
     """Add ``d final_relative_error / d log init_scale`` (:func:`jaxtd.transition.add_slope_column`,
     forward mode through every run; cached in ``folder/scale_slopes-<k>.npz``)."""
     from jaxtd import transition
+    if events is not None:  # the pass compiles one program, then runs every cell again
+        events.phase("d error / d log init_scale")
+        events("compile_start", what="d error / d log init_scale")
     t0 = time.perf_counter()
     with _CompileCounter() as compiles:
         out = transition.add_slope_column(results, algorithm, target, steps=sub.steps,
@@ -435,7 +447,8 @@ def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config,
     elapsed = time.perf_counter() - t0
     outcome.add({"n_compiles": compiles.count, "compile_seconds": compiles.seconds,
                  "run_seconds": max(elapsed - compiles.seconds, 0.0)})
-    notify(len(out))
+    if events is not None:
+        events.phase(None)
     return out
 
 
@@ -446,7 +459,7 @@ class ResumeError(cfg.ConfigError):
 
 
 def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
-               seeds: Sequence[int], resume: bool):
+               seeds: Sequence[int], resume: bool, on_event=None):
     from jaxtd.results import Results
     from jaxtd._sweep import sweep
     import jax
@@ -472,7 +485,7 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
                     steps=sub.steps, record_every=s.record_every,
                     hparams={k: list(v) for k, v in sub.hparams} or None,
                     success_threshold=s.success_threshold, out_dir=str(folder), resume=resume,
-                    progress=False, bucketing=s.bucketing)
+                    progress=False, bucketing=s.bucketing, on_event=on_event)
     except ValueError as err:
         message = str(err)
         if "out_dir=" not in message:
@@ -487,20 +500,33 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
 
 def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         on_cells: Optional[Callable[[int], None]] = None,
-        on_start: Optional[Callable[[SubSweep], None]] = None) -> Outcome:
+        on_start: Optional[Callable[[SubSweep], None]] = None,
+        on_event: Optional[Callable[..., None]] = None) -> Outcome:
     """Run every sub-sweep of ``config`` under ``out_dir/sweeps``.
 
-    ``on_cells(n)`` is called after each finished (or resumed) chunk with its number of cells
-    (a lazy sub-sweep's best residuals count as cells too); ``on_start(sub)`` before each
-    sub-sweep. Returns an :class:`Outcome` whose ``results`` hold every row: ``algorithm``,
-    ``order``, ``dim``, ``rank``, the hyper-parameters and the sweep's columns (lazy rows also
-    ``lazy_best_residual``).
+    ``on_cells(n)`` is called after each finished (or resumed) chunk with its number of rows, so
+    the counts add up to :func:`total_cells`, the number of rows of the results (the best lazy
+    residuals of trained lazy rows and the init-scale derivatives add columns, not rows: they
+    are announced through ``on_event``); ``on_start(sub)`` before each sub-sweep.
+    ``on_event(kind, **info)``: ``"compile_start"`` (``what``) before a program is traced and
+    compiled, ``"compile_end"`` (``seconds``) when that compilation (or load from the persistent
+    cache) is over, ``"phase"`` (``what``) when a pass that adds a column starts and
+    ``"phase"`` with ``what=None`` when it ends. Returns an :class:`Outcome` whose ``results``
+    hold every row: ``algorithm``, ``order``, ``dim``, ``rank``, the hyper-parameters and the
+    sweep's columns (lazy rows also ``lazy_best_residual``).
     """
+    events = _Events(on_event) if on_event is not None else None
+    if events is None:
+        return _run(config, Path(out_dir), resume, on_cells, on_start, None)
+    with events:
+        return _run(config, Path(out_dir), resume, on_cells, on_start, events)
+
+
+def _run(config, out_dir, resume, on_cells, on_start, events) -> Outcome:
     import numpy as np
     import pandas as pd
 
     from jaxtd.results import Results
-    out_dir = Path(out_dir)
     outcome = Outcome(None, [])
     notify = on_cells or (lambda n: None)
     parts = []
@@ -517,7 +543,7 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
             chunk_results = []
             for k, seeds in enumerate(sub.chunks()):
                 res, loaded = _one_sweep(algorithm, target, sub, config,
-                                         folder / f"chunk-{k:04d}", seeds, resume)
+                                         folder / f"chunk-{k:04d}", seeds, resume, events)
                 if not loaded:  # a chunk finished earlier cost nothing this time
                     outcome.add({k2: res.info.get(k2, 0) for k2 in
                                  ("n_compiles", "compile_seconds", "run_seconds")})
@@ -527,10 +553,11 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         else:
             res = _residual_only(sub.widths, sub.seeds)
         if _slope_pass(config, sub):
-            res = _slope_column(res, algorithm, target, sub, config, folder, outcome, notify)
-        if sub.lazy_best:
-            res = _lazy_column(res, algorithm, target, folder, outcome, notify,
-                               config.params["lazy"])
+            res = _slope_column(res, algorithm, target, sub, config, folder, outcome, events)
+        if sub.lazy_best:  # trained rows were counted by their chunks; untrained ones here
+            res = _lazy_column(res, algorithm, target, folder, outcome,
+                               (lambda n: None) if sub.train else notify,
+                               config.params["lazy"], events)
             if not sub.train:
                 best = res.rows["lazy_best_residual"].to_numpy()
                 ok = np.isfinite(best) & (best <= config.sweep.success_threshold)
@@ -554,8 +581,49 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
 
 
 def total_cells(config: cfg.Config) -> int:
-    """Cells a run of ``config`` reports through ``on_cells`` (best residuals included)."""
-    return sum((sub.cells if sub.train else 0) + (sub.seeds * len(sub.widths)
-                                                  if sub.lazy_best else 0)
-               + (sub.cells if _slope_pass(config, sub) else 0)
-               for sub in plan(config))
+    """Rows of a run of ``config``: what it reports through ``on_cells`` and the number of runs
+    ``jaxtd run`` reports at the end (a lazy sub-sweep without training: one row per seed and
+    width, its best residual)."""
+    return sum(sub.cells if sub.train else sub.seeds * len(sub.widths) for sub in plan(config))
+
+
+class _Events:
+    """``run``'s ``on_event``: forwards the sweeps' ``compile_start`` and closes each with a
+    ``compile_end`` when JAX reports the end of that compilation (its backend-compile event,
+    which also marks a load from the persistent cache)."""
+
+    def __init__(self, on_event: Callable[..., None]):
+        self.on_event, self.open = on_event, False
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind == "compile_start":
+            self.close()
+            self.open = True
+            what = info.get("what") or f"width {info.get('padded_width')}"
+            self.on_event("compile_start", what=what)
+        elif kind == "chunk_done":
+            self.close()
+
+    def phase(self, what: Optional[str]) -> None:
+        self.close()
+        self.on_event("phase", what=what)
+
+    def close(self, seconds: Optional[float] = None) -> None:
+        if self.open:
+            self.open = False
+            self.on_event("compile_end", seconds=seconds)
+
+    def _listener(self, event, duration, **kwargs) -> None:
+        if event == _CompileCounter.EVENT and self.open:
+            self.close(float(duration))
+
+    def __enter__(self):
+        import jax.monitoring
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        import jax.monitoring
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+        self.close()
+        return False
