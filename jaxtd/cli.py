@@ -266,7 +266,7 @@ def cmd_run(args) -> int:
     config, out = _resolve_config(args)
     out = Path(distributed.broadcast_json(str(out)))  # process 0's (default: its timestamp)
     if args.dry_run:
-        print(experiment.describe(config))
+        print(experiment.describe(config, compile_cache=not args.no_compile_cache))
         print(f"would write into {out} (nothing written: --dry-run)")
         return 0
     seconds = _check_size(config, args.max_memory)

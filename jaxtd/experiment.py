@@ -22,7 +22,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from jaxtd import config as cfg
 
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
-           "hyperparameters", "lazy_best_residuals", "default_chunk_size"]
+           "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
+           "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
+           "machine_load"]
 
 # Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
 # (float32, jit-compiled); only the order of magnitude matters.
@@ -209,8 +211,80 @@ def plan(config: cfg.Config) -> list[SubSweep]:
     return out
 
 
-def _lazy_programs(sub: SubSweep) -> int:
-    return 1 if sub.lazy_best else 0  # one best-residual table per problem size
+def _chunk_shapes(sub: SubSweep) -> int:
+    """Distinct chunk lengths of ``sub`` (each chunk padded to a multiple of the device count):
+    each is one more program per width bucket (a last, shorter chunk compiles again)."""
+    import jax
+    n_dev = len(jax.devices())
+    return len({-(-len(c) // n_dev) for c in sub.chunks()})
+
+
+def programs_of(config: cfg.Config, sub: SubSweep) -> list[str]:
+    """The programs a run of ``sub`` compiles, by kind: ``"grid:<algorithm>"`` per width bucket
+    and chunk length, ``"lazy_table"`` (the exact lazy optimum), ``"slope"`` (the init-scale
+    derivative pass)."""
+    out = []
+    if sub.train:
+        buckets = _buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size, sub.widths)
+        out += [f"grid:{sub.algorithm}"] * (len(buckets) * _chunk_shapes(sub))
+    if _slope_pass(config, sub):
+        out.append("slope")
+    if sub.lazy_best:
+        out.append("lazy_table")
+    return out
+
+
+def count_programs(config: cfg.Config) -> int:
+    """Programs a run of ``config`` compiles (or loads from the persistent cache): what the
+    progress bar counts and the run reports at the end."""
+    return sum(len(programs_of(config, sub)) for sub in plan(config))
+
+
+# Seconds to trace, lower and compile one program on 2 CPU cores, measured with
+# benchmarks/compile.py (benchmarks/results/compile-*.txt): (cold: XLA compiles, warm: the
+# persistent cache holds it, so only trace + lower + load). Other platforms: no measurement yet,
+# the CPU figures are used.
+_COMPILE_SECONDS = {
+    "cpu": {"grid:gd": (6.0, 1.2), "grid:variant": (8.0, 1.6), "grid:deflation": (8.0, 1.6),
+            "grid:lazy": (6.0, 1.2), "grid": (7.0, 1.4), "lazy_table": (3.0, 0.5),
+            "slope": (12.0, 2.5)},
+}
+# Fixed seconds of a run besides compiling and computing: building the targets (small eager
+# programs), writing results and figures.
+_FIXED_SECONDS = 4.0
+
+
+def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
+    table = _COMPILE_SECONDS.get(platform, _COMPILE_SECONDS["cpu"])
+    cold_warm = table.get(kind, table["grid"] if kind.startswith("grid:") else table["slope"])
+    return cold_warm[1 if warm else 0]
+
+
+def cache_state(enabled: bool = True) -> tuple[bool, str]:
+    """``(warm, description)`` of the persistent compilation cache ``jaxtd run`` would use: warm
+    when its folder exists and holds entries (a proxy: they may be another run's programs)."""
+    if not enabled:
+        return False, "compile cache off (--no-compile-cache)"
+    from jaxtd import compile_cache
+    folder = compile_cache.default_dir()
+    try:
+        n = sum(1 for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        n = 0
+    if n:
+        return True, f"compile cache warm ({n} entries in {folder})"
+    return False, f"compile cache cold ({folder} empty or absent)"
+
+
+def machine_load() -> float:
+    """How much slower than an idle machine a run is expected to go: other processes' share of
+    the cores (1-minute load average / cores, at least 1; 1 where unknown)."""
+    import os
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):
+        return 1.0
+    return max(1.0, (load + 1.0) / cores)
 
 
 _CHUNK_OVERHEAD_SECONDS = 0.02
@@ -218,11 +292,12 @@ _STEP_SECONDS = 5e-6
 
 
 def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, float, float]:
-    """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough)."""
+    """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough; compute
+    only, compilation apart: :func:`programs_of`)."""
     s = config.sweep
     buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size, sub.widths)
                if sub.train else ())
-    programs = len(buckets) + _lazy_programs(sub)
+    programs = len(programs_of(config, sub))
     cells = sub.cells if sub.train else 0
     lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
     # per cell: state ~ 8 (m, d) arrays, the loss's Gram form ~ 4 (m + r)^2 matrices (forward
@@ -251,7 +326,6 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
             mem = max(mem, sub.seeds * (max(sub.widths) ** 2 + 16 * md) * 8 * 4)
             seconds += sub.seeds * len(sub.widths) * 20 * md * max(sub.widths) ** 2 / 1e9
     if _slope_pass(config, sub):  # the runs again with one forward-mode tangent (measured ~1.3x)
-        programs += 1
         seconds *= 2.3
     return programs, cells, lazy_cells, float(mem), float(seconds)
 
@@ -266,9 +340,32 @@ def estimate(config: cfg.Config) -> tuple[float, float]:
     return peak, seconds
 
 
-def describe(config: cfg.Config) -> str:
-    """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time and
-    memory estimate. Nothing is run or written."""
+def estimate_wall(config: cfg.Config, *, warm: bool = False,
+                  load: float = 1.0) -> dict[str, float]:
+    """Rough seconds of a run on this platform: ``compile`` (every program of
+    :func:`programs_of`, ``warm``: loaded from the persistent cache), ``compute`` (as
+    :func:`estimate`), ``fixed`` (targets, outputs, figures) and their ``total``, each times
+    ``load`` (:func:`machine_load`) on a CPU."""
+    import jax
+    platform = jax.devices()[0].platform
+    compile_s = compute = 0.0
+    for sub in plan(config):
+        compile_s += sum(_compile_seconds(k, warm, platform) for k in programs_of(config, sub))
+        compute += _sub_estimate(config, sub)[4]
+    factor = load if platform == "cpu" else 1.0
+    out = {"compile": compile_s * factor, "compute": compute * factor,
+           "fixed": _FIXED_SECONDS * factor}
+    out["total"] = sum(out.values())
+    return out
+
+
+def describe(config: cfg.Config, *, compile_cache: bool = True,
+             load: Optional[float] = None) -> str:
+    """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time (compile
+    and compute apart, cold or warm compile cache) and memory estimate. Nothing is run or
+    written. ``compile_cache``: whether the run uses the persistent cache (``jaxtd run``
+    without ``--no-compile-cache``); ``load``: slowdown of a busy machine (default
+    :func:`machine_load`)."""
     s = config.sweep
     lines = [f"{config.name}: {len(config.target.sizes)} problem size(s) x "
              f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
@@ -287,11 +384,17 @@ def describe(config: cfg.Config) -> str:
             extra += " + d error / d log init_scale (forward mode, the runs again)"
         lines.append(f"  {sub.folder}: {sub.seeds} seeds x {len(sub.widths)} widths{hp}: "
                      f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
-        total_cells += cells + lazy_cells
+        total_cells += cells if sub.train else lazy_cells
         total_programs += programs
-    lines.append(f"total: {total_cells} cells, {total_programs} programs to compile (fewer "
-                 f"with a warm compile cache), peak memory ~{_fmt_bytes(peak)}, compute "
-                 f"~{_fmt_seconds(total_seconds)} on 2 CPU cores (rough)")
+    warm, cache = cache_state(compile_cache)
+    load = machine_load() if load is None else load
+    wall = estimate_wall(config, warm=warm, load=load)
+    busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
+    lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile, "
+                 f"peak memory ~{_fmt_bytes(peak)}")
+    lines.append(f"time: ~{_fmt_seconds(wall['total'])} (compile ~{_fmt_seconds(wall['compile'])}"
+                 f", compute ~{_fmt_seconds(wall['compute'])}, outputs ~"
+                 f"{_fmt_seconds(wall['fixed'])}; rough); {cache}{busy}")
     return "\n".join(lines)
 
 

@@ -56,7 +56,61 @@ def test_describe_is_a_plan():
     lazy, gd = text.splitlines()[1:3]
     assert "2 program(s) to compile" in lazy  # one grid, one best-residual table
     assert "1 program(s) to compile" in gd and "4 cells in 2 chunk(s)" not in gd
-    assert text.splitlines()[-1].startswith("total: 12 cells, 3 programs to compile")
+    total = next(line for line in text.splitlines() if line.startswith("total:"))
+    assert total.startswith("total: 8 runs (cells), 3 programs to compile")  # 4 lazy + 4 gd rows
+    assert text.splitlines()[-1].startswith("time: ~")
+
+
+def test_programs_follow_buckets_chunk_shapes_and_passes():
+    c = cfg.loads(SMALL.replace("seeds = 2", "seeds = 3\nchunk_size = 2"))
+    lazy, gd = experiment.plan(c)
+    # chunks of 2 and 1 seeds: two grid programs per bucket; the lazy optimum one more
+    assert experiment.programs_of(c, gd) == ["grid:gd", "grid:gd"]
+    assert experiment.programs_of(c, lazy) == ["grid:lazy", "grid:lazy", "lazy_table"]
+    assert experiment.count_programs(c) == 5
+    exact = cfg.loads(SMALL.replace('bucketing = "single"', 'bucketing = "exact"'))
+    assert experiment.count_programs(exact) == 2 + 1 + 2
+    untrained = cfg.loads(SMALL.replace("[lazy]", "[lazy]\ntrain = false"))
+    assert experiment.programs_of(untrained, experiment.plan(untrained)[0]) == ["lazy_table"]
+
+
+def test_wall_estimate_compile_and_compute_apart():
+    c = cfg.loads(SMALL)
+    cold = experiment.estimate_wall(c, warm=False)
+    warm = experiment.estimate_wall(c, warm=True)
+    busy = experiment.estimate_wall(c, warm=False, load=3.0)
+    assert cold["compile"] > 2 * warm["compile"] > 0 and cold["compute"] == warm["compute"]
+    assert cold["total"] == pytest.approx(cold["compile"] + cold["compute"] + cold["fixed"])
+    assert busy["total"] == pytest.approx(3.0 * cold["total"])
+    assert experiment.describe(c, compile_cache=False, load=1.0).splitlines()[-1].endswith(
+        "compile cache off (--no-compile-cache)")
+
+
+@pytest.mark.timeout(600)
+def test_events_announce_every_compilation(tmp_path):
+    """``on_event``: one compile_start per program the run compiles (JAX's count), each closed
+    by a compile_end before the next starts; the lazy optimum is a phase; the rows reported
+    through ``on_cells`` are the results' rows."""
+    import jax
+
+    import jaxtd
+    jaxtd.clear_cache()
+    jax.clear_caches()
+    c = cfg.loads(SMALL.replace("seeds = 2", "seeds = 3\nchunk_size = 2")
+                  .replace('["lazy", "gd"]', '["lazy"]'))
+    events, counted = [], []
+    out = experiment.run(c, tmp_path, on_cells=counted.append,
+                         on_event=lambda kind, **info: events.append((kind, info)))
+    kinds = [k for k, _ in events]
+    starts = kinds.count("compile_start")
+    assert starts == experiment.count_programs(c) == out.n_compiles == 3  # 2 chunk shapes, table
+    for i, k in enumerate(kinds):  # strictly alternating start / end
+        if k == "compile_start":
+            assert kinds[i + 1:].index("compile_end") < (kinds[i + 1:] + ["compile_start"]).index(
+                "compile_start")
+    assert kinds.count("compile_end") == starts
+    assert ("phase", {"what": "exact lazy optimum"}) in events and ("phase", {"what": None}) in events
+    assert sum(counted) == len(out.results) == experiment.total_cells(c) == 6
 
 
 def test_hyperparameters_are_resolved_values():
