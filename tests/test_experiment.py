@@ -81,7 +81,8 @@ def test_wall_estimate_compile_and_compute_apart():
     busy = experiment.estimate_wall(c, warm=False, load=3.0)
     assert cold["compile"] > 2 * warm["compile"] > 0 and cold["compute"] == warm["compute"]
     assert cold["total"] == pytest.approx(cold["compile"] + cold["compute"] + cold["fixed"])
-    assert busy["total"] == pytest.approx(3.0 * cold["total"])
+    assert busy["compute"] == pytest.approx(3.0 * cold["compute"])
+    assert busy["compile"] > 3.0 * cold["compile"]  # a busy CPU compiles slower still
     assert experiment.describe(c, compile_cache=False, load=1.0).splitlines()[-1].endswith(
         "compile cache off (--no-compile-cache)")
 
