@@ -3,23 +3,78 @@
 The core: :class:`SymCP` (a symmetric CP tensor as a pytree), exact Gram-form
 :func:`inner`/:func:`norm`/:func:`loss`, an accurate :func:`relative_error`, ground truths in
 :mod:`jaxtd.targets` and prefix-consistent initialization in :mod:`jaxtd.initialization`.
+
+The names below are loaded on first use (PEP 562 module ``__getattr__``): ``import jaxtd`` does
+not start JAX, so ``jaxtd --version`` and ``jaxtd --help`` answer at once; ``jaxtd.sweep``,
+``jaxtd.targets``, ... import what they need when first touched.
 """
 
-from jaxtd import initialization, targets
-from jaxtd.initialization import init_factors
-from jaxtd.losses import inner, loss, norm, relative_error, residual_sq
-from jaxtd.symcp import SymCP, to_dense
-from jaxtd import algorithms, metrics, models
-# The runner and the sweep live in private modules (_run, _sweep): jaxtd.run and jaxtd.sweep are
-# the functions, with no module of the same name behind them.
-from jaxtd._run import RunResult, default_record_every, run, simulate, with_init_params
-from jaxtd._sweep import BUCKETINGS, BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
-from jaxtd.results import Results
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# public name -> (module, attribute); attribute None: the module itself.
+# The runner and the sweep live in private modules (_run, _sweep): jaxtd.run and jaxtd.sweep are
+# the functions, with no module of the same name behind them.
+_EXPORTS = {
+    "initialization": ("jaxtd.initialization", None),
+    "targets": ("jaxtd.targets", None),
+    "algorithms": ("jaxtd.algorithms", None),
+    "metrics": ("jaxtd.metrics", None),
+    "models": ("jaxtd.models", None),
+    "init_factors": ("jaxtd.initialization", "init_factors"),
+    "inner": ("jaxtd.losses", "inner"),
+    "loss": ("jaxtd.losses", "loss"),
+    "norm": ("jaxtd.losses", "norm"),
+    "relative_error": ("jaxtd.losses", "relative_error"),
+    "residual_sq": ("jaxtd.losses", "residual_sq"),
+    "SymCP": ("jaxtd.symcp", "SymCP"),
+    "to_dense": ("jaxtd.symcp", "to_dense"),
+    "RunResult": ("jaxtd._run", "RunResult"),
+    "default_record_every": ("jaxtd._run", "default_record_every"),
+    "run": ("jaxtd._run", "run"),
+    "simulate": ("jaxtd._run", "simulate"),
+    "with_init_params": ("jaxtd._run", "with_init_params"),
+    "BUCKETINGS": ("jaxtd._sweep", "BUCKETINGS"),
+    "BucketCost": ("jaxtd._sweep", "BucketCost"),
+    "bucket_widths": ("jaxtd._sweep", "bucket_widths"),
+    "clear_cache": ("jaxtd._sweep", "clear_cache"),
+    "key_for_seed": ("jaxtd._sweep", "key_for_seed"),
+    "sweep": ("jaxtd._sweep", "sweep"),
+    "Results": ("jaxtd.results", "Results"),
+}
 
 __all__ = ["SymCP", "to_dense", "inner", "norm", "loss", "relative_error", "residual_sq",
            "targets", "initialization", "init_factors", "__version__",
            "algorithms", "models", "metrics", "run", "simulate", "RunResult",
            "default_record_every", "with_init_params", "sweep", "Results", "key_for_seed",
            "bucket_widths", "BucketCost", "BUCKETINGS", "clear_cache"]
+
+
+def __getattr__(name: str):
+    try:
+        module_name, attribute = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'jaxtd' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static tools see the eager imports
+    from jaxtd import algorithms, initialization, metrics, models, targets
+    from jaxtd._run import RunResult, default_record_every, run, simulate, with_init_params
+    from jaxtd._sweep import (BUCKETINGS, BucketCost, bucket_widths, clear_cache, key_for_seed,
+                              sweep)
+    from jaxtd.initialization import init_factors
+    from jaxtd.losses import inner, loss, norm, relative_error, residual_sq
+    from jaxtd.results import Results
+    from jaxtd.symcp import SymCP, to_dense

@@ -369,8 +369,9 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
     top = max(ws)
     solver = solver_for(method, top, target.dim)
     with jax.enable_x64(True):
-        scale = jnp.asarray(init_scale, target.factors.dtype)
-        out = _table_program(keys, target, jnp.asarray(ws, jnp.int32), scale, top=top,
+        # numpy inputs: a jnp conversion here would compile an eager program of its own
+        scale = np.asarray(init_scale, target.factors.dtype)
+        out = _table_program(keys, target, np.asarray(ws, np.int32), scale, top=top,
                              init=init, signs=signs, solver=solver,
                              rcond=None if rcond is None else float(rcond),
                              tol=None if tol is None else float(tol),

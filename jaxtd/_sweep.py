@@ -51,7 +51,7 @@ import itertools
 import math
 import numbers
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -542,7 +542,8 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
           success_threshold: float = 1e-2, chunk_size: Optional[int] = None,
           out_dir: Optional[str] = None, resume: bool = True, progress: Optional[bool] = None,
           bucketing: str = "auto", base_key=None,
-          metadata: Optional[Mapping[str, Any]] = None, devices=None) -> Results:
+          metadata: Optional[Mapping[str, Any]] = None, devices=None,
+          on_event: Optional[Callable[..., None]] = None) -> Results:
     """Run every (seed, width, hyper-parameter) cell of a grid; one compilation per width bucket.
 
     Args:
@@ -583,6 +584,10 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
         :func:`jaxtd.distributed.initialize`, the devices of every process); results do not
         depend on it. Devices of several processes run the sweep in all of them (see the module
         docstring): each process must make the same call, and only process 0 uses ``out_dir``.
+      on_event: ``on_event(kind, **info)`` for progress displays: ``"compile_start"``
+        (``padded_width``, ``widths``) just before a bucket's program is traced and compiled
+        (not when the executable cache has it), ``"chunk_done"`` (``cells``, ``chunk``) after
+        each computed chunk.
 
     Returns:
       :class:`~jaxtd.results.Results`, rows ordered by seed, width, hyper-parameter combination.
@@ -609,7 +614,7 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
             raise
     try:
         return _execute(spec, algorithm, target, base_key, config, store, progress, devices,
-                        multi)
+                        multi, on_event)
     finally:
         if store is not None:
             store.close()
@@ -664,7 +669,7 @@ def _check_devices(devices) -> list:
 
 
 def _execute(spec, algorithm, target, base_key, config, store, progress, devices,
-             multi=False) -> Results:
+             multi=False, on_event=None) -> Results:
     from tqdm.auto import tqdm
 
     n_dev = len(devices)
@@ -684,7 +689,9 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
         cell_steps=spec.steps * len(spec.hparam_grid) * math.ceil(spec.chunk_size / n_dev))
     buckets = [_Bucket(ws) for ws in bucket_widths(spec.widths, spec.bucketing, cost=cost)]
 
-    def fn_for(b):
+    def fn_for(b):  # called on an executable-cache miss, just before tracing and compiling
+        if on_event is not None:
+            on_event("compile_start", padded_width=b.padded_width, widths=b.widths)
         return _grid_fn(algorithm, b.padded_width, spec.steps, spec.record_every, grid_names)
 
     program_key = (algorithm, spec.steps, spec.record_every, grid_names)
@@ -715,6 +722,9 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
                 store.write(index, columns, histories)
             parts.append((columns, histories))
             bar.update(1)
+            if on_event is not None:
+                on_event("chunk_done", cells=len(seeds) * len(spec.widths) * len(combos),
+                         chunk=index)
     finally:
         bar.close()
     columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}

@@ -213,6 +213,35 @@ def _progress_bar(total: int):
                 disable=not progress_enabled(None))
 
 
+class _CompilePhase:
+    """``experiment.run``'s ``on_event`` for the progress bar: "compiling k/N programs" while a
+    program compiles, the pass's name while a column is added, "jaxtd run" otherwise. The time
+    spent compiling is kept out of the bar's rate, so its ETA is the run's. Without a bar (not a
+    terminal) each compilation is one ``[jaxtd]`` line."""
+
+    RUN = "jaxtd run"
+
+    def __init__(self, bar, programs: int):
+        self.bar, self.programs, self.started, self.label = bar, programs, 0, self.RUN
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind == "compile_start":
+            self.started += 1
+            total = max(self.programs, self.started)  # a resumed run may compile fewer
+            if self.bar.disable:
+                _log(f"[jaxtd] compiling {self.started}/{total} programs ({info.get('what')})")
+            self.bar.set_description(f"compiling {self.started}/{total} programs", refresh=True)
+        elif kind == "compile_end":  # called inside JAX: no interrupt checkpoint here
+            self.bar.set_description(self.label, refresh=True)
+            if not self.bar.disable:  # the rate (hence the ETA) skips the compilation
+                self.bar.last_print_t = self.bar._time()
+            return
+        elif kind == "phase":
+            self.label = info.get("what") or self.RUN
+            self.bar.set_description(self.label, refresh=True)
+        _INTERRUPTS.checkpoint()
+
+
 def _drain() -> None:
     """Wait for computations still running on XLA's threads, so that an interrupted process
     never tears the runtime down under them."""
@@ -242,7 +271,7 @@ def cmd_run(args) -> int:
     config, out = _resolve_config(args)
     out = Path(distributed.broadcast_json(str(out)))  # process 0's (default: its timestamp)
     if args.dry_run:
-        print(experiment.describe(config))
+        print(experiment.describe(config, compile_cache=not args.no_compile_cache))
         print(f"would write into {out} (nothing written: --dry-run)")
         return 0
     seconds = _check_size(config, args.max_memory)
@@ -258,6 +287,7 @@ def cmd_run(args) -> int:
         compile_cache.enable()
     start = time.perf_counter()
     bar = _progress_bar(experiment.total_cells(config))
+    on_event = _CompilePhase(bar, experiment.count_programs(config))
 
     def on_cells(n: int) -> None:
         bar.update(n)
@@ -274,7 +304,7 @@ def cmd_run(args) -> int:
     try:
         try:
             outcome = experiment.run(config, out, resume=args.resume, on_cells=on_cells,
-                                     on_start=on_start)
+                                     on_start=on_start, on_event=on_event)
             _INTERRUPTS.checkpoint()
         finally:
             bar.close()
@@ -373,10 +403,10 @@ def _connect(args) -> None:
 
 
 def cmd_presets(args) -> int:
-    """``jaxtd presets``: one line per shipped preset."""
+    """``jaxtd presets``: one line per shipped preset (read from the TOML: no JAX start-up; the
+    presets' validity is tested)."""
     for name in cfg.preset_names():
-        c = cfg.preset(name)
-        print(f"{name:<16} {c.description}")
+        print(f"{name:<16} {cfg.preset_raw(name).get('description', '')}")
     print("\nrun one with `jaxtd run --preset NAME`; copy its file as a starting point:\n  "
           + str(cfg.preset_path("headline")))
     return 0
@@ -428,11 +458,14 @@ def cmd_show(args) -> int:
 
 
 def _version() -> str:
+    """The installed distribution's version, else the package constant (never imports JAX:
+    ``import jaxtd`` is lazy)."""
     import importlib.metadata
     try:
         return importlib.metadata.version("jaxtd")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
-        return "unknown"
+        import jaxtd
+        return jaxtd.__version__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from jaxtd import config as cfg
 
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
-           "hyperparameters", "lazy_best_residuals", "default_chunk_size"]
+           "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
+           "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
+           "machine_load"]
 
 # Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
 # (float32, jit-compiled); only the order of magnitude matters.
@@ -210,8 +212,85 @@ def plan(config: cfg.Config) -> list[SubSweep]:
     return out
 
 
-def _lazy_programs(sub: SubSweep) -> int:
-    return 1 if sub.lazy_best else 0  # one best-residual table per problem size
+def _chunk_shapes(sub: SubSweep) -> int:
+    """Distinct chunk lengths of ``sub`` (each chunk padded to a multiple of the device count):
+    each is one more program per width bucket (a last, shorter chunk compiles again)."""
+    import jax
+    n_dev = len(jax.devices())
+    return len({-(-len(c) // n_dev) for c in sub.chunks()})
+
+
+def programs_of(config: cfg.Config, sub: SubSweep) -> list[str]:
+    """The programs a run of ``sub`` compiles, by kind: ``"grid:<algorithm>"`` per width bucket
+    and chunk length, ``"lazy_table"`` (the exact lazy optimum), ``"slope"`` (the init-scale
+    derivative pass)."""
+    out = []
+    if sub.train:
+        buckets = _buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size, sub.widths)
+        out += [f"grid:{sub.algorithm}"] * (len(buckets) * _chunk_shapes(sub))
+    if _slope_pass(config, sub):
+        out.append("slope")
+    if sub.lazy_best:
+        out.append("lazy_table")
+    return out
+
+
+def count_programs(config: cfg.Config) -> int:
+    """Programs a run of ``config`` compiles (or loads from the persistent cache): what the
+    progress bar counts and the run reports at the end."""
+    return sum(len(programs_of(config, sub)) for sub in plan(config))
+
+
+# Seconds to trace, lower and compile one program on an idle 2-core CPU, by kind: calibrated
+# with benchmarks/compile.py (per-program trace+lower and compile seconds,
+# benchmarks/results/compile-*.txt) against the headline's measured total (its four programs
+# in ~21 s); a warm persistent cache still traces and lowers, then loads the executable
+# (measured: 20% of a cold compile on an idle machine, 40% on a busy one). Other platforms:
+# no measurement yet, the CPU figures are used.
+_COMPILE_SECONDS = {
+    "cpu": {"grid:gd": 5.5, "grid:variant": 8.0, "grid:deflation": 18.0, "grid:lazy": 6.5,
+            "grid": 8.0, "lazy_table": 2.5, "slope": 12.0},
+}
+_WARM_FRACTION = 0.3
+# On a busy CPU compilation slows down more than the share of the cores suggests (measured:
+# ~10x at 5.4x oversubscription): the compile estimate scales with load ** this.
+_COMPILE_LOAD_EXPONENT = 1.35
+# Fixed seconds of a run besides compiling and computing: starting JAX, building the targets
+# (small eager programs), writing results and figures.
+_FIXED_SECONDS = 5.0
+
+
+def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
+    table = _COMPILE_SECONDS.get(platform, _COMPILE_SECONDS["cpu"])
+    cold = table.get(kind, table["grid"] if kind.startswith("grid:") else table["slope"])
+    return cold * (_WARM_FRACTION if warm else 1.0)
+
+
+def cache_state(enabled: bool = True) -> tuple[bool, str]:
+    """``(warm, description)`` of the persistent compilation cache ``jaxtd run`` would use: warm
+    when its folder exists and holds entries (a proxy: they may be another run's programs)."""
+    if not enabled:
+        return False, "compile cache off (--no-compile-cache)"
+    from jaxtd import compile_cache
+    folder = compile_cache.default_dir()
+    try:
+        n = sum(1 for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError:
+        n = 0
+    if n:
+        return True, f"compile cache warm ({n} entries in {folder})"
+    return False, f"compile cache cold ({folder} empty or absent)"
+
+
+def machine_load() -> float:
+    """How much slower than an idle machine a run is expected to go: other processes' share of
+    the cores (1-minute load average / cores, at least 1; 1 where unknown)."""
+    import os
+    try:
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):
+        return 1.0
+    return max(1.0, (load + 1.0) / cores)
 
 
 _CHUNK_OVERHEAD_SECONDS = 0.02
@@ -219,11 +298,12 @@ _STEP_SECONDS = 5e-6
 
 
 def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, float, float]:
-    """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough)."""
+    """``(programs, cells, lazy cells, peak bytes, seconds)`` of one sub-sweep (rough; compute
+    only, compilation apart: :func:`programs_of`)."""
     s = config.sweep
     buckets = (_buckets(config, sub.algorithm, sub.dim, sub.rank, sub.chunk_size, sub.widths)
                if sub.train else ())
-    programs = len(buckets) + _lazy_programs(sub)
+    programs = len(programs_of(config, sub))
     cells = sub.cells if sub.train else 0
     lazy_cells = sub.seeds * len(sub.widths) if sub.lazy_best else 0
     # per cell: state ~ 8 (m, d) arrays, the loss's Gram form ~ 4 (m + r)^2 matrices (forward
@@ -252,7 +332,6 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
             mem = max(mem, sub.seeds * (max(sub.widths) ** 2 + 16 * md) * 8 * 4)
             seconds += sub.seeds * len(sub.widths) * 20 * md * max(sub.widths) ** 2 / 1e9
     if _slope_pass(config, sub):  # the runs again with one forward-mode tangent (measured ~1.3x)
-        programs += 1
         seconds *= 2.3
     return programs, cells, lazy_cells, float(mem), float(seconds)
 
@@ -267,9 +346,32 @@ def estimate(config: cfg.Config) -> tuple[float, float]:
     return peak, seconds
 
 
-def describe(config: cfg.Config) -> str:
-    """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time and
-    memory estimate. Nothing is run or written."""
+def estimate_wall(config: cfg.Config, *, warm: bool = False,
+                  load: float = 1.0) -> dict[str, float]:
+    """Rough seconds of a run on this platform: ``compile`` (every program of
+    :func:`programs_of`, ``warm``: loaded from the persistent cache), ``compute`` (as
+    :func:`estimate`), ``fixed`` (targets, outputs, figures) and their ``total``, each times
+    ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.35``)."""
+    import jax
+    platform = jax.devices()[0].platform
+    compile_s = compute = 0.0
+    for sub in plan(config):
+        compile_s += sum(_compile_seconds(k, warm, platform) for k in programs_of(config, sub))
+        compute += _sub_estimate(config, sub)[4]
+    factor = load if platform == "cpu" else 1.0
+    out = {"compile": compile_s * factor ** _COMPILE_LOAD_EXPONENT, "compute": compute * factor,
+           "fixed": _FIXED_SECONDS * factor}
+    out["total"] = sum(out.values())
+    return out
+
+
+def describe(config: cfg.Config, *, compile_cache: bool = True,
+             load: Optional[float] = None) -> str:
+    """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time (compile
+    and compute apart, cold or warm compile cache) and memory estimate. Nothing is run or
+    written. ``compile_cache``: whether the run uses the persistent cache (``jaxtd run``
+    without ``--no-compile-cache``); ``load``: slowdown of a busy machine (default
+    :func:`machine_load`)."""
     s = config.sweep
     lines = [f"{config.name}: {len(config.target.sizes)} problem size(s) x "
              f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
@@ -288,11 +390,17 @@ def describe(config: cfg.Config) -> str:
             extra += " + d error / d log init_scale (forward mode, the runs again)"
         lines.append(f"  {sub.folder}: {sub.seeds} seeds x {len(sub.widths)} widths{hp}: "
                      f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
-        total_cells += cells + lazy_cells
+        total_cells += cells if sub.train else lazy_cells
         total_programs += programs
-    lines.append(f"total: {total_cells} cells, {total_programs} programs to compile (fewer "
-                 f"with a warm compile cache), peak memory ~{_fmt_bytes(peak)}, compute "
-                 f"~{_fmt_seconds(total_seconds)} on 2 CPU cores (rough)")
+    warm, cache = cache_state(compile_cache)
+    load = machine_load() if load is None else load
+    wall = estimate_wall(config, warm=warm, load=load)
+    busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
+    lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile, "
+                 f"peak memory ~{_fmt_bytes(peak)}")
+    lines.append(f"time: ~{_fmt_seconds(wall['total'])} (compile ~{_fmt_seconds(wall['compile'])}"
+                 f", compute ~{_fmt_seconds(wall['compute'])}, outputs ~"
+                 f"{_fmt_seconds(wall['fixed'])}; rough); {cache}{busy}")
     return "\n".join(lines)
 
 
@@ -339,7 +447,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
                         outcome: Optional[Outcome] = None,
                         on_cells: Optional[Callable[[int], None]] = None, *,
                         init: str = "antisymmetric", signs: str = "auto",
-                        init_scale: float = 1.0, method: str = "auto"):
+                        init_scale: float = 1.0, method: str = "auto",
+                        on_event: Optional[Callable[..., None]] = None):
     """``(len(seeds), len(widths))`` exact best lazy residuals, in float64.
 
     Cell ``(s, m)`` linearizes at the very ``W0`` of the lazy GD cell (``algorithm``, a
@@ -347,7 +456,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     :func:`jaxtd.sweep.key_for_seed` ``(s)``), drawn in the target's dtype and solved in float64:
     the float32 normal equations cannot resolve a zero residual. One compiled program per problem
     size (:func:`jaxtd.lazy.best_residual_table`, ``method`` its solver). Compile and run times
-    are added to ``outcome``; ``on_cells`` receives the number of cells done.
+    are added to ``outcome``; ``on_cells`` receives the number of cells done; ``on_event`` gets
+    ``("compile_start", what=...)`` just before the table's program is traced and compiled.
     """
     import jax.numpy as jnp
 
@@ -355,6 +465,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     from jaxtd._sweep import key_for_seed
 
     keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
+    if on_event is not None:
+        on_event("compile_start", what=f"exact lazy optimum {len(seeds)}x{len(widths)}")
     t0 = time.perf_counter()
     with _CompileCounter() as compiles:
         out = lazy.best_residual_table(keys, target, list(widths), init=init, signs=signs,
@@ -369,10 +481,11 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
 
 
 def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, notify,
-                 table_params: Mapping[str, Any], identity: str = ""):
+                 table_params: Mapping[str, Any], identity: str = "", events=None):
     """Add ``lazy_best_residual`` to a lazy sweep's rows (cached in ``folder/lazy_best.npz``,
     which records the sub-sweep's ``identity`` and the sha256 of its arrays: a cache of another
-    config, or a damaged one, is recomputed, never trusted)."""
+    config, or a damaged one, is recomputed, never trusted). ``notify`` receives the cells
+    solved (pass a no-op when the rows were counted already)."""
     import jax
     import numpy as np
 
@@ -395,9 +508,13 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
     if table is None:
         p = table_params
         scale = p["init_scale"][0] if isinstance(p["init_scale"], tuple) else p["init_scale"]
+        if events is not None:
+            events.phase("exact lazy optimum")
         table = lazy_best_residuals(algorithm, target, seeds, widths, outcome, notify,
                                     init=p["init"], signs=p["signs"], init_scale=scale,
-                                    method=p["method"])
+                                    method=p["method"], on_event=events)
+        if events is not None:
+            events.phase(None)
         if jax.process_index() == 0:  # several processes: only process 0 writes
             folder.mkdir(parents=True, exist_ok=True)
             arrays = {"residual": np.asarray(table), "widths": np.asarray(widths),
@@ -432,10 +549,13 @@ def _slope_pass(config: cfg.Config, sub: SubSweep) -> bool:
 
 
 def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
-                  outcome: Outcome, notify):
+                  outcome: Outcome, events=None):
     """Add ``d final_relative_error / d log init_scale`` (:func:`jaxtd.transition.add_slope_column`,
     forward mode through every run; cached in ``folder/scale_slopes-<k>.npz``)."""
     from jaxtd import transition
+    if events is not None:  # the pass compiles one program, then runs every cell again
+        events.phase("d error / d log init_scale")
+        events("compile_start", what="d error / d log init_scale")
     t0 = time.perf_counter()
     with _CompileCounter() as compiles:
         out = transition.add_slope_column(results, algorithm, target, steps=sub.steps,
@@ -444,7 +564,8 @@ def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config,
     elapsed = time.perf_counter() - t0
     outcome.add({"n_compiles": compiles.count, "compile_seconds": compiles.seconds,
                  "run_seconds": max(elapsed - compiles.seconds, 0.0)})
-    notify(len(out))
+    if events is not None:
+        events.phase(None)
     return out
 
 
@@ -455,7 +576,7 @@ class ResumeError(cfg.ConfigError):
 
 
 def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
-               seeds: Sequence[int], resume: bool):
+               seeds: Sequence[int], resume: bool, on_event=None):
     """One chunk of a sub-sweep: :func:`jaxtd.sweep` with ``folder`` as its ``out_dir``. A
     saved chunk is reused only through the sweep's store, which checks its full identity
     (algorithm and every argument, target, seeds, widths, steps, dtype, ...) and every file's
@@ -469,7 +590,7 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
                     steps=sub.steps, record_every=s.record_every,
                     hparams={k: list(v) for k, v in sub.hparams} or None,
                     success_threshold=s.success_threshold, out_dir=str(folder), resume=resume,
-                    progress=False, bucketing=s.bucketing)
+                    progress=False, bucketing=s.bucketing, on_event=on_event)
     except ResultsError as err:
         detail = getattr(err, "problem", None) or (str(err).splitlines()[0] if str(err)
                                                    else type(err).__name__)
@@ -533,20 +654,33 @@ def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) ->
 
 def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         on_cells: Optional[Callable[[int], None]] = None,
-        on_start: Optional[Callable[[SubSweep], None]] = None) -> Outcome:
+        on_start: Optional[Callable[[SubSweep], None]] = None,
+        on_event: Optional[Callable[..., None]] = None) -> Outcome:
     """Run every sub-sweep of ``config`` under ``out_dir/sweeps``.
 
-    ``on_cells(n)`` is called after each finished (or resumed) chunk with its number of cells
-    (a lazy sub-sweep's best residuals count as cells too); ``on_start(sub)`` before each
-    sub-sweep. Returns an :class:`Outcome` whose ``results`` hold every row: ``algorithm``,
-    ``order``, ``dim``, ``rank``, the hyper-parameters and the sweep's columns (lazy rows also
-    ``lazy_best_residual``).
+    ``on_cells(n)`` is called after each finished (or resumed) chunk with its number of rows, so
+    the counts add up to :func:`total_cells`, the number of rows of the results (the best lazy
+    residuals of trained lazy rows and the init-scale derivatives add columns, not rows: they
+    are announced through ``on_event``); ``on_start(sub)`` before each sub-sweep.
+    ``on_event(kind, **info)``: ``"compile_start"`` (``what``) before a program is traced and
+    compiled, ``"compile_end"`` (``seconds``) when that compilation (or load from the persistent
+    cache) is over, ``"phase"`` (``what``) when a pass that adds a column starts and
+    ``"phase"`` with ``what=None`` when it ends. Returns an :class:`Outcome` whose ``results``
+    hold every row: ``algorithm``, ``order``, ``dim``, ``rank``, the hyper-parameters and the
+    sweep's columns (lazy rows also ``lazy_best_residual``).
     """
+    events = _Events(on_event) if on_event is not None else None
+    if events is None:
+        return _run(config, Path(out_dir), resume, on_cells, on_start, None)
+    with events:
+        return _run(config, Path(out_dir), resume, on_cells, on_start, events)
+
+
+def _run(config, out_dir, resume, on_cells, on_start, events) -> Outcome:
     import numpy as np
     import pandas as pd
 
     from jaxtd.results import Results
-    out_dir = Path(out_dir)
     outcome = Outcome(None, [])
     notify = on_cells or (lambda n: None)
     parts = []
@@ -564,7 +698,7 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
             chunk_results = []
             for k, seeds in enumerate(sub.chunks()):
                 res, _ = _one_sweep(algorithm, target, sub, config,
-                                    folder / f"chunk-{k:04d}", seeds, resume)
+                                    folder / f"chunk-{k:04d}", seeds, resume, events)
                 # a chunk finished earlier is read back: it compiles and runs nothing
                 outcome.add({k2: res.info.get(k2, 0) for k2 in
                              ("n_compiles", "compile_seconds", "run_seconds")})
@@ -574,10 +708,11 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
         else:
             res = _residual_only(sub.widths, sub.seeds)
         if _slope_pass(config, sub):
-            res = _slope_column(res, algorithm, target, sub, config, folder, outcome, notify)
-        if sub.lazy_best:
-            res = _lazy_column(res, algorithm, target, folder, outcome, notify,
-                               config.params["lazy"], identity)
+            res = _slope_column(res, algorithm, target, sub, config, folder, outcome, events)
+        if sub.lazy_best:  # trained rows were counted by their chunks; untrained ones here
+            res = _lazy_column(res, algorithm, target, folder, outcome,
+                               (lambda n: None) if sub.train else notify,
+                               config.params["lazy"], identity, events)
             if not sub.train:
                 best = res.rows["lazy_best_residual"].to_numpy()
                 ok = np.isfinite(best) & (best <= config.sweep.success_threshold)
@@ -601,8 +736,49 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
 
 
 def total_cells(config: cfg.Config) -> int:
-    """Cells a run of ``config`` reports through ``on_cells`` (best residuals included)."""
-    return sum((sub.cells if sub.train else 0) + (sub.seeds * len(sub.widths)
-                                                  if sub.lazy_best else 0)
-               + (sub.cells if _slope_pass(config, sub) else 0)
-               for sub in plan(config))
+    """Rows of a run of ``config``: what it reports through ``on_cells`` and the number of runs
+    ``jaxtd run`` reports at the end (a lazy sub-sweep without training: one row per seed and
+    width, its best residual)."""
+    return sum(sub.cells if sub.train else sub.seeds * len(sub.widths) for sub in plan(config))
+
+
+class _Events:
+    """``run``'s ``on_event``: forwards the sweeps' ``compile_start`` and closes each with a
+    ``compile_end`` when JAX reports the end of that compilation (its backend-compile event,
+    which also marks a load from the persistent cache)."""
+
+    def __init__(self, on_event: Callable[..., None]):
+        self.on_event, self.open = on_event, False
+
+    def __call__(self, kind: str, **info) -> None:
+        if kind == "compile_start":
+            self.close()
+            self.open = True
+            what = info.get("what") or f"width {info.get('padded_width')}"
+            self.on_event("compile_start", what=what)
+        elif kind == "chunk_done":
+            self.close()
+
+    def phase(self, what: Optional[str]) -> None:
+        self.close()
+        self.on_event("phase", what=what)
+
+    def close(self, seconds: Optional[float] = None) -> None:
+        if self.open:
+            self.open = False
+            self.on_event("compile_end", seconds=seconds)
+
+    def _listener(self, event, duration, **kwargs) -> None:
+        if event == _CompileCounter.EVENT and self.open:
+            self.close(float(duration))
+
+    def __enter__(self):
+        import jax.monitoring
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc):
+        import jax.monitoring
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+        self.close()
+        return False

@@ -256,16 +256,136 @@ def test_version(capsys):
     assert exit_.value.code == 0 and capsys.readouterr().out.startswith("jaxtd ")
 
 
-def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+_REPORT_MODULES = """
+import runpy, sys
+sys.argv = ["jaxtd", *{argv!r}]
+try:
+    runpy.run_module("jaxtd", run_name="__main__")
+except SystemExit as exit_:
+    code = exit_.code
+print("\\nexit", code, "heavy", sorted(m for m in ("jax", "jaxlib", "numpy", "pandas")
+                                       if m in sys.modules))
+"""
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"],
+                                  ["params", "--help"], ["show", "--help"], ["presets"]])
+def test_fast_commands_do_not_import_jax(argv):
+    """``python -m jaxtd --version`` / ``--help`` / ``presets`` never start JAX (nor numpy):
+    the package's exports are lazy and the CLI imports heavy modules only to run."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"}
+    proc = subprocess.run([sys.executable, "-c", _REPORT_MODULES.format(argv=argv)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == "exit 0 heavy []", (last, proc.stderr[-2000:])
+    if argv == ["--version"]:
+        assert proc.stdout.startswith("jaxtd 0.")
+
+
+@pytest.mark.timeout(300)
+def test_lazy_package_exports_every_name():
+    """``import jaxtd`` alone imports no JAX; every name of ``__all__`` then resolves to the
+    same object as its defining module's (functions stay functions, not modules)."""
+    code = ("import sys, jaxtd\nassert 'jax' not in sys.modules\n"
+            "import jaxtd._run, jaxtd._sweep, jaxtd.losses, jaxtd.symcp\n"
+            "for n in jaxtd.__all__: getattr(jaxtd, n)\n"
+            "assert jaxtd.sweep is jaxtd._sweep.sweep and jaxtd.run is jaxtd._run.run\n"
+            "assert jaxtd.SymCP is jaxtd.symcp.SymCP and jaxtd.targets.__name__ == 'jaxtd.targets'\n"
+            "assert set(jaxtd.__all__) <= set(dir(jaxtd))\n"
+            "from jaxtd import *\nassert callable(sweep) and callable(loss)\n"
+            "print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys, monkeypatch):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY)
     out = tmp_path / "o"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert cli.main(["run", str(path), "--out", str(out), "--dry-run",
                      "--set", "sweep.seeds=3"]) == 0
     text = capsys.readouterr().out
     assert "lazy-l3-d4-r2: 3 seeds x 2 widths" in text and "gd-l3-d4-r2: 3 seeds x 2 widths" in text
     assert "programs to compile" in text and "peak memory" in text and "cells" in text
+    # 3 seeds: lazy GD (one chunk shape), its lazy optimum, gd -> 3 programs; 12 rows
+    config = experiment.cfg.loads(TINY.replace("seeds = 2", "seeds = 3"))
+    assert f"total: {experiment.total_cells(config)} runs" in text
+    assert f", {experiment.count_programs(config)} programs to compile" in text
+    time_line = next(line for line in text.splitlines() if line.startswith("time: ~"))
+    assert "compile ~" in time_line and "compute ~" in time_line and "compile cache cold" in time_line
     assert not out.exists()
+    # a non-empty cache folder: warm, and the estimate shrinks; --no-compile-cache: cold
+    (tmp_path / "cache" / "jaxtd" / "xla").mkdir(parents=True)
+    (tmp_path / "cache" / "jaxtd" / "xla" / "jit_f-0123").write_bytes(b"x")
+    assert cli.main(["run", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert "compile cache warm (1 entries" in capsys.readouterr().out
+    assert cli.main(["run", str(path), "--out", str(out), "--dry-run", "--no-compile-cache"]) == 0
+    assert "compile cache off" in capsys.readouterr().out
+
+
+class _FakeBar:
+    disable = False
+
+    def __init__(self):
+        self.descriptions, self.last_print_t = [], 0.0
+
+    def set_description(self, text, refresh=True):
+        self.descriptions.append(text)
+
+    def _time(self):
+        return 123.0
+
+
+def test_progress_bar_shows_the_compile_phase():
+    bar = _FakeBar()
+    phase = cli._CompilePhase(bar, 3)
+    phase("compile_start", what="width 8")
+    phase("compile_end", seconds=2.0)
+    phase("phase", what="exact lazy optimum")
+    phase("compile_start", what="exact lazy optimum 2x2")
+    phase("compile_end", seconds=1.0)
+    phase("phase", what=None)
+    phase("compile_start", what="width 8")
+    phase("compile_start", what="width 16")  # a resumed or re-bucketed run: never k > N
+    assert bar.descriptions == ["compiling 1/3 programs", "jaxtd run", "exact lazy optimum",
+                                "compiling 2/3 programs", "exact lazy optimum", "jaxtd run",
+                                "compiling 3/3 programs", "compiling 4/4 programs"]
+    assert bar.last_print_t == 123.0  # the compilation is kept out of the bar's rate
+
+
+@pytest.mark.timeout(600)
+def test_run_announces_each_compilation_and_counts_its_rows(tmp_path, capsys):
+    """Without a terminal each compilation is a `[jaxtd] compiling k/N programs` line, N the
+    programs the run compiles (counted by JAX); the bar's total is the number of runs."""
+    import jax
+
+    import jaxtd
+    jaxtd.clear_cache()
+    jax.clear_caches()  # the lazy optimum's jit cache too: this run compiles everything
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    config = experiment.cfg.load(path)
+    totals = []
+    real_bar = cli._progress_bar
+    try:
+        cli._progress_bar = lambda total: totals.append(total) or real_bar(total)
+        assert cli.main(["run", str(path), "--out", str(tmp_path / "o"),
+                         "--no-compile-cache"]) == 0
+    finally:
+        cli._progress_bar = real_bar
+    captured = capsys.readouterr()
+    n = experiment.count_programs(config)
+    lines = [x for x in captured.err.splitlines() if x.startswith("[jaxtd] compiling")]
+    assert [x.split(" (")[0] for x in lines] == [f"[jaxtd] compiling {k}/{n} programs"
+                                                 for k in range(1, n + 1)]
+    import re
+    runs = int(re.search(r"tiny: (\d+) runs in", captured.out)[1])
+    assert totals == [runs] == [experiment.total_cells(config)]
+    compiled = int(re.search(r"compiled (\d+) programs in", captured.out)[1])
+    assert compiled == n
 
 
 def test_set_overrides_and_bad_set(tmp_path, capsys):

@@ -38,7 +38,8 @@ def test_plan_sub_sweeps_and_chunks():
     subs = experiment.plan(c)
     assert [s.folder for s in subs] == ["lazy-l3-d4-r2", "gd-l3-d4-r2"]
     assert subs[1].chunks() == [(0, 1, 2, 3), (4, 5)] and subs[1].cells == 12
-    assert experiment.total_cells(c) == 12 + 12 + 12  # lazy GD, lazy best, gd
+    # rows: lazy GD (its best residual is a column of the same rows), gd
+    assert experiment.total_cells(c) == 12 + 12
 
 
 @pytest.mark.parametrize("seeds", [1, 6, 7, 12])
@@ -55,7 +56,62 @@ def test_describe_is_a_plan():
     lazy, gd = text.splitlines()[1:3]
     assert "2 program(s) to compile" in lazy  # one grid, one best-residual table
     assert "1 program(s) to compile" in gd and "4 cells in 2 chunk(s)" not in gd
-    assert text.splitlines()[-1].startswith("total: 12 cells, 3 programs to compile")
+    total = next(line for line in text.splitlines() if line.startswith("total:"))
+    assert total.startswith("total: 8 runs (cells), 3 programs to compile")  # 4 lazy + 4 gd rows
+    assert text.splitlines()[-1].startswith("time: ~")
+
+
+def test_programs_follow_buckets_chunk_shapes_and_passes():
+    c = cfg.loads(SMALL.replace("seeds = 2", "seeds = 3\nchunk_size = 2"))
+    lazy, gd = experiment.plan(c)
+    # chunks of 2 and 1 seeds: two grid programs per bucket; the lazy optimum one more
+    assert experiment.programs_of(c, gd) == ["grid:gd", "grid:gd"]
+    assert experiment.programs_of(c, lazy) == ["grid:lazy", "grid:lazy", "lazy_table"]
+    assert experiment.count_programs(c) == 5
+    exact = cfg.loads(SMALL.replace('bucketing = "single"', 'bucketing = "exact"'))
+    assert experiment.count_programs(exact) == 2 + 1 + 2
+    untrained = cfg.loads(SMALL.replace("[lazy]", "[lazy]\ntrain = false"))
+    assert experiment.programs_of(untrained, experiment.plan(untrained)[0]) == ["lazy_table"]
+
+
+def test_wall_estimate_compile_and_compute_apart():
+    c = cfg.loads(SMALL)
+    cold = experiment.estimate_wall(c, warm=False)
+    warm = experiment.estimate_wall(c, warm=True)
+    busy = experiment.estimate_wall(c, warm=False, load=3.0)
+    assert cold["compile"] > 2 * warm["compile"] > 0 and cold["compute"] == warm["compute"]
+    assert cold["total"] == pytest.approx(cold["compile"] + cold["compute"] + cold["fixed"])
+    assert busy["compute"] == pytest.approx(3.0 * cold["compute"])
+    assert busy["compile"] > 3.0 * cold["compile"]  # a busy CPU compiles slower still
+    assert experiment.describe(c, compile_cache=False, load=1.0).splitlines()[-1].endswith(
+        "compile cache off (--no-compile-cache)")
+
+
+@pytest.mark.timeout(600)
+def test_events_announce_every_compilation(tmp_path):
+    """``on_event``: one compile_start per program the run compiles (JAX's count), each closed
+    by a compile_end before the next starts; the lazy optimum is a phase; the rows reported
+    through ``on_cells`` are the results' rows."""
+    import jax
+
+    import jaxtd
+    jaxtd.clear_cache()
+    jax.clear_caches()
+    c = cfg.loads(SMALL.replace("seeds = 2", "seeds = 3\nchunk_size = 2")
+                  .replace('["lazy", "gd"]', '["lazy"]'))
+    events, counted = [], []
+    out = experiment.run(c, tmp_path, on_cells=counted.append,
+                         on_event=lambda kind, **info: events.append((kind, info)))
+    kinds = [k for k, _ in events]
+    starts = kinds.count("compile_start")
+    assert starts == experiment.count_programs(c) == out.n_compiles == 3  # 2 chunk shapes, table
+    for i, k in enumerate(kinds):  # strictly alternating start / end
+        if k == "compile_start":
+            assert kinds[i + 1:].index("compile_end") < (kinds[i + 1:] + ["compile_start"]).index(
+                "compile_start")
+    assert kinds.count("compile_end") == starts
+    assert ("phase", {"what": "exact lazy optimum"}) in events and ("phase", {"what": None}) in events
+    assert sum(counted) == len(out.results) == experiment.total_cells(c) == 6
 
 
 def test_hyperparameters_are_resolved_values():
@@ -75,8 +131,9 @@ def test_chunked_run_equals_one_chunk_and_counts_every_cell(tmp_path):
     a = experiment.run(whole, tmp_path / "a")
     b = experiment.run(split, tmp_path / "b", on_cells=counted.append,
                        on_start=lambda sub: started.append(sub.folder))
-    # lazy GD: 2 chunks; its best residuals: one table; gd: 2 chunks
-    assert sum(counted) == experiment.total_cells(split) and len(counted) == 2 + 1 + 2
+    # lazy GD: 2 chunks (its best residuals add a column, not cells); gd: 2 chunks
+    assert sum(counted) == experiment.total_cells(split) == len(b.results) == 8
+    assert len(counted) == 2 + 2
     assert started == ["lazy-l3-d4-r2", "gd-l3-d4-r2"]
     # same cells; a different vmap batch may change float32 rounding in the last place
     pd.testing.assert_frame_equal(a.results.rows, b.results.rows, check_exact=False, rtol=1e-5)

@@ -317,9 +317,11 @@ def test_experiment_adds_the_column_and_the_cli_writes_transition_csv(tmp_path):
     raw["sweep"].update(widths=[4, 24], seeds=1, steps=60, record_every=20)
     raw["gd"]["init_scale"] = [0.1, 1.0, 4.64]
     config = cfg.parse(raw)
-    assert experiment.total_cells(config) == 1 * 2 + 2 * (1 * 2 * 3)
-    outcome = experiment.run(config, tmp_path)
+    assert experiment.total_cells(config) == 1 * 2 + 1 * 2 * 3  # rows: lazy, gd
+    counted = []
+    outcome = experiment.run(config, tmp_path, on_cells=counted.append)
     rows = outcome.results.rows
+    assert sum(counted) == len(rows) == experiment.total_cells(config)
     gd_rows = rows[rows["algorithm"] == "gd"]
     assert np.isfinite(gd_rows[transition.COLUMN]).all() and len(gd_rows) == 6
     assert rows[rows["algorithm"] == "lazy"][transition.COLUMN].isna().all()
