@@ -28,6 +28,7 @@ import collections
 import functools
 import hashlib
 import inspect
+import json
 import os
 import pickle
 import sys
@@ -40,6 +41,9 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxtd import store
+from jaxtd.algorithms.base import Algorithm
 
 __all__ = ["get", "clear", "signature", "stable_text", "disk_dir"]
 
@@ -154,16 +158,16 @@ def stable_text(value) -> Optional[str]:
     """A text that names ``value`` the same way in every process, or ``None`` when it has none.
 
     Numbers, strings, bools, ``None``, tuples/lists/dicts of those, dtypes, tree definitions and
-    module-level functions and classes (by ``module.qualname``) have one; closures, lambdas,
-    arrays and other objects do not. An :class:`~jaxtd.algorithms.Algorithm` is named by its
-    name, its constructor's ``static_key`` and its hparam defaults.
+    devices have one; arrays and other objects do not. An
+    :class:`~jaxtd.algorithms.Algorithm` is named by the identity a saved sweep records
+    (:func:`jaxtd.store.algorithm_identity`: constructor and every argument), and has none when
+    that identity cannot name every argument (a closure, a ready optax transformation).
     """
-    from jaxtd.algorithms.base import Algorithm
     if isinstance(value, Algorithm):
-        if value.static_key is None:
+        identity = store.algorithm_identity(value)
+        if store.unidentified(identity) is not None:
             return None
-        return stable_text(("Algorithm", value.name, value.static_key,
-                            tuple(sorted((k, float(v)) for k, v in value.hparams.items()))))
+        return json.dumps(identity, sort_keys=True)
     if value is None or isinstance(value, (bool, int, str)):
         return repr(value)
     if isinstance(value, float):
@@ -177,28 +181,14 @@ def stable_text(value) -> Optional[str]:
         return f"dtype({value})"
     if isinstance(value, jax.tree_util.PyTreeDef):
         return f"tree({value})"
-    if isinstance(value, (types.FunctionType, type)):
-        qualname = getattr(value, "__qualname__", "")
-        module = getattr(value, "__module__", None)
-        if not module or "<" in qualname or _lookup(module, qualname) is not value:
-            return None
-        return f"{module}.{qualname}"
     if isinstance(value, jax.Device):
         return f"device({value.platform},{value.id},{value.process_index})"
     return None
 
 
-def _lookup(module: str, qualname: str):
-    obj = sys.modules.get(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
-
-
 def _modules_named(value) -> list[str]:
     """Modules outside jaxtd whose code ``value`` names: constructors of algorithms, functions
     and classes among their arguments (a user factory's module, a custom model function's)."""
-    from jaxtd.algorithms.base import Algorithm
     found: set[str] = set()
 
     def visit(v):
