@@ -33,6 +33,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
+from jaxtd.results import critical_width_of
+
 __all__ = ["REQUIRED_COLUMNS", "curves", "critical_widths", "seed_critical_widths", "fit_slope",
            "wilson_interval", "width_figure", "critical_figure", "deflation_figure",
            "init_scale_figure", "threshold_table", "local_slopes", "threshold_figure",
@@ -157,13 +159,6 @@ def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
     return out.sort_values(["_o"] + SIZE + ["width"]).drop(columns="_o").reset_index(drop=True)
 
 
-def _critical(widths: np.ndarray, ok: np.ndarray) -> float:
-    """The first width after the last failure (NaN when the largest width fails)."""
-    fails = np.nonzero(~ok)[0]
-    start = 0 if len(fails) == 0 else fails[-1] + 1
-    return float(widths[start]) if start < len(widths) else math.nan
-
-
 def critical_widths(table: pd.DataFrame, rate: float = 0.5) -> pd.DataFrame:
     """From :func:`curves`: per (method, order, dim, rank) the smallest width whose success rate
     is ``>= rate`` and from which every larger width also reaches it (NaN when none)."""
@@ -171,7 +166,8 @@ def critical_widths(table: pd.DataFrame, rate: float = 0.5) -> pd.DataFrame:
     for key, grp in table.groupby(["method"] + SIZE, sort=False):
         grp = grp.sort_values("width")
         # the first width after the last failure: a lucky small width does not count
-        crit = _critical(grp["width"].to_numpy(), grp["success_rate"].to_numpy() >= rate)
+        crit = critical_width_of(grp["width"].to_numpy(),
+                                 grp["success_rate"].to_numpy() >= rate)
         out.append(dict(zip(["method"] + SIZE, key), critical_width=crit,
                         max_width=int(grp["width"].max())))
     return pd.DataFrame(out)
@@ -190,7 +186,8 @@ def seed_critical_widths(df: pd.DataFrame, success_threshold: float) -> pd.DataF
     for key, grp in rows.groupby(["method"] + SIZE + ["seed"], sort=False):
         grp = grp.sort_values("width")
         out.append(dict(zip(["method"] + SIZE + ["seed"], key),
-                        critical_width=_critical(grp["width"].to_numpy(), grp["_ok"].to_numpy()),
+                        critical_width=critical_width_of(grp["width"].to_numpy(),
+                                                         grp["_ok"].to_numpy()),
                         max_width=int(grp["width"].max())))
     return pd.DataFrame(out)
 

@@ -45,7 +45,7 @@ from jaxtd.store import (_HELD, _READ_ERRORS, _file_sha256, _jsonable,  # noqa: 
 
 __all__ = ["Results", "ChunkStore", "versions", "check_out_dir", "atomic_write", "lock_dir",
            "config_fingerprint", "progress_enabled", "ResultsError", "ChunkError",
-           "LockedError", "IdentityError", "ChunkWarning"]
+           "LockedError", "IdentityError", "ChunkWarning", "critical_width_of"]
 
 
 def _column_array(series: pd.Series) -> np.ndarray:
@@ -69,6 +69,16 @@ def _records(rows: pd.DataFrame) -> list[dict]:
             columns[name] = values.tolist()
     return [dict(zip(columns, vals)) for vals in zip(*columns.values())] if columns else []
 
+
+
+def critical_width_of(widths, ok) -> float:
+    """The smallest of sorted ``widths`` from which ``ok`` holds at every larger width: the
+    first width after the last failure (NaN when the largest width fails). The critical width
+    of a success-rate curve (``ok = rate >= 0.5``) and of one seed (``ok`` = it succeeds)."""
+    widths, ok = np.asarray(widths), np.asarray(ok, bool)
+    fails = np.nonzero(~ok)[0]
+    start = 0 if len(fails) == 0 else fails[-1] + 1
+    return float(widths[start]) if start < len(widths) else math.nan
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Results:
@@ -233,23 +243,31 @@ class Results:
         return out.reset_index()
 
     def critical_width(self, rate: float = 0.5, by=None, *, threshold: float | None = None):
-        """Smallest width whose success rate is ``>= rate``.
+        """The smallest width from which every larger width of the grid has success rate
+        ``>= rate`` (:func:`critical_width_of`; a lucky small width below a failing one does
+        not count). The one definition of the critical width: the figures use it too.
 
-        With no key columns (and ``by=None``) returns an ``int``, or ``None`` when no width
-        reaches ``rate``. Otherwise returns a DataFrame with one row per group and a
-        ``critical_width`` column (``pd.NA`` when none reaches ``rate``).
+        With no key columns (and ``by=None``) returns an ``int``, or ``None`` when the largest
+        width fails. Otherwise returns a DataFrame with one row per group and a
+        ``critical_width`` column (``pd.NA`` when the group's largest width fails).
         """
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be in [0, 1], got {rate}")
-        table = self.summary(by, threshold=threshold)
+        table = self.summary(by, threshold=threshold).sort_values("width", kind="stable")
         groups = [c for c in table.columns
                   if c not in ("width", "n", "success_rate", "median_error", "diverged_rate")]
-        ok = table[table["success_rate"] >= rate]
+
+        def crit(part: pd.DataFrame):
+            found = critical_width_of(part["width"].to_numpy(),
+                                      part["success_rate"].to_numpy() >= rate)
+            return None if math.isnan(found) else int(found)
+
         if not groups:
-            return int(ok["width"].min()) if len(ok) else None
-        found = ok.groupby(groups)["width"].min().rename("critical_width")
-        all_groups = table[groups].drop_duplicates().set_index(groups)
-        out = all_groups.join(found).reset_index()
+            return crit(table)
+        rows = [dict(zip(groups, key if isinstance(key, tuple) else (key,)),
+                     critical_width=crit(part))
+                for key, part in table.groupby(groups, sort=True)]
+        out = pd.DataFrame(rows, columns=groups + ["critical_width"])
         out["critical_width"] = out["critical_width"].astype("Int64")
         return out
 

@@ -402,3 +402,24 @@ def test_foreign_folder_gets_no_lock_file(tmp_path):
     with pytest.raises(ResultsError, match="not empty and holds no jaxtd sweep"):
         ChunkStore(tmp_path / "busy", _CFG)
     assert os.listdir(tmp_path / "busy") == ["notes.txt"]
+
+
+def test_one_critical_width_on_a_non_monotone_table():
+    """A lucky small width below a failing one: Results.critical_width, the figures'
+    plots.critical_widths and plots.seed_critical_widths all give the first width after the
+    last failure."""
+    from jaxtd import plots
+    from jaxtd.results import critical_width_of
+    ok_by_width = {2: True, 3: False, 4: True, 6: True}
+    rows = [{"algorithm": "gd", "order": 3, "dim": 8, "rank": 2, "seed": s, "width": m,
+             "padded_width": 6, "final_relative_error": np.float32(1e-4 if ok else 0.5),
+             "success": ok, "diverged": False}
+            for s in range(3) for m, ok in ok_by_width.items()]
+    res = Results(pd.DataFrame(rows), {}, config={}, info={}, key_columns=("algorithm",))
+    assert res.critical_width(by=()) == 4
+    assert res.critical_width()["critical_width"].tolist() == [4]
+    curves = plots.curves(res.to_pandas(), 1e-2)
+    assert plots.critical_widths(curves)["critical_width"].tolist() == [4.0]
+    assert plots.seed_critical_widths(res.to_pandas(), 1e-2)["critical_width"].tolist() == [4.0] * 3
+    assert np.isnan(critical_width_of([2, 3], [True, False]))
+    assert critical_width_of([2, 3], [True, True]) == 2.0
