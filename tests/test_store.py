@@ -7,7 +7,6 @@ compiles its program once; refusals happen before anything is compiled."""
 
 import functools
 import json
-import os
 import shutil
 import warnings
 
