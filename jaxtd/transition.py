@@ -153,14 +153,40 @@ def _group_values(rows, names: Sequence[str]):
     return sorted(set(map(tuple, rows[list(names)].to_numpy().tolist())))
 
 
-def _load_cache(path: Path, seeds, widths, scales):
+def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_every: int,
+                    hparams: Mapping[str, Any]) -> Optional[str]:
+    """Fingerprint of what determines a cached slope table (the algorithm's full identity, the
+    target's values, steps, record cadence, the other hparams, dtype); ``None`` when the
+    algorithm cannot be identified (its cache is then never reused)."""
+    from jaxtd.store import _arrays_sha256, algorithm_identity, config_fingerprint, unidentified
+    from jaxtd.targets import default_dtype
+    ident = algorithm_identity(algorithm)
+    if unidentified(ident) is not None:
+        return None
+    arrays = {"weights": np.asarray(target.weights), "factors": np.asarray(target.factors)}
+    return config_fingerprint({"algorithm": ident, "target": _arrays_sha256(arrays),
+                               "order": target.order, "steps": steps,
+                               "record_every": record_every,
+                               "hparams": {k: float(v) for k, v in hparams.items()},
+                               "dtype": str(default_dtype())})
+
+
+def _load_cache(path: Path, seeds, widths, scales, identity: Optional[str]):
+    """The cached slopes when the file holds this very table (same grid and identity) and its
+    arrays match their recorded sha256; else ``None`` (recomputed, never trusted)."""
+    from jaxtd.store import _READ_ERRORS, _arrays_sha256
+    if identity is None:
+        return None
     try:
         with np.load(path) as saved:
-            if (list(saved["seeds"]) == list(seeds) and list(saved["widths"]) == list(widths)
-                    and np.array_equal(saved["scales"], np.asarray(scales))):
-                return saved["slopes"]
-    except (OSError, ValueError, KeyError):
-        pass  # a missing or damaged cache is recomputed, never trusted
+            arrays = {k: saved[k] for k in ("slopes", "seeds", "widths", "scales")}
+            if (list(arrays["seeds"]) == list(seeds) and list(arrays["widths"]) == list(widths)
+                    and np.array_equal(arrays["scales"], np.asarray(scales))
+                    and str(saved["identity"]) == identity
+                    and str(saved["sha256"]) == _arrays_sha256(arrays)):
+                return arrays["slopes"]
+    except _READ_ERRORS:
+        pass  # a missing, damaged or foreign cache is recomputed, never trusted
     return None
 
 
@@ -172,8 +198,11 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
     The seeds, widths and scales are read from the rows (columns ``seed``, ``width``,
     ``init_scale``); other hyper-parameters swept alongside (columns named like the algorithm's
     hparams) are each computed as a separate call of :func:`scale_slopes`. ``cache``: a file
-    prefix; each call's slopes are saved as ``<cache>-<k>.npz`` and reused when the grid
-    matches (a resumed run does not recompute them).
+    prefix; each call's slopes are saved as ``<cache>-<k>.npz`` with the fingerprint of what
+    determines them (the algorithm's full identity, the target, steps, record cadence, dtype)
+    and the sha256 of its arrays, and reused only when all match (a resumed run does not
+    recompute them; an edited, damaged or foreign file is recomputed; an algorithm that cannot
+    be identified is never cached).
     """
     import dataclasses
     rows = results.rows
@@ -192,17 +221,22 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
         widths = sorted(set(int(w) for w in part["width"]))
         scales = sorted(set(float(s) for s in part["init_scale"]))
         path = Path(f"{cache}-{k}.npz") if cache is not None else None
-        slopes = _load_cache(path, seeds, widths, scales) if path is not None else None
+        identity = (_cache_identity(algorithm, target, steps, record_every,
+                                    dict(zip(others, values))) if path is not None else None)
+        slopes = (_load_cache(path, seeds, widths, scales, identity) if path is not None
+                  else None)
         if slopes is None:
             _, slopes = scale_slopes(algorithm, target, seeds=seeds, widths=widths,
                                      scales=scales, steps=steps, record_every=record_every,
                                      hparams=dict(zip(others, values)))
-            if path is not None and jax.process_index() == 0:
-                from jaxtd.results import atomic_write
+            if path is not None and identity is not None and jax.process_index() == 0:
+                from jaxtd.store import _arrays_sha256, atomic_write
                 path.parent.mkdir(parents=True, exist_ok=True)
+                arrays = {"slopes": np.asarray(slopes), "seeds": np.asarray(seeds),
+                          "widths": np.asarray(widths), "scales": np.asarray(scales)}
                 with atomic_write(str(path)) as f:
-                    np.savez(f, slopes=slopes, seeds=np.asarray(seeds),
-                             widths=np.asarray(widths), scales=np.asarray(scales))
+                    np.savez(f, **arrays, identity=np.asarray(identity),
+                             sha256=np.asarray(_arrays_sha256(arrays)))
         idx = (np.searchsorted(seeds, part["seed"].to_numpy()),
                np.searchsorted(widths, part["width"].to_numpy()),
                np.searchsorted(scales, part["init_scale"].to_numpy().astype(np.float64)))

@@ -34,10 +34,10 @@ def problem(seeds=N_SEEDS):
 _CHILD = """
 import contextlib, sys, time
 import jaxtd
-from jaxtd import results
+from jaxtd import store
 from tests.test_kill_resume import problem
 
-original = results.atomic_write
+original = store.atomic_write
 
 @contextlib.contextmanager
 def slow(path, mode="wb"):

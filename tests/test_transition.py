@@ -211,14 +211,35 @@ def test_slope_column_lands_on_its_rows_and_is_cached(tmp_path):
         # the jvp's primal run is the sweep's cell
         np.testing.assert_allclose(r.final_relative_error, errors[i, j, k], rtol=1e-5)
     assert (tmp_path / "slopes-0.npz").is_file()
-    # a second call reads the cache: a corrupted value proves it was not recomputed
+    # a second call reads the cache (computing again would raise)
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("recomputed although cached")
+
+    real = transition.scale_slopes
+    transition.scale_slopes = no_recompute
+    try:
+        again = transition.add_slope_column(res, alg, target, steps=60, record_every=20,
+                                            cache=tmp_path / "slopes")
+    finally:
+        transition.scale_slopes = real
+    np.testing.assert_array_equal(again.rows[transition.COLUMN], rows[transition.COLUMN])
+    # an edited value fails the cache's checksum: recomputed, never trusted
     with np.load(tmp_path / "slopes-0.npz") as saved:
         data = dict(saved)
     data["slopes"] = data["slopes"] + 1.0
     np.savez(tmp_path / "slopes-0.npz", **data)
     again = transition.add_slope_column(res, alg, target, steps=60, record_every=20,
                                         cache=tmp_path / "slopes")
-    np.testing.assert_allclose(again.rows[transition.COLUMN], rows[transition.COLUMN] + 1.0)
+    np.testing.assert_array_equal(again.rows[transition.COLUMN], rows[transition.COLUMN])
+    # the cache of another algorithm (same grid) is not reused either
+    with pytest.raises(AssertionError, match="recomputed"):
+        transition.scale_slopes = no_recompute
+        try:
+            transition.add_slope_column(res, gd(0.06, init="antisymmetric", lr_scaling="ntk"),
+                                        target, steps=60, record_every=20,
+                                        cache=tmp_path / "slopes")
+        finally:
+            transition.scale_slopes = real
 
 
 def test_scale_slopes_bad_input_is_named():
