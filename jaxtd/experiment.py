@@ -418,8 +418,10 @@ def _fmt_seconds(t: float) -> str:
 # -- the exact lazy optimum -------------------------------------------------------------------
 
 class _CompileCounter:
-    """Counts XLA compilations (and their seconds) while active, from JAX's monitoring events:
-    a program loaded from the persistent cache is not a compilation."""
+    """Counts XLA compilations (and their seconds) while active, from JAX's monitoring events.
+    The event wraps JAX's compile-or-load, so a program loaded from the persistent cache counts
+    too (with its load time), as the sweeps count theirs; a program in a jit's in-memory cache
+    does not."""
 
     EVENT = "/jax/core/compile/backend_compile_duration"
 
