@@ -248,15 +248,15 @@ def count_programs(config: cfg.Config) -> int:
 # no measurement yet, the CPU figures are used.
 _COMPILE_SECONDS = {
     "cpu": {"grid:gd": 5.5, "grid:variant": 8.0, "grid:deflation": 18.0, "grid:lazy": 6.5,
-            "grid": 8.0, "lazy_table": 2.5, "slope": 12.0},
+            "grid": 8.0, "lazy_table": 2.5, "slope": 4.5},
 }
 _WARM_FRACTION = 0.3
 # On a busy CPU compilation slows down more than the share of the cores suggests (measured:
-# ~10x at 5.4x oversubscription): the compile estimate scales with load ** this.
-_COMPILE_LOAD_EXPONENT = 1.35
+# 8-13x at 5-7x oversubscription): the compile estimate scales with load ** this.
+_COMPILE_LOAD_EXPONENT = 1.2
 # Fixed seconds of a run besides compiling and computing: starting JAX, building the targets
 # (small eager programs), writing results and figures.
-_FIXED_SECONDS = 5.0
+_FIXED_SECONDS = 4.0
 
 
 def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
@@ -350,7 +350,7 @@ def estimate_wall(config: cfg.Config, *, warm: bool = False,
     """Rough seconds of a run on this platform: ``compile`` (every program of
     :func:`programs_of`, ``warm``: loaded from the persistent cache), ``compute`` (as
     :func:`estimate`), ``fixed`` (targets, outputs, figures) and their ``total``, each times
-    ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.35``)."""
+    ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.2``)."""
     import jax
     platform = jax.devices()[0].platform
     compile_s = compute = 0.0
