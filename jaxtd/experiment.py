@@ -250,7 +250,7 @@ _COMPILE_SECONDS = {
     "cpu": {"grid:gd": 5.5, "grid:variant": 8.0, "grid:deflation": 18.0, "grid:lazy": 6.5,
             "grid": 8.0, "lazy_table": 2.5, "slope": 4.5},
 }
-_WARM_FRACTION = 0.3
+_WARM_FRACTION = {"lazy_table": 0.1, "default": 0.3}  # the table traces and lowers fast
 # On a busy CPU compilation slows down more than the share of the cores suggests (measured:
 # 8-13x at 5-7x oversubscription): the compile estimate scales with load ** this.
 _COMPILE_LOAD_EXPONENT = 1.2
@@ -262,7 +262,7 @@ _FIXED_SECONDS = 4.0
 def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
     table = _COMPILE_SECONDS.get(platform, _COMPILE_SECONDS["cpu"])
     cold = table.get(kind, table["grid"] if kind.startswith("grid:") else table["slope"])
-    return cold * (_WARM_FRACTION if warm else 1.0)
+    return cold * (_WARM_FRACTION.get(kind, _WARM_FRACTION["default"]) if warm else 1.0)
 
 
 def cache_state(enabled: bool = True) -> tuple[bool, str]:
