@@ -248,7 +248,7 @@ def count_programs(config: cfg.Config) -> int:
 # no measurement yet, the CPU figures are used.
 _COMPILE_SECONDS = {
     "cpu": {"grid:gd": 5.5, "grid:variant": 8.0, "grid:deflation": 18.0, "grid:lazy": 6.5,
-            "grid": 8.0, "lazy_table": 2.5, "slope": 4.5},
+            "grid": 8.0, "lazy_table": 2.0, "slope": 4.5},
 }
 _WARM_FRACTION = {"lazy_table": 0.1, "default": 0.3}  # the table traces and lowers fast
 # On a busy CPU compilation slows down more than the share of the cores suggests (measured:
