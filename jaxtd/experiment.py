@@ -397,9 +397,11 @@ def describe(config: cfg.Config, *, compile_cache: bool = True,
     busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
     lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile, "
                  f"peak memory ~{_fmt_bytes(peak)}")
-    lines.append(f"time: ~{_fmt_seconds(wall['total'])} (compile ~{_fmt_seconds(wall['compile'])}"
-                 f", compute ~{_fmt_seconds(wall['compute'])}, outputs ~"
-                 f"{_fmt_seconds(wall['fixed'])}; rough); {cache}{busy}")
+    def sec(t):  # seconds up to 10 minutes: minutes would round a 2.4-minute run to 2
+        return f"{t:.0f} s" if t < 600 else _fmt_seconds(t)
+    lines.append(f"time: ~{sec(wall['total'])} (compile ~{sec(wall['compile'])}, compute "
+                 f"~{sec(wall['compute'])}, start-up and outputs ~{sec(wall['fixed'])}; rough); "
+                 f"{cache}{busy}")
     return "\n".join(lines)
 
 
