@@ -212,8 +212,9 @@ def plan(config: cfg.Config) -> list[SubSweep]:
 
 
 def _chunk_shapes(sub: SubSweep) -> int:
-    """Distinct chunk lengths of ``sub`` (each chunk padded to a multiple of the device count):
-    each is one more program per width bucket (a last, shorter chunk compiles again)."""
+    """Distinct chunk lengths of ``sub`` (each padded to a multiple of the device count): each
+    chunk is its own :func:`jaxtd.sweep` call, so a last, shorter chunk is one more program per
+    width bucket."""
     import jax
     n_dev = len(jax.devices())
     return len({-(-len(c) // n_dev) for c in sub.chunks()})
