@@ -12,6 +12,7 @@ not start JAX, so ``jaxtd --version`` and ``jaxtd --help`` answer at once; ``jax
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -58,7 +59,11 @@ def __getattr__(name: str):
     try:
         module_name, attribute = _EXPORTS[name]
     except KeyError:
-        raise AttributeError(f"module 'jaxtd' has no attribute {name!r}") from None
+        # a submodule (jaxtd.lazy, jaxtd.results, ...): the eager package used to import most
+        # of them, so `import jaxtd; jaxtd.lazy.lstsq(...)` keeps working
+        if name.startswith("__") or importlib.util.find_spec(f"jaxtd.{name}") is None:
+            raise AttributeError(f"module 'jaxtd' has no attribute {name!r}") from None
+        module_name, attribute = f"jaxtd.{name}", None
     module = importlib.import_module(module_name)
     value = module if attribute is None else getattr(module, attribute)
     globals()[name] = value  # later look-ups skip this function

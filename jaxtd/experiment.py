@@ -213,8 +213,9 @@ def plan(config: cfg.Config) -> list[SubSweep]:
 
 
 def _chunk_shapes(sub: SubSweep) -> int:
-    """Distinct chunk lengths of ``sub`` (each chunk padded to a multiple of the device count):
-    each is one more program per width bucket (a last, shorter chunk compiles again)."""
+    """Distinct chunk lengths of ``sub`` (each padded to a multiple of the device count): each
+    chunk is its own :func:`jaxtd.sweep` call, so a last, shorter chunk is one more program per
+    width bucket."""
     import jax
     n_dev = len(jax.devices())
     return len({-(-len(c) // n_dev) for c in sub.chunks()})
@@ -249,21 +250,21 @@ def count_programs(config: cfg.Config) -> int:
 # no measurement yet, the CPU figures are used.
 _COMPILE_SECONDS = {
     "cpu": {"grid:gd": 5.5, "grid:variant": 8.0, "grid:deflation": 18.0, "grid:lazy": 6.5,
-            "grid": 8.0, "lazy_table": 2.5, "slope": 12.0},
+            "grid": 8.0, "lazy_table": 2.0, "slope": 4.5},
 }
-_WARM_FRACTION = 0.3
+_WARM_FRACTION = {"lazy_table": 0.1, "default": 0.3}  # the table traces and lowers fast
 # On a busy CPU compilation slows down more than the share of the cores suggests (measured:
-# ~10x at 5.4x oversubscription): the compile estimate scales with load ** this.
-_COMPILE_LOAD_EXPONENT = 1.35
+# 8-13x at 5-7x oversubscription): the compile estimate scales with load ** this.
+_COMPILE_LOAD_EXPONENT = 1.2
 # Fixed seconds of a run besides compiling and computing: starting JAX, building the targets
 # (small eager programs), writing results and figures.
-_FIXED_SECONDS = 5.0
+_FIXED_SECONDS = 4.0
 
 
 def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
     table = _COMPILE_SECONDS.get(platform, _COMPILE_SECONDS["cpu"])
     cold = table.get(kind, table["grid"] if kind.startswith("grid:") else table["slope"])
-    return cold * (_WARM_FRACTION if warm else 1.0)
+    return cold * (_WARM_FRACTION.get(kind, _WARM_FRACTION["default"]) if warm else 1.0)
 
 
 def cache_state(enabled: bool = True) -> tuple[bool, str]:
@@ -351,7 +352,7 @@ def estimate_wall(config: cfg.Config, *, warm: bool = False,
     """Rough seconds of a run on this platform: ``compile`` (every program of
     :func:`programs_of`, ``warm``: loaded from the persistent cache), ``compute`` (as
     :func:`estimate`), ``fixed`` (targets, outputs, figures) and their ``total``, each times
-    ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.35``)."""
+    ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.2``)."""
     import jax
     platform = jax.devices()[0].platform
     compile_s = compute = 0.0
@@ -398,9 +399,11 @@ def describe(config: cfg.Config, *, compile_cache: bool = True,
     busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
     lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile, "
                  f"peak memory ~{_fmt_bytes(peak)}")
-    lines.append(f"time: ~{_fmt_seconds(wall['total'])} (compile ~{_fmt_seconds(wall['compile'])}"
-                 f", compute ~{_fmt_seconds(wall['compute'])}, outputs ~"
-                 f"{_fmt_seconds(wall['fixed'])}; rough); {cache}{busy}")
+    def sec(t):  # seconds up to 10 minutes: minutes would round a 2.4-minute run to 2
+        return f"{t:.0f} s" if t < 600 else _fmt_seconds(t)
+    lines.append(f"time: ~{sec(wall['total'])} (compile ~{sec(wall['compile'])}, compute "
+                 f"~{sec(wall['compute'])}, start-up and outputs ~{sec(wall['fixed'])}; rough); "
+                 f"{cache}{busy}")
     return "\n".join(lines)
 
 
@@ -419,8 +422,10 @@ def _fmt_seconds(t: float) -> str:
 # -- the exact lazy optimum -------------------------------------------------------------------
 
 class _CompileCounter:
-    """Counts XLA compilations (and their seconds) while active, from JAX's monitoring events:
-    a program loaded from the persistent cache is not a compilation."""
+    """Counts XLA compilations (and their seconds) while active, from JAX's monitoring events.
+    The event wraps JAX's compile-or-load, so a program loaded from the persistent cache counts
+    too (with its load time), as the sweeps count theirs; a program in a jit's in-memory cache
+    does not."""
 
     EVENT = "/jax/core/compile/backend_compile_duration"
 

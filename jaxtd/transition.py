@@ -138,11 +138,12 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
     padded, steps, record_every = validate(algorithm, base, target, width=max(widths),
                                            steps=steps, record_every=record_every)
     dtype = target.factors.dtype
-    hp = {k: jnp.asarray(v, dtype) for k, v in hp.items()}
+    # numpy inputs: each jnp conversion would compile an eager program of its own
+    hp = {k: np.asarray(v, dtype) for k, v in hp.items()}
     errors, slopes = _table_jit(algorithm, padded, steps, record_every,
-                                jnp.asarray(seeds, jnp.uint32),
-                                jnp.asarray(widths, jnp.result_type(int)),
-                                jnp.asarray(scales, dtype), hp, base, target)
+                                np.asarray(seeds, np.uint32),
+                                np.asarray(widths, np.dtype(jnp.result_type(int))),
+                                np.asarray(scales, dtype), hp, base, target)
     return np.asarray(errors, np.float64), np.asarray(slopes, np.float64)
 
 

@@ -294,6 +294,9 @@ def test_lazy_package_exports_every_name():
             "assert jaxtd.SymCP is jaxtd.symcp.SymCP and jaxtd.targets.__name__ == 'jaxtd.targets'\n"
             "assert set(jaxtd.__all__) <= set(dir(jaxtd))\n"
             "from jaxtd import *\nassert callable(sweep) and callable(loss)\n"
+            "import jaxtd as fresh\nassert callable(fresh.lazy.lstsq) and fresh.plots.__name__ "
+            "== 'jaxtd.plots'\n"  # submodules the eager package used to import
+            "assert not hasattr(fresh, 'nope')\n"
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=240)

@@ -387,3 +387,25 @@ def test_a_second_process_cannot_write_the_same_folder(tmp_path):
     sweep(_gd(), _target(), out_dir=out, **GRID)
     with lock_dir(out):  # released by the finished sweep
         pass
+
+
+@pytest.mark.timeout(600)
+def test_on_event_announces_each_compilation_and_chunk():
+    """``on_event``: ``compile_start`` once per program compiled (none when the executable cache
+    has it), ``chunk_done`` per chunk with its cells."""
+    clear_cache()
+    algorithm = algorithms.gd(0.1, init_scale=0.1)
+    events = []
+    kwargs = dict(seeds=3, widths=[2, 3], steps=20, record_every=10, chunk_size=2,
+                  bucketing="single", progress=False,
+                  on_event=lambda kind, **info: events.append((kind, info)))
+    res = sweep(algorithm, _target(), **kwargs)
+    starts = [info for kind, info in events if kind == "compile_start"]
+    # chunks of 2 and 1 seeds, the last padded to 2: one program at padded width 3
+    assert res.info["n_compiles"] == len(starts) == 1
+    assert all(info["padded_width"] == 3 and info["widths"] == (2, 3) for info in starts)
+    done = [info for kind, info in events if kind == "chunk_done"]
+    assert [d["chunk"] for d in done] == [0, 1] and sum(d["cells"] for d in done) == len(res) == 6
+    events.clear()
+    again = sweep(algorithm, _target(), **kwargs)
+    assert again.info["n_compiles"] == 0 and [k for k, _ in events] == ["chunk_done"] * 2

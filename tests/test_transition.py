@@ -340,9 +340,16 @@ def test_experiment_adds_the_column_and_the_cli_writes_transition_csv(tmp_path):
     config = cfg.parse(raw)
     assert experiment.total_cells(config) == 1 * 2 + 1 * 2 * 3  # rows: lazy, gd
     counted = []
+    import jax
+
+    import jaxtd
+    jaxtd.clear_cache()
+    jax.clear_caches()  # every program compiles in this run: the count is the announced one
     outcome = experiment.run(config, tmp_path, on_cells=counted.append)
     rows = outcome.results.rows
     assert sum(counted) == len(rows) == experiment.total_cells(config)
+    # the lazy optimum, the gd grid and its derivative pass: 3 programs, no eager extras
+    assert outcome.n_compiles == experiment.count_programs(config) == 3
     gd_rows = rows[rows["algorithm"] == "gd"]
     assert np.isfinite(gd_rows[transition.COLUMN]).all() and len(gd_rows) == 6
     assert rows[rows["algorithm"] == "lazy"][transition.COLUMN].isna().all()
