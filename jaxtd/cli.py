@@ -321,8 +321,10 @@ def cmd_run(args) -> int:
     print(f"\n{config.name}: {len(results)} runs in {time.perf_counter() - start:.0f} s; wrote")
     for p in paths:
         print(f"  {p}")
-    print(f"compiled {outcome.n_compiles} programs in {outcome.compile_seconds:.1f} s, ran in "
-          f"{outcome.run_seconds:.1f} s")
+    loaded = (f" (loaded {outcome.n_loaded} saved by an earlier run in "
+              f"{outcome.load_seconds:.1f} s)" if outcome.n_loaded else "")
+    print(f"compiled {outcome.n_compiles} programs in {outcome.compile_seconds:.1f} s{loaded}, "
+          f"ran in {outcome.run_seconds:.1f} s")
     return 0
 
 

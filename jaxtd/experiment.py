@@ -85,12 +85,16 @@ class Outcome:
     n_compiles: int = 0
     compile_seconds: float = 0.0
     run_seconds: float = 0.0
+    n_loaded: int = 0
+    load_seconds: float = 0.0
 
     def add(self, info: Mapping[str, Any]) -> None:
         self.infos.append(dict(info))
         self.n_compiles += int(info.get("n_compiles", 0))
         self.compile_seconds += float(info.get("compile_seconds", 0.0))
         self.run_seconds += float(info.get("run_seconds", 0.0))
+        self.n_loaded += int(info.get("n_programs_loaded", 0))
+        self.load_seconds += float(info.get("load_seconds", 0.0))
 
 
 # -- building blocks ----------------------------------------------------------------------------
@@ -706,7 +710,8 @@ def _run(config, out_dir, resume, on_cells, on_start, events) -> Outcome:
                                     folder / f"chunk-{k:04d}", seeds, resume, events)
                 # a chunk finished earlier is read back: it compiles and runs nothing
                 outcome.add({k2: res.info.get(k2, 0) for k2 in
-                             ("n_compiles", "compile_seconds", "run_seconds")})
+                             ("n_compiles", "compile_seconds", "run_seconds",
+                              "n_programs_loaded", "load_seconds")})
                 chunk_results.append(res)
                 notify(len(res))
             res = Results.concat(chunk_results) if len(chunk_results) > 1 else chunk_results[0]

@@ -626,7 +626,8 @@ def test_last_line_reports_compiles_and_times(tiny_run, tmp_path, capsys):
     assert cli.main(["run", str(tiny_run[0]), "--out", str(out)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     import re
-    match = re.fullmatch(r"compiled (\d+) programs in ([\d.]+) s, ran in ([\d.]+) s", last)
+    match = re.fullmatch(r"compiled (\d+) programs in ([\d.]+) s( \(loaded \d+ saved by an "
+                         r"earlier run in [\d.]+ s\))?, ran in ([\d.]+) s", last)
     assert match, last
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]  # atomic writes
 
