@@ -10,13 +10,21 @@ each outcome into
 - ``traceback``: any other exception (CLI: an internal error, exit 1);
 - ``silent``: no error where one was due, or a result that disagrees with the oracle;
 - ``correct``: an input the API documents as converted (e.g. integer factors) gave the oracle's
-  answer.
+  answer;
+- ``hang``: still running after the time box (API: ``--api-timeout`` seconds, by SIGALRM; CLI:
+  60 s), e.g. a Python loop over a user-sized range.
+
+The CLI rows also count ``exit 1`` on a user error (the ``traceback`` column of the ``cli`` and
+``saved files`` areas): status 1 is for bugs in jaxtd only.
 
 Then the crash trials: ``jaxtd run`` killed with SIGKILL at random moments and interrupted with
 SIGINT, each resumed and compared with an uninterrupted run.
 
     python benchmarks/robustness.py            # prints the tables, ~3 minutes on 2 cores
     python benchmarks/robustness.py --no-crash # the input table only (~1 minute)
+    python benchmarks/robustness.py --quick    # inputs and the exit policy only: no
+                                               # damaged-file variants, no crash trials
+    python benchmarks/robustness.py --save benchmarks/results/cpu-robustness.txt
 """
 
 from __future__ import annotations
@@ -223,7 +231,98 @@ def api_cases():
         lambda out: math.isfinite(out))
     add("keys", "key_for_seed(-1)", lambda: jaxtd.key_for_seed(-1), ("seed",))
     add("keys", "key_for_seed(1.5)", lambda: jaxtd.key_for_seed(1.5), ("seed",))
+    _policy_cases(add, t, m, gd, run, sw)
     return cases
+
+
+def _policy_cases(add, t, m, gd, run, sw):
+    """Hangs, silent answers and inconsistencies found by a user study (each was one)."""
+    tiny = _target(dim=3, rank=1)
+    sim = lambda **kw: jaxtd.simulate(kw.pop("alg", gd), KEY, kw.pop("target", tiny),
+                                      **{"width": 2, "steps": 4, "record_every": 2, **kw})
+    # hangs: Python loops over user-sized ranges
+    add("hangs", "run steps=10**12 (default record_every)",
+        lambda: run(steps=10 ** 12, record_every=None), ("steps",))
+    add("hangs", "sweep steps=10**12", lambda: sw(steps=10 ** 12, record_every=None), ("steps",))
+    add("hangs", "default_record_every(10**12) (oracle: 10**10)",
+        lambda: float(jaxtd.default_record_every(10 ** 12)), lambda out: out == 1e10)
+    add("hangs", "relative_error of order 10**6",
+        lambda: jaxtd.relative_error(jaxtd.SymCP(np.ones(2, np.float32),
+                                                 np.full((2, 3), 0.5, np.float32), 10 ** 6),
+                                     jaxtd.SymCP(np.ones(1, np.float32),
+                                                 np.ones((1, 3), np.float32), 10 ** 6)),
+        ("order",))
+    add("hangs", "orthonormal(order=10**5)",
+        lambda: targets.orthonormal(KEY, 3, 1, 10 ** 5), ("order",))
+    add("hangs", "auto buckets of 3000 widths (bucket_widths)",
+        lambda: float(len(jaxtd.bucket_widths(list(range(1, 3001)), "auto"))),
+        lambda out: out >= 1)
+    # one validation for simulate, run and sweep
+    for label, thunk, names in [
+            ("run active=2.5", lambda: run(active=2.5), ("active",)),
+            ("simulate active=2.5", lambda: sim(active=2.5), ("active",)),
+            ("run active=True", lambda: run(active=True), ("active",)),
+            ("simulate record_every=3 (steps=4)", lambda: sim(record_every=3),
+             ("record_every",)),
+            ("simulate learning_rate=-0.1",
+             lambda: sim(hparams={"learning_rate": -0.1}), ("learning_rate",)),
+            ("simulate init_scale=nan", lambda: sim(hparams={"init_scale": math.nan}),
+             ("init_scale",)),
+            ("simulate width=0", lambda: sim(width=0), ("width",)),
+            ("simulate divergence_factor=0", lambda: sim(divergence_factor=0.0),
+             ("divergence_factor",))]:
+        add("simulate", label, thunk, names)
+    for name, make in (("gd", algorithms.gd), ("variant", algorithms.variant),
+                       ("lazy_gd", algorithms.lazy_gd)):
+        add("algorithms", f'{name}(init_scale="0.05")', lambda mk=make: mk(init_scale="0.05"),
+            ("init_scale",))
+    add("algorithms", 'deflation(delta0=0.1, delta1="0.01")',
+        lambda: algorithms.deflation(0.1, delta1="0.01"), ("delta1",))
+    add("losses", 'relative_error(precise="no")',
+        lambda: jaxtd.relative_error(m, t, precise="no"), ("precise",))
+    add("losses", "residual_sq(precise=0)", lambda: jaxtd.residual_sq(m, t, precise=0),
+        ("precise",))
+
+    def jvp_of_loss():
+        da = jaxtd.SymCP(jnp.ones_like(m.weights), jnp.ones_like(m.factors), 3)
+        got = jax.jvp(lambda a: jaxtd.loss(a, t), (m,), (da,))[1]
+        want = jax.jvp(lambda a: jaxtd.losses.loss_autodiff(a, t), (m,), (da,))[1]
+        return float(got), float(want)
+
+    add("losses", "jax.jvp of jaxtd.loss (oracle: loss_autodiff)", jvp_of_loss,
+        lambda out: math.isclose(out[0], out[1], rel_tol=1e-4))
+    tgt = targets.orthonormal(jax.random.key(1), 6, 2, 3)
+    noise = 7e-4 * np.asarray(jax.random.normal(jax.random.key(5), (2, 6)))
+    for scale in (1e16, 1e19):
+        fac = ((np.asarray(tgt.factors, np.float64) + noise) * scale ** (-1 / 3)).astype(
+            np.float32)
+        est = jaxtd.SymCP(np.full(2, scale, np.float32), fac, 3)
+        want = _exact_relative_error(est, tgt)
+        add("losses", f"relative_error, weights {scale:g} x factors {scale:g}^(-1/3) "
+            f"(oracle {want:.2e})", lambda e=est: float(jaxtd.relative_error(e, tgt)),
+            lambda out, w=want: math.isclose(out, w, rel_tol=1e-3))
+    lt = targets.orthonormal(jax.random.key(1), 8, 3, 3)
+    w0 = jaxtd.init_factors(jax.random.key(2), 16, 8, scale="standard")
+    lm = jaxtd.SymCP(jnp.where(jnp.arange(16) % 2 == 0, 1.0, -1.0).astype(jnp.float32), w0, 3)
+    add("lazy", "float32 best_residual dense past the threshold (oracle: 0)",
+        lambda: float(lazy.best_residual(lm, lt, method="dense")), lambda out: out <= 1e-6)
+
+
+def _exact_relative_error(est, tgt) -> float:
+    """``||E - T|| / ||T||`` of the float inputs in exact rational arithmetic."""
+    from fractions import Fraction
+    w = [Fraction(float(x)) for x in np.ravel(est.weights)] + \
+        [-Fraction(float(x)) for x in np.ravel(tgt.weights)]
+    u = [[Fraction(float(x)) for x in row] for row in
+         np.concatenate([np.asarray(est.factors, np.float64), np.asarray(tgt.factors, np.float64)])]
+    k, r = len(w), len(np.ravel(tgt.weights))
+    total = tail = Fraction(0)
+    for i in range(k):
+        for j in range(k):
+            term = w[i] * w[j] * sum(a * b for a, b in zip(u[i], u[j])) ** est.order
+            total += term
+            tail += term if i >= k - r and j >= k - r else 0
+    return math.sqrt(max(float(total), 0.0) / float(tail))
 
 
 def _short(kw) -> str:
@@ -240,11 +339,27 @@ def _short(kw) -> str:
     return text if len(text) < 70 else text[:67] + "..."
 
 
+class _Hang(BaseException):
+    """Raised by SIGALRM when an API case runs past the time box."""
+
+
+API_TIMEOUT = 30
+
+
+def _alarm(signum, frame):
+    raise _Hang
+
+
 def classify(thunk, expected) -> tuple[str, str]:
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(API_TIMEOUT)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             out = thunk()
-            out = jax.block_until_ready(out) if not isinstance(out, float) else out
+            out = jax.block_until_ready(out) if not isinstance(out, (float, tuple)) else out
+        signal.alarm(0)
+    except _Hang:
+        return "hang", f"still running after {API_TIMEOUT} s"
     except (ValueError, TypeError) as err:
         msg = str(err)
         if callable(expected):
@@ -254,6 +369,9 @@ def classify(thunk, expected) -> tuple[str, str]:
         return "clear", msg.splitlines()[0][:90]
     except Exception as err:  # noqa: BLE001 - the audit's point is to see what escapes
         return "traceback", f"{type(err).__name__}: {str(err).splitlines()[0][:90] if str(err) else ''}"
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     if callable(expected):
         return ("correct", "") if expected(out) else ("silent", f"wrong value {out!r}"[:90])
     return "silent", "returned without an error"
@@ -310,7 +428,124 @@ def cli_cases(tmp: Path):
                   "nowhere"))
     cases.append(("cli files", "unknown preset", ["run", "--preset", "nope", "--out",
                                                  str(tmp / "y")], "nope"))
+    _cli_policy_cases(tmp, cases, cfg_case)
     return cases
+
+
+def _expect_exit(status: int, key: str | None = None):
+    """A checker of ``(rc, stderr)``: exit ``status`` (and ``key`` in the last line)."""
+    def check(rc, err):
+        last = err.splitlines()[-1] if err else ""
+        if rc is None:
+            return "hang", "still running after 60 s"
+        if rc == status and (key is None or key in last) and "UNSET" not in err:
+            return ("clear" if status else "correct"), (last[:100] or f"exit {rc}")
+        if rc == 1:
+            return "traceback", f"exit 1: {last[:90]}"
+        return ("silent" if rc == 0 else "vague"), f"exit {rc}: {last[:90]}"
+    return check
+
+
+def _cli_policy_cases(tmp: Path, cases, cfg_case):
+    """The exit-status policy: user errors exit 2 with one line, never 1; no hangs."""
+    def add(label, argv, check, area="cli policy"):
+        cases.append((area, label, argv, check))
+
+    factory = tmp / "userfactories"
+    factory.mkdir(exist_ok=True)
+    (factory / "uf_import.py").write_text("raise RuntimeError('boom at import')\n")
+    (factory / "uf_step.py").write_text(
+        "import jaxtd\ndef build():\n    a = jaxtd.algorithms.gd(0.1)\n"
+        "    return a._replace(step=lambda s, t: (s, 3.0))\n")
+    (factory / "uf_init.py").write_text(
+        "import jaxtd\ndef build():\n    a = jaxtd.algorithms.gd(0.1)\n"
+        "    return a._replace(init=lambda *a, **k: 'state')\n")
+    for module in ("uf_import", "uf_step", "uf_init"):
+        path = tmp / f"{module}.toml"
+        path.write_text(TINY.replace('["gd"]', '["mine"]')
+                        + f'[mine]\nfactory = "{module}:build"\n')
+        add(f"user factory {module}", ["run", str(path), "--out", str(tmp / f"o-{module}")],
+            _expect_exit(2, "[mine] factory"))
+    for args in ('{ b1 = "x" }', "{ b1 = [1, 2] }"):
+        path = tmp / f"opt{len(cases)}.toml"
+        path.write_text(TINY + f'[gd]\noptimizer = "adam"\noptimizer_args = {args}\n')
+        add(f"optimizer_args = {args}", ["run", str(path), "--out", str(tmp / f"o{len(cases)}")],
+            _expect_exit(2, "optimizer_args"))
+    for label, old, new, check in [
+            ("steps = 10**12 --dry-run", "steps = 40", "steps = 1000000000000",
+             _expect_exit(2, "steps")),
+            ("seeds = 10**12 --dry-run (plan only)", "seeds = 4", "seeds = 1000000000000",
+             _expect_exit(0)),
+            ("order = 100 --dry-run", "order = 3", "order = 100", _expect_exit(2, "order")),
+            ("widths = {below = 2, above = 10**12} --dry-run", "widths = [2, 4]",
+             "widths = { below = 2, above = 1000000000000 }", _expect_exit(2, "above")),
+            ("3000 widths --dry-run (plan only)", "widths = [2, 4]",
+             "widths = [" + ", ".join(map(str, range(1, 3001))) + "]", _expect_exit(0)),
+            ("missing seeds: a real example, not UNSET", "seeds = 4\n", "",
+             _expect_exit(2, "seeds"))]:
+        path = tmp / f"p{len(cases)}.toml"
+        text = TINY.replace(old, new)
+        if "above" in new:
+            text = text.replace('["gd"]', '["lazy"]')
+        path.write_text(text)
+        add(label, ["run", str(path), "--dry-run", "--no-compile-cache"], check)
+    bad = tmp / "debug.toml"
+    bad.write_text(TINY.replace("order = 3", "order = 1"))
+    add("--debug on a config error: exit 2, not 1", ["--debug", "run", str(bad), "--dry-run"],
+        _expect_exit(2, "order"))
+
+    def broken_pipe():
+        proc = subprocess.Popen([sys.executable, "-m", "jaxtd", "presets"], cwd=ROOT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return None, ""
+        text = err.decode().strip()
+        return (proc.returncode if not text else 2), text
+
+    add("`jaxtd presets | head`: reader gone", broken_pipe, _expect_exit(0))
+    # ENOSPC is hard to provoke portably; the line it prints is checked by tests/test_cli.py
+
+
+def _lock_and_sweep_json_cases(tmp: Path, good: Path, cases):
+    """A run whose chunk folder is locked by another process, or whose sweep.json was damaged
+    before the chunk finished: both are the user's situation (exit 2), not a bug."""
+    def unfinished(name):
+        out = tmp / name
+        shutil.copytree(good, out)
+        chunk = sorted((out / "sweeps").rglob("sweep.json"))[0].parent
+        for f in ("results.json", "config.json", "rows.npz", "histories.npz", "results.csv"):
+            with contextlib.suppress(FileNotFoundError):
+                (chunk / f).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (out / "results.csv").unlink()
+        return out, chunk
+
+    out, chunk = unfinished("damaged-sweep-json")
+    (chunk / "sweep.json").write_text("{not json")
+    cases.append(("cli policy", "damaged sweep.json of an unfinished chunk: --resume",
+                  ["run", "--resume", "--out", str(out)], _expect_exit(2, "sweep.json")))
+    out, chunk = unfinished("locked")
+
+    def locked():
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import sys, time\nfrom jaxtd.results import _acquire\n"
+             "_acquire(sys.argv[1]); print('held', flush=True); time.sleep(120)", str(chunk)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+            text=True)
+        try:
+            holder.stdout.readline()
+            return run_cli(["run", "--resume", "--out", str(out)], timeout=60)
+        finally:
+            holder.kill()
+            holder.wait()
+
+    cases.append(("cli policy", "chunk folder locked by another process: --resume", locked,
+                  _expect_exit(2, "being written by")))
 
 
 def run_cli(argv, timeout=300) -> tuple[int, str]:
@@ -326,6 +561,8 @@ def run_cli(argv, timeout=300) -> tuple[int, str]:
 
 
 def classify_cli(argv, key) -> tuple[str, str]:
+    if callable(key):  # a policy case: its own checker of (exit status, stderr)
+        return key(*(argv() if callable(argv) else run_cli(argv, timeout=60)))
     rc, err = run_cli(argv, timeout=60)
     if rc is None:  # a huge but valid run: it must say up front how long it will take
         note = [line for line in err.splitlines() if "estimated" in line]
@@ -341,8 +578,9 @@ def classify_cli(argv, key) -> tuple[str, str]:
     return "traceback", f"exit {rc}: {last[:90]}"
 
 
-def damaged_results(tmp: Path):
-    """A saved run whose files are then truncated, emptied, flipped or swapped in."""
+def damaged_results(tmp: Path, policy_only: bool = False):
+    """A saved run whose files are then truncated, emptied, flipped or swapped in
+    (``policy_only``: only the locked folder and the damaged sweep.json)."""
     good = tmp / "good"
     path = tmp / "c.toml"
     path.write_text(TINY)
@@ -373,6 +611,9 @@ def damaged_results(tmp: Path):
             (out / rel(p)).write_bytes(bytes(data))
         return f
 
+    _lock_and_sweep_json_cases(tmp, good, cases)
+    if policy_only:
+        return cases
     if chunks:
         variant("truncated chunk", truncate(chunks[0]))
         variant("empty chunk", lambda out: (out / rel(chunks[0])).write_bytes(b""))
@@ -453,7 +694,17 @@ def main(argv=None) -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--interrupts", type=int, default=3)
     parser.add_argument("--verbose", action="store_true", help="print every case")
+    parser.add_argument("--quick", action="store_true",
+                        help="input and exit-policy cases only (no damaged-file variants, no "
+                        "crash trials)")
+    parser.add_argument("--api-timeout", type=int, default=API_TIMEOUT,
+                        help="seconds before an API case counts as a hang")
+    parser.add_argument("--save", metavar="FILE", help="also write the report into FILE")
     args = parser.parse_args(argv)
+    globals()["API_TIMEOUT"] = args.api_timeout
+    if args.save:
+        return _tee(args.save, lambda: main([a for a in (argv or sys.argv[1:])
+                                             if a != "--save" and a != args.save]))
     print(f"jaxtd {jaxtd.__version__}, jax {jax.__version__}, backend {jax.default_backend()}")
     results = []
     for area, label, thunk, expected in api_cases():
@@ -462,13 +713,15 @@ def main(argv=None) -> int:
         tmp = Path(d)
         for area, label, argv_, key in cli_cases(tmp):
             results.append((area, label, *classify_cli(argv_, key)))
-        for area, label, argv_, _ in damaged_results(tmp):
-            results.append((area, label, *classify_saved(argv_, label)))
-        crashes = [] if args.no_crash else crash_trials(tmp, args.kills, args.interrupts)
+        for area, label, argv_, key in damaged_results(tmp, policy_only=args.quick):
+            results.append((area, label, *(classify_cli(argv_, key) if callable(key)
+                                           else classify_saved(argv_, label))))
+        crashes = ([] if args.no_crash or args.quick
+                   else crash_trials(tmp, args.kills, args.interrupts))
     table = collections.OrderedDict()
     for area, _, outcome, _ in results:
         table.setdefault(area, collections.Counter())[outcome] += 1
-    kinds = ("clear", "correct", "vague", "traceback", "silent")
+    kinds = ("clear", "correct", "vague", "traceback", "silent", "hang")
     print(f"\n| area | tried | {' | '.join(kinds)} |\n|---|---|" + "---|" * len(kinds))
     total = collections.Counter()
     for area, counts in table.items():
@@ -476,7 +729,11 @@ def main(argv=None) -> int:
         print(f"| {area} | {sum(counts.values())} | "
               + " | ".join(str(counts[k]) for k in kinds) + " |")
     print(f"| **all** | {sum(total.values())} | " + " | ".join(str(total[k]) for k in kinds) + " |")
-    bad = [r for r in results if r[2] in ("vague", "traceback", "silent")]
+    exit1 = sum(1 for area, _, outcome, detail in results
+                if outcome == "traceback" and detail.startswith("exit 1"))
+    print(f"\nuser errors that exit 1 (internal error): {exit1}; hangs: {total['hang']}; "
+          f"silent results: {total['silent']}")
+    bad = [r for r in results if r[2] in ("vague", "traceback", "silent", "hang")]
     print(f"\n{len(bad)} cases not clear:" if bad else "\nevery case clear or correct")
     for area, label, outcome, detail in (results if args.verbose else bad):
         print(f"  [{outcome}] {area}: {label} -> {detail}")
@@ -486,6 +743,26 @@ def main(argv=None) -> int:
         for row in crashes:
             print("| " + " | ".join(str(x) for x in row) + " |")
     return 0
+
+
+def _tee(path: str, fn) -> int:
+    """Run ``fn`` printing to stdout and into ``path``."""
+    class Tee(io.TextIOBase):
+        def __init__(self, *streams):
+            self.streams = streams
+
+        def write(self, text):
+            for s in self.streams:
+                s.write(text)
+            return len(text)
+
+        def flush(self):
+            for s in self.streams:
+                s.flush()
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f, contextlib.redirect_stdout(Tee(sys.stdout, f)):
+        return fn()
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ def _predicted(d: int, l: int, init: str) -> int:
     return 2 * m - 1 if init == "antisymmetric" else m
 
 
+# Widths on each side of the predicted threshold (the [sweep] widths table has the same limit),
+# and the most widths a default window 1 .. m* + 2 may hold.
+MAX_WINDOW = 1000
+
+
 def near_threshold_widths(below: int = 2, above: int = 2, init: str = "standard") -> Callable:
     """``widths`` for :func:`threshold_experiment`: ``(dim, order) -> [p - below, p + above]``
     around the predicted critical width ``p`` (of ``init``), clipped at 1. Solving only there is
@@ -51,6 +56,8 @@ def near_threshold_widths(below: int = 2, above: int = 2, init: str = "standard"
     for name, v in (("below", below), ("above", above)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+        if v > MAX_WINDOW:
+            raise ValueError(f"{name} must be <= {MAX_WINDOW} (each width is one solve), got {v}")
     if init not in ("standard", "antisymmetric"):
         raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
 
@@ -96,6 +103,10 @@ def _check_cases(cases):
 
 
 def _case_widths(widths, d, l):
+    if widths is None and predicted_critical_width(d, l) + 2 > MAX_WINDOW:
+        raise ValueError(f"widths=None would solve every width 1 .. m*+2 = "
+                         f"{predicted_critical_width(d, l) + 2} at (dim, order) = ({d}, {l}); "
+                         "pass widths=near_threshold_widths() or a list of widths")
     ws = widths(d, l) if callable(widths) else (
         range(1, predicted_critical_width(d, l) + 3) if widths is None else widths)
     ws = sorted({int(w) for w in ws})

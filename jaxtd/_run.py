@@ -28,9 +28,10 @@ formula; earlier records of ``history["loss"]``/``history["relative_error"]`` ar
 residual, differentiated as it is computed; see :mod:`jaxtd.metrics`). Integer and bool outputs (``fit_times``, ``diverged``, ``diverged_step``,
 ``active_count``, ``history["step"]``, ``history["active_count"]``) are piecewise constant:
 ``jax.grad`` of them raises a ``TypeError`` and their ``jax.jvp`` tangents are ``float0`` zeros.
-Differentiating a step's gradient is second order, which the algorithms' reverse-mode loss
-(:func:`jaxtd.losses.gram_loss`, a ``custom_vjp``) supports since its backward pass is plain jax:
-forward-over-reverse (``jvp`` of a run) and reverse-over-reverse (``grad`` of a run) both work.
+Differentiating a step's gradient is second order, which the algorithms' loss
+(:func:`jaxtd.losses.gram_loss`, a ``custom_jvp`` whose gradient formulas are plain jax)
+supports: forward-over-reverse (``jvp`` of a run) and reverse-over-reverse (``grad`` of a run)
+both work.
 
 - Memory: with ``checkpoint=True`` (default) each block of ``record_every`` steps is
   rematerialized (``jax.checkpoint``), so reverse mode stores the state once per record plus one

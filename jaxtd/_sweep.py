@@ -167,11 +167,24 @@ class BucketCost:
 
 
 def _cheapest_buckets(widths: Sequence[int], cost: BucketCost) -> tuple[tuple[int, ...], ...]:
-    """Contiguous partition of sorted ``widths`` minimizing the summed bucket cost (O(n^2))."""
+    """Contiguous partition of sorted ``widths`` minimizing the summed bucket cost (O(n^2)
+    arithmetic; for a :class:`BucketCost` each step is one numpy expression over all cuts, since
+    a bucket's cost depends only on its size and its largest width)."""
     n = len(widths)
     best = [0.0] + [math.inf] * n   # best[j]: cheapest cost of widths[:j]
     cut = [0] * (n + 1)
-    for j in range(1, n + 1):
+    if isinstance(cost, BucketCost):
+        done = np.zeros(n + 1)
+        for j in range(1, n + 1):
+            i = np.arange(j)
+            per_cell = cost.step_overhead + cost.flop_seconds * (widths[j - 1] + cost.rank) ** 2 \
+                * cost.dim
+            total = done[:j] + (cost.compile_seconds + cost.cell_steps * (j - i) * per_cell)
+            k = int(np.argmin(total))  # the first minimum, as the loop below picks
+            best[j], cut[j] = float(total[k]), k
+            done[j] = best[j]
+        j = n
+    for j in range(1, n + 1) if not isinstance(cost, BucketCost) else ():
         for i in range(j):
             c = best[i] + cost(widths[i:j])
             if c < best[j]:

@@ -600,6 +600,9 @@ def _user_error_line(err: Exception) -> str | None:
         return text if "; fix:" in text or "\n" in text else _as_fix(text)
     if isinstance(err, OSError):
         return _os_error_line(err)
+    if isinstance(err, MemoryError):
+        return ("out of memory: the run (or its plan) does not fit this machine; fix: use fewer "
+                "or smaller widths or seeds (`jaxtd run --dry-run` shows the plan)")
     user = _user_code(err)
     if user is not None:
         first = str(err).splitlines()[0] if str(err) else ""

@@ -312,10 +312,13 @@ def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
     return tuple(schema.check(key, Param("weights", "float", "", gt=0), v) for v in value)
 
 
+MAX_WINDOW = 1000  # widths on each side of the lazy threshold (each one a solve)
+
 NEAR_THRESHOLD_SCHEMA = (  # [sweep] widths as a table: jaxtd.lazy.near_threshold_widths
     # >= 1: a size whose window already fits at its smallest width gives only an upper bound
-    Param("below", "int", "widths below the predicted lazy threshold m*", ge=1),
-    Param("above", "int", "widths above m*", ge=0),
+    Param("below", "int", "widths below the predicted lazy threshold m*", ge=1,
+          le=MAX_WINDOW, example=2),
+    Param("above", "int", "widths above m*", ge=0, le=MAX_WINDOW, example=1),
 )
 
 

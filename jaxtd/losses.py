@@ -9,13 +9,13 @@ build the ``d^l`` tensor. Everything is jit/vmap-able and works in float32 and f
 
 Which function to differentiate:
 
-- :func:`loss` / :func:`gram_loss` carry a ``jax.custom_vjp`` that reuses the Gram matrix: one
-  value-and-gradient costs two ``k x k x d`` matmuls (``U U^T`` forward, ``K U`` backward) and
-  ``O(k^2)`` extra memory. Reverse mode only (``jax.grad``, ``jax.value_and_grad``, ``jax.vjp``);
-  no ``jax.jvp``/``jax.linearize``, no grad-of-grad.
-- :func:`gram_inner` and :func:`loss_autodiff` are the plain formulas: differentiable in any mode
-  and to any order (``jax.jvp``, Hessians, nested ``jvp`` as in :mod:`jaxtd.lazy`), at about 1.5x
-  the cost of :func:`loss` under ``jax.grad``.
+- :func:`loss` / :func:`gram_loss` carry a ``jax.custom_jvp`` that reuses the Gram matrix: one
+  value-and-gradient costs two ``k x k x d`` matmuls (``U U^T`` and ``K U``) and ``O(k d)`` extra
+  memory. Every mode and order: ``jax.grad``, ``jax.vjp``, ``jax.jvp``, ``jax.linearize``,
+  grad-of-grad (the rule's gradient formulas are plain jax).
+- :func:`gram_inner` and :func:`loss_autodiff` are the plain formulas (any mode, any order, as
+  in :mod:`jaxtd.lazy`'s nested ``jvp``), at about 1.5x the cost of :func:`loss` under
+  ``jax.grad``.
 """
 
 from __future__ import annotations
@@ -48,34 +48,32 @@ def gram_inner(c: Float[ArrayLike, "k"], u: Float[ArrayLike, "k d"], b: Float[Ar
     return matmul(matmul(c, matmul(u, v.T) ** order), b)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
+@partial(jax.custom_jvp, nondiff_argnums=(2,))
 def gram_loss(w, u, order: int) -> jax.Array:
-    """``1/2 w^T (U U^T)^{∘order} w`` with a Gram-reusing VJP; scalar.
+    """``1/2 w^T (U U^T)^{∘order} w`` with a Gram-reusing derivative rule; scalar.
 
     ``w (k,)``, ``u (k, d)``. With ``G = U U^T`` and ``P = G^{∘(order-1)}``:
 
         d/dw = (P ∘ G) w,        d/dU = order * (w w^T ∘ P) U,
 
     so the gradient costs one more ``k x k x d`` matmul than the value. Rows with ``w_i = 0`` get
-    zero gradient. Reverse mode only; use :func:`gram_inner` for forward mode.
+    zero gradient. The rule is a ``custom_jvp`` whose tangent ``<d/dw, dw> + <d/dU, dU>`` is
+    linear in the tangents, so JAX transposes it for reverse mode (``jax.grad`` costs the same
+    two matmuls as a hand-written VJP) and every mode and order works: ``jax.jvp``,
+    ``jax.linearize``, Hessians (the gradient formulas are plain jax).
     """
     return 0.5 * gram_inner(w, u, w, u, order)
 
 
-def _gram_loss_fwd(w, u, order):
+@gram_loss.defjvp
+def _gram_loss_jvp(order, primals, tangents):
+    w, u = primals
+    dw, du = tangents
     g = matmul(u, u.T)
     p = g ** (order - 1)
     hw = matmul(p * g, w)
-    return 0.5 * matmul(w, hw), (w, u, p, hw)
-
-
-def _gram_loss_bwd(order, res, ct):
-    w, u, p, hw = res
-    k = (order * ct) * (w[:, None] * p * w[None, :])
-    return ct * hw, matmul(k, u)
-
-
-gram_loss.defvjp(_gram_loss_fwd, _gram_loss_bwd)
+    grad_u = matmul(order * (w[:, None] * p * w[None, :]), u)
+    return 0.5 * matmul(w, hw), jnp.sum(hw * dw) + jnp.sum(grad_u * du)
 
 
 def inner(a: SymCP, b: SymCP) -> Scalar:
@@ -102,8 +100,8 @@ def stack(a: SymCP, b: SymCP, sign: float = -1.0) -> SymCP:
 def loss(a: SymCP, b: SymCP) -> Scalar:
     """``1/2 ||a - b||_F^2`` via the Gram identity on the stacked components ``[a; -b]``; scalar.
 
-    Reverse-mode differentiable in both arguments through :func:`gram_loss` (two matmuls per
-    value-and-gradient). For forward mode or higher derivatives use :func:`loss_autodiff`.
+    Differentiable in both arguments, in every mode, through :func:`gram_loss` (two matmuls
+    per value-and-gradient; ``jax.jvp`` and Hessians work too).
     """
     r = stack(a, b)
     return gram_loss(r.weights, r.factors, r.order)

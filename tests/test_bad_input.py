@@ -373,3 +373,118 @@ def test_sizes_beyond_32_bit_and_dense_tensors_are_refused():
                     progress=False)
     with pytest.raises(ValueError, match="to_dense.*entries"):
         jaxtd.to_dense(jaxtd.SymCP(jnp.ones(2), jnp.ones((2, 1000)), 3))
+
+
+# -- one validation for simulate, run and sweep ---------------------------------------------------
+
+_NAN, _INF = float("nan"), float("inf")
+# (argument, bad value): each must be refused by simulate, run and sweep alike. Hyper-parameters
+# are overrides (a scalar for simulate/run, a one-value list for sweep); the tiny problem runs
+# steps in {4, 8}, so record_every = 3 never divides them.
+_SHARED_BAD = [("steps", 0), ("steps", -3), ("steps", 2.5), ("steps", "4"), ("steps", True),
+               ("steps", 10 ** 12), ("record_every", 3), ("record_every", 0),
+               ("record_every", 2.0), ("record_every", True), ("width", 0), ("width", 2.5),
+               ("width", True), ("width", "2"), ("width", 2 ** 40),
+               ("learning_rate", -0.1), ("learning_rate", 0.0), ("learning_rate", _NAN),
+               ("learning_rate", _INF), ("learning_rate", "0.1"), ("learning_rate", True),
+               ("init_scale", -1.0), ("init_scale", _NAN), ("init_scale", "0.05"),
+               ("regularization", -1.0), ("regularization", _INF), ("momentum", 0.5),
+               ("target", "t"), ("target", np.ones((1, 3), np.float32)), ("algorithm", "gd")]
+_HPARAMS = ("learning_rate", "init_scale", "regularization", "momentum")
+
+
+def _three_calls(name, value, width, steps):
+    """``{"simulate": thunk, "run": thunk, "sweep": thunk}`` with ``name`` set to ``value``."""
+    kw = {"width": width, "steps": steps, "record_every": 2}
+    alg, target, hp, sweep_hp = _GD, _TINY_TARGET, None, None
+    if name in _HPARAMS:
+        hp, sweep_hp = {name: value}, {name: [value]}
+    elif name == "target":
+        target = value
+    elif name == "algorithm":
+        alg = value
+    else:
+        kw[name] = value
+    key = jax.random.key(0)
+    widths = [kw.pop("width")]
+    return {
+        "simulate": lambda: jaxtd.simulate(alg, key, target, width=widths[0], hparams=hp, **kw),
+        "run": lambda: jaxtd.run(alg, key, target, width=widths[0], hparams=hp, **kw),
+        "sweep": lambda: jaxtd.sweep(alg, target, seeds=1, widths=widths, hparams=sweep_hp,
+                                     progress=False, **kw),
+    }
+
+
+@pytest.fixture(scope="module")
+def compiles():
+    """The backend compilations that happen while the module's tests run (a list to clear)."""
+    import jax.monitoring
+    events = []
+
+    def listener(name, *args, **kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            events.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+_TINY_TARGET = targets.orthonormal(jax.random.key(1), 3, 1, 3)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(bad=st.sampled_from(_SHARED_BAD), width=st.integers(1, 2), steps=st.sampled_from([4, 8]))
+def test_simulate_run_and_sweep_refuse_the_same_input_alike(compiles, bad, width, steps):
+    """Same bad input -> the same exception type from simulate, run and sweep, naming the
+    argument, raised before anything compiles."""
+    name, value = bad
+    kinds = {}
+    for fn_name, thunk in _three_calls(name, value, width, steps).items():
+        compiles.clear()
+        with pytest.raises((TypeError, ValueError)) as info:
+            thunk()
+        assert not compiles, f"{fn_name} compiled before refusing {name}={value!r}"
+        label = "widths" if fn_name == "sweep" and name == "width" else name
+        assert label in str(info.value) or name in str(info.value), (fn_name, str(info.value))
+        kinds[fn_name] = type(info.value)
+    assert len(set(kinds.values())) == 1, kinds
+
+
+@settings(max_examples=20, deadline=None)
+@given(active=st.one_of(st.floats(-3, 5), st.booleans(), st.integers(-3, 5),
+                        st.sampled_from([np.float32(1.0), np.int64(1), np.bool_(True)])))
+def test_simulate_and_run_check_active_alike(active):
+    """A fractional active (2.5 was read as 2 but masked 3 rows) or a bool is a TypeError, an
+    int out of [1, width] a ValueError, in both simulate and run (validated before compiling:
+    the compiled runner is stubbed)."""
+    outcomes = []
+    for fn in (jaxtd.simulate, jaxtd.run):
+        with mock.patch.object(_run_module, "_simulate_jit", mock.Mock(return_value="ran")):
+            try:
+                if fn is jaxtd.simulate:  # accepted values are checked without running
+                    _run_module.validate(_GD, jax.random.key(0), _TINY_TARGET, width=2, steps=4,
+                                         record_every=2, active=active)
+                    out = "ran"
+                else:
+                    out = fn(_GD, jax.random.key(0), _TINY_TARGET, width=2, steps=4,
+                             record_every=2, active=active)
+                outcomes.append(out)
+            except (TypeError, ValueError) as err:
+                assert "active" in str(err)
+                outcomes.append(type(err))
+                if fn is jaxtd.simulate:  # and simulate itself refuses it the same way
+                    with pytest.raises(type(err), match="active"):
+                        fn(_GD, jax.random.key(0), _TINY_TARGET, width=2, steps=4,
+                           record_every=2, active=active)
+    assert outcomes[0] == outcomes[1]
+    is_int = isinstance(active, (int, np.integer)) and not isinstance(active, (bool, np.bool_))
+    if not is_int:
+        assert outcomes[0] is TypeError
+    elif not 1 <= active <= 2:
+        assert outcomes[0] is ValueError
+    else:
+        assert outcomes[0] == "ran"

@@ -300,3 +300,28 @@ def test_negative_sweep_numbers_are_refused(key, value):
     with pytest.raises(cfg.ConfigError) as err:
         cfg.loads(text)
     assert str(err.value).startswith(f"[sweep] {key}:"), str(err.value)
+
+
+def test_orders_steps_and_windows_are_bounded_before_anything_runs():
+    """Huge values that used to hang or exhaust memory are one config line each."""
+    from jaxtd import config as cfg
+    from jaxtd.symcp import MAX_ORDER
+    assert cfg.MAX_ORDER == MAX_ORDER
+    base = cfg.preset_raw("headline")
+    for section, key, value, words in [("target", "order", 100, "<= 64"),
+                                       ("sweep", "steps", 10 ** 12, "<= 2147483647"),
+                                       ("sweep", "widths", {"below": 2, "above": 10 ** 12},
+                                        "<= 1000")]:
+        raw = {**base, section: {**base[section], key: value}}
+        with pytest.raises(cfg.ConfigError, match=words):
+            cfg.parse(raw)
+
+
+def test_required_keys_show_a_real_example_not_unset():
+    from jaxtd import config as cfg
+    base = cfg.preset_raw("headline")
+    for key in ("seeds", "steps", "widths", "success_threshold"):
+        raw = {**base, "sweep": {k: v for k, v in base["sweep"].items() if k != key}}
+        with pytest.raises(cfg.ConfigError) as info:
+            cfg.parse(raw)
+        assert "UNSET" not in str(info.value) and "e.g." in str(info.value)

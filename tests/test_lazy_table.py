@@ -139,3 +139,14 @@ def test_iterative_threshold_at_d16():
     assert out.critical == out.predicted == {(16, 3): 51}
     res = out.table.set_index("width").residual
     assert res[50] > 1e-2 and res[51] == 0.0 and res[52] == 0.0
+
+
+@pytest.mark.timeout(60)
+def test_huge_windows_are_refused_before_any_work():
+    """A window of 10**12 widths (or a default 1 .. m*+2 at a huge d) used to build the whole
+    list in Python first."""
+    from jaxtd import lazy
+    with pytest.raises(ValueError, match="above must be <= 1000"):
+        lazy.near_threshold_widths(above=10 ** 12)
+    with pytest.raises(ValueError, match="widths=None"):
+        lazy.threshold_experiment([(10 ** 4, 4)], widths=None)

@@ -229,3 +229,61 @@ def test_traced_and_constant_hparams_give_identical_runs(x64):
     np.testing.assert_array_equal(traced.history["selected"], constant.history["selected"])
     np.testing.assert_array_equal(traced.history["relative_error"],
                                   constant.history["relative_error"])
+
+
+@pytest.mark.parametrize("active,err", [(2.5, TypeError), (2.0, TypeError), (True, TypeError),
+                                        (np.float32(2), TypeError), (jnp.array(2.5), TypeError),
+                                        (0, ValueError), (4, ValueError)])
+def test_active_must_be_an_int_in_run_and_simulate(active, err):
+    """``active=2.5`` was read as ``int(2.5) = 2`` by the check while the mask trained 3 rows."""
+    target, alg, key = _target(dim=3, rank=1), gd(0.1), jax.random.PRNGKey(0)
+    for fn in (jaxtd.run, simulate):
+        with pytest.raises(err, match="active"):
+            fn(alg, key, target, width=3, steps=4, record_every=2, active=active)
+    for ok in (2, np.int32(2), jnp.array(2)):  # ints of every kind are accepted
+        out = jaxtd.run(alg, key, target, width=3, steps=4, record_every=2, active=ok)
+        assert int(out.active_count) <= 2
+
+
+def test_simulate_refuses_what_run_refuses_with_the_same_message():
+    """simulate silently ran fewer steps for a record_every that does not divide steps, and
+    accepted a negative learning rate that run refuses."""
+    target, alg, key = _target(dim=3, rank=1), gd(0.1), jax.random.PRNGKey(0)
+    cases = [dict(record_every=3), dict(hparams={"learning_rate": -0.1}),
+             dict(hparams={"init_scale": float("nan")}), dict(hparams={"momentum": 0.5}),
+             dict(divergence_factor=0.0), dict(steps=0), dict(width=0)]
+    for extra in cases:
+        kw = {"width": 2, "steps": 4, "record_every": 2, **extra}
+        with pytest.raises((ValueError, TypeError)) as from_run:
+            jaxtd.run(alg, key, target, **kw)
+        with pytest.raises(type(from_run.value)) as from_simulate:
+            simulate(alg, key, target, **kw)
+        assert str(from_simulate.value) == str(from_run.value)
+
+
+def test_traced_values_pass_simulate_validation():
+    """Validation only looks at concrete values: vmapped actives and hparams still work."""
+    target, alg, key = _target(dim=3, rank=1), gd(0.1), jax.random.PRNGKey(0)
+    f = jax.jit(jax.vmap(lambda a, lr: simulate(alg, key, target, width=3, steps=4,
+                                                record_every=2, active=a,
+                                                hparams={"learning_rate": lr}).final_loss))
+    out = f(jnp.array([1, 3]), jnp.array([0.1, 0.05], jnp.float32))
+    assert out.shape == (2,) and bool(jnp.all(jnp.isfinite(out)))
+
+
+@pytest.mark.timeout(60)
+def test_default_record_every_is_bounded_for_huge_steps():
+    """It was a Python loop over ~steps/100 candidates: steps = 10**12 hung."""
+    from jaxtd._checks import largest_divisor_at_most
+    assert jaxtd.default_record_every(10 ** 12) == 10 ** 10
+    assert jaxtd.default_record_every(2 ** 31 - 1) == 1            # a prime
+    assert jaxtd.default_record_every(1000) == 10
+    for n in range(1, 200):
+        for bound in range(1, n + 2):
+            want = max(k for k in range(1, min(bound, n) + 1) if n % k == 0)
+            assert largest_divisor_at_most(n, bound) == want
+    target, alg, key = _target(dim=3, rank=1), gd(0.1), jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="steps must be <= 2147483647"):
+        jaxtd.run(alg, key, target, width=2, steps=10 ** 12)
+    with pytest.raises(ValueError, match="steps must be <= 2147483647"):
+        jaxtd.sweep(alg, target, seeds=1, widths=[2], steps=10 ** 12, progress=False)
