@@ -222,7 +222,9 @@ def _chunk_shapes(sub: SubSweep) -> int:
     width bucket."""
     import jax
     n_dev = len(jax.devices())
-    return len({-(-len(c) // n_dev) for c in sub.chunks()})
+    full, last = divmod(sub.seeds, sub.chunk_size)  # closed form: seeds may be huge
+    lengths = ({sub.chunk_size} if full else set()) | ({last} if last else set())
+    return len({-(-n // n_dev) for n in lengths})
 
 
 def programs_of(config: cfg.Config, sub: SubSweep) -> list[str]:
