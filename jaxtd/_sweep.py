@@ -167,33 +167,32 @@ class BucketCost:
 
 
 def _cheapest_buckets(widths: Sequence[int], cost: BucketCost) -> tuple[tuple[int, ...], ...]:
-    """Contiguous partition of sorted ``widths`` minimizing the summed bucket cost (O(n^2)
-    arithmetic; for a :class:`BucketCost` each step is one numpy expression over all cuts, since
-    a bucket's cost depends only on its size and its largest width)."""
+    """Contiguous partition of sorted ``widths`` minimizing the summed bucket cost, by dynamic
+    programming over the last cut (O(n^2) bucket costs, one numpy expression per end point for a
+    :class:`BucketCost`)."""
     n = len(widths)
-    best = [0.0] + [math.inf] * n   # best[j]: cheapest cost of widths[:j]
+    best = np.full(n + 1, math.inf)   # best[j]: cheapest cost of widths[:j]
+    best[0] = 0.0
     cut = [0] * (n + 1)
-    if isinstance(cost, BucketCost):
-        done = np.zeros(n + 1)
-        for j in range(1, n + 1):
-            i = np.arange(j)
-            per_cell = cost.step_overhead + cost.flop_seconds * (widths[j - 1] + cost.rank) ** 2 \
-                * cost.dim
-            total = done[:j] + (cost.compile_seconds + cost.cell_steps * (j - i) * per_cell)
-            k = int(np.argmin(total))  # the first minimum, as the loop below picks
-            best[j], cut[j] = float(total[k]), k
-            done[j] = best[j]
-        j = n
-    for j in range(1, n + 1) if not isinstance(cost, BucketCost) else ():
-        for i in range(j):
-            c = best[i] + cost(widths[i:j])
-            if c < best[j]:
-                best[j], cut[j] = c, i
+    for j in range(1, n + 1):
+        total = best[:j] + _bucket_costs(widths, j, cost)
+        cut[j] = int(np.argmin(total))  # the first minimum: ties go to the earliest cut
+        best[j] = total[cut[j]]
     buckets, j = [], n
     while j > 0:
         buckets.append(tuple(widths[cut[j]:j]))
         j = cut[j]
     return tuple(reversed(buckets))
+
+
+def _bucket_costs(widths: Sequence[int], j: int, cost) -> np.ndarray:
+    """``(j,)``: the cost of the bucket ``widths[i:j]`` for every ``i < j``. A
+    :class:`BucketCost` depends only on a bucket's size and largest width, so all ``i`` at once
+    (the same arithmetic as :meth:`BucketCost.__call__`); any other callable bucket by bucket."""
+    if not isinstance(cost, BucketCost):
+        return np.asarray([cost(widths[i:j]) for i in range(j)], np.float64)
+    per_cell = cost.step_overhead + cost.flop_seconds * (widths[j - 1] + cost.rank) ** 2 * cost.dim
+    return cost.compile_seconds + cost.cell_steps * (j - np.arange(j)) * per_cell
 
 
 # -- validated configuration ------------------------------------------------------------------
@@ -413,8 +412,12 @@ class _Bucket:
     widths: tuple[int, ...]
     compiled: Any = None
     compile_seconds: float = 0.0
-    fresh: bool = False  # compiled by this sweep (not taken from the executable cache)
-    how: str = ""        # "compiled", "disk" (loaded from an earlier process) or "memory"
+    how: str = ""  # "compiled" by this sweep, "disk" (saved by an earlier process) or "memory"
+
+    @property
+    def fresh(self) -> bool:
+        """Compiled by this sweep (not taken from the executable cache)."""
+        return self.how == "compiled"
 
     @property
     def padded_width(self) -> int:
@@ -461,7 +464,6 @@ def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, targe
                                out_shardings=seed_sh).lower(*args)
 
             b.compiled, b.compile_seconds, b.how = _executables.get(key, lower, disk_key=key)
-            b.fresh = b.how == "compiled"
         outs.append(b.compiled(*args))  # async dispatch: buckets queue up
     shards = len(outs[0][0].final_relative_error.sharding.device_set)
     fetched = [distributed.gather(o) if multi else jax.device_get(o) for o in outs]
