@@ -13,7 +13,7 @@ from jaxtd._checks import check_finite
 from jaxtd.shapes import Params, Scalar
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
-__all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetric", "linearize"]
+__all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "linearize"]
 
 
 # -- validation (plain Python, before tracing) ----------------------------------------------------

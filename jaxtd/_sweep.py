@@ -43,7 +43,6 @@ by the runner and never affects other cells (each cell is an independent vmapped
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import hashlib
 import io
