@@ -15,10 +15,11 @@ executable for a key, in this order:
 
 A file on disk is found by a sha256 of everything that could change the program: the key's
 stable text, the versions of jax and jaxlib, the platform and devices, and the source of jaxtd
-and of every module whose code the algorithm names (a user factory's module included). An
-algorithm whose identity has no stable text (a hand-assembled ``Algorithm``, or a constructor
-argument such as a ready optax transformation, which is a closure) is never saved to disk, only
-kept in memory; multi-process programs are never saved either. A file that cannot be read or
+and of every installed module whose code the algorithm names (with its distribution's
+version). An algorithm that names a user's own module (a factory in their project, which may
+import helpers from other files) or whose identity has no stable text (a hand-assembled
+``Algorithm``, or a constructor argument such as a ready optax transformation, which is a
+closure) is never saved to disk, only kept in memory; multi-process programs are never saved either. A file that cannot be read or
 loaded is removed and the program compiled again. Files are written atomically.
 """
 
@@ -210,12 +211,26 @@ def _modules_named(value) -> list[str]:
 
 
 def _module_digest(module: str) -> Optional[str]:
-    """sha256 of a module's source file (``None`` when it has none to read)."""
+    """sha256 of an installed module's source file and its distribution's version, or ``None``.
+
+    Only modules of installed distributions (under ``site-packages``/``dist-packages``, e.g.
+    ``optax``) are named this way: a version change or an edit of the file itself is a new key.
+    A user's own module (a factory in their project) may import helpers from other files whose
+    edits its own digest would not see, so programs that name one are kept in memory only."""
     mod = sys.modules.get(module)
     try:
         path = inspect.getsourcefile(mod) if mod is not None else None
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
-    except (TypeError, OSError):
+    except TypeError:
+        return None
+    if not path or not any(part in ("site-packages", "dist-packages") for part in Path(path).parts):
+        return None
+    try:
+        from importlib import metadata
+        top = module.split(".")[0]
+        dists = metadata.packages_distributions().get(top, [])
+        versions = ",".join(f"{d}={metadata.version(d)}" for d in sorted(dists))
+        return hashlib.sha256(versions.encode() + b"\0" + Path(path).read_bytes()).hexdigest()
+    except (OSError, ValueError, metadata.PackageNotFoundError):
         return None
 
 

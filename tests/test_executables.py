@@ -96,6 +96,30 @@ def test_second_process_loads_the_executable_instead_of_compiling(tmp_path):
     assert again["sgd"]["compiles"] == 1 and again["sgd"]["errors"] == cold["sgd"]["errors"]
 
 
+def test_user_modules_are_never_named_on_disk(tmp_path, monkeypatch):
+    """A factory in the user's own project may import helpers from other files: its programs
+    stay in memory; an installed package's function (optax.adam) is named with its version."""
+    (tmp_path / "my_factory.py").write_text(textwrap.dedent("""
+        import jaxtd
+        from jaxtd.algorithms import base
+
+        @base.constructor
+        def mine(lr: float = 0.1):
+            return jaxtd.algorithms.gd(lr)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_factory
+    compile_cache.enable(tmp_path / "cache")
+    try:
+        assert _executables.stable_text(my_factory.mine()) is not None
+        assert _executables._path(("program", my_factory.mine())) is None
+        assert _executables._path(("program", algorithms.gd(optax.adam, learning_rate=0.1))) \
+            is not None
+        assert _executables._path(("program", algorithms.gd(0.1))) is not None
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+
+
 def test_disk_cache_off_unless_persistent_cache_enabled(tmp_path):
     assert jax.config.jax_compilation_cache_dir is None
     assert _executables.disk_dir() is None
