@@ -336,8 +336,11 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
         :func:`jaxtd.key_for_seed`), or a list of keys.
       target: ``SymCP`` of any float dtype (the inits are drawn in it).
       widths: sequence of ints ``>= 1`` (any order; columns follow it).
-      init, signs, init_scale: as in :func:`jaxtd.algorithms.lazy_gd` (the residual depends on
-        neither ``init_scale`` nor the signs in exact arithmetic: the tangent space does not).
+      init: as in :func:`jaxtd.algorithms.lazy_gd`.
+      signs: as in :func:`jaxtd.algorithms.lazy_gd` (the residual does not depend on the signs
+        in exact arithmetic: the tangent space does not).
+      init_scale: as in :func:`jaxtd.algorithms.lazy_gd` (the residual does not depend on it in
+        exact arithmetic either).
       method: :data:`METHODS`, resolved by :func:`solver_for` at the size ``max(widths) * d``
         that every cell is solved at; ``rcond`` (dense), ``tol``/``max_iter`` (iterative) apply.
       batch_size: widths solved at once (``lax.map`` batches; each batch vmaps over keys too).

@@ -142,7 +142,11 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
       widths: ``None`` (``1 .. predicted + 2``), a sequence of widths, or a callable
         ``(dim, order) -> widths`` such as :func:`near_threshold_widths`. ``critical`` is only as
         fine as the grid.
-      seeds, target_rank, init, rcond, key: as described above; ``key`` an int or PRNG key.
+      seeds: as described above.
+      target_rank: as described above.
+      init: as described above.
+      rcond: as described above.
+      key: as described above; an int or PRNG key.
       tol: residual cut for ``critical`` (both solvers report 0 for a fitted target; just below
         the threshold the residual is ``>= 1e-2`` at every size measured, so the cut is not
         delicate).

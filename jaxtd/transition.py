@@ -112,7 +112,8 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
       seeds: seed indices ``>= 0`` (``range(n)`` for the sweep's ``seeds=n``).
       widths: ints ``>= 1``.
       scales: init scales ``δ > 0``.
-      steps, record_every: as in :func:`jaxtd.run`.
+      steps: as in :func:`jaxtd.run`.
+      record_every: as in :func:`jaxtd.run`.
       hparams: fixed values of other hyper-parameters (not ``init_scale``).
       base_key: as in :func:`jaxtd.key_for_seed` (default ``PRNGKey(0)``).
     Returns:

@@ -113,8 +113,9 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
       init: ``"antisymmetric"`` (``T(W0) = 0``) or ``"standard"``.
       init_scale: multiplies the ``N(0, I/d)`` rows (hparam ``init_scale``).
       regularization: ridge ``λ >= 0`` on ``Δ`` (hparam ``regularization``).
-      learning_rate, signs, name: see :func:`jaxtd.algorithms.gd`; ``signs`` is used by
-        ``init="standard"`` only.
+      learning_rate: see :func:`jaxtd.algorithms.gd`.
+      signs: see :func:`jaxtd.algorithms.gd`; used by ``init="standard"`` only.
+      name: see :func:`jaxtd.algorithms.gd`.
     Returns:
       An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``{"loss": lazy objective}``,
       ``tensor`` the exact lazy tensor (:func:`polarize`), ``params`` ``W0 + Δ``.
