@@ -481,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run an experiment (default: the headline preset)",
                          description="Run a TOML config or a preset; with neither, the headline "
-                         "preset (about two minutes on a 2-core CPU).")
+                         "preset. `--dry-run` prints the grid and an estimate of its time on this machine; "
+                         "the README lists each preset's measured wall time.")
     run.add_argument("config", nargs="?", metavar="CONFIG.toml", help="experiment config file")
     run.add_argument("--preset", metavar="NAME", help="a shipped preset (see `jaxtd presets`)")
     run.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",

@@ -3,6 +3,10 @@
 Row ``i`` is drawn from ``jax.random.fold_in(key, i)``, so the first ``m`` rows of a width-``M``
 initialization equal the width-``m`` initialization: a width-``m`` run inside a padded grid starts
 exactly where the same run alone starts (docs/architecture.md: widths are masks).
+
+"Exactly" holds between draws computed the same way (both inside one compiled program, as a
+sweep and ``jaxtd.run`` do, or both eagerly): an eager draw and a jitted one may differ in the
+last float32 bit, because XLA fuses the normalization ``z / ||z||`` differently.
 """
 
 from __future__ import annotations
