@@ -12,10 +12,23 @@ import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-# `jaxtd run` enables JAX's persistent compilation cache in $XDG_CACHE_HOME. Point it at one
-# folder per test session: CLI subprocesses of the suite share their compiled programs, and no
-# test writes into the user's home.
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="jaxtd-test-cache-")
+
+
+def _session_cache_home() -> str:
+    """One cache folder per test session, shared by every pytest-xdist worker of the session
+    (they share PYTEST_XDIST_TESTRUNUID): CLI, notebook and doc subprocesses started by either
+    worker then reuse each other's compiled programs."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:
+        return tempfile.mkdtemp(prefix="jaxtd-test-cache-")
+    path = os.path.join(tempfile.gettempdir(), f"jaxtd-test-cache-{run}")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+# `jaxtd run` enables JAX's persistent compilation cache in $XDG_CACHE_HOME. Point it at the
+# session's folder: no test writes into the user's home.
+os.environ["XDG_CACHE_HOME"] = _session_cache_home()
 
 
 @pytest.fixture
