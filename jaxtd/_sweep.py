@@ -61,7 +61,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtd import _executables, distributed
 from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
-from jaxtd.results import Results, progress_enabled
+from jaxtd.results import Results, progress_enabled, tqdm_class
 from jaxtd.store import (SWEEP_FORMAT, ChunkStore, algorithm_identity, check_out_dir,
                          config_fingerprint, versions)
 from jaxtd._aligned import aligned_residual_sq_host
@@ -684,7 +684,7 @@ def _check_devices(devices) -> list:
 
 def _execute(spec, algorithm, target, base_key, config, store, progress, devices,
              multi=False, on_event=None) -> Results:
-    from tqdm.auto import tqdm
+    tqdm = tqdm_class()
 
     n_dev = len(devices)
     mesh = _mesh(devices)

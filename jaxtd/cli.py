@@ -206,10 +206,8 @@ def _check_out(config: cfg.Config, out: Path, resume: bool) -> None:
 
 
 def _progress_bar(total: int):
-    from tqdm.auto import tqdm
-
-    from jaxtd.results import progress_enabled
-    return tqdm(total=total, unit="cell", desc="jaxtd run", file=sys.stderr, smoothing=0.1,
+    from jaxtd.results import progress_enabled, tqdm_class
+    return tqdm_class()(total=total, unit="cell", desc="jaxtd run", file=sys.stderr, smoothing=0.1,
                 disable=not progress_enabled(None))
 
 

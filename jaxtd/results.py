@@ -398,3 +398,17 @@ def progress_enabled(progress: bool | None) -> bool:
     if progress is None:
         return bool(getattr(sys.stderr, "isatty", lambda: False)())
     return bool(progress)
+
+
+def tqdm_class():
+    """tqdm's ``auto`` bar class: a widget in Jupyter when ipywidgets is installed, the text bar
+    otherwise. Without ipywidgets, ``tqdm.auto`` falls back to the text bar by itself but first
+    warns with the path of the installed package; that warning says nothing to act on inside
+    a run's output, so it is silenced here."""
+    import warnings
+
+    from tqdm import TqdmWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm
