@@ -65,7 +65,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
-           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "dumps",
+           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "set_keys",
+           "dumps",
            "lazy_threshold", "case_widths", "apply_overrides", "schema_of", "constructor_of",
            "user_factory", "is_builtin", "factory_schema", "table_schema", "build_algorithm",
            "constructor_values"]
@@ -684,10 +685,23 @@ def preset(name: str) -> Config:
 # ---------------------------------------------------------------------------------------------
 # Derived configs and serialization.
 
-def quick(config: Config) -> Config:
+def set_keys(assignments) -> frozenset[str]:
+    """The ``section.key`` (or top-level ``key``) each ``--set`` assignment sets: what
+    :func:`quick` must leave alone (``target.dim.3=[4]`` sets ``target.dim``)."""
+    return frozenset(".".join(item.partition("=")[0].strip().split(".")[:2])
+                     for item in assignments)
+
+
+def quick(config: Config, keep=frozenset()) -> Config:
     """A smoke-test version of ``config``: 2 seeds, at most 300 steps, 2 widths (the smallest and
-    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size."""
+    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size.
+
+    ``keep``: ``section.key`` names left as they are (:func:`set_keys` of the ``--set``
+    assignments: an explicit value wins over ``--quick``, which wins over the file)."""
     t, s = config.target, config.sweep
+
+    def pick(key, shrunk, current):
+        return current if key in keep else shrunk
 
     def ends(values, k):
         return values if len(values) <= k else values[:k - 1] + values[-1:]
@@ -697,22 +711,36 @@ def quick(config: Config) -> Config:
         widths, window = (), tuple(min(v, 1) for v in s.near_threshold)
     else:
         widths, window = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]})), None
-    steps = min(s.steps, 300)
-    sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
-                                record_every=rule(steps, 20), bucketing="single",
-                                chunk_size=None, near_threshold=window)
-    orders = ends(t.orders, 2)
+    if "sweep.widths" in keep:
+        widths, window = s.widths, s.near_threshold
+    steps = pick("sweep.steps", min(s.steps, 300), s.steps)
+    record_every = pick("sweep.record_every", rule(steps, 20), s.record_every)
+    if steps % record_every:
+        raise ConfigError("[sweep] record_every", f"{record_every} does not divide the quick "
+                          f"run's steps = {steps}", f"--set sweep.steps too, or a divisor of "
+                          f"{steps}, e.g. {rule(steps, 20)}")
+    sweep = dataclasses.replace(
+        s, widths=widths, near_threshold=window, steps=steps, record_every=record_every,
+        seeds=pick("sweep.seeds", min(s.seeds, 2), s.seeds),
+        bucketing=pick("sweep.bucketing", "single", s.bucketing),
+        chunk_size=pick("sweep.chunk_size", None, s.chunk_size))
+    orders = pick("target.order", ends(t.orders, 2), t.orders)
     # dims per order: the two smallest of each (the largest are what make such a run long)
-    by_order = tuple((o, ds[:2]) for o, ds in t.dims_per_order if o in orders)
-    dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, 2)
-    target = dataclasses.replace(t, orders=orders, dims=dims, ranks=ends(t.ranks, 2),
+    if "target.dim" in keep:
+        by_order = tuple((o, ds) for o, ds in t.dims_per_order if o in orders)
+        dims = t.dims
+    else:
+        by_order = tuple((o, ds[:2]) for o, ds in t.dims_per_order if o in orders)
+        dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, 2)
+    target = dataclasses.replace(t, orders=orders, dims=dims,
+                                 ranks=pick("target.rank", ends(t.ranks, 2), t.ranks),
                                  dims_per_order=by_order)
     params = {k: dict(v) for k, v in config.params.items()}
     for name, table in params.items():
         for key in ("amplify_steps", "fit_steps"):
-            if key in table:
+            if key in table and f"{name}.{key}" not in keep:
                 table[key] = max(1, min(table[key], steps // 6))
-        if name == "lazy":
+        if name == "lazy" and "lazy.seeds" not in keep:
             table["seeds"] = 1
     return dataclasses.replace(config, target=target, sweep=sweep, params=params,
                                name=f"{config.name} (quick)")
