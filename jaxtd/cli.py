@@ -493,8 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the run saved in --out from its finished chunks")
     run.add_argument("--quick", action="store_true",
-                     help="shrink the experiment for a smoke test (2 seeds, <= 300 steps, 2 widths); "
-                     "a value given with --set is kept")
+                     help="shrink the experiment for a smoke test (2 seeds, <= 300 steps, 2 "
+                     "widths); a value given with --set is kept")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (sub-sweeps, cells, programs to compile, memory) and "
                      "write nothing")

@@ -65,11 +65,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
-           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "set_keys",
-           "dumps",
-           "lazy_threshold", "case_widths", "apply_overrides", "schema_of", "constructor_of",
-           "user_factory", "is_builtin", "factory_schema", "table_schema", "build_algorithm",
-           "constructor_values"]
+           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick",
+           "set_keys", "dumps", "lazy_threshold", "case_widths", "apply_overrides", "schema_of",
+           "constructor_of", "user_factory", "is_builtin", "factory_schema", "table_schema",
+           "build_algorithm", "constructor_values"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
@@ -435,9 +434,10 @@ def _check_builds(name: str, table: Mapping[str, Any], target: "Target") -> None
     lists = {k: v for k, v in table.items() if isinstance(v, tuple)}
     for key, values in lists.items():
         if key not in algorithm.hparams:
+            known = ", ".join(sorted(algorithm.hparams)) or "none"
             raise ConfigError(f"[{name}] {key}", f"a list sweeps a hyper-parameter, and the "
                               f"algorithm of {table['factory']} has none named {key!r} (its "
-                              f"hyper-parameters: {', '.join(sorted(algorithm.hparams)) or 'none'})",
+                              f"hyper-parameters: {known})",
                               f"give one value, one table per value, or make {key} a "
                               "hyper-parameter of the algorithm (docs/architecture.md)")
         for value in values[1:]:
