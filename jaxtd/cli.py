@@ -175,9 +175,10 @@ def _resolve_config(args) -> tuple[cfg.Config, Path]:
         raw = cfg.load_raw(saved)  # resuming: the saved resolved config, as run before
     else:
         raw = cfg.preset_raw("headline")
+    # precedence: the file (or preset) < --quick < --set (an explicit value always wins)
     config = cfg.parse(cfg.apply_overrides(raw, args.set or ()))
     if args.quick:
-        config = cfg.quick(config)
+        config = cfg.quick(config, keep=cfg.set_keys(args.set or ()))
     if out is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{stamp}-{_slug(config.name)}"
@@ -491,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue the run saved in --out from its finished chunks")
     run.add_argument("--quick", action="store_true",
-                     help="shrink the experiment for a smoke test (2 seeds, <= 300 steps, 2 widths)")
+                     help="shrink the experiment for a smoke test (2 seeds, <= 300 steps, 2 "
+                     "widths); a value given with --set is kept")
     run.add_argument("--dry-run", action="store_true",
                      help="print the plan (sub-sweeps, cells, programs to compile, memory) and "
                      "write nothing")

@@ -65,9 +65,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
-           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "dumps",
-           "lazy_threshold", "case_widths", "apply_overrides", "schema_of", "constructor_of",
-           "user_factory", "is_builtin"]
+           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick",
+           "set_keys", "dumps", "lazy_threshold", "case_widths", "apply_overrides", "schema_of",
+           "constructor_of", "user_factory", "is_builtin", "factory_schema", "table_schema",
+           "build_algorithm", "constructor_values"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
@@ -196,6 +197,24 @@ def schema_of(name: str) -> tuple[Param, ...]:
     """The keys of built-in table ``name``: its constructor's ``SCHEMA`` (plus the lazy extras)."""
     module = importlib.import_module(f"jaxtd.algorithms._{_BUILTIN[name]}")
     return tuple(module.SCHEMA) + (LAZY_EXTRA if name == "lazy" else ())
+
+
+def factory_schema(fn, where: str = "factory") -> tuple[Param, ...]:
+    """The keys of a table whose ``factory`` is ``fn``: a built-in constructor's ``SCHEMA`` (so
+    ``factory = "jaxtd.algorithms:gd"`` takes exactly the keys of ``[gd]``), else the schema read
+    from ``fn``'s signature (:func:`jaxtd.schema.from_signature`)."""
+    for name, module in _BUILTIN.items():
+        if fn is constructor_of(name):
+            return tuple(importlib.import_module(f"jaxtd.algorithms._{module}").SCHEMA)
+    return schema.from_signature(fn, where)
+
+
+def table_schema(name: str, table: Mapping[str, Any]) -> tuple[Param, ...]:
+    """The keys of table ``[name]`` (``table`` holds its ``factory`` when it is not built in):
+    what validates it, which keys are swept hyper-parameters and which are CSV columns."""
+    if is_builtin(name):
+        return schema_of(name)
+    return factory_schema(user_factory(name, table["factory"]), table["factory"])
 
 
 def default_record_every(steps: int) -> int:
@@ -372,6 +391,8 @@ def _sweep(raw: Any) -> Sweep:
 
 
 def _user_table(name: str, raw: Any) -> dict[str, Any]:
+    """A user table checked against its factory's schema (:func:`factory_schema`): the same
+    validator as the built-in tables, lists only for numbers (swept hyper-parameters)."""
     if raw is None:
         raise ConfigError("[sweep] algorithms", f"{name!r} is neither built in nor a table of "
                           "this config", f"use one of {', '.join(ALGORITHMS)}, or add a [{name}] "
@@ -381,8 +402,17 @@ def _user_table(name: str, raw: Any) -> dict[str, Any]:
     if "factory" not in raw:
         raise ConfigError(f"[{name}] factory", "missing",
                           'add factory = "package.module:function" returning a jaxtd Algorithm')
-    user_factory(name, raw["factory"])
-    return dict(raw)
+    fn = user_factory(name, raw["factory"])
+    rest = {k: v for k, v in raw.items() if k != "factory"}
+    keys = factory_schema(fn, raw["factory"])
+    if "optimizer_args" in rest and not any(p.name == "optimizer_args" for p in keys):
+        raise ConfigError(f"[{name}] optimizer_args", f"{raw['factory']} takes no optimizer "
+                          "argument (an optimizer name needs one)", "remove optimizer and "
+                          "optimizer_args, or give the factory an optimizer argument (a jaxtd "
+                          "optimizer spec, see jaxtd.algorithms.base.make_optimizer) and a "
+                          "learning_rate argument")
+    values = schema.check_table(name, keys, rest)
+    return {"factory": raw["factory"], **values}
 
 
 def _first_param(message: str, names) -> str | None:
@@ -393,23 +423,27 @@ def _first_param(message: str, names) -> str | None:
 
 
 def _check_builds(name: str, table: Mapping[str, Any], target: "Target") -> None:
-    """Build the algorithm once, so a constructor's own checks (e.g. deflation's ``delta1 >
-    delta0``) and user factories fail here, as one config line; a user algorithm is also traced
-    once (:func:`check_user_algorithm`)."""
+    """Build the algorithm of every table once, so a constructor's own checks (e.g. deflation's
+    ``delta1 > delta0``) and user factories fail here, as one config line. A user table is also
+    built once per other value of each list (the factory checks every value it will run),
+    its lists must name hyper-parameters of the algorithm (what a sweep can vmap), and its
+    algorithm is traced once (:func:`check_user_algorithm`)."""
+    algorithm = build_algorithm(name, table)
     if is_builtin(name):
-        values = {k: v for k, v in table.items() if k not in ("train", "seeds", "method")}
-        try:
-            schema.build(constructor_of(name), values, name=name, where=name)
-        except (ValueError, TypeError) as err:
-            if isinstance(err, ConfigError):
-                raise
-            message = str(err).splitlines()[0]
-            key = _first_param(message, table)
-            raise ConfigError(f"[{name}] {key}" if key else f"[{name}]", message,
-                              "change the value (see `jaxtd params`)") from None
         return
+    lists = {k: v for k, v in table.items() if isinstance(v, tuple)}
+    for key, values in lists.items():
+        if key not in algorithm.hparams:
+            known = ", ".join(sorted(algorithm.hparams)) or "none"
+            raise ConfigError(f"[{name}] {key}", f"a list sweeps a hyper-parameter, and the "
+                              f"algorithm of {table['factory']} has none named {key!r} (its "
+                              f"hyper-parameters: {known})",
+                              f"give one value, one table per value, or make {key} a "
+                              "hyper-parameter of the algorithm (docs/architecture.md)")
+        for value in values[1:]:
+            build_algorithm(name, {**table, key: value}, at=f"{key} = {value!r}")
     order = target.orders[0]
-    check_user_algorithm(name, table["factory"], build_user(name, table), order,
+    check_user_algorithm(name, table["factory"], algorithm, order,
                          target.dims_of(order)[0], target.ranks[0])
 
 
@@ -480,21 +514,44 @@ def check_user_algorithm(name: str, spec: str, algorithm, order: int, dim: int,
         fail(f"tracing its init/step failed with {_first_line(err)}", err)
 
 
-def build_user(name: str, table: Mapping[str, Any]):
-    """The :class:`~jaxtd.algorithms.Algorithm` of a user table (``factory`` + keyword args)."""
+def constructor_values(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """Table ``[name]`` without the keys that are not constructor arguments (a user table's
+    ``factory``, the lazy extras ``train``, ``seeds``, ``method``)."""
+    drop = {p.name for p in LAZY_EXTRA} if name == "lazy" else {"factory"}
+    return {k: v for k, v in table.items() if k not in drop}
+
+
+def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
+    """The :class:`~jaxtd.algorithms.Algorithm` of table ``[name]``, named ``name``: one path for
+    built-in and user tables (:func:`jaxtd.schema.build`: the first value of a swept list,
+    optimizer names turned into the ``optimizer`` argument). What the constructor raises is a
+    :class:`ConfigError` naming the table (and the key, when its message starts with one);
+    ``at`` (e.g. ``"momentum = 0.9"``) says which value of a list was being built."""
     from jaxtd.algorithms import Algorithm
-    fn = user_factory(name, table["factory"])
-    kwargs = {k: v for k, v in table.items() if k != "factory"}
+    values = constructor_values(name, table)
+    builtin = is_builtin(name)
+    fn = constructor_of(name) if builtin else user_factory(name, table["factory"])
+    named = builtin or any(fn is constructor_of(n) for n in _BUILTIN)
+    what = name if builtin else table["factory"]
     try:
-        algorithm = fn(**kwargs)
-    except Exception as err:  # the user's code: any failure is a config problem of that table
-        raise ConfigError(f"[{name}]", f"{table['factory']} raised {_first_line(err)}",
+        algorithm = schema.build(fn, values, name=name if named else None, where=name)
+    except ConfigError:
+        raise
+    except Exception as err:  # the constructor's own checks, or the user's code failing
+        if builtin and not isinstance(err, (ValueError, TypeError)):
+            raise
+        message = _first_line(err) if not builtin else str(err).splitlines()[0]
+        key = _first_param(str(err), values)
+        raise ConfigError(f"[{name}] {key}" if key else f"[{name}]",
+                          f"{'' if builtin else what + ' raised '}{message}"
+                          + (f" (at {at})" if at else ""),
+                          "change the value (see `jaxtd params`)" if builtin else
                           "fix the table's keys (they are its keyword arguments)") from err
     if not isinstance(algorithm, Algorithm):
-        raise ConfigError(f"[{name}] factory", f"{table['factory']} returned "
+        raise ConfigError(f"[{name}] factory", f"{what} returned "
                           f"{type(algorithm).__name__}, not a jaxtd Algorithm",
                           "return e.g. jaxtd.algorithms.gd(...)")
-    return algorithm
+    return algorithm if algorithm.name == name else algorithm._replace(name=name)
 
 
 def parse(raw: Mapping[str, Any]) -> Config:
@@ -628,10 +685,23 @@ def preset(name: str) -> Config:
 # ---------------------------------------------------------------------------------------------
 # Derived configs and serialization.
 
-def quick(config: Config) -> Config:
+def set_keys(assignments) -> frozenset[str]:
+    """The ``section.key`` (or top-level ``key``) each ``--set`` assignment sets: what
+    :func:`quick` must leave alone (``target.dim.3=[4]`` sets ``target.dim``)."""
+    return frozenset(".".join(item.partition("=")[0].strip().split(".")[:2])
+                     for item in assignments)
+
+
+def quick(config: Config, keep=frozenset()) -> Config:
     """A smoke-test version of ``config``: 2 seeds, at most 300 steps, 2 widths (the smallest and
-    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size."""
+    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size.
+
+    ``keep``: ``section.key`` names left as they are (:func:`set_keys` of the ``--set``
+    assignments: an explicit value wins over ``--quick``, which wins over the file)."""
     t, s = config.target, config.sweep
+
+    def pick(key, shrunk, current):
+        return current if key in keep else shrunk
 
     def ends(values, k):
         return values if len(values) <= k else values[:k - 1] + values[-1:]
@@ -641,22 +711,36 @@ def quick(config: Config) -> Config:
         widths, window = (), tuple(min(v, 1) for v in s.near_threshold)
     else:
         widths, window = tuple(sorted({s.widths[0], s.widths[(len(s.widths) - 1) // 2]})), None
-    steps = min(s.steps, 300)
-    sweep = dataclasses.replace(s, widths=widths, seeds=min(s.seeds, 2), steps=steps,
-                                record_every=rule(steps, 20), bucketing="single",
-                                chunk_size=None, near_threshold=window)
-    orders = ends(t.orders, 2)
+    if "sweep.widths" in keep:
+        widths, window = s.widths, s.near_threshold
+    steps = pick("sweep.steps", min(s.steps, 300), s.steps)
+    record_every = pick("sweep.record_every", rule(steps, 20), s.record_every)
+    if steps % record_every:
+        raise ConfigError("[sweep] record_every", f"{record_every} does not divide the quick "
+                          f"run's steps = {steps}", f"--set sweep.steps too, or a divisor of "
+                          f"{steps}, e.g. {rule(steps, 20)}")
+    sweep = dataclasses.replace(
+        s, widths=widths, near_threshold=window, steps=steps, record_every=record_every,
+        seeds=pick("sweep.seeds", min(s.seeds, 2), s.seeds),
+        bucketing=pick("sweep.bucketing", "single", s.bucketing),
+        chunk_size=pick("sweep.chunk_size", None, s.chunk_size))
+    orders = pick("target.order", ends(t.orders, 2), t.orders)
     # dims per order: the two smallest of each (the largest are what make such a run long)
-    by_order = tuple((o, ds[:2]) for o, ds in t.dims_per_order if o in orders)
-    dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, 2)
-    target = dataclasses.replace(t, orders=orders, dims=dims, ranks=ends(t.ranks, 2),
+    if "target.dim" in keep:
+        by_order = tuple((o, ds) for o, ds in t.dims_per_order if o in orders)
+        dims = t.dims
+    else:
+        by_order = tuple((o, ds[:2]) for o, ds in t.dims_per_order if o in orders)
+        dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, 2)
+    target = dataclasses.replace(t, orders=orders, dims=dims,
+                                 ranks=pick("target.rank", ends(t.ranks, 2), t.ranks),
                                  dims_per_order=by_order)
     params = {k: dict(v) for k, v in config.params.items()}
     for name, table in params.items():
         for key in ("amplify_steps", "fit_steps"):
-            if key in table:
+            if key in table and f"{name}.{key}" not in keep:
                 table[key] = max(1, min(table[key], steps // 6))
-        if name == "lazy":
+        if name == "lazy" and "lazy.seeds" not in keep:
             table["seeds"] = 1
     return dataclasses.replace(config, target=target, sweep=sweep, params=params,
                                name=f"{config.name} (quick)")

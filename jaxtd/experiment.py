@@ -14,6 +14,7 @@ The command line (:mod:`jaxtd.cli`) only parses arguments, calls these, prints a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -111,47 +112,42 @@ def make_target(target: cfg.Target, order: int, dim: int, rank: int):
     return targets.orthonormal(key, dim, rank, order, weights, basis=target.kind == "basis")
 
 
-_EXPERIMENT_KEYS = ("train", "seeds", "method", "factory")  # not constructor arguments
-
-
-def _constructor_values(name: str, table: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in table.items() if k not in _EXPERIMENT_KEYS}
-
-
 def make_algorithm(config: cfg.Config, name: str):
     """The :class:`~jaxtd.algorithms.Algorithm` of table ``[name]``, named ``name`` (so the
-    sweep's files, the progress bar and the ``algorithm`` column all say the same)."""
-    from jaxtd import schema
-    table = config.params[name]
-    if not cfg.is_builtin(name):
-        return cfg.build_user(name, table)._replace(name=name)
-    return schema.build(cfg.constructor_of(name), _constructor_values(name, table), name=name,
-                        where=name)
+    sweep's files, the progress bar and the ``algorithm`` column all say the same); built-in
+    and user tables alike (:func:`jaxtd.config.build_algorithm`)."""
+    return cfg.build_algorithm(name, config.params[name])
 
 
 def swept(config: cfg.Config, name: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
     """The hyper-parameters table ``[name]`` sweeps (list values), as ``(hparam, values)``."""
-    if not cfg.is_builtin(name):
-        return ()
     table = config.params[name]
-    return tuple((p.hparam, tuple(table[p.name])) for p in cfg.schema_of(name)
+    return tuple((p.hparam, tuple(table[p.name])) for p in cfg.table_schema(name, table)
                  if p.hparam and isinstance(table.get(p.name), tuple))
 
 
+def _column_value(value: Any) -> Any:
+    """A resolved argument as a CSV cell: scalars as they are; a table (``optimizer_args``) or a
+    list as compact JSON with sorted keys (``{"b1":0.8}``; ``{}`` when empty), one column that
+    groups and round-trips."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
 def hyperparameters(config: cfg.Config, name: str, algorithm) -> dict[str, Any]:
-    """Every resolved scalar hyper-parameter of table ``[name]``: its keys (tables and the lazy
-    experiment keys left out) and the algorithm's effective ``hparams`` (e.g. deflation's
-    ``regularization`` when left to its default ``epsilon / 10``). Swept ones are omitted (the
-    sweep adds them as columns)."""
+    """Every resolved argument of table ``[name]``, built-in or user: its keys (``optimizer_args``
+    and other tables as JSON text; ``None``, the lazy experiment keys and ``factory`` left out)
+    and the algorithm's effective ``hparams`` (e.g. deflation's ``regularization`` when left to
+    its default ``epsilon / 10``). Swept ones are omitted (the sweep adds them as columns)."""
     table = config.params[name]
     sweeping = {h for h, _ in swept(config, name)}
-    keys = {p.name: p.hparam for p in cfg.schema_of(name)} if cfg.is_builtin(name) else {}
+    keys = {p.name: p.hparam for p in cfg.table_schema(name, table)}
     out = {}
-    for k, v in table.items():
-        if k in _EXPERIMENT_KEYS or keys.get(k) in sweeping or k in sweeping:
+    for k, v in cfg.constructor_values(name, table).items():
+        if keys.get(k) in sweeping or k in sweeping or v is None or isinstance(v, tuple):
             continue
-        if isinstance(v, (bool, int, float, str)):
-            out[k] = v
+        out[k] = _column_value(v)
     for k, v in dict(algorithm.hparams).items():
         if k not in sweeping and k not in out:
             out[k] = float(v)

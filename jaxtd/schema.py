@@ -19,10 +19,11 @@ import functools
 import inspect
 import math
 import numbers
+import typing
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-__all__ = ["ConfigError", "Param", "derive", "check", "check_table", "build", "optax_factory",
-           "UNSET"]
+__all__ = ["ConfigError", "Param", "derive", "from_signature", "optimizer_params", "check",
+           "check_table", "build", "optax_factory", "UNSET"]
 
 
 class ConfigError(ValueError):
@@ -40,7 +41,7 @@ class _Unset:
 
 UNSET = _Unset()  # "take the default from the constructor's signature"
 
-KINDS = ("float", "int", "ints", "bool", "str", "choice", "table")
+KINDS = ("float", "int", "ints", "bool", "str", "choice", "table", "any")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +51,9 @@ class Param:
     Attributes:
       name: the TOML key (the constructor's argument name, or ``learning_rate`` / ``optimizer`` /
         ``optimizer_args`` for the optimizer argument).
-      kind: ``float | int | ints | bool | str | choice | table`` (``ints``: an int or a list
-        of distinct ints, read as a tuple).
+      kind: ``float | int | ints | bool | str | choice | table | any`` (``ints``: an int or a
+        list of distinct ints, read as a tuple; ``any``: passed on unchecked, for a user
+        factory's argument whose type its signature does not say).
       help: one line for humans.
       default: the default; :data:`UNSET` means the constructor's signature default (of
         ``default_from`` when given), or a required key in a schema that is not derived. ``None`` means "let the constructor decide" and is only
@@ -155,6 +157,106 @@ def derive(constructor: Callable, params: Sequence[Param]) -> tuple[Param, ...]:
     return tuple(out)
 
 
+def optimizer_params(learning_rate_help: str, learning_rate_default: Any = UNSET,
+                     optimizer_default: Any = "sgd") -> tuple[Param, ...]:
+    """The keys ``learning_rate`` / ``optimizer`` / ``optimizer_args`` of a constructor whose
+    ``optimizer`` argument is a jaxtd optimizer spec (:func:`jaxtd.algorithms.base.make_optimizer`:
+    a float SGD step, an optax factory with ``learning_rate=``, or a ready transformation).
+    :func:`build` turns them into that argument. ``learning_rate``'s default is the float default
+    of ``optimizer`` unless given."""
+    return (
+        Param("learning_rate", "float", learning_rate_help, default=learning_rate_default,
+              default_from="optimizer" if learning_rate_default is UNSET else None,
+              gt=0, hparam="learning_rate"),
+        Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
+              "gradient descent)", default=optimizer_default),
+        Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
+              "e.g. {b1 = 0.9}", default={}),
+    )
+
+
+# Python types of a signature's annotations or defaults -> the kind of their key (bool first:
+# a bool is an int)
+_KIND_OF_TYPE = ((bool, "bool"), (numbers.Integral, "int"), (numbers.Real, "float"),
+                 (str, "str"), (Mapping, "table"))
+
+
+def _kind_of(annotation: Any, default: Any) -> str:
+    """The kind of an argument from its annotation (``Optional[X]`` read as ``X``), else from the
+    type of its default; ``any`` when neither says."""
+    if annotation is not inspect.Parameter.empty and not isinstance(annotation, str):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        one = args[0] if len(args) == 1 else (None if args else annotation)
+        if isinstance(one, type):
+            for t, kind in _KIND_OF_TYPE:
+                if issubclass(one, t):
+                    return kind
+            return "any"
+    if default is not inspect.Parameter.empty and default is not None:
+        for t, kind in _KIND_OF_TYPE:
+            if isinstance(default, t):
+                return kind
+    return "any"
+
+
+def _toml_able(value: Any) -> bool:
+    """Whether ``value`` can be written back as TOML (a resolved config must round-trip)."""
+    if isinstance(value, (bool, str, numbers.Real)):
+        return not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _toml_able(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_toml_able(v) for v in value)
+    return False
+
+
+def from_signature(fn: Callable, where: str = "factory") -> tuple[Param, ...]:
+    """The schema of a function's keyword arguments, read from its signature: one :class:`Param`
+    per argument (``name`` excepted: the table's name names the algorithm), its kind from the
+    annotation or the default (:data:`UNSET` default: a required key; a default TOML cannot
+    write, e.g. a function, is left to the function: ``None``). Numbers are marked as
+    hyper-parameters (``hparam`` = their name): a list is accepted, and the config keeps it only
+    if the built algorithm has a hyper-parameter of that name. An ``optimizer`` argument that is
+    not a string takes a jaxtd optimizer spec: it becomes the keys of :func:`optimizer_params`.
+    A ``**kwargs`` argument is a final ``Param("**", "any", ...)`` (any other key accepted)."""
+    try:
+        signature = inspect.signature(fn, eval_str=True)
+    except Exception:  # noqa: BLE001 - an annotation that does not evaluate: read them as text
+        signature = inspect.signature(fn)
+    params = signature.parameters
+    out = []
+    spec = "optimizer" in params and _kind_of(params["optimizer"].annotation,
+                                              params["optimizer"].default) not in ("str", "bool")
+    for p in params.values():
+        if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY) or p.name == "name":
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            out.append(Param("**", "any", f"any keyword argument of {where}", default=None))
+            continue
+        if spec and p.name in ("optimizer", "learning_rate"):
+            if p.name == "optimizer":
+                out += _optimizer_keys(params)
+            continue
+        kind = _kind_of(p.annotation, p.default)
+        default = UNSET if p.default is p.empty else (
+            p.default if _toml_able(p.default) else None)
+        out.append(Param(p.name, kind, f"argument of {where}", default=default,
+                         hparam=p.name if kind in ("float", "int") else None))
+    return tuple(out)
+
+
+def _optimizer_keys(params: Mapping[str, inspect.Parameter]) -> tuple[Param, ...]:
+    """:func:`optimizer_params` for a signature: ``learning_rate`` defaults to a float default of
+    ``optimizer`` (SGD), else to the signature's own ``learning_rate`` default; ``optimizer``
+    defaults to ``sgd`` in the first case, else to the function's own (``None``)."""
+    default = params["optimizer"].default
+    if isinstance(default, numbers.Real) and not isinstance(default, bool):
+        return optimizer_params("learning rate of the optimizer", float(default))
+    lr = params["learning_rate"].default if "learning_rate" in params else None
+    lr = None if lr is inspect.Parameter.empty or not _is_number(lr) else float(lr)
+    return optimizer_params("learning rate of the optimizer", lr, optimizer_default=None)
+
+
 # -- the validator ----------------------------------------------------------------------------
 
 def _is_number(x) -> bool:
@@ -174,6 +276,8 @@ def check(where: str, param: Param, value: Any) -> Any:
             raise ConfigError(where, f"duplicate values in {list(cleaned)}", "list each once")
         return cleaned[0] if len(cleaned) == 1 else cleaned
     kind = param.kind
+    if kind == "any":
+        return value
     if kind == "ints":
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if not values:
@@ -234,21 +338,24 @@ def check_table(section: str, schema: Sequence[Param], raw: Optional[Mapping[str
         raise ConfigError(f"[{section}]", f"must be a table, got {raw!r}",
                           f"write a [{section}] section")
     by_name = {p.name: p for p in schema}
+    rest = by_name.pop("**", None)  # a **kwargs: any other key, passed on unchecked
     for key in raw:
-        if key not in by_name:
+        if key not in by_name and rest is None:
             new = (renamed or {}).get(key)
             fix = (f"rename it to {new}" if new else
                    f"remove it or use one of {', '.join(by_name)}")
             raise ConfigError(f"[{section}] {key}", "unknown key", fix)
     out = {}
-    for p in schema:
+    for p in by_name.values():
         if p.name in raw:
             out[p.name] = check(f"[{section}] {p.name}", p, raw[p.name])
         elif p.default is UNSET:
             raise ConfigError(f"[{section}] {p.name}", "missing",
                               f"add it: {p.describe()}")
         else:
-            out[p.name] = dict(p.default) if p.kind == "table" else p.default
+            out[p.name] = (dict(p.default) if p.kind == "table" and p.default is not None
+                           else p.default)
+    out.update({k: v for k, v in raw.items() if k not in by_name})
     return out
 
 
@@ -329,21 +436,41 @@ def _check_optimizer_args(name: str, args: Mapping[str, Any], factory: Callable,
 
 def build(constructor: Callable, values: Mapping[str, Any], *, name: Optional[str] = None,
           where: str = "algorithm"):
-    """Call ``constructor`` with a validated table: scalar values only (the first of a swept
-    list), ``None`` left to the constructor, and ``learning_rate`` / ``optimizer`` /
-    ``optimizer_args`` turned into its ``optimizer`` argument (a float for plain SGD, else an
-    optax factory with ``learning_rate=``)."""
+    """Call ``constructor`` with a validated table, every argument by keyword: scalar values
+    only (the first of a swept list), ``None`` left to the constructor, and, when the table has
+    ``optimizer_args`` (its schema has the keys of :func:`optimizer_params`), ``learning_rate``
+    / ``optimizer`` / ``optimizer_args`` turned into its ``optimizer`` argument (a float for
+    plain SGD, else an optax factory with ``learning_rate=``)."""
     kwargs = {k: (v[0] if isinstance(v, tuple) else v) for k, v in values.items()
               if v is not None}
     if name is not None:
         kwargs["name"] = name
-    args = ()
-    if "optimizer" in kwargs:
-        opt, opt_args = kwargs.pop("optimizer"), kwargs.pop("optimizer_args", {})
-        lr = kwargs.pop("learning_rate")
-        if opt == "sgd" and not opt_args:
-            args = (lr,)
-        else:
-            args = (optax_factory(opt, opt_args, f"[{where}] optimizer"),)
-            kwargs["learning_rate"] = lr
-    return constructor(*args, **kwargs)
+    if "optimizer_args" in values:
+        kwargs.update(_optimizer_arguments(constructor, kwargs, where))
+    return constructor(**kwargs)
+
+
+def _optimizer_arguments(constructor: Callable, kwargs: dict, where: str) -> dict:
+    """Pop ``optimizer`` / ``optimizer_args`` / ``learning_rate`` from ``kwargs``; return the
+    constructor's ``optimizer`` (and ``learning_rate``) arguments. One path for every table."""
+    opt, opt_args = kwargs.pop("optimizer", None), kwargs.pop("optimizer_args", None) or {}
+    lr = kwargs.pop("learning_rate", None)
+    if opt is None:  # the constructor's own default optimizer
+        if opt_args:
+            raise ConfigError(f"[{where}] optimizer_args", "given without an optimizer",
+                              'name the optimizer too, e.g. optimizer = "adam"')
+        return {} if lr is None else {"learning_rate": lr}
+    if lr is None:
+        raise ConfigError(f"[{where}] learning_rate", "missing",
+                          f"add learning_rate = 0.01 (the step of optimizer = \"{opt}\")")
+    if opt == "sgd" and not opt_args:
+        return {"optimizer": lr}
+    factory = optax_factory(opt, opt_args, f"[{where}] optimizer")
+    parameters = inspect.signature(constructor).parameters
+    if "learning_rate" not in parameters and not any(
+            p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        raise ConfigError(f"[{where}] optimizer", f"optimizer = \"{opt}\" needs a learning_rate "
+                          "argument of the factory (the optax optimizer's rate, a hyper-"
+                          "parameter)", 'use optimizer = "sgd", or give the factory a '
+                          "learning_rate argument passed on to make_optimizer")
+    return {"optimizer": factory, "learning_rate": lr}

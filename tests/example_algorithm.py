@@ -28,3 +28,11 @@ def heavy_ball(learning_rate: float = 0.05, momentum: float = 0.5, init_scale: f
 
 def not_an_algorithm(**kwargs):
     return "nope"
+
+
+def tuned_gd(optimizer=0.1, *, learning_rate=None, init_scale: float = 0.1,
+             regularization: float = 0.0):
+    """A factory with an ``optimizer`` argument (a jaxtd optimizer spec, passed on): its table
+    takes ``optimizer = "adam"``, ``optimizer_args`` and ``learning_rate`` as ``[gd]`` does."""
+    return jaxtd.algorithms.gd(optimizer, learning_rate=learning_rate, init_scale=init_scale,
+                               regularization=regularization)

@@ -231,7 +231,7 @@ init_scale = [0.1, 0.3]
 
 [heavy_ball]
 factory = "tests.example_algorithm:heavy_ball"
-learning_rate = 0.05
+learning_rate = [0.05, 0.1]
 momentum = 0.5
 """
 
@@ -399,6 +399,41 @@ def test_set_overrides_and_bad_set(tmp_path, capsys):
     _one_error_line(capsys, ["run", "--quick", "--dry-run", "--set", "gd.learning_rate=-1"],
                     "[gd] learning_rate")
     _one_error_line(capsys, ["run", "--quick", "--dry-run", "--set", "gd.lr"], "--set")
+
+
+def _resolved(*argv):
+    return cli._resolve_config(cli.build_parser().parse_args(["run", *argv]))[0]
+
+
+def test_set_wins_over_quick_which_wins_over_the_preset():
+    """Precedence: preset/file < --quick < --set, whatever the order on the command line."""
+    preset = _resolved("--preset", "headline")
+    quick = _resolved("--preset", "headline", "--quick")
+    assert preset.sweep.seeds > 2 and quick.sweep.seeds == 2  # --quick over the preset
+    for argv in (["--quick", "--set", "sweep.seeds=3"], ["--set", "sweep.seeds=3", "--quick"]):
+        config = _resolved("--preset", "headline", *argv)
+        assert config.sweep.seeds == 3  # was silently 2
+        # what --set does not name is still shrunk
+        assert config.sweep.steps == quick.sweep.steps
+        assert config.sweep.widths == quick.sweep.widths
+    config = _resolved("--preset", "headline", "--quick", "--set", "sweep.steps=500",
+                       "--set", "sweep.widths=[2, 4, 8]", "--set", "lazy.seeds=2",
+                       "--set", "sweep.bucketing=pow2")
+    assert config.sweep.steps == 500 and config.sweep.widths == (2, 4, 8)
+    assert 500 % config.sweep.record_every == 0  # the cadence follows the kept steps
+    assert config.params["lazy"]["seeds"] == 2 and config.sweep.bucketing == "pow2"
+    assert config.sweep.seeds == 2
+    # --set over the preset without --quick, as before
+    assert _resolved("--preset", "headline", "--set", "sweep.seeds=3").sweep.seeds == 3
+
+
+def test_quick_keeps_a_set_per_order_dim_and_checks_a_kept_cadence(tmp_path, capsys):
+    config = _resolved("--preset", "lazy-threshold", "--quick", "--set",
+                       "target.dim.3=[4, 6, 8]")
+    assert config.target.dims_of(3) == (4, 6, 8)
+    # a kept record_every that does not divide the quick steps: one line naming both fixes
+    _one_error_line(capsys, ["run", "--preset", "headline", "--quick", "--dry-run", "--set",
+                             "sweep.record_every=40"], "[sweep] record_every")
 
 
 def test_resume_with_nothing_saved_exits_2(tmp_path, capsys):
@@ -653,9 +688,10 @@ def test_optimizer_user_algorithm_and_swept_hparam(features_run):
     assert set(df["algorithm"]) == {"gd", "heavy_ball"}
     gd = df[df["algorithm"] == "gd"]
     assert len(gd) == 2 * 2 * 2 and set(gd["init_scale"]) == {0.1, 0.3}
-    assert (gd["optimizer"] == "adam").all()
-    hb = df[df["algorithm"] == "heavy_ball"]
-    assert len(hb) == 4 and (hb["momentum"] == 0.5).all()
+    assert (gd["optimizer"] == "adam").all() and (gd["optimizer_args"] == '{"b1":0.8}').all()
+    hb = df[df["algorithm"] == "heavy_ball"]  # a user table's list: swept like a built-in one
+    assert len(hb) == 2 * 2 * 2 and (hb["momentum"] == 0.5).all()
+    assert set(hb["learning_rate"]) == {0.05, 0.1} and (hb["init_scale"] == 0.1).all()
     target = experiment.make_target(cli.cfg.load(out / "config.toml").target, 3, 4, 2)
     adam = jaxtd.algorithms.gd(functools.partial(optax.adam, b1=0.8), learning_rate=0.05,
                                init_scale=0.3)
@@ -665,7 +701,7 @@ def test_optimizer_user_algorithm_and_swept_hparam(features_run):
                           record_every=20)
     np.testing.assert_allclose(row["final_relative_error"], float(alone.final_relative_error),
                                rtol=1e-4)
-    row = hb[(hb["seed"] == 1) & (hb["width"] == 2)].iloc[0]
+    row = hb[(hb["seed"] == 1) & (hb["width"] == 2) & (hb["learning_rate"] == 0.05)].iloc[0]
     alone = jaxtd.run(heavy_ball(0.05, 0.5), jaxtd.key_for_seed(1), target, width=2, steps=60,
                       record_every=20)
     np.testing.assert_allclose(row["final_relative_error"], float(alone.final_relative_error),

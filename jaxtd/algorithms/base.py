@@ -388,17 +388,9 @@ def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, op
     return optax.apply_updates(params, updates), opt_state
 
 
-def optimizer_params(learning_rate_help: str) -> tuple:
-    """Schema entries ``learning_rate`` / ``optimizer`` / ``optimizer_args`` of a constructor whose
-    ``optimizer`` argument is an optax spec (gd, variant, lazy_gd)."""
-    return (
-        schema.Param("learning_rate", "float", learning_rate_help, default_from="optimizer",
-                     gt=0, hparam="learning_rate"),
-        schema.Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
-                     "gradient descent)", default="sgd"),
-        schema.Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
-                     "e.g. {b1 = 0.9}", default={}),
-    )
+# the keys learning_rate / optimizer / optimizer_args of a constructor whose ``optimizer`` is an
+# optax spec (gd, variant, lazy_gd, and user factories): declared once, in jaxtd.schema
+optimizer_params = schema.optimizer_params
 
 
 # -- masks and row surgery (traceable) -----------------------------------------------------------
