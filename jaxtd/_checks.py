@@ -6,13 +6,14 @@ One policy: a value of the wrong type raises ``TypeError``, a value out of range
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax
 import numpy as np
 
-__all__ = ["check_int", "check_bool", "check_choice", "check_finite", "host_value",
-           "largest_divisor_at_most"]
+__all__ = ["check_int", "check_bool", "check_choice", "check_finite", "check_positive",
+           "check_nonnegative", "is_real", "host_value", "largest_divisor_at_most"]
 
 
 def check_int(value: Any, name: str, minimum: int, *, why: str = "") -> int:
@@ -100,3 +101,32 @@ def check_finite(name: str, x: Any, fix: str) -> None:
         bad = np.argwhere(~np.isfinite(value))[0]
         raise ValueError(f"{name} has a non-finite entry ({value[tuple(bad)]} at index "
                          f"{tuple(int(i) for i in bad)}); {fix}")
+
+
+def is_real(x) -> bool:
+    """A concrete real number (Python or numpy int/float), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _check_not_text(value: Any, name: str, what: str) -> None:
+    """Strings and bools are not numbers (``"0.05"`` would reach the program as text)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+
+
+def check_positive(value: Any, name: str) -> Any:
+    """Raise if a concrete number is not finite and > 0 (``TypeError`` for a string or a bool;
+    traced values pass through)."""
+    _check_not_text(value, name, "a finite number > 0")
+    if is_real(value) and not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def check_nonnegative(value: Any, name: str) -> Any:
+    """Raise if a concrete number is not finite and >= 0 (``TypeError`` for a string or a bool;
+    traced values pass through)."""
+    _check_not_text(value, name, "a finite number >= 0")
+    if is_real(value) and not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value

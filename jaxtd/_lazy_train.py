@@ -8,12 +8,14 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxtd import optimizers
 from jaxtd._checks import check_int
+from jaxtd.losses import norm
 from jaxtd.shapes import Params
 from jaxtd.symcp import SymCP
-from jaxtd._lazy_model import _check_model_target, _check_delta, lazy_residual_sq
+from jaxtd._lazy_model import _check_model_target, _check_delta, lazy_loss, lazy_residual_sq
 
-__all__ = ["LazyTrainState", "lazy_metrics", "train_init", "train_step", "train"]
+__all__ = ["LazyTrainState", "lazy_metrics", "lazy_update", "train_init", "train_step", "train"]
 
 
 # -- lazy training --------------------------------------------------------------------------------
@@ -27,7 +29,6 @@ class LazyTrainState(NamedTuple):
 def lazy_metrics(model: SymCP, delta: Params, target: SymCP) -> dict:
     """``loss`` (``1/2 ||T_lin - T*||^2``, accurate), ``relative_error`` and ``distance``
     (``||Δ||_F / ||W0||_F`` over active rows) of the lazy model at ``Δ``; scalars."""
-    from jaxtd.losses import norm
     model, delta, target = jax.lax.stop_gradient((model, delta, target))
     res_sq = lazy_residual_sq(model, delta, target)
     active = (model.weights != 0).astype(delta.dtype)[:, None]
@@ -48,21 +49,48 @@ def train_init(model: SymCP, optimizer, delta: Params | None = None) -> LazyTrai
     return LazyTrainState(delta, optimizer.init(delta))
 
 
-def train_step(optimizer) -> Callable:
-    """``step(state, model, target) -> state``: one optimizer update on :func:`lazy_loss` in ``Δ``.
+def lazy_update(optimizer: optimizers.Optimizer, model: SymCP, delta: Params, opt_state: Any,
+                target: SymCP, learning_rate, regularization=0.0) -> tuple:
+    """One optimizer update of ``Δ`` on ``1/2 ||T(W0) + JΔ - T*||^2 + λ/2 ||Δ||_F^2``.
 
-    The step of :func:`jaxtd.algorithms.lazy_gd` (one trainer; its default ridge is 0 and a ready
-    transformation is applied as is), at a given linearization point ``model``. Pure and
-    jit/vmap/scan-able; the optimizer structure is static (closed over)."""
-    from jaxtd.algorithms import LazyGDState, lazy_gd  # local: the algorithms import this module
-    algorithm = lazy_gd(optimizer)
+    The one lazy update: :func:`train_step` and :func:`jaxtd.algorithms.lazy_gd` both take it.
+
+    Args:
+      optimizer: a normalized spec (:func:`jaxtd.optimizers.make_optimizer`).
+      model: the linearization point ``SymCP(c, W0, l)``; rows of weight 0 are masked (their
+        lazy gradient is 0, and the update is masked too, so a ridge or weight decay leaves
+        them in place).
+      delta: ``(m, d)`` perturbation ``Δ``.
+      opt_state: the optimizer state of ``delta``.
+      target: ``T*``.
+      learning_rate: scalar (may be traced).
+      regularization: ridge ``λ >= 0`` (scalar, may be traced).
+    Returns:
+      ``(delta, opt_state, objective)``, the objective evaluated *before* the update.
+    """
+    def objective(d):
+        return lazy_loss(model, d, target) + 0.5 * regularization * jnp.sum(d * d)
+
+    value, grad = jax.value_and_grad(objective)(delta)
+    active = (model.weights != 0).astype(delta.dtype)
+    delta, opt_state = optimizers.optimizer_step(optimizer, delta, grad, opt_state,
+                                                 learning_rate, active)
+    return delta, opt_state, value
+
+
+def train_step(optimizer) -> Callable:
+    """``step(state, model, target) -> state``: one optimizer update on :func:`lazy_loss` in ``Δ``
+    (:func:`lazy_update` without ridge), at a given linearization point ``model``.
+
+    ``optimizer`` is any spec :func:`jaxtd.algorithms.lazy_gd` accepts; a ready transformation is
+    applied as is. Pure and jit/vmap/scan-able; the optimizer structure is static (closed over).
+    """
+    opt = optimizers.make_optimizer(optimizer)
 
     def step(state: LazyTrainState, model: SymCP, target: SymCP) -> LazyTrainState:
-        dtype = state.delta.dtype
-        hparams = {k: jnp.asarray(v, dtype) for k, v in algorithm.hparams.items()}
-        new, _ = algorithm.step(LazyGDState(state.delta, model, state.opt_state, hparams,
-                                            jnp.zeros((), jnp.int32)), target)
-        return LazyTrainState(new.delta, new.opt_state)
+        lr = jnp.asarray(opt.learning_rate, state.delta.dtype)
+        delta, opt_state, _ = lazy_update(opt, model, state.delta, state.opt_state, target, lr)
+        return LazyTrainState(delta, opt_state)
 
     return step
 

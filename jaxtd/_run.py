@@ -62,9 +62,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd import losses, metrics
-from jaxtd._checks import check_finite, check_int, host_value, largest_divisor_at_most
-from jaxtd.algorithms.base import (Algorithm, check_nonnegative, check_positive, check_target,
-                                   check_width, row_mask)
+from jaxtd._checks import (check_finite, check_int, check_nonnegative, check_positive, host_value,
+                           is_real, largest_divisor_at_most)
+from jaxtd.algorithms.base import Algorithm, check_target, check_width, row_mask
 from jaxtd.symcp import SymCP
 
 __all__ = ["RunResult", "simulate", "trajectory", "with_final_loss", "run", "default_record_every", "with_init_params"]
@@ -382,7 +382,7 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
     steps = check_steps(steps)
     record_every = check_int(record_every, "record_every", 1)
     check_record_every(steps, record_every)
-    if not _is_real(divergence_factor) and not isinstance(divergence_factor, jax.core.Tracer):
+    if not is_real(divergence_factor) and not isinstance(divergence_factor, jax.core.Tracer):
         raise TypeError(f"divergence_factor must be a number > 0, got {divergence_factor!r}")
     check_positive(divergence_factor, "divergence_factor")
     check_active(active, width)
@@ -415,10 +415,6 @@ _POSITIVE = ("learning_rate", "init_scale", "delta0", "delta1", "gamma", "tau0",
 _NONNEGATIVE = ("regularization", "epsilon")
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-
-
 def check_hparam(name: str, value) -> None:
     """Refuse a concrete override that is not a finite real number, or out of the range its
     constructor argument accepts; traced values (a vmapped sweep axis) pass through."""
@@ -429,7 +425,7 @@ def check_hparam(name: str, value) -> None:
             raise TypeError(f"hparams[{name!r}] must be a real number, got dtype "
                             f"{np.asarray(value).dtype}")
         value = float(value)
-    if not _is_real(value):
+    if not is_real(value):
         raise TypeError(f"hparams[{name!r}] must be a real number, got {value!r}")
     label = f"hparams[{name!r}]"
     if name in _POSITIVE:

@@ -52,7 +52,8 @@ from jaxtd._lazy_optimum import (LazyLstsq, normal_equations, default_rcond, lst
 from jaxtd._lazy_threshold import (AH_EXCEPTIONS, predicted_critical_width, near_threshold_widths,
                                    Threshold, threshold_experiment, fit_exponent, local_exponents,
                                    threshold_slopes)
-from jaxtd._lazy_train import (LazyTrainState, lazy_metrics, train_init, train_step, train)
+from jaxtd._lazy_train import (LazyTrainState, lazy_metrics, lazy_update, train_init, train_step,
+                               train)
 from jaxtd.lazy_cg import (LazyCG, block_jacobi, cg_lstsq, default_max_iter, default_tol,
                            normal_matvec, normal_rhs)
 
@@ -62,5 +63,5 @@ __all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetri
            "default_max_iter", "METHODS", "DENSE_MAX_SIZE", "solver_for", "best_residual_table",
            "predicted_critical_width", "threshold_experiment", "Threshold", "fit_exponent",
            "local_exponents", "threshold_slopes", "near_threshold_widths",
-           "LazyTrainState", "lazy_metrics", "train_init", "train_step", "train", "default_rcond",
+           "LazyTrainState", "lazy_metrics", "lazy_update", "train_init", "train_step", "train", "default_rcond",
            "AH_EXCEPTIONS"]

@@ -66,3 +66,17 @@ def test_runner_and_gd_sit_below_what_they_run():
         gd_imports = _imports(root / "algorithms" / name)
         assert "jaxtd.lazy" not in gd_imports or name == "_lazy_gd.py", (name, gd_imports)
     assert not [m for m in _imports(root / "initialization.py") if "lazy" in m or "algorithms" in m]
+
+
+def test_the_lazy_model_never_imports_the_algorithms():
+    """Layers point down: the lazy modules (model, optimum, CG, threshold, training) and the
+    optimizer plumbing sit below the algorithms (lazy GD takes its one update from
+    ``jaxtd.lazy.lazy_update``); none of them imports ``jaxtd.algorithms``, not even inside a
+    function."""
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    lower = sorted(root.glob("_lazy_*.py")) + [root / "lazy.py", root / "lazy_cg.py",
+                                               root / "optimizers.py", root / "_checks.py"]
+    for path in lower:
+        up = [m for m in _imports(path) if m.startswith("jaxtd.algorithms")]
+        assert not up, (path.name, up)

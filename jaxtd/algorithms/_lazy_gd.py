@@ -144,17 +144,10 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
         return LazyGDState(delta, model, base.init_optimizer(opt, delta, hp["learning_rate"]),
                            hp, jnp.zeros((), jnp.int32))
 
-    def objective(delta, state: LazyGDState, target: SymCP):
-        ridge = 0.5 * state.hparams["regularization"] * jnp.sum(delta * delta)
-        return lazy.lazy_loss(state.model, delta, target) + ridge
-
     def step(state: LazyGDState, target: SymCP):
-        value, grad = jax.value_and_grad(objective)(state.delta, state, target)
-        # Masked rows have zero weight hence zero lazy gradient, but a ridge or weight decay would
-        # still move them: the step masks them.
-        active = (state.model.weights != 0).astype(state.delta.dtype)
-        delta, opt_state = base.optimizer_step(opt, state.delta, grad, state.opt_state,
-                                               state.hparams["learning_rate"], active)
+        delta, opt_state, value = lazy.lazy_update(
+            opt, state.model, state.delta, state.opt_state, target,
+            state.hparams["learning_rate"], state.hparams["regularization"])
         return state._replace(delta=delta, opt_state=opt_state, count=state.count + 1), \
             {"loss": value}
 

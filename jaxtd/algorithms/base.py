@@ -20,17 +20,20 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxtd import initialization, losses, models, schema
 from jaxtd._precision import matmul
-from jaxtd._checks import check_choice, check_int  # re-exported: the one policy
+# re-exported, so an algorithm finds its whole toolkit here: the one validation policy
+# (jaxtd._checks) and the one optimizer plumbing (jaxtd.optimizers)
+from jaxtd._checks import check_choice, check_int, check_nonnegative, check_positive, is_real
+from jaxtd.optimizers import (Optimizer, OptimizerSpec, check_optimizer, init_optimizer,
+                              is_rowwise, make_optimizer, mask_rows, optimizer_step,
+                              with_learning_rate)
 from jaxtd.symcp import SymCP
 
 __all__ = ["Algorithm", "constructor", "Static",
@@ -170,52 +173,12 @@ def check_width(width: Any, name: str = "width") -> int:
     return int(width)
 
 
-def _is_concrete_number(x) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
-
-
-def _check_not_text(value: Any, name: str, what: str) -> None:
-    """Strings and bools are not numbers (``"0.05"`` would reach the program as text)."""
-    if isinstance(value, (str, bytes, bool, np.bool_)):
-        raise TypeError(f"{name} must be {what}, got {value!r}")
-
-
-def check_positive(value: Any, name: str) -> Any:
-    """Raise if a concrete number is not finite and > 0 (``TypeError`` for a string or a bool;
-    traced values pass through)."""
-    _check_not_text(value, name, "a finite number > 0")
-    if _is_concrete_number(value) and not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return value
-
-
-def check_nonnegative(value: Any, name: str) -> Any:
-    """Raise if a concrete number is not finite and >= 0 (``TypeError`` for a string or a bool;
-    traced values pass through)."""
-    _check_not_text(value, name, "a finite number >= 0")
-    if _is_concrete_number(value) and not (np.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return value
-
-
 def check_target(target: Any) -> SymCP:
     """Return ``target`` if it is a :class:`~jaxtd.SymCP`, else a ``TypeError``."""
     if not isinstance(target, SymCP):
         raise TypeError(f"target must be a jaxtd.SymCP (e.g. from jaxtd.targets), got "
                         f"{type(target).__name__}")
     return target
-
-
-def check_optimizer(optimizer: Any, name: str = "optimizer") -> optax.GradientTransformation:
-    """Return ``optimizer`` if it is an optax ``GradientTransformation`` (has callable ``init``
-    and ``update``); otherwise raise a ``TypeError`` saying what to pass."""
-    if isinstance(optimizer, optax.GradientTransformation) or (
-            callable(getattr(optimizer, "init", None))
-            and callable(getattr(optimizer, "update", None))):
-        return optimizer
-    raise TypeError(f"{name} must be an optax.GradientTransformation (e.g. optax.sgd(0.1)), a "
-                    f"float learning rate, or a factory learning_rate -> GradientTransformation; "
-                    f"got {type(optimizer).__name__}")
 
 
 def resolve_hparams(defaults: Mapping[str, float], overrides: Optional[Mapping[str, Any]],
@@ -290,104 +253,6 @@ def small_rows(ctx: InitContext, target: SymCP, signs: str = "auto") -> tuple:
     return params, models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
 
 
-# -- optimizers ----------------------------------------------------------------------------------
-
-# what an ``optimizer=`` argument accepts (see make_optimizer)
-OptimizerSpec = Union[float, optax.GradientTransformation,
-                      Callable[..., optax.GradientTransformation]]
-
-
-class Optimizer(NamedTuple):
-    """A normalized optimizer spec (unpacks as ``tx, learning_rate, injected``).
-
-    Attributes:
-      tx: the optax transformation.
-      learning_rate: default of the ``learning_rate`` hparam.
-      injected: True when the learning rate sits in ``opt_state.hyperparams`` (float or factory
-        spec, via ``optax.inject_hyperparams``); False when it multiplies the updates of a ready
-        transformation.
-    """
-
-    tx: optax.GradientTransformation
-    learning_rate: float
-    injected: bool
-
-
-def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = None) -> Optimizer:
-    """Normalize an optimizer spec (docs/algorithms.md, "learning rate as a hyper-parameter").
-
-    - a float ``η``: SGD with learning rate ``η`` (``learning_rate=`` must be None);
-    - a ready ``GradientTransformation``: its learning rate is baked in, the hparam is a
-      multiplier of its updates (default ``learning_rate`` or 1);
-    - a factory ``learning_rate -> GradientTransformation`` (e.g. ``optax.adam``): wrapped in
-      ``optax.inject_hyperparams``, default ``learning_rate=`` (required).
-    """
-    if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
-        check_positive(optimizer, "optimizer (a float learning rate)")
-        if learning_rate is not None:
-            raise ValueError("learning_rate= is only for a factory optimizer; a float optimizer "
-                             "already is the learning rate")
-        return Optimizer(optax.inject_hyperparams(optax.sgd)(learning_rate=float(optimizer)),
-                         float(optimizer), True)
-    if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
-        check_optimizer(optimizer)
-        lr = 1.0 if learning_rate is None else check_positive(learning_rate, "learning_rate")
-        return Optimizer(optimizer, float(lr), False)
-    if callable(optimizer):
-        return _from_factory(optimizer, learning_rate)
-    return Optimizer(check_optimizer(optimizer), 1.0, False)
-
-
-def _from_factory(factory: Callable, learning_rate: Optional[float]) -> Optimizer:
-    if learning_rate is None:
-        raise ValueError("learning_rate= is required with a factory optimizer, e.g. "
-                         "gd(optax.adam, learning_rate=1e-3)")
-    check_positive(learning_rate, "learning_rate")
-    try:
-        tx = optax.inject_hyperparams(factory)(learning_rate=float(learning_rate))
-    except TypeError as err:
-        raise TypeError(f"optimizer factory must accept a learning_rate argument: {err}") from err
-    return Optimizer(check_optimizer(tx), float(learning_rate), True)
-
-
-def with_learning_rate(opt_state: Any, lr: jax.Array, injected: bool) -> Any:
-    """``opt_state`` with its injected learning rate set to the scalar ``lr`` (possibly traced;
-    cast to the stored dtype); unchanged when the rate is not injected."""
-    if not injected:
-        return opt_state
-    hp = dict(opt_state.hyperparams)
-    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
-    return opt_state._replace(hyperparams=hp)
-
-
-def init_optimizer(optimizer: Optimizer, params: Any, lr: jax.Array) -> Any:
-    """``optimizer.tx.init(params)`` with the learning rate ``lr`` (scalar, may be traced: the
-    hparam lives in the state, so one compiled program serves every value)."""
-    return with_learning_rate(optimizer.tx.init(params), lr, optimizer.injected)
-
-
-def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, opt_state: Any,
-                   lr: jax.Array, mask: jax.Array) -> tuple:
-    """One masked optimizer step: ``(new params, new opt_state)``.
-
-    ``params`` and ``grads`` are ``(m, d)``, ``mask`` is ``(m,)`` 0/1 and ``lr`` a scalar (may be
-    traced). With ``u = tx.update(mask ∘ g)`` (times ``lr`` unless injected), the new params are
-    ``params + mask ∘ u``. Masking the gradient keeps the optimizer's moments of masked rows at
-    zero; masking the update keeps those rows fixed under weight decay or any update that is not
-    proportional to the gradient: masked rows stay exactly inert.
-    """
-    grads = mask_rows(grads, mask)
-    # optax's own arithmetic (e.g. adam's bias correction, float ** int32 count) is written for
-    # standard promotion; jaxtd's code stays strict-clean, the optimizer gets its default.
-    with jax.numpy_dtype_promotion("standard"):
-        updates, opt_state = optimizer.tx.update(
-            grads, with_learning_rate(opt_state, lr, optimizer.injected), params)
-    if not optimizer.injected:
-        updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
-    updates = mask_rows(updates, mask)
-    return optax.apply_updates(params, updates), opt_state
-
-
 # the keys learning_rate / optimizer / optimizer_args of a constructor whose ``optimizer`` is an
 # optax spec (gd, variant, lazy_gd, and user factories): declared once, in jaxtd.schema
 optimizer_params = schema.optimizer_params
@@ -400,29 +265,9 @@ def row_mask(width: int, active=None, dtype=None) -> jax.Array:
     dtype = dtype or jnp.result_type(float)
     if active is None:
         return jnp.ones((width,), dtype)
-    if _is_concrete_number(active) and not (1 <= active <= width):
+    if is_real(active) and not (1 <= active <= width):
         raise ValueError(f"active must be in [1, width={width}], got {active}")
     return (jnp.arange(width) < active).astype(dtype)
-
-
-def _rowwise(leaf, width: int) -> bool:
-    return getattr(leaf, "ndim", 0) >= 1 and leaf.shape[0] == width
-
-
-def mask_rows(tree: Any, mask: jax.Array) -> Any:
-    """Multiply every leaf whose leading axis has length ``width`` by the ``(width,)`` mask.
-
-    Used to zero the gradients/updates (and optimizer moments) of masked rows; scalar leaves
-    (step counts, hparams) pass through.
-    """
-    width = mask.shape[0]
-
-    def f(leaf):
-        if not _rowwise(leaf, width):
-            return leaf
-        return leaf * mask.reshape((width,) + (1,) * (leaf.ndim - 1)).astype(leaf.dtype)
-
-    return jax.tree_util.tree_map(f, tree)
 
 
 def where_rows(selected: jax.Array, new: Any, old: Any) -> Any:
@@ -434,7 +279,7 @@ def where_rows(selected: jax.Array, new: Any, old: Any) -> Any:
     width = selected.shape[0]
 
     def f(n, o):
-        if not _rowwise(o, width):
+        if not is_rowwise(o, width):
             return o
         return jnp.where(selected.reshape((width,) + (1,) * (o.ndim - 1)), n, o)
 
