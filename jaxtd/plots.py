@@ -456,13 +456,19 @@ def _series_styles(keys: Sequence[tuple[str, str]]) -> dict:
     """``{(method, setting): (colour, marker, line style)}``: a method's own style when it has
     one setting; a method split by a swept hyper-parameter keeps its style for the first value
     and takes unused palette entries (distinct colour and marker) for the others."""
+    from matplotlib import colormaps
     keys = list(dict.fromkeys(keys))
     methods = [m for m, _ in keys]
     taken = {STYLES[m][0] for m in methods if m in STYLES}
     spare = [p for p in PALETTE if p[0] not in taken] + [p for p in PALETTE if p[0] in taken]
+    counts = {m: methods.count(m) for m in methods}
     out, seen, k = {}, set(), 0
     for method, setting in keys:
-        if method in STYLES and method not in seen:
+        if counts[method] > 3:  # a long sweep: a sequential colour map along its values
+            i = sum(1 for m, _ in out if m == method)
+            out[(method, setting)] = (colormaps["viridis"](0.92 * i / (counts[method] - 1)),
+                                      PALETTE[i % len(PALETTE)][1], "-")
+        elif method in STYLES and method not in seen:
             out[(method, setting)] = STYLES[method]
         else:
             colour, marker = spare[k % len(spare)]
@@ -505,8 +511,9 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None) -> Figure:
     """Success rate and median error vs width, one row of panels per problem size.
 
-    Left: success rate with its 95% Wilson interval (band). Right: median relative error with
-    the interquartile range over seeds (band); exact zeros on their own row. One series per
+    Left: success rate with its 95% Wilson interval (band; error bars with more than four
+    series). Right: median relative error with the interquartile range over seeds (band or
+    bars); exact zeros on their own row. One series per
     method and value of its swept hyper-parameters (:func:`swept_hyperparameters`), each with its
     own colour and marker, shifted slightly along x so that equal curves stay visible; a dashed
     line marks ``lazy_threshold(dim, order)`` when given, named on the top edge. A series run on
@@ -523,6 +530,7 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
     sizes = list(table[SIZE].drop_duplicates().itertuples(index=False))
     keys = list(dict.fromkeys(zip(table["method"], table["setting"])))
     styles = _series_styles(keys)
+    bars = len(keys) > 4  # intervals as error bars rather than bands
     fig = Figure(figsize=(PAGE_WIDTH, 2.55 * len(sizes) + 0.9), layout="constrained")
     axes = fig.subplots(len(sizes), 2, squeeze=False)
     handles = {}
@@ -538,20 +546,27 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
             if not len(grp):
                 continue
             color, marker, ls = styles[key]
-            x = grp["width"].to_numpy(np.float64) * _dodge(k, len(keys))
+            x = grp["width"].to_numpy(np.float64) * _dodge(k, len(keys),
+                                                           min(0.035, 0.2 / len(keys)))
             n = sorted(set(grp["n"]))
             label = _series_label(*key, n)
-            if max(n) > 1:  # one seed has no spread; its label says so
+            rate = grp["success_rate"].to_numpy(np.float64)
+            med = err_axis.place(grp["median_error"])
+            if max(n) > 1 and not bars:  # one seed has no spread; its label says so
                 ax_s.fill_between(x, grp["success_low"], grp["success_high"], color=color,
                                   alpha=0.12, lw=0)
-            line = ax_s.plot(x, grp["success_rate"], color=color, marker=marker, ls=ls,
-                             label=label)[0]
-            handles.setdefault(label, line)
-            if max(n) > 1:
                 ax_e.fill_between(x, err_axis.place(grp["q25_error"]),
                                   err_axis.place(grp["q75_error"]), color=color, alpha=0.12,
                                   lw=0)
-            med = err_axis.place(grp["median_error"])
+            elif max(n) > 1:  # many series: overlapping bands would hide each other
+                ax_s.errorbar(x, rate, yerr=[rate - grp["success_low"],
+                                             grp["success_high"] - rate],
+                              color=color, ls="none", lw=0.8, capsize=0)
+                ax_e.errorbar(x, med, yerr=[med - err_axis.place(grp["q25_error"]),
+                                            err_axis.place(grp["q75_error"]) - med],
+                              color=color, ls="none", lw=0.8, capsize=0)
+            line = ax_s.plot(x, rate, color=color, marker=marker, ls=ls, label=label)[0]
+            handles.setdefault(label, line)
             ax_e.plot(x, med, color=color, marker=marker, ls=ls, label=label)
             zero = grp["median_error"].to_numpy() == 0
             if zero.any():  # hollow markers on the zero row: "exactly 0", not "very small"
@@ -577,8 +592,8 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
         handles["lazy threshold m* = ⌈C(d+l−1,l)/d⌉"] = matplotlib.lines.Line2D(
             [], [], color="0.4", ls="--", lw=1)
     _legend_below(fig, list(handles.values()), list(handles))
-    fig.suptitle("Success and error vs width. Bands: 95% Wilson interval of the success rate; "
-                 "interquartile range of the error over seeds")
+    fig.suptitle(f"Success and error vs width ({'bars' if bars else 'bands'}: 95% Wilson "
+                 "interval of the success rate, IQR of the error)")
     return fig
 
 
@@ -848,7 +863,7 @@ def threshold_figure(df: pd.DataFrame, success_threshold: float,
                       mfc="none", mec="0.25", zorder=2,
                       label=f"rule, l={order}: {last['rule']:.2f}")
             ax_s.plot(mid, sl["measured"], color=color, marker=marker, ms=5, zorder=3,
-                      label=f"measured (of the medians), l={order}: {last['measured']:.2f} at "
+                      label=f"measured, l={order}: {last['measured']:.2f} at "
                             f"d={int(last['dim_lo'])}→{int(last['dim_hi'])}")
         ax_s.axhline(order - 1, color=color, ls=":", lw=1, label=f"l−1 = {order - 1}")
     dims = sorted(set(table["dim"]))
@@ -862,7 +877,8 @@ def threshold_figure(df: pd.DataFrame, success_threshold: float,
     _log_x(ax_s, dims)
     ax_s.set_xlabel("dimension d (between consecutive d)")
     ax_s.set_ylabel("local slope d log m* / d log d")
-    ax_s.set_title("local slope vs the exact rule's, → l−1")
+    ax_s.set_title("local slope of the medians vs the exact rule's, → l−1\n(from the "
+                   "medians: no interval)")
     for ax in (ax_m, ax_s):
         ax.grid(True, color="0.92", lw=0.6)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
@@ -1176,8 +1192,9 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
                         t.transition_scale, color=colors[t.width], ls=":", lw=1.2,
                         label=f"m={t.width}: δ* = {t.transition_scale:.3g}{edge}"))
             ax_g.set_ylabel("dE / d log δ")
-            ax_g.set_title("dE/d log δ through the runs (median, IQR);\ndotted: located "
-                           "transition δ* (peak of the median)")
+            ax_g.set_title("dE/d log δ through the runs (median, IQR);\n" + (
+                "dotted: located transition δ* (peak of the median)" if lines else
+                "no transition located (the median error never crosses the threshold)"))
             handles += lines
             labels += [ln.get_label() for ln in lines]
         else:

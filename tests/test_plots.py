@@ -296,7 +296,7 @@ def test_width_figure_is_readable_and_shows_the_spread():
     assert fig.legends and _inside(fig, fig.legends[0])
     assert not any(_overlaps(fig.legends[0], ax) for ax in fig.axes)
     assert any("lazy threshold" in t.get_text() for t in fig.legends[0].get_texts())
-    assert "seeds" in fig.get_suptitle()
+    assert all("seeds)" in t.get_text() for t in fig.legends[0].get_texts()[:3])
 
 
 def test_error_axis_marks_diverged_cells():
@@ -541,13 +541,18 @@ def _all_figures():
 
 
 def test_figures_fit_the_page_with_readable_text():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
     for name, fig in _all_figures().items():
+        FigureCanvasAgg(fig)
         assert fig.get_figwidth() <= plots.PAGE_WIDTH + 1e-9, name
         fig.draw_without_rendering()
         sizes = [t.get_fontsize() for t in fig.findobj(Text)
                  if t.get_visible() and t.get_text().strip()]
         assert sizes and min(sizes) >= 7, (name, min(sizes))
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        assert all(_inside(fig, t) for t in texts), (name, [t.get_text() for t in texts
+                                                           if not _inside(fig, t)])
         for ax in fig.axes:   # no figure-level legend over a panel
             assert not any(_overlaps(leg, ax) for leg in fig.legends), name
 
