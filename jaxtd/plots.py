@@ -531,7 +531,9 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
     keys = list(dict.fromkeys(zip(table["method"], table["setting"])))
     styles = _series_styles(keys)
     bars = len(keys) > 4  # intervals as error bars rather than bands
-    fig = Figure(figsize=(PAGE_WIDTH, 2.55 * len(sizes) + 0.9), layout="constrained")
+    # rows shrink a little with many sizes: four still fit a page's height
+    fig = Figure(figsize=(PAGE_WIDTH, (2.55 if len(sizes) <= 2 else 2.1) * len(sizes) + 0.9),
+                 layout="constrained")
     axes = fig.subplots(len(sizes), 2, squeeze=False)
     handles = {}
     for (ax_s, ax_e), (order, dim, rank) in zip(axes, sizes):
@@ -1093,7 +1095,7 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
     4. ``dE / d log δ`` through the runs (median over seeds, IQR band; column
        ``d_error_d_log_init_scale``) with the located transition ``δ*`` of each width (dotted,
        listed in the legend; ``transitions`` as from :func:`jaxtd.transition.locate`, computed
-       when omitted).
+       per block when omitted).
 
     A single seed per point has no band; the block's title says so.
     """
@@ -1103,8 +1105,6 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
     _check(df)
     rows = _scale_rows(df)
     has_slope = tr.COLUMN in rows.columns and rows[tr.COLUMN].notna().any()
-    if transitions is None and has_slope:
-        transitions = tr.locate(rows, success_threshold)
     rows = rows.assign(_setting=_settings(rows, exclude=["init_scale"]))
     groups = list(rows.groupby(["algorithm", "_setting"] + SIZE, sort=False))
     fig = Figure(figsize=(PAGE_WIDTH, 5.6 * len(groups) + 0.3), layout="constrained")
@@ -1181,7 +1181,9 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
             # float32 rounding floor (a large, meaningless derivative) does not flatten the rest
             ax_g.set_yscale("symlog", linthresh=1e-2)
             lines = []
-            sel = transitions
+            # located per block: locate() would pool the values of another swept setting
+            sel = transitions if transitions is not None else tr.locate(
+                grp.drop(columns="_setting"), success_threshold)
             for key, v in zip(["algorithm"] + SIZE, [name, *size]):
                 if sel is not None and key in sel.columns:
                     sel = sel[sel[key] == v]
@@ -1194,7 +1196,7 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
             ax_g.set_ylabel("dE / d log δ")
             ax_g.set_title("dE/d log δ through the runs (median, IQR);\n" + (
                 "dotted: located transition δ* (peak of the median)" if lines else
-                "no transition located (the median error never crosses the threshold)"))
+                "no δ* located (the error never crosses the threshold)"))
             handles += lines
             labels += [ln.get_label() for ln in lines]
         else:

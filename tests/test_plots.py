@@ -572,3 +572,31 @@ def test_deflation_figure_orders_fit_times_by_weight():
     # medians over the seeds that fit it (never = -1 left out), largest weight first
     np.testing.assert_allclose(line.get_ydata(), [110, 300, 950])
     assert np.all(np.diff(line.get_ydata()) > 0)
+
+
+def test_init_scale_figure_splits_another_swept_setting_at_page_width():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    rows = []
+    for lr in (0.05, 0.1):
+        for width in (4, 8):
+            for seed in range(2):
+                for d in np.geomspace(0.1, 10, 5):
+                    u = np.log(d)
+                    rows.append(dict(algorithm="gd", order=3, dim=6, rank=2, seed=seed,
+                                     width=width, init_scale=d, learning_rate=lr,
+                                     success=False, diverged=False, distance=1 / d,
+                                     final_relative_error=1e-4 + 0.8 / (1 + np.exp(-4 * u)),
+                                     d_error_d_log_init_scale=1.0 - u * u))
+    fig = plots.init_scale_figure(pd.DataFrame(rows), 1e-2)
+    FigureCanvasAgg(fig)
+    titles = sorted(sub.get_suptitle() for sub in fig.subfigs)
+    assert titles == ["gd (learning_rate=0.05, 2 seeds): l=3 d=6 r=2",
+                      "gd (learning_rate=0.1, 2 seeds): l=3 d=6 r=2"]
+    assert fig.get_figwidth() <= plots.PAGE_WIDTH
+    fig.draw_without_rendering()
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert min(t.get_fontsize() for t in texts) >= 7 and all(_inside(fig, t) for t in texts)
+    for sub in fig.subfigs:   # δ* per block, in its legend (the parabola's vertex: δ = 1)
+        legend = [t.get_text() for t in sub.legends[0].get_texts()]
+        assert "m=4: δ* = 1" in legend and "m=8: δ* = 1" in legend
