@@ -62,7 +62,8 @@ def _table_args(config: cfg.Config):
     return config.sweep.success_threshold, threshold
 
 
-def _figures(results, config: cfg.Config, folder: Path) -> list[Path]:
+def _figures(results, config: cfg.Config, folder: Path, formats=("png",),
+             dpi: int | None = None) -> list[Path]:
     from jaxtd import plots
     from jaxtd.targets import weights as weight_profile
     threshold, lazy = _table_args(config)
@@ -72,7 +73,8 @@ def _figures(results, config: cfg.Config, folder: Path) -> list[Path]:
         true = [float(v) for v in weight_profile(config.target.weights, rank)]
     return list(plots.save_figures(results.to_pandas(), folder, plot=config.plot,
                                    success_threshold=threshold, lazy_threshold=lazy,
-                                   histories=results.histories, true_weights=true))
+                                   histories=results.histories, true_weights=true,
+                                   formats=formats, dpi=dpi or plots.DPI))
 
 
 def _write_config(config: cfg.Config, out_dir: Path) -> Path:
@@ -86,11 +88,12 @@ def _write_config(config: cfg.Config, out_dir: Path) -> Path:
 _DEBUG = False  # --debug: let every exception through, figures included
 
 
-def _figures_or_note(results, config: cfg.Config, folder: Path) -> list[Path]:
+def _figures_or_note(results, config: cfg.Config, folder: Path, formats=("png",),
+                     dpi: int | None = None) -> list[Path]:
     """The figures; a plotting failure is one note line (the results are saved already), not
     a failed run."""
     try:
-        return _figures(results, config, folder)
+        return _figures(results, config, folder, formats, dpi)
     except Exception as err:
         if _DEBUG:
             raise
@@ -110,12 +113,14 @@ def _transitions(results, config: cfg.Config):
     return transition.locate(df, config.sweep.success_threshold)
 
 
-def write_outputs(results, config: cfg.Config, out_dir: Path) -> list[Path]:
-    """Save results (CSV, JSON, npz), the resolved config and the figures; return the paths.
+def write_outputs(results, config: cfg.Config, out_dir: Path, formats=("png",),
+                  dpi: int | None = None) -> list[Path]:
+    """Save results (CSV, JSON, npz), the resolved config and the figures (in each of
+    ``formats``, PNG at ``dpi``: :func:`jaxtd.plots.save_figures`); return the paths.
     The init-scale plot also writes ``transition.csv`` (the located transition per width)."""
     results.save(str(out_dir))
     _write_config(config, out_dir)
-    figs = _figures_or_note(results, config, out_dir)
+    figs = _figures_or_note(results, config, out_dir, formats, dpi)
     names = ["config.toml", "results.csv", "results.json", "histories.npz"]
     table = _transitions(results, config)
     if table is not None:
@@ -310,7 +315,7 @@ def cmd_run(args) -> int:
         results = outcome.results
         if not main:  # every process holds the same results; process 0 writes and reports
             return 0
-        paths = write_outputs(results, config, out)
+        paths = write_outputs(results, config, out, args.format, args.dpi)
     except KeyboardInterrupt:
         _drain()
         _log(f"\n[jaxtd] interrupted: finished chunks are saved in {out}; resume with:\n"
@@ -451,7 +456,7 @@ def cmd_show(args) -> int:
         except OSError as err:
             raise UsageError("--out", f"cannot create {figures} ({err.strerror})",
                              "choose a folder you can write to") from None
-        paths = _figures_or_note(results, config, figures)
+        paths = _figures_or_note(results, config, figures, args.format, args.dpi)
     _print_table(results, config)
     if paths:
         print("\nwrote\n" + "\n".join(f"  {p}" for p in paths))
@@ -467,6 +472,34 @@ def _version() -> str:
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
         import jaxtd
         return jaxtd.__version__
+
+
+def _format_list(text: str) -> tuple[str, ...]:
+    from jaxtd import plots
+    try:
+        return plots._formats(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _dpi(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 10 <= value <= 2400:
+        raise argparse.ArgumentTypeError(f"--dpi must be an integer in [10, 2400] (300 for "
+                                         f"print), got {text!r}")
+    return value
+
+
+def _figure_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--dpi``, shared by the commands that draw."""
+    parser.add_argument("--format", type=_format_list, default=("png",), metavar="FMT[,FMT]",
+                        help="figure formats, comma-separated among png, pdf, svg (default png; "
+                        "pdf/svg keep their text as text)")
+    parser.add_argument("--dpi", type=_dpi, default=None, metavar="N",
+                        help="resolution of the PNG figures (default 300)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -516,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     several.add_argument("--distributed", choices=["auto"],
                          help="auto: take the processes from the cluster environment (SLURM, "
                          "Open MPI, TPU pod slice)")
+    _figure_arguments(run)
     run.set_defaults(func=cmd_run)
     presets = sub.add_parser("presets", help="list the shipped presets",
                              description="List the shipped presets, one line each.")
@@ -534,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("dir", metavar="DIR", help="the --out folder of a finished run")
     show.add_argument("--out", metavar="FIGDIR", help="redraw the figures into FIGDIR (may be "
                       "DIR itself); without it nothing is written")
+    _figure_arguments(show)
     show.set_defaults(func=cmd_show)
     return parser
 

@@ -17,16 +17,31 @@ dimensions of the data, decades for errors), never an offset; each series has it
 *and* marker; exact zeros (a lazy residual that vanishes) sit on a separate row labelled ``0``
 below the positive errors instead of at an arbitrary floor.
 
+A series run on a single seed has no spread to show: it is drawn without a band and its label
+says so (``lazy GD (1 seed, no interval)``).
+
+Swept hyper-parameters are never pooled: a column that varies between the rows of one algorithm
+at the same problem size and width (e.g. ``learning_rate`` from ``hparams={"learning_rate": [0.05,
+0.1]}``; :func:`swept_hyperparameters`) splits that algorithm into one series per value, labelled
+``gd (learning_rate=0.05, 8 seeds)``, and into one row group per value in :func:`format_table`.
+
+Figures are sized for a journal page: :data:`PAGE_WIDTH` (7 in) wide, no text under 7 pt at that
+size, legends and labels outside the data. :func:`save_figures` writes PNG at :data:`DPI` (300)
+dots per inch and PDF/SVG as vectors whose text stays text (TrueType fonts embedded in PDF,
+``svg.fonttype = "none"``), so a journal's editor can still select and restyle it.
+
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state, no GUI backend):
 they render headless and can be saved or displayed in a notebook alike.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -35,13 +50,18 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from jaxtd.results import critical_width_of
 
-__all__ = ["REQUIRED_COLUMNS", "curves", "critical_widths", "seed_critical_widths", "fit_slope",
-           "wilson_interval", "width_figure", "critical_figure", "deflation_figure",
-           "init_scale_figure", "threshold_table", "local_slopes", "threshold_figure",
-           "format_threshold", "format_table", "save_figures"]
+__all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "STYLE", "curves",
+           "critical_widths", "seed_critical_widths", "fit_slope", "wilson_interval",
+           "swept_hyperparameters", "width_figure", "method_figure", "critical_figure",
+           "deflation_figure", "init_scale_figure", "threshold_table", "local_slopes",
+           "threshold_figure", "format_threshold", "format_table", "save_figures"]
 
 REQUIRED_COLUMNS = ("algorithm", "dim", "order", "rank", "seed", "width", "final_relative_error",
                     "success", "diverged")
+# what a cell measured, never a setting: these never split a series (fit_time_<j> too)
+OUTCOME_COLUMNS = ("padded_width", "final_relative_error", "final_loss", "success", "diverged",
+                   "diverged_step", "distance", "active_count", "lazy_best_residual",
+                   "d_error_d_log_init_scale")
 SIZE = ["order", "dim", "rank"]
 METHOD_ORDER = ("lazy best", "lazy GD", "gd", "variant", "deflation")
 # one (colour, marker, line style) per method; lazy GD dashed so it stays visible on lazy best
@@ -54,6 +74,24 @@ PALETTE = [("tab:blue", "o"), ("tab:red", "v"), ("tab:green", "s"), ("tab:purple
            ("tab:cyan", ">"), ("tab:gray", "h")]
 COLORS = {m: s[0] for m, s in STYLES.items()}  # kept for callers of earlier versions
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+PAGE_WIDTH = 7.0  # inches: the text width of a journal page; every figure is at most this wide
+DPI = 300         # dots per inch of the PNG files save_figures writes (journals ask 300+)
+FORMATS = ("png", "pdf", "svg")
+# fonts >= 7 pt at PAGE_WIDTH; vector text kept as text (TrueType in PDF/PS, <text> in SVG)
+STYLE = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "xtick.labelsize": 7.5,
+         "ytick.labelsize": 7.5, "legend.fontsize": 7.5, "legend.title_fontsize": 7.5,
+         "figure.titlesize": 8.5, "lines.markersize": 4.5, "lines.linewidth": 1.3,
+         "svg.fonttype": "none", "pdf.fonttype": 42, "ps.fonttype": 42}
+
+
+def _styled(draw: Callable) -> Callable:
+    """Build the figure under :data:`STYLE` (font sizes are fixed when the text is created)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
 
 
 # -- tables -------------------------------------------------------------------------------------
@@ -94,8 +132,59 @@ def wilson_interval(successes, n, z: float = Z95) -> tuple[np.ndarray, np.ndarra
     return low, high
 
 
-def _method_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, cell) with an ``error`` column: lazy rows yield two methods."""
+def _is_outcome(column: str) -> bool:
+    return column in REQUIRED_COLUMNS or column in OUTCOME_COLUMNS or column.startswith("fit_time_")
+
+
+def swept_hyperparameters(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Per algorithm, the setting columns that vary between its rows of the same problem size
+    and width: the hyper-parameters it sweeps, on which every figure and table splits.
+
+    A setting column is any column that is not an outcome (``final_relative_error``, ``success``,
+    ``fit_time_<j>``, ... see ``OUTCOME_COLUMNS``) and, where it varies, takes at most as many
+    values as the group has rows per seed (a per-seed outcome added by hand varies with the seed
+    and is left out). ``NaN`` counts as a value.
+    """
+    _check(df)
+    keys = SIZE + ["width"]
+    candidates = [c for c in df.columns if not _is_outcome(c)]
+    out = {}
+    for name, rows in df.groupby("algorithm", sort=False):
+        g = rows.groupby(keys, sort=False)
+        per_seed = g.size() / g["seed"].nunique()
+        cols = []
+        for c in candidates:
+            values = g[c].nunique(dropna=False)
+            if (values > 1).any() and (values <= per_seed + 1e-9).all():
+                cols.append(c)
+        out[name] = cols
+    return out
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, (float, np.floating)):
+        return "nan" if math.isnan(v) else f"{v:g}"
+    return str(v)
+
+
+def _settings(df: pd.DataFrame, exclude: Sequence[str] = ()) -> pd.Series:
+    """Per row, ``"lr=0.05, init_scale=0.01"`` over its algorithm's swept hyper-parameters
+    (``""`` for an algorithm that sweeps none), ``exclude`` left out (e.g. a figure's x axis)."""
+    swept = swept_hyperparameters(df)
+    out = pd.Series("", index=df.index, dtype=object)
+    for name, cols in swept.items():
+        cols = [c for c in cols if c not in exclude]
+        if cols:
+            mask = df["algorithm"] == name
+            out[mask] = [", ".join(f"{c}={_fmt_value(v)}" for c, v in zip(cols, vals))
+                         for vals in df.loc[mask, cols].itertuples(index=False)]
+    return out
+
+
+def _method_rows(df: pd.DataFrame, exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per (method, cell) with an ``error`` column and a ``setting`` column (the swept
+    hyper-parameters' values, :func:`_settings`): lazy rows yield two methods."""
+    df = df.assign(setting=_settings(df, exclude))
     parts = []
     is_lazy = df["algorithm"] == "lazy"
     # callables, not df's columns: assigning a Series to an empty frame would adopt its index
@@ -134,7 +223,9 @@ def _errors(rows: pd.DataFrame) -> np.ndarray:
 def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
     """Per (method, order, dim, rank, width): the seeds' summary.
 
-    Columns: ``n`` cells, ``successes``, ``success_rate`` (error ``<= success_threshold`` and
+    Columns: ``method``, ``setting`` (the swept hyper-parameters' values, e.g.
+    ``"learning_rate=0.05"``; ``""`` when the method sweeps none), the size and ``width``,
+    ``n`` cells, ``successes``, ``success_rate`` (error ``<= success_threshold`` and
     not diverged), ``success_low`` / ``success_high`` (95% Wilson interval), ``median_error``,
     ``q25_error`` / ``q75_error`` (diverged = inf) and ``zeros`` (cells with error exactly 0).
     """
@@ -143,7 +234,7 @@ def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
     err = _errors(rows)
     rows = rows.assign(_err=err, _ok=(err <= success_threshold).astype(np.float64),
                        _zero=(err == 0).astype(np.int64))
-    keys = ["method"] + SIZE + ["width"]
+    keys = ["method", "setting"] + SIZE + ["width"]
     g = rows.groupby(keys, sort=True)
     out = pd.DataFrame({"n": g.size(), "successes": g["_ok"].sum().astype(int),
                         "success_rate": g["_ok"].mean(),
@@ -156,26 +247,29 @@ def curves(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
     out["success_low"], out["success_high"] = low, high
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     out["_o"] = out["method"].map(lambda m: rank.get(m, len(rank)))
-    return out.sort_values(["_o"] + SIZE + ["width"]).drop(columns="_o").reset_index(drop=True)
+    return out.sort_values(["_o", "setting"] + SIZE + ["width"]).drop(columns="_o").reset_index(
+        drop=True)
 
 
 def critical_widths(table: pd.DataFrame, rate: float = 0.5) -> pd.DataFrame:
-    """From :func:`curves`: per (method, order, dim, rank) the smallest width whose success rate
-    is ``>= rate`` and from which every larger width also reaches it (NaN when none)."""
+    """From :func:`curves`: per (method, setting, order, dim, rank) the smallest width whose
+    success rate is ``>= rate`` and from which every larger width also reaches it (NaN when
+    none)."""
     out = []
-    for key, grp in table.groupby(["method"] + SIZE, sort=False):
+    keys = ["method", "setting"] + SIZE
+    for key, grp in table.groupby(keys, sort=False):
         grp = grp.sort_values("width")
         # the first width after the last failure: a lucky small width does not count
         crit = critical_width_of(grp["width"].to_numpy(),
                                  grp["success_rate"].to_numpy() >= rate)
-        out.append(dict(zip(["method"] + SIZE, key), critical_width=crit,
+        out.append(dict(zip(keys, key), critical_width=crit,
                         max_width=int(grp["width"].max())))
     return pd.DataFrame(out)
 
 
 def seed_critical_widths(df: pd.DataFrame, success_threshold: float) -> pd.DataFrame:
-    """Per (method, order, dim, rank, seed): that seed's critical width, the smallest width from
-    which the seed succeeds at every larger width (NaN when it fails at the largest).
+    """Per (method, setting, order, dim, rank, seed): that seed's critical width, the smallest
+    width from which the seed succeeds at every larger width (NaN when it fails at the largest).
 
     The spread of these over seeds is what the critical-width figures draw as a band.
     """
@@ -183,9 +277,10 @@ def seed_critical_widths(df: pd.DataFrame, success_threshold: float) -> pd.DataF
     rows = _method_rows(df)
     rows = rows.assign(_ok=_errors(rows) <= success_threshold)
     out = []
-    for key, grp in rows.groupby(["method"] + SIZE + ["seed"], sort=False):
+    keys = ["method", "setting"] + SIZE + ["seed"]
+    for key, grp in rows.groupby(keys, sort=False):
         grp = grp.sort_values("width")
-        out.append(dict(zip(["method"] + SIZE + ["seed"], key),
+        out.append(dict(zip(keys, key),
                         critical_width=critical_width_of(grp["width"].to_numpy(),
                                                          grp["_ok"].to_numpy()),
                         max_width=int(grp["width"].max())))
@@ -298,30 +393,97 @@ class _ErrorAxis:
             ticks, labels, lo = [self.zero_row] + ticks, ["0"] + labels, self.zero_row / 2.5
             ax.axhline(math.sqrt(self.zero_row * 10.0 ** self.lo_dec), color="0.75", lw=0.8,
                        ls=(0, (4, 3)), zorder=0)
-            ax.annotate("exactly 0", xy=(0.0, self.zero_row), xycoords=("axes fraction", "data"),
-                        xytext=(3, 3), textcoords="offset points", ha="left", va="bottom",
-                        fontsize=7, color="0.35")
         if self.has_inf:
             ticks, labels, hi = ticks + [self.inf_row], labels + ["inf"], self.inf_row * 2.5
             ax.axhline(math.sqrt(self.inf_row * 10.0 ** self.hi_dec), color="0.75", lw=0.8,
                        ls=(0, (4, 3)), zorder=0)
-            ax.annotate("diverged", xy=(1.0, self.inf_row), xycoords=("axes fraction", "data"),
-                        xytext=(-3, -3), textcoords="offset points", ha="right", va="top",
-                        fontsize=7, color="0.35")
         ax.set_ylim(lo, hi)
+        # the row's name on the side of the axes its points leave free: never over a marker
+        for row, text, on in ((self.zero_row, "exactly 0", self.has_zero),
+                              (self.inf_row, "diverged", self.has_inf)):
+            if on:
+                left = _free_side(ax, row)
+                ax.annotate(text, xy=(0.0 if left else 1.0, row),
+                            xycoords=("axes fraction", "data"),
+                            xytext=(3 if left else -3, 0), textcoords="offset points",
+                            ha="left" if left else "right", va="center", fontsize=7,
+                            color="0.35")
         ax.yaxis.set_major_locator(FixedLocator(ticks))
         ax.yaxis.set_major_formatter(FuncFormatter(
             lambda t, pos: dict(zip(ticks, labels)).get(t, _decade_label(t))))
         ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _vline_label(ax: Axes, x: float, text: str) -> None:
-    """A dashed vertical line with a rotated label beside it, inside the axes (never clipped)."""
+def _free_side(ax: Axes, y: float) -> bool:
+    """Whether the left third of ``ax`` holds no plotted point at height ``y`` (else the right
+    third is taken, with a label there being the lesser evil)."""
+    lo, hi = (math.log(v) for v in ax.get_xlim()) if ax.get_xscale() == "log" else ax.get_xlim()
+    for line in ax.get_lines():
+        xs, ys = (np.asarray(v, np.float64) for v in line.get_data())
+        if xs.shape != ys.shape or not len(xs):
+            continue
+        xs = xs[np.isclose(ys, y, rtol=1e-9)]
+        xs = np.log(xs[xs > 0]) if ax.get_xscale() == "log" else xs
+        if np.any((xs - lo) / (hi - lo) < 0.35):
+            return False
+    return True
+
+
+def _threshold_line(ax: Axes, x: float, text: str) -> None:
+    """A dashed vertical line at ``x``, named by a tick on the top edge of the axes: the name
+    sits outside the data area and never crosses a curve."""
     ax.axvline(x, color="0.4", ls="--", lw=1, zorder=1)
-    ax.annotate(text, xy=(x, 0.5), xycoords=("data", "axes fraction"), xytext=(-3, 0),
-                textcoords="offset points", rotation=90, ha="right", va="center", fontsize=8,
-                color="0.3", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none",
-                                       alpha=0.8))
+    top = ax.secondary_xaxis("top")
+    top.xaxis.set_major_locator(FixedLocator([x]))
+    top.xaxis.set_major_formatter(FuncFormatter(lambda v, pos: text))
+    top.xaxis.set_minor_locator(NullLocator())
+    top.tick_params(labelsize=7, length=3, pad=1, colors="0.3")
+
+
+def _seed_text(ns) -> str:
+    """``"8 seeds"``, ``"4/8 seeds"`` or ``"1 seed, no interval"`` (nothing to spread over)."""
+    ns = sorted({int(v) for v in ns})
+    return "1 seed, no interval" if ns == [1] else f"{'/'.join(map(str, ns))} seeds"
+
+
+def _series_label(method: str, setting: str, ns, extra: str = "") -> str:
+    """``gd (learning_rate=0.05, 8 seeds)``: the method, its swept values and its seeds."""
+    inner = ", ".join(p for p in (setting, _seed_text(ns)) if p)
+    return f"{method} ({inner}){extra}"
+
+
+def _series_styles(keys: Sequence[tuple[str, str]]) -> dict:
+    """``{(method, setting): (colour, marker, line style)}``: a method's own style when it has
+    one setting; a method split by a swept hyper-parameter keeps its style for the first value
+    and takes unused palette entries (distinct colour and marker) for the others."""
+    from matplotlib import colormaps
+    keys = list(dict.fromkeys(keys))
+    methods = [m for m, _ in keys]
+    taken = {STYLES[m][0] for m in methods if m in STYLES}
+    spare = [p for p in PALETTE if p[0] not in taken] + [p for p in PALETTE if p[0] in taken]
+    counts = {m: methods.count(m) for m in methods}
+    out, seen, k = {}, set(), 0
+    for method, setting in keys:
+        if counts[method] > 3:  # a long sweep: a sequential colour map along its values
+            i = sum(1 for m, _ in out if m == method)
+            out[(method, setting)] = (colormaps["viridis"](0.92 * i / (counts[method] - 1)),
+                                      PALETTE[i % len(PALETTE)][1], "-")
+        elif method in STYLES and method not in seen:
+            out[(method, setting)] = STYLES[method]
+        else:
+            colour, marker = spare[k % len(spare)]
+            out[(method, setting)] = (colour, marker, "-" if k < len(spare) else "--")
+            k += 1
+        seen.add(method)
+    return out
+
+
+def _legend_below(fig: Figure, handles, labels, **kwargs) -> None:
+    """The figure's legend under the panels, as many columns as fit the page width."""
+    width = max((len(t) for t in labels), default=10)
+    ncols = max(1, min(len(labels), int(fig.get_figwidth() * 13 // (width + 4))))
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False,
+               **kwargs)
 
 
 def _size_label(order, dim, rank) -> str:
@@ -339,22 +501,40 @@ def _dodge(k: int, count: int, spread: float = 0.035) -> float:
 
 # -- figures ------------------------------------------------------------------------------------
 
+def _one_width(table: pd.DataFrame) -> bool:
+    """Whether every problem size of a :func:`curves` table was run at a single width."""
+    return bool((table.groupby(SIZE)["width"].nunique() == 1).all())
+
+
+@_styled
 def width_figure(df: pd.DataFrame, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None) -> Figure:
     """Success rate and median error vs width, one row of panels per problem size.
 
-    Left: success rate with its 95% Wilson interval (band). Right: median relative error with
-    the interquartile range over seeds (band); exact zeros on their own row. Each method has
-    its own colour and marker and is shifted slightly along x so that equal curves stay
-    visible; a dashed line marks ``lazy_threshold(dim, order)`` when given. A method run on a
-    single seed gets no band (its legend entry says "1 seed").
+    Left: success rate with its 95% Wilson interval (band; error bars with more than four
+    series). Right: median relative error with the interquartile range over seeds (band or
+    bars); exact zeros on their own row. One series per
+    method and value of its swept hyper-parameters (:func:`swept_hyperparameters`), each with its
+    own colour and marker, shifted slightly along x so that equal curves stay visible; a dashed
+    line marks ``lazy_threshold(dim, order)`` when given, named on the top edge. A series run on
+    a single seed gets no band and says so in its label. The legend is under the panels.
+
+    Raises ``ValueError`` when every problem size has a single width (a curve of one point):
+    :func:`method_figure` is the figure for such a table.
     """
     table = curves(df, success_threshold)
+    if _one_width(table):
+        raise ValueError(f"df has a single width per problem size "
+                         f"({sorted(set(table['width']))}): a success-vs-width figure would "
+                         "show one point per series; draw plots.method_figure(df, ...) instead")
     sizes = list(table[SIZE].drop_duplicates().itertuples(index=False))
-    methods = list(dict.fromkeys(table["method"]))
-    fig = Figure(figsize=(11.5, 3.6 * len(sizes) + 0.5), layout="constrained")
+    keys = list(dict.fromkeys(zip(table["method"], table["setting"])))
+    styles = _series_styles(keys)
+    bars = len(keys) > 4  # intervals as error bars rather than bands
+    # rows shrink a little with many sizes: four still fit a page's height
+    fig = Figure(figsize=(PAGE_WIDTH, (2.55 if len(sizes) <= 2 else 2.1) * len(sizes) + 0.9),
+                 layout="constrained")
     axes = fig.subplots(len(sizes), 2, squeeze=False)
-    seeds = sorted(set(table["n"]))
     handles = {}
     for (ax_s, ax_e), (order, dim, rank) in zip(axes, sizes):
         sel = table[(table["order"] == order) & (table["dim"] == dim) & (table["rank"] == rank)]
@@ -362,29 +542,37 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
                                               ("median_error", "q25_error", "q75_error")]),
                               reference=success_threshold)
         m_star = lazy_threshold(int(dim), int(order)) if lazy_threshold is not None else None
-        for k, method in enumerate(methods):
-            grp = sel[sel["method"] == method].sort_values("width")
+        for k, key in enumerate(keys):
+            grp = sel[(sel["method"] == key[0]) & (sel["setting"] == key[1])].sort_values(
+                "width")
             if not len(grp):
                 continue
-            color, marker, ls = _style(method, k)
-            x = grp["width"].to_numpy(np.float64) * _dodge(k, len(methods))
+            color, marker, ls = styles[key]
+            x = grp["width"].to_numpy(np.float64) * _dodge(k, len(keys),
+                                                           min(0.035, 0.2 / len(keys)))
             n = sorted(set(grp["n"]))
-            label = f"{method} ({'/'.join(map(str, n))} seed{'s' if n != [1] else ''})"
-            if max(n) > 1:  # one seed has no spread; its Wilson band would only say so
+            label = _series_label(*key, n)
+            rate = grp["success_rate"].to_numpy(np.float64)
+            med = err_axis.place(grp["median_error"])
+            if max(n) > 1 and not bars:  # one seed has no spread; its label says so
                 ax_s.fill_between(x, grp["success_low"], grp["success_high"], color=color,
-                                  alpha=0.1, lw=0)
-            line = ax_s.plot(x, grp["success_rate"], color=color, marker=marker, ls=ls, ms=5,
-                             label=label)[0]
-            handles.setdefault(label, line)
-            if max(n) > 1:
+                                  alpha=0.12, lw=0)
                 ax_e.fill_between(x, err_axis.place(grp["q25_error"]),
                                   err_axis.place(grp["q75_error"]), color=color, alpha=0.12,
                                   lw=0)
-            med = err_axis.place(grp["median_error"])
-            ax_e.plot(x, med, color=color, marker=marker, ls=ls, ms=5, label=label)
+            elif max(n) > 1:  # many series: overlapping bands would hide each other
+                ax_s.errorbar(x, rate, yerr=[rate - grp["success_low"],
+                                             grp["success_high"] - rate],
+                              color=color, ls="none", lw=0.8, capsize=0)
+                ax_e.errorbar(x, med, yerr=[med - err_axis.place(grp["q25_error"]),
+                                            err_axis.place(grp["q75_error"]) - med],
+                              color=color, ls="none", lw=0.8, capsize=0)
+            line = ax_s.plot(x, rate, color=color, marker=marker, ls=ls, label=label)[0]
+            handles.setdefault(label, line)
+            ax_e.plot(x, med, color=color, marker=marker, ls=ls, label=label)
             zero = grp["median_error"].to_numpy() == 0
             if zero.any():  # hollow markers on the zero row: "exactly 0", not "very small"
-                ax_e.plot(x[zero], med[zero], ls="none", marker=marker, ms=8, mfc="white",
+                ax_e.plot(x[zero], med[zero], ls="none", marker=marker, ms=7, mfc="white",
                           color=color)
         widths = sel["width"].unique()
         for ax in (ax_s, ax_e):
@@ -392,28 +580,81 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
             ax.set_xlabel("width m (number of components)")
             ax.grid(True, which="major", color="0.92", lw=0.6)
             if m_star is not None:
-                _vline_label(ax, m_star, f"lazy threshold m*={m_star}")
+                _threshold_line(ax, m_star, f"m*={m_star}")
         ax_s.set_ylim(-0.04, 1.04)
         ax_s.set_yticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "0.25", "0.5", "0.75", "1"])
         ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
-        ax_s.set_title(f"{_size_label(order, dim, rank)}: success rate, 95% Wilson band",
-                       fontsize=10)
+        ax_s.set_title(f"{_size_label(order, dim, rank)}: success rate")
         err_axis.apply(ax_e)
-        ax_e.axhline(success_threshold, color="k", ls=":", lw=0.8)
-        ax_e.annotate(f"success threshold {success_threshold:g}", xy=(0.0, success_threshold),
-                      xycoords=("axes fraction", "data"), xytext=(3, 2),
-                      textcoords="offset points", fontsize=7, va="bottom")
+        threshold = ax_e.axhline(success_threshold, color="k", ls=":", lw=0.8)
         ax_e.set_ylabel("relative error ||T − T*|| / ||T*||")
-        ax_e.set_title(f"{_size_label(order, dim, rank)}: median error, IQR band over seeds",
-                       fontsize=10)
-    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
-               title="method", title_fontsize=8)
-    n_text = "/".join(map(str, seeds))
-    fig.suptitle(f"Success and error vs width ({n_text} seeds per point; bands: Wilson 95% "
-                 "interval and interquartile range)", fontsize=11)
+        ax_e.set_title(f"{_size_label(order, dim, rank)}: median error")
+    handles[f"success threshold {success_threshold:g}"] = threshold
+    if lazy_threshold is not None:
+        handles["lazy threshold m* = ⌈C(d+l−1,l)/d⌉"] = matplotlib.lines.Line2D(
+            [], [], color="0.4", ls="--", lw=1)
+    _legend_below(fig, list(handles.values()), list(handles))
+    fig.suptitle(f"Success and error vs width ({'bars' if bars else 'bands'}: 95% Wilson "
+                 "interval of the success rate, IQR of the error)")
     return fig
 
 
+@_styled
+def method_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
+    """Every series side by side at its width(s), for a table without a width axis (e.g. one
+    width per problem size): one row of panels per problem size.
+
+    Left: success rate with its 95% Wilson interval as an error bar (none for a single seed,
+    which the tick label says). Right: each seed's final relative error (dots, jittered; exact
+    zeros and diverged cells on their own rows), the median as a bar, the success threshold
+    dotted. One column per method, value of its swept hyper-parameters and width.
+    """
+    table = curves(df, success_threshold)
+    rows = _method_rows(df)
+    rows = rows.assign(_err=_errors(rows))
+    sizes = list(table[SIZE].drop_duplicates().itertuples(index=False))
+    styles = _series_styles(list(zip(table["method"], table["setting"])))
+    fig = Figure(figsize=(PAGE_WIDTH, 2.6 * len(sizes) + 0.5), layout="constrained")
+    axes = fig.subplots(len(sizes), 2, squeeze=False)
+    rng = np.random.default_rng(0)  # the jitter only spreads dots, fixed so figures reproduce
+    for (ax_s, ax_e), size in zip(axes, sizes):
+        sel = table[(table[SIZE].to_numpy() == np.asarray(size)).all(axis=1)]
+        cell = rows[(rows[SIZE].to_numpy() == np.asarray(size)).all(axis=1)]
+        axis = _ErrorAxis(cell["_err"].to_numpy(), reference=success_threshold)
+        names = []
+        for i, r in enumerate(sel.itertuples(index=False)):
+            color, marker, _ = styles[(r.method, r.setting)]
+            names.append(_series_label(r.method, r.setting, [r.n]).replace(" (", "\n(", 1)
+                         + f"\nm={r.width}")
+            if r.n > 1:
+                ax_s.errorbar([i], [r.success_rate], yerr=[[r.success_rate - r.success_low],
+                                                          [r.success_high - r.success_rate]],
+                              color=color, marker=marker, ms=6, capsize=4, ls="none")
+            else:
+                ax_s.plot([i], [r.success_rate], color=color, marker=marker, ms=6, ls="none")
+            e = cell[(cell["method"] == r.method) & (cell["setting"] == r.setting)
+                     & (cell["width"] == r.width)]["_err"].to_numpy()
+            ax_e.plot(i + rng.uniform(-0.18, 0.18, len(e)), axis.place(e), ls="none",
+                      marker=marker, color=color, alpha=0.7, ms=4)
+            ax_e.plot([i - 0.3, i + 0.3], axis.place([r.median_error] * 2), color="k", lw=1.5)
+        axis.apply(ax_e)
+        ax_e.axhline(success_threshold, color="k", ls=":", lw=0.8)
+        for ax in (ax_s, ax_e):
+            ax.set_xticks(range(len(names)), labels=names, fontsize=7)
+            ax.set_xlim(-0.6, len(names) - 0.4)
+            ax.grid(True, axis="y", color="0.92", lw=0.6)
+            ax.set_xlabel("series")
+        ax_s.set_ylim(-0.04, 1.04)
+        ax_s.set_yticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "0.25", "0.5", "0.75", "1"])
+        ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
+        ax_s.set_title(f"{_size_label(*size)}: success rate, 95% Wilson interval")
+        ax_e.set_ylabel("final relative error")
+        ax_e.set_title(f"{_size_label(*size)}: each seed (dots), median (bar);\n"
+                       f"dotted: success threshold {success_threshold:g}")
+    return fig
+
+
+@_styled
 def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim",
                     methods: Sequence[str] | None = None,
                     theory: Callable[[float, int], float] | None = None,
@@ -421,13 +662,15 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
                     theory_mode: str = "curve") -> Figure:
     """Critical width vs ``x`` (``"dim"`` or ``"rank"``) on log-log axes.
 
-    One series per (method, order), each with its own colour and marker: the median over seeds
-    of each seed's critical width (:func:`seed_critical_widths`) with the IQR as a band, and the
-    fitted log-log slope of the medians in the legend. A triangle marks a point where the
-    median seed never succeeded (drawn at the largest width tried, a lower bound).
+    One series per (method, value of its swept hyper-parameters, order), each with its own
+    colour and marker: the median over seeds of each seed's critical width
+    (:func:`seed_critical_widths`) with the IQR as a band (a single seed: no band, said in the
+    label), and the fitted log-log slope of the medians in the legend. A triangle marks a point
+    where the median seed never succeeded (drawn at the largest width tried, a lower bound).
     ``theory(x, order)`` is drawn dashed, as is (``theory_mode="curve"``) or, with
-    ``theory_mode="slope"``, only its log-log slope anchored at the series' first point, so
-    that a theory with a huge constant still reads as a reference slope.
+    ``theory_mode="slope"``, only its log-log slope anchored at the series' first point and cut
+    where it leaves the axes (scaled to the data), so that a theory with a huge constant or a
+    steep exponent still reads as a reference slope. The legend is under the axes.
     """
     if x not in ("dim", "rank"):
         raise ValueError(f"x must be 'dim' or 'rank', got {x!r}")
@@ -436,13 +679,12 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
     per_seed = seed_critical_widths(df, success_threshold)
     if methods is not None:
         per_seed = per_seed[per_seed["method"].isin(methods)]
-    fig = Figure(figsize=(8.5, 4.8), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH * 0.75, 4.4), layout="constrained")
     ax = fig.subplots()
     xs_all, ys_all, drawn, k = [], [], set(), 0
     theory_lines = []
-    series = list(per_seed.groupby(["method", "order"], sort=False))
-    n_seeds = sorted(set(per_seed.groupby(["method"] + SIZE).size()))
-    for (method, order), grp in series:
+    series = list(per_seed.groupby(["method", "setting", "order"], sort=False))
+    for (method, setting, order), grp in series:
         color, marker = PALETTE[k % len(PALETTE)] if len(series) > 1 or method not in STYLES \
             else STYLES[method][:2]
         k += 1
@@ -450,53 +692,63 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
         for xv, g in grp.groupby(x, sort=True):
             # a seed that never succeeds counts at its largest width (a lower bound) in the IQR
             w = np.where(np.isnan(g["critical_width"]), g["max_width"], g["critical_width"])
-            stats.append(dict(x=float(xv), med=float(np.median(w)),
+            stats.append(dict(x=float(xv), med=float(np.median(w)), n=len(g),
                               q25=float(np.quantile(w, 0.25)), q75=float(np.quantile(w, 0.75)),
                               lower_bound=bool(np.median(np.isnan(g["critical_width"])) > 0.5)
                               or bool(np.isnan(np.median(g["critical_width"])))))
         st = pd.DataFrame(stats)
         ok = ~st["lower_bound"]
         slope, _ = fit_slope(st.loc[ok, "x"], st.loc[ok, "med"])
-        label = f"{method}, l={order}" + (f": slope {slope:.2f}" if math.isfinite(slope) else "")
-        ax.fill_between(st["x"], st["q25"], st["q75"], color=color, alpha=0.18, lw=0)
-        ax.plot(st.loc[ok, "x"], st.loc[ok, "med"], color=color, marker=marker, ms=6,
+        label = _series_label(f"{method}, l={order}", setting, st["n"],
+                              f": slope {round(slope, 2) + 0.0:.2f}" if math.isfinite(slope) else "")
+        if st["n"].max() > 1:
+            ax.fill_between(st["x"], st["q25"], st["q75"], color=color, alpha=0.18, lw=0)
+        ax.plot(st.loc[ok, "x"], st.loc[ok, "med"], color=color, marker=marker, ms=5,
                 label=label)
         if (~ok).any():  # no width succeeded: the largest width tried is a lower bound
-            ax.plot(st.loc[~ok, "x"], st.loc[~ok, "med"], ls="none", marker="^", ms=8,
+            ax.plot(st.loc[~ok, "x"], st.loc[~ok, "med"], ls="none", marker="^", ms=7,
                     mfc="white", color=color, label=f"{method}, l={order}: > largest width")
         xs_all += list(st["x"])
         ys_all += list(st["q25"]) + list(st["q75"]) + list(st["med"])
-        if theory is not None and order not in drawn:
+        if theory is not None and order not in drawn and ok.any():
             drawn.add(order)
             theory_lines.append((order, st, ok))
-    if theory is not None:
-        styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
+    if theory is not None and theory_mode == "curve":
         for i, (order, st, ok) in enumerate(theory_lines):
             xv = np.asarray(st["x"], np.float64)
-            if theory_mode == "curve":
-                yv = np.array([theory(v, int(order)) for v in xv], np.float64)
-                lab = f"{theory_label}, l={order}"
-                ys_all += list(yv)
-            else:
-                # the theory's exponent through the first measured point: compare slopes only
-                x0, y0 = float(st.loc[ok, "x"].iloc[0]), float(st.loc[ok, "med"].iloc[0])
-                expo, _ = fit_slope(xv, [theory(v, int(order)) for v in xv])
-                xv = np.geomspace(x0, xv.max(), 50)
-                yv = y0 * (xv / x0) ** expo
-                lab = f"{theory_label}, l={order}: slope {expo:.2f} (anchored at {x}={x0:g})"
-            ax.plot(xv, yv, ls=styles[i % len(styles)], color="0.2", lw=1.3, label=lab, zorder=4)
+            yv = np.array([theory(v, int(order)) for v in xv], np.float64)
+            ys_all += list(yv)
+            ax.plot(xv, yv, ls=styles[i % len(styles)], color="0.2", lw=1.3,
+                    label=f"{theory_label}, l={order}", zorder=4)
     _log_x(ax, xs_all)
     ys = [v for v in ys_all if np.isfinite(v) and v > 0]
     _log_y_counts(ax, min(ys) if ys else 1, max(ys) if ys else 10)
+    if theory is not None and theory_mode == "slope":
+        y_lo, y_hi = ax.get_ylim()
+        for i, (order, st, ok) in enumerate(theory_lines):
+            # the theory's exponent through the first measured point, cut at the axes' edge
+            xv = np.asarray(st["x"], np.float64)
+            x0, y0 = float(st.loc[ok, "x"].iloc[0]), float(st.loc[ok, "med"].iloc[0])
+            expo, _ = fit_slope(xv, [theory(v, int(order)) for v in xv])
+            x_end = xv.max()
+            if expo > 0:
+                x_end = min(x_end, x0 * (y_hi / y0) ** (1 / expo))
+            elif expo < 0:
+                x_end = min(x_end, x0 * (y_lo / y0) ** (1 / expo))
+            line_x = np.geomspace(x0, max(x_end, x0 * (1 + 1e-9)), 50)
+            ax.plot(line_x, y0 * (line_x / x0) ** expo, ls=styles[i % len(styles)], color="0.2",
+                    lw=1.3, zorder=4, label=f"{theory_label}, l={order}: slope {expo:.2f} "
+                                            f"(through the first point)")
+        ax.set_ylim(y_lo, y_hi)
     ax.grid(True, color="0.92", lw=0.6)
     ax.set_xlabel("dimension d" if x == "dim" else "rank r")
     ax.set_ylabel("critical width m (median over seeds)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1, frameon=False)
     what = "dimension d" if x == "dim" else "rank r"
     ax.set_title(f"Critical width vs {what}: smallest m from which a seed succeeds "
-                 f"(error ≤ {success_threshold:g})\nline: median over "
-                 f"{'/'.join(map(str, n_seeds))} seeds, band: interquartile range",
-                 fontsize=10)
+                 f"(error ≤ {success_threshold:g});\nline: median over seeds, band: "
+                 "interquartile range")
     return fig
 
 
@@ -514,6 +766,11 @@ def threshold_table(df: pd.DataFrame, success_threshold: float,
     """
     per_seed = seed_critical_widths(df, success_threshold)
     per_seed = per_seed[per_seed["method"] == method]
+    settings = sorted(set(per_seed["setting"]))
+    if len(settings) > 1:
+        raise ValueError(f"the {method!r} rows sweep hyper-parameters ({settings}); the "
+                         "threshold table would pool them: select one value first, e.g. "
+                         "df[df['init'] == 'standard']")
     rows = _method_rows(df)
     rows = rows[rows["method"] == method]
     low = rows.groupby(["order", "dim", "seed"])["width"].min()
@@ -554,46 +811,60 @@ def local_slopes(table: pd.DataFrame) -> pd.DataFrame:
                                       "asymptote"])
 
 
+@_styled
 def threshold_figure(df: pd.DataFrame, success_threshold: float,
                      lazy_threshold: Callable[[int, int], int]) -> Figure:
     """The lazy threshold vs ``d``: two panels, one series per order.
 
     Left: critical width of the exact lazy optimum (median over seeds; ``lazy best`` rows) vs
-    ``d`` on log-log axes, the rule ``lazy_threshold(d, l)`` dashed, the global fitted slope in
-    the legend; a hollow marker is an unbracketed point (an upper bound, see
-    :func:`threshold_table`). Right: the local slope between consecutive dims
-    (:func:`local_slopes`, drawn at their geometric mean) beside the rule's, with ``l - 1``
-    dotted; the legend gives the last pair's values.
+    ``d`` on log-log axes, with the interquartile range over seeds as error bars (a single
+    seed: none, said in the legend), the rule ``lazy_threshold(d, l)`` dashed (exact: no
+    interval), the global fitted slope in the legend; a hollow marker is an unbracketed point
+    (an upper bound, see :func:`threshold_table`). Right: the local slope between consecutive
+    dims of the medians (:func:`local_slopes`, drawn at their geometric mean) beside the
+    rule's, with ``l - 1`` dotted; the legend gives the last pair's values. Legends are under
+    the panels.
     """
     table = threshold_table(df, success_threshold, lazy_threshold)
     slopes = local_slopes(table)
-    fig = Figure(figsize=(11.5, 4.6), layout="constrained")
+    per_seed = seed_critical_widths(df, success_threshold)
+    per_seed = per_seed[per_seed["method"] == "lazy best"]
+    fig = Figure(figsize=(PAGE_WIDTH, 4.3), layout="constrained")
     ax_m, ax_s = fig.subplots(1, 2)
     ys = []
     for k, (order, g) in enumerate(table.groupby("order", sort=True)):
         color, marker = PALETTE[k % len(PALETTE)]
         ok = g["bracketed"].to_numpy() & np.isfinite(g["critical"].to_numpy())
         slope, _ = fit_slope(g.loc[ok, "dim"], g.loc[ok, "critical"])
-        ax_m.plot(g.loc[ok, "dim"], g.loc[ok, "critical"], color=color, marker=marker, ms=6,
-                  label=f"measured, l={order}: slope {slope:.2f}")
+        seeds = per_seed[per_seed["order"] == order]
+        q = seeds.groupby("dim")["critical_width"].quantile([0.25, 0.75]).unstack()
+        q = q.reindex(g["dim"]).to_numpy(np.float64)
+        crit = g["critical"].to_numpy(np.float64)
+        spread = g["seeds"].max() > 1
+        label = f"measured, l={order}: slope {slope:.2f} ({_seed_text(g['seeds'])}" + (
+            ", IQR bars)" if spread else ")")
+        ax_m.errorbar(g.loc[ok, "dim"], crit[ok],
+                      yerr=np.abs(np.stack([crit - q[:, 0], q[:, 1] - crit]))[:, ok]
+                      if spread else None, color=color, marker=marker, ms=5, capsize=2.5,
+                      label=label, zorder=3)
         if (~ok).any():
             ax_m.plot(g.loc[~ok, "dim"], g.loc[~ok, "critical"], ls="none", marker=marker,
-                      ms=8, mfc="white", color=color, label=f"l={order}: not bracketed")
+                      ms=7, mfc="white", color=color, label=f"l={order}: not bracketed")
         rule_slope, _ = fit_slope(g["dim"], g["rule"])
-        ax_m.plot(g["dim"], g["rule"], ls="--", color="0.2", lw=1.2, marker=marker, ms=11,
+        ax_m.plot(g["dim"], g["rule"], ls="--", color="0.2", lw=1.1, marker=marker, ms=9,
                   mfc="none", mec="0.2", zorder=2,
-                  label=f"⌈C(d+l−1,l)/d⌉, l={order}: slope {rule_slope:.2f}")
-        ys += list(g["critical"]) + list(g["rule"])
+                  label=f"rule ⌈C(d+l−1,l)/d⌉, l={order}: slope {rule_slope:.2f} (exact)")
+        ys += list(g["critical"]) + list(g["rule"]) + list(q.ravel())
         sl = slopes[slopes["order"] == order]
         if len(sl):
             mid = np.sqrt(sl["dim_lo"].to_numpy(np.float64) * sl["dim_hi"].to_numpy(np.float64))
             last = sl.iloc[-1]
             # the rule as large hollow markers behind the measured ones: both stay visible
             # where they coincide (as they do when every case is at the rule)
-            ax_s.plot(mid, sl["rule"], ls="--", color="0.25", lw=1.1, marker=marker, ms=11,
+            ax_s.plot(mid, sl["rule"], ls="--", color="0.25", lw=1.1, marker=marker, ms=9,
                       mfc="none", mec="0.25", zorder=2,
                       label=f"rule, l={order}: {last['rule']:.2f}")
-            ax_s.plot(mid, sl["measured"], color=color, marker=marker, ms=6, zorder=3,
+            ax_s.plot(mid, sl["measured"], color=color, marker=marker, ms=5, zorder=3,
                       label=f"measured, l={order}: {last['measured']:.2f} at "
                             f"d={int(last['dim_lo'])}→{int(last['dim_hi'])}")
         ax_s.axhline(order - 1, color=color, ls=":", lw=1, label=f"l−1 = {order - 1}")
@@ -603,15 +874,16 @@ def threshold_figure(df: pd.DataFrame, success_threshold: float,
     _log_y_counts(ax_m, min(ys) if ys else 1, max(ys) if ys else 10)
     ax_m.set_xlabel("dimension d")
     ax_m.set_ylabel("critical width m* (median over seeds)")
-    ax_m.set_title(f"critical width of the exact lazy optimum (residual ≤ {success_threshold:g})",
-                   fontsize=10)
+    ax_m.set_title(f"critical width of the exact lazy optimum\n(residual ≤ "
+                   f"{success_threshold:g})")
     _log_x(ax_s, dims)
     ax_s.set_xlabel("dimension d (between consecutive d)")
     ax_s.set_ylabel("local slope d log m* / d log d")
-    ax_s.set_title("local slope vs the exact rule's, → l−1", fontsize=10)
+    ax_s.set_title("local slope of the medians vs the exact rule's, → l−1\n(from the "
+                   "medians: no interval)")
     for ax in (ax_m, ax_s):
         ax.grid(True, color="0.92", lw=0.6)
-        ax.legend(fontsize=7.5, loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
     return fig
 
 
@@ -626,13 +898,39 @@ def format_threshold(df: pd.DataFrame, success_threshold: float,
             + slopes.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
+def _fit_steps(rows: pd.DataFrame, fitted: np.ndarray, steps: np.ndarray, rank: int,
+               true_weights: Sequence[float] | None) -> np.ndarray | None:
+    """``(cells, rank)`` first step at which each component's fitted weight reaches half its
+    true weight (NaN: never): the run's own ``fit_time_<j>`` columns (``-1`` = never) when
+    present, else from the histories and ``true_weights``; ``None`` with neither."""
+    cols = [f"fit_time_{j}" for j in range(rank)]
+    if all(c in rows.columns for c in cols):
+        t = rows[cols].to_numpy(np.float64)
+        return np.where(t < 0, np.nan, t)
+    if true_weights is None:
+        return None
+    reached = fitted >= 0.5 * np.asarray(true_weights, np.float64)[None, None, :]
+    first = np.argmax(reached, axis=1)                                   # (cells, rank)
+    t = np.take_along_axis(steps[:, :, None].repeat(rank, 2), first[:, None, :], 1)[:, 0]
+    return np.where(reached.any(axis=1), t, np.nan)
+
+
+@_styled
 def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndarray,
                      true_weights: Sequence[float] | None = None) -> Figure:
-    """The staircase: fitted weight along each ground-truth direction vs step (log axis), for
-    each algorithm at its largest width; the median over seeds with the IQR as a band.
+    """Components fitted one at a time, largest first.
+
+    Top, one panel per algorithm (and value of its swept hyper-parameters) at its largest
+    width: the staircase, the fitted weight along each ground-truth direction vs step (log
+    axis), median over seeds with the IQR as a band, true weights dotted. Bottom: each
+    component's fit time (first step with fitted weight ``>= 1/2`` its true weight: the run's
+    ``fit_time_<j>`` columns, else from the histories and ``true_weights``) against its true
+    weight (or its index without ``true_weights``), median over the seeds that fit it with IQR
+    bars; a hollow marker when fewer than half of the seeds fit it. Deflation's staircase reads
+    as fit times falling with the weight.
 
     ``fitted_weight`` is ``(n_cells, n_records, r)`` and ``steps`` ``(n_cells, n_records)``, both
-    aligned with the rows of ``df``. Dotted lines: the true weights.
+    aligned with the rows of ``df``.
     """
     _check(df)
     fitted_weight, steps = np.asarray(fitted_weight), np.asarray(steps)
@@ -640,13 +938,20 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
             fitted_weight.shape[0] != len(df):
         raise ValueError(f"fitted_weight must be (n_cells={len(df)}, n_records, r) and steps "
                          f"(n_cells, n_records); got {fitted_weight.shape} and {steps.shape}")
-    algorithms = list(dict.fromkeys(df["algorithm"]))
-    fig = Figure(figsize=(5.2 * len(algorithms) + 1.6, 4.2), layout="constrained")
-    axes = fig.subplots(1, len(algorithms), squeeze=False, sharey=True)[0]
     rank = fitted_weight.shape[-1]
+    if true_weights is not None and len(true_weights) != rank:
+        raise ValueError(f"true_weights must have r={rank} entries, got {len(true_weights)}")
+    df = df.reset_index(drop=True).assign(_setting=_settings(df).to_numpy())
+    panels = list(dict.fromkeys(zip(df["algorithm"], df["_setting"])))
+    fig = Figure(figsize=(PAGE_WIDTH, 5.6), layout="constrained")
+    names = [f"s{i}" for i in range(len(panels))]
+    axd = fig.subplot_mosaic([names, ["fit"] * len(names)], height_ratios=[1.15, 1])
     handles = []
-    for ax, name in zip(axes, algorithms):
-        sel = np.flatnonzero((df["algorithm"] == name).to_numpy())
+    fit_series = []
+    for name, (algorithm, setting) in zip(names, panels):
+        ax = axd[name]
+        sel = np.flatnonzero(((df["algorithm"] == algorithm) & (df["_setting"] == setting))
+                             .to_numpy())
         widths = df["width"].to_numpy()[sel]
         sel = sel[widths == widths.max()]
         t = np.asarray(steps[sel[0]], np.float64)
@@ -655,33 +960,80 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
         for j in range(rank):
             color, marker = PALETTE[j % len(PALETTE)]
             lo, med, hi = np.nanquantile(w[:, :, j], [0.25, 0.5, 0.75], axis=0)
-            ax.fill_between(t[keep], lo, hi, color=color, alpha=0.2, lw=0)
-            label = f"component {j}" + (f" (a={true_weights[j]:g})" if true_weights is not None
+            if len(sel) > 1:
+                ax.fill_between(t[keep], lo, hi, color=color, alpha=0.2, lw=0)
+            label = f"component {j}" + (f": a={true_weights[j]:g}" if true_weights is not None
                                         else "")
-            line = ax.plot(t[keep], med, color=color, marker=marker, ms=4,
+            line = ax.plot(t[keep], med, color=color, marker=marker, ms=3.5,
                            markevery=0.1, label=label)[0]
-            if ax is axes[0]:
+            if name == names[0]:
                 handles.append(line)
             if true_weights is not None:
                 ax.axhline(true_weights[j], color=color, ls=":", lw=0.9)
         tt = t[keep]
-        ticks = [v for v in _nice_log_ticks(tt.min(), tt.max())]
         ax.set_xscale("log")
         ax.set_xlim(tt.min(), tt.max())
-        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(tt.min(), tt.max())))
         ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.grid(True, color="0.92", lw=0.6)
         ax.set_xlabel("step (log scale)")
+        ax.set_ylabel("fitted weight along a_j")
         row = df.iloc[sel[0]]
-        ax.set_title(f"{name}: {_size_label(row['order'], row['dim'], row['rank'])} "
-                     f"m={row['width']}, {len(sel)} seed{'s' if len(sel) > 1 else ''}",
-                     fontsize=10)
-    axes[0].set_ylabel("fitted weight T(W)(a_j, ..., a_j)")
-    fig.legend(handles, [h.get_label() for h in handles], loc="outside right upper",
-               fontsize=8, title="direction a_j (dotted: true weight)", title_fontsize=8)
-    fig.suptitle("Deflation: fitted weight along each true direction vs step "
-                 "(median over seeds, IQR band)", fontsize=11)
+        what = _series_label(algorithm, setting, [len(sel)])
+        ax.set_title(f"{what}\n{_size_label(row['order'], row['dim'], row['rank'])} "
+                     f"m={row['width']}: median, IQR band" if len(sel) > 1 else
+                     f"{what}\n{_size_label(row['order'], row['dim'], row['rank'])} "
+                     f"m={row['width']}")
+        fit_series.append((what, _fit_steps(df.iloc[sel], w, t[keep][None, :].repeat(len(sel), 0),
+                                            rank, true_weights), len(sel)))
+    ax = axd["fit"]
+    xs = np.asarray(true_weights, np.float64) if true_weights is not None else \
+        np.arange(rank, dtype=np.float64)
+    drawn = False
+    for k, (what, fit, n) in enumerate(fit_series):
+        if fit is None:
+            continue
+        # greys: the colours above name the components, the x axis does here
+        color, marker = ("0.1", "0.55", "0.3", "0.7")[k % 4], "osD^v"[k % 5]
+        x = xs * _dodge(k, len(fit_series), 0.05) if true_weights is not None else \
+            xs + 0.08 * (k - (len(fit_series) - 1) / 2)
+        share = np.mean(np.isfinite(fit), axis=0)
+        q = np.array([np.nanquantile(c, [0.25, 0.5, 0.75]) if np.isfinite(c).any()
+                      else [np.nan] * 3 for c in fit.T])
+        ax.errorbar(x, q[:, 1], yerr=np.abs(np.stack([q[:, 1] - q[:, 0], q[:, 2] - q[:, 1]]))
+                    if n > 1 else None, color=color, marker=marker, ms=5, capsize=2.5,
+                    label=what + (", IQR bars" if n > 1 else ""))
+        half = share < 0.5
+        ax.plot(x[half], q[half, 1], ls="none", marker=marker, ms=8, mfc="white", color=color)
+        drawn = drawn or np.isfinite(q[:, 1]).any()
+    if drawn:
+        ax.set_yscale("log")
+        found = [v for _, fit, _ in fit_series if fit is not None for v in fit.ravel()
+                 if np.isfinite(v) and v > 0]
+        _log_y_counts(ax, min(found), max(found))
+    else:
+        ax.text(0.5, 0.5, "no fit times (no fit_time_<j> columns and no true weights)",
+                transform=ax.transAxes, ha="center", va="center")
+    if true_weights is not None:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(xs))))
+        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(xs.min() / 1.4, xs.max() * 1.4)
+        ax.set_xlabel("true weight a_j of the component")
+    else:
+        ax.set_xticks(range(rank))
+        ax.set_xlabel("component j")
+    ax.set_ylabel("fit step")
+    ax.grid(True, color="0.92", lw=0.6)
+    ax.set_title("fit time of each component: first step with fitted weight ≥ ½ its true "
+                 "weight\n(median over the seeds that fit it; hollow: fit by fewer than half "
+                 "of the seeds)")
+    handles += ax.get_legend_handles_labels()[0]
+    _legend_below(fig, handles, [h.get_label() for h in handles])
+    fig.suptitle("Deflation: components fitted one at a time, largest weight first "
+                 "(dotted: true weights)")
     return fig
 
 
@@ -727,10 +1079,12 @@ def _scale_degree(rows: pd.DataFrame, order: int) -> int:
     return 2 if model == "two_homogeneous" else int(order)
 
 
+@_styled
 def init_scale_figure(df: pd.DataFrame, success_threshold: float,
                       transitions: pd.DataFrame | None = None) -> Figure:
-    """The lazy-to-rich transition: four panels against the init scale ``δ`` (log axis), one
-    curve per width, one row of panels per (algorithm, problem size) that sweeps ``init_scale``.
+    """The lazy-to-rich transition: four panels (2 x 2, page width) against the init scale
+    ``δ`` (log axis), one curve per width, one block of panels per (algorithm, value of its
+    other swept hyper-parameters, problem size) that sweeps ``init_scale``.
 
     1. success rate (error ``<= success_threshold``, not diverged) with its 95% Wilson band;
     2. distance moved ``||W - W0|| / ||W0||`` (median, IQR band), with the lazy-limit slope
@@ -738,9 +1092,12 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
     3. final relative error (median, IQR band) beside the lazy optimum of each width (dashed,
        the median exact best lazy residual of the lazy rows; widths whose optimum is 0 have no
        line);
-    4. ``dE / d log δ`` through the runs (median over seeds; column
-       ``d_error_d_log_init_scale``) with the located transition ``δ*`` of each width (dotted;
-       ``transitions`` as from :func:`jaxtd.transition.locate`, computed when omitted).
+    4. ``dE / d log δ`` through the runs (median over seeds, IQR band; column
+       ``d_error_d_log_init_scale``) with the located transition ``δ*`` of each width (dotted,
+       listed in the legend; ``transitions`` as from :func:`jaxtd.transition.locate`, computed
+       per block when omitted).
+
+    A single seed per point has no band; the block's title says so.
     """
     from matplotlib import colormaps
 
@@ -748,13 +1105,14 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
     _check(df)
     rows = _scale_rows(df)
     has_slope = tr.COLUMN in rows.columns and rows[tr.COLUMN].notna().any()
-    if transitions is None and has_slope:
-        transitions = tr.locate(rows, success_threshold)
-    groups = list(rows.groupby(["algorithm"] + SIZE, sort=False))
-    fig = Figure(figsize=(19, 4.3 * len(groups) + 0.4), layout="constrained")
-    axes = fig.subplots(len(groups), 4, squeeze=False)
-    for row, ((name, *size), grp) in enumerate(groups):
-        ax_s, ax_d, ax_e, ax_g = axes[row]
+    rows = rows.assign(_setting=_settings(rows, exclude=["init_scale"]))
+    groups = list(rows.groupby(["algorithm", "_setting"] + SIZE, sort=False))
+    fig = Figure(figsize=(PAGE_WIDTH, 5.6 * len(groups) + 0.3), layout="constrained")
+    blocks = fig.subfigures(len(groups), 1, squeeze=False)[:, 0]
+    for block, ((name, setting, *size), grp) in zip(blocks, groups):
+        ax_s, ax_d, ax_e, ax_g = block.subplots(2, 2).ravel()
+        seeds = int(grp.groupby(["width", "init_scale"]).size().max())
+        spread = seeds > 1
         widths = sorted(grp["width"].unique())
         cmap = colormaps["viridis"]
         colors = {w: cmap(0.9 * i / max(len(widths) - 1, 1)) for i, w in enumerate(widths)}
@@ -771,23 +1129,28 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
             ok = np.array([np.mean(e <= success_threshold) for e in err])
             n = by.size().to_numpy()
             lo, hi = wilson_interval(np.round(ok * n), n)
-            ax_s.fill_between(x, lo, hi, color=c, alpha=0.06, lw=0)
-            ax_s.plot(x, ok, color=c, marker=marker, ms=5, label=f"m = {w}")
+            if spread:
+                ax_s.fill_between(x, lo, hi, color=c, alpha=0.08, lw=0)
+            ax_s.plot(x, ok, color=c, marker=marker, label=f"m = {w}")
             dist = by["distance"].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
-            ax_d.fill_between(x, dist[:, 0], dist[:, 2], color=c, alpha=0.12, lw=0)
-            ax_d.plot(x, dist[:, 1], color=c, marker=marker, ms=5)
+            if spread:
+                ax_d.fill_between(x, dist[:, 0], dist[:, 2], color=c, alpha=0.12, lw=0)
+            ax_d.plot(x, dist[:, 1], color=c, marker=marker)
             q = np.array([[_quantile(e, p) for p in (0.25, 0.5, 0.75)] for e in err])
             err_all.append(q.ravel())
             if has_slope:
-                slope = by[tr.COLUMN].median().to_numpy(np.float64)
-                ax_g.plot(x, slope, color=c, marker=marker, ms=5)
+                slope = by[tr.COLUMN].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
+                if spread:
+                    ax_g.fill_between(x, slope[:, 0], slope[:, 2], color=c, alpha=0.12, lw=0)
+                ax_g.plot(x, slope[:, 1], color=c, marker=marker)
         positive = [v for w, v in optimum.items() if w in widths and v > 0]
         axis = _ErrorAxis(np.concatenate(err_all + [np.asarray(positive)]), success_threshold)
         for i, (w, q) in enumerate(zip(widths, err_all)):
             c, marker = colors[w], PALETTE[i % len(PALETTE)][1]
             q = axis.place(q.reshape(-1, 3))
-            ax_e.fill_between(scales, q[:, 0], q[:, 2], color=c, alpha=0.12, lw=0)
-            ax_e.plot(scales, q[:, 1], color=c, marker=marker, ms=5)
+            if spread:
+                ax_e.fill_between(scales, q[:, 0], q[:, 2], color=c, alpha=0.12, lw=0)
+            ax_e.plot(scales, q[:, 1], color=c, marker=marker)
             if optimum.get(int(w), 0) > 0:
                 ax_e.axhline(optimum[int(w)], color=c, ls="--", lw=1.1)
         axis.apply(ax_e)
@@ -795,58 +1158,58 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
         zero = [w for w in widths if optimum.get(int(w), None) == 0]
         note = f"; lazy optimum 0 at m ≥ {min(zero)}" if zero else ""
         ax_e.set_ylabel("final relative error (median, IQR)")
-        ax_e.set_title(f"dashed: lazy optimum of the width{note}\ndotted: success threshold",
-                       fontsize=9)
+        ax_e.set_title(f"final error; dashed: lazy optimum of the width{note};\ndotted: "
+                       f"success threshold {success_threshold:g}")
         # distance: the lazy limit ||W - W0|| / ||W0|| ∝ δ^-k through the last point
         k = _scale_degree(grp, size[0])
         wide = grp[grp["width"] == widths[-1]]
         d_last = float(wide[wide["init_scale"] == scales[-1]]["distance"].median())
         if d_last > 0 and np.isfinite(d_last):
             xs = scales[scales >= scales[-1] / 10]  # the last decade
-            ax_d.plot(xs, d_last * (xs / scales[-1]) ** (-k), color="0.2", ls="--", lw=1.2,
-                      label=f"∝ δ^-{k} (lazy limit)")
-            ax_d.legend(fontsize=8, loc="lower left")
+            ax_d.plot(xs, d_last * (xs / scales[-1]) ** (-k), color="0.2", ls="--", lw=1.2)
         ax_d.set_yscale("log")
-        ax_d.set_ylabel("distance moved ||W − W0|| / ||W0||")
-        ax_d.set_title("median, IQR band", fontsize=9)
+        ax_d.set_ylabel("distance ||W − W0|| / ||W0||")
+        ax_d.set_title(f"distance moved (median, IQR);\ndashed: lazy limit ∝ δ^-{k}")
         ax_s.set_ylim(-0.03, 1.03)
         ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
-        ax_s.set_title(f"{name}: {_size_label(*size)}, "
-                       f"{int(grp.groupby(['width', 'init_scale']).size().max())} seeds\n"
-                       f"band: 95% Wilson interval", fontsize=9)
-        ax_s.legend(fontsize=8, loc="best", title="width", title_fontsize=8)
+        ax_s.set_title("success rate" + (", band: 95% Wilson interval" if spread else ""))
+        block.suptitle(_series_label(name, setting, [seeds]) + f": {_size_label(*size)}")
+        handles, labels = ax_s.get_legend_handles_labels()
         if has_slope:
             ax_g.axhline(0, color="0.6", lw=0.8)
             # symlog: the peaks (~1) and the flat ends (~1e-3) both readable, and a run at the
             # float32 rounding floor (a large, meaningless derivative) does not flatten the rest
             ax_g.set_yscale("symlog", linthresh=1e-2)
             lines = []
-            sel = transitions
+            # located per block: locate() would pool the values of another swept setting
+            sel = transitions if transitions is not None else tr.locate(
+                grp.drop(columns="_setting"), success_threshold)
             for key, v in zip(["algorithm"] + SIZE, [name, *size]):
                 if sel is not None and key in sel.columns:
                     sel = sel[sel[key] == v]
             for t in (sel.itertuples(index=False) if sel is not None else ()):
                 if math.isfinite(t.transition_scale) and t.width in colors:
-                    ax_g.axvline(t.transition_scale, color=colors[t.width], ls=":", lw=1.2)
                     edge = " (edge)" if t.at_edge else ""
-                    lines.append(f"m={t.width}: δ* = {t.transition_scale:.3g}{edge}")
-            if lines:
-                ax_g.text(0.02, 0.97, "located transition δ*\n(peak of the median)\n"
-                          + "\n".join(lines), transform=ax_g.transAxes, va="top", ha="left",
-                          fontsize=7.5, bbox=dict(boxstyle="round", fc="white", ec="0.8",
-                                                  alpha=0.9))
-            ax_g.set_ylabel("dE / d log δ (median over seeds)")
-            ax_g.set_title("derivative of the final error E through the runs\n(forward "
-                           "mode); dotted: located transition", fontsize=9)
+                    lines.append(ax_g.axvline(
+                        t.transition_scale, color=colors[t.width], ls=":", lw=1.2,
+                        label=f"m={t.width}: δ* = {t.transition_scale:.3g}{edge}"))
+            ax_g.set_ylabel("dE / d log δ")
+            ax_g.set_title("dE/d log δ through the runs (median, IQR);\n" + (
+                "dotted: located transition δ* (peak of the median)" if lines else
+                "no δ* located (the error never crosses the threshold)"))
+            handles += lines
+            labels += [ln.get_label() for ln in lines]
         else:
             ax_g.text(0.5, 0.5, f"no {tr.COLUMN} column\n(run with plot = \"init-scale\")",
-                      transform=ax_g.transAxes, ha="center", va="center", fontsize=9)
+                      transform=ax_g.transAxes, ha="center", va="center")
+        block.legend(handles, labels, loc="outside lower center", frameon=False,
+                     ncols=min(len(handles), 4))
         for ax in (ax_s, ax_d, ax_e, ax_g):
             _log_x_scales(ax, scales)
             ax.set_xlabel("init scale δ")
             ax.grid(True, color="0.92", lw=0.6)
     fig.suptitle("Init scale: rich (small δ, far from W0) to lazy (large δ, the linearized "
-                 "model's optimum)", fontsize=11)
+                 "model's optimum)")
     return fig
 
 
@@ -855,20 +1218,24 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
 def format_table(df: pd.DataFrame, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None) -> str:
     """A compact plain-text table per problem size: successes/cells and median error for each
-    method (rows) and width (columns)."""
+    series (rows) and width (columns). A method that sweeps hyper-parameters gets one row per
+    value (``gd learning_rate=0.05``): counts are never pooled over settings."""
     table = curves(df, success_threshold)
     blocks = []
     for (order, dim, rank), sel in table.groupby(SIZE, sort=False):
         widths = sorted(sel["width"].unique())
+        names = {key: " ".join(p for p in key if p)
+                 for key in zip(sel["method"], sel["setting"])}
+        pad = max(9, *(len(v) for v in names.values()))
         head = f"{_size_label(order, dim, rank)}: success = relative error <= {success_threshold:g}"
         if lazy_threshold is not None:
             head += f"; lazy threshold m = {lazy_threshold(int(dim), int(order))}"
-        lines = [head, "  " + f"{'width':<11}" + "".join(f"{w:>9}" for w in widths)]
+        lines = [head, "  " + f"{'width':<{pad + 2}}" + "".join(f"{w:>9}" for w in widths)]
         for label, fmt in (("success", _fmt_success), ("median err", _fmt_error)):
             lines.append(f"  {label}")
-            for method, grp in sel.groupby("method", sort=False):
+            for key, grp in sel.groupby(["method", "setting"], sort=False):
                 cells = dict(zip(grp["width"], grp.itertuples(index=False)))
-                lines.append("  " + f"  {method:<9}" + "".join(
+                lines.append("  " + f"  {names[key]:<{pad}}" + "".join(
                     f"{fmt(cells[w]) if w in cells else '-':>9}" for w in widths))
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
@@ -886,45 +1253,80 @@ def _theory_rank(r: float, order: int) -> float:
     return r ** (2.5 * order)
 
 
+def _formats(formats) -> tuple[str, ...]:
+    """``"png,pdf"`` or ``["png", "pdf"]`` as a checked tuple of :data:`FORMATS`."""
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    try:
+        out = tuple(dict.fromkeys(str(f).strip().lower().lstrip(".") for f in formats))
+    except TypeError:
+        out = ()
+    bad = [f for f in out if f not in FORMATS]
+    if bad or not out:
+        raise ValueError(f"formats must name some of {', '.join(FORMATS)} (e.g. 'png,pdf'); got "
+                         f"{formats!r}")
+    return out
+
+
 def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_threshold: float,
                  lazy_threshold: Callable[[int, int], int] | None = None,
                  histories: Mapping[str, np.ndarray] | None = None,
-                 true_weights: Sequence[float] | None = None, dpi: int = 110) -> list[Path]:
-    """Write ``success_vs_width.png`` and the preset's own figure (``plot``: ``width``,
-    ``lazy-threshold``, ``beyond-lazy``, ``width-vs-rank``, ``deflation`` or ``init-scale``)
-    into ``out_dir``;
-    return the paths written."""
+                 true_weights: Sequence[float] | None = None,
+                 formats: str | Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
+    """Write the figures of a run into ``out_dir`` and return the paths written.
+
+    ``success_vs_width`` (:func:`width_figure`; when every problem size has a single width,
+    ``success_by_method`` from :func:`method_figure` instead: a curve of one point says nothing)
+    and the preset's own figure (``plot``: ``width``, ``lazy-threshold``, ``beyond-lazy``,
+    ``width-vs-rank``, ``deflation`` or ``init-scale``), each in every one of ``formats``
+    (``png``, ``pdf``, ``svg``; a list or a comma-separated string). PNG is rendered at ``dpi``
+    dots per inch (default :data:`DPI` = 300: a 7 in figure is 2100 px wide); PDF and SVG are
+    vectors whose text stays text (TrueType fonts embedded, SVG ``<text>`` elements).
+    """
     out_dir = Path(out_dir)
+    formats = _formats(formats)
+    if not (isinstance(dpi, (int, float)) and not isinstance(dpi, bool) and 10 <= dpi <= 2400):
+        raise ValueError(f"dpi must be a number in [10, 2400] (300 for print), got {dpi!r}")
     if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation",
                     "init-scale"):
         raise ValueError(f"plot must be one of width, lazy-threshold, beyond-lazy, width-vs-rank, "
                          f"deflation, init-scale; got {plot!r}")
-    figures = {"success_vs_width.png": width_figure(df, success_threshold, lazy_threshold)}
+    if _one_width(curves(df, success_threshold)):
+        figures = {"success_by_method": method_figure(df, success_threshold)}
+    else:
+        figures = {"success_vs_width": width_figure(df, success_threshold, lazy_threshold)}
     if plot == "lazy-threshold" and lazy_threshold is not None and (
             "lazy_best_residual" in df and df["lazy_best_residual"].notna().any()):
-        figures["lazy_threshold.png"] = threshold_figure(df, success_threshold, lazy_threshold)
+        figures["lazy_threshold"] = threshold_figure(df, success_threshold, lazy_threshold)
     elif plot == "lazy-threshold":  # no exact lazy optimum (lazy GD only): the plain figure
-        figures["lazy_threshold.png"] = critical_figure(
+        figures["lazy_threshold"] = critical_figure(
             df, success_threshold, x="dim", methods=["lazy best", "lazy GD"],
             theory=(lambda d, l: lazy_threshold(int(d), l)) if lazy_threshold else None,
             theory_label="⌈C(d+l−1,l)/d⌉")
     elif plot == "beyond-lazy":
-        figures["beyond_lazy.png"] = critical_figure(
+        figures["beyond_lazy"] = critical_figure(
             df, success_threshold, x="dim",
             theory=(lambda d, l: lazy_threshold(int(d), l)) if lazy_threshold else None,
             theory_label="lazy threshold ⌈C(d+l−1,l)/d⌉")
     elif plot == "width-vs-rank":
-        figures["width_vs_rank.png"] = critical_figure(df, success_threshold, x="rank",
-                                                       theory=_theory_rank,
-                                                       theory_label="theory r^(2.5 l)",
-                                                       theory_mode="slope")
+        figures["width_vs_rank"] = critical_figure(df, success_threshold, x="rank",
+                                                   theory=_theory_rank,
+                                                   theory_label="theory r^(2.5 l)",
+                                                   theory_mode="slope")
     elif plot == "init-scale":
-        figures["init_scale.png"] = init_scale_figure(df, success_threshold)
+        figures["init_scale"] = init_scale_figure(df, success_threshold)
     elif plot == "deflation" and histories is not None and "fitted_weight" in histories:
-        figures["deflation.png"] = deflation_figure(df, histories["fitted_weight"],
-                                                    histories["step"], true_weights)
+        figures["deflation"] = deflation_figure(df, histories["fitted_weight"],
+                                                histories["step"], true_weights)
     paths = []
-    for name, fig in figures.items():
-        fig.savefig(out_dir / name, dpi=dpi)
-        paths.append(out_dir / name)
+    with matplotlib.rc_context(STYLE):  # the vector formats' font embedding is read at save
+        for name, fig in figures.items():
+            for fmt in formats:
+                path = out_dir / f"{name}.{fmt}"
+                fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
+                paths.append(path)
     return paths
+
+
+# no creation date in vector files: the same run redrawn gives the same bytes
+_METADATA = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}

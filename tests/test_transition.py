@@ -324,8 +324,10 @@ def test_init_scale_figure_is_written(tmp_path):
     # the lazy optimum of width 4 (0.8) is drawn as a line in the error panel; width 8's is 0
     levels = [line.get_ydata()[0] for line in ax_e.get_lines() if line.get_linestyle() == "--"]
     assert levels == [0.8]
-    # the located transition is annotated
-    assert any("δ* = 1.7" in t.get_text() for t in ax_g.texts)
+    # the located transition is named in the legend (under the panels, not over the data)
+    legend = [t.get_text() for sub in fig.subfigs for leg in sub.legends
+              for t in leg.get_texts()]
+    assert any("δ* = 1.7" in t for t in legend) and not ax_g.texts
     # without the derivative column the other panels are still drawn
     plots.init_scale_figure(df.drop(columns=[transition.COLUMN]), 1e-2)
     with pytest.raises(ValueError, match="sweeps init_scale"):
