@@ -70,10 +70,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["ConfigError", "Target", "Sweep", "Config", "Log", "ALGORITHMS", "KINDS", "PLOTS", "parse",
+__all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
            "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick", "dumps",
            "lazy_threshold", "case_widths", "apply_overrides", "schema_of", "constructor_of",
-           "user_factory", "is_builtin"]
+           "user_factory", "is_builtin", "Log", "LOG_SCHEMA"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}

@@ -90,9 +90,8 @@ def history_records(history: Mapping[str, Any], ids: Optional[Mapping[str, Seque
 
     Returns one dict per (cell, recorded step), cells first, keys in the module's order."""
     ids = dict(ids or {})
-    single = not ids
     hist = {k: np.asarray(v) for k, v in history.items()}
-    if single:
+    if hist["step"].ndim == 1:  # one run: a batch of one cell
         hist = {k: v[None] for k, v in hist.items()}
     cells, n_records = hist["step"].shape
     columns = _columns(hist)
@@ -301,8 +300,8 @@ class _TensorBoard:
                 writer = self._writers[name] = self._cls(
                     logdir=str(self.logdir / name) if name else str(self.logdir))
             for tag, value in metrics.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(tag, value, global_step=step)
+                if isinstance(value, (int, float)):  # bools (e.g. "stopped") as 0 / 1
+                    writer.add_scalar(tag, float(value), global_step=step)
             touched.add(name)
         for name in touched:
             self._writers[name].flush()
@@ -326,10 +325,10 @@ def tensorboard_writer(logdir):
     """A callback writing each record's metrics as TensorBoard scalars under ``logdir``.
 
     One TensorBoard run per cell: the subfolder ``logdir/<col>=<value>,...`` of the record's
-    identifying columns (``logdir`` itself for :func:`jaxtd.run`'s records), one tag per metric,
-    the record's ``step`` as the global step. Needs ``pip install tensorboardX`` (an
-    ``ImportError`` saying so otherwise, raised here, before anything runs). View with
-    ``tensorboard --logdir LOGDIR``."""
+    identifying columns (``logdir`` itself for :func:`jaxtd.run`'s records), one tag per numeric
+    metric (bools as 0 / 1), the record's ``step`` as the global step. Needs ``pip install
+    tensorboardX`` (an ``ImportError`` saying so otherwise, raised here, before anything runs).
+    View with ``tensorboard --logdir LOGDIR``."""
     return _TensorBoard(logdir, _summary_writer_class())
 
 

@@ -255,9 +255,8 @@ def test_symmetrize_sign_flipped_and_rescaled_modes(order, x64):
 def test_symmetrize_parafac_fit_of_a_symmetric_tensor(x64):
     tl = pytest.importorskip("tensorly")
     from tensorly.decomposition import parafac
-    target = jaxtd.SymCP(jnp.asarray([1.0, 0.6]),
-                         jnp.asarray(np.linalg.qr(np.random.default_rng(0).normal(size=(4, 2)))[0].T),
-                         3)
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 2)))[0]
+    target = jaxtd.SymCP(jnp.asarray([1.0, 0.6]), jnp.asarray(basis.T), 3)
     dense = np.asarray(jaxtd.to_dense(target))
     cp = parafac(tl.tensor(dense), rank=2, n_iter_max=500, tol=1e-12, random_state=0)
     fitted = tl.cp_to_tensor(cp)
