@@ -55,7 +55,7 @@ both work.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -65,6 +65,7 @@ from jaxtd import losses, metrics
 from jaxtd._checks import (check_finite, check_int, check_nonnegative, check_positive, host_value,
                            is_real, largest_divisor_at_most)
 from jaxtd.algorithms.base import Algorithm, check_target, check_width, row_mask
+from jaxtd.log import check_callback, history_records
 from jaxtd.symcp import SymCP
 
 __all__ = ["RunResult", "simulate", "trajectory", "with_final_loss", "run", "default_record_every", "with_init_params"]
@@ -439,11 +440,17 @@ def check_hparam(name: str, value) -> None:
 def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
         record_every: Optional[int] = None, active=None, hparams=None, init_params=None,
         divergence_factor=1e6, fit_fraction=0.5, active_fraction=0.1,
-        checkpoint: bool = True) -> RunResult:
+        checkpoint: bool = True, callback: Optional[Callable[[list], None]] = None) -> RunResult:
     """Validate the arguments, then run the jitted :func:`simulate` (compiled once per algorithm
     and shapes). ``record_every`` defaults to about ``steps / 100``. Every hyper-parameter (the
     defaults merged with ``hparams``) is passed as a traced argument: changing a value never
-    compiles again, and ``jax.grad``/``jax.jvp`` of a run with respect to it work."""
+    compiles again, and ``jax.grad``/``jax.jvp`` of a run with respect to it work.
+
+    ``callback``: called once, after the compiled run returns, with the run's history as host
+    records, one dict per recorded step (``{"step", "loss", "relative_error", ...}``; see
+    :mod:`jaxtd.log`, e.g. ``callback=jaxtd.log.jsonl_writer("run.jsonl")``). The compiled
+    program is the same with or without it. Under a transformation (``jax.grad`` of a run) the
+    history is traced and a callback is refused: log the returned history instead."""
     if record_every is None:
         record_every = default_record_every(check_steps(steps))
     width, steps, record_every = validate(algorithm, key, target, width=width, steps=steps,
@@ -452,8 +459,17 @@ def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,
                                           init_params=init_params)
     if not isinstance(checkpoint, bool):
         raise TypeError(f"checkpoint must be a bool, got {checkpoint!r}")
-    return _simulate_jit(algorithm, key, target, width=width, steps=steps,
-                         record_every=record_every, active=active,
-                         hparams=full_hparams(algorithm, hparams), init_params=init_params,
-                         divergence_factor=divergence_factor, fit_fraction=fit_fraction,
-                         active_fraction=active_fraction, checkpoint=checkpoint)
+    check_callback(callback)
+    result = _simulate_jit(algorithm, key, target, width=width, steps=steps,
+                           record_every=record_every, active=active,
+                           hparams=full_hparams(algorithm, hparams), init_params=init_params,
+                           divergence_factor=divergence_factor, fit_fraction=fit_fraction,
+                           active_fraction=active_fraction, checkpoint=checkpoint)
+    if callback is not None:
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(result.history)):
+            raise TypeError("callback: this run is traced (inside jax.jit, grad or vmap), so its "
+                            "history has no values yet; drop callback= and log the returned "
+                            "history outside the transformation "
+                            "(jaxtd.log.history_records(result.history))")
+        callback(history_records(jax.device_get(result.history)))
+    return result

@@ -61,6 +61,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxtd import _executables, distributed
 from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
+from jaxtd.log import check_callback, history_records
 from jaxtd.results import Results, progress_enabled, tqdm_class
 from jaxtd.store import (SWEEP_FORMAT, ChunkStore, algorithm_identity, check_out_dir,
                          config_fingerprint, versions)
@@ -540,6 +541,18 @@ def _flatten_chunk(spec: SweepSpec, buckets, outs, chunk_seeds) -> tuple[dict, d
     return columns, histories
 
 
+def _chunk_records(spec: SweepSpec, algorithm: Algorithm, columns, histories, names) -> list:
+    """The log records of one flattened chunk (:mod:`jaxtd.log`): per cell its identifying
+    columns (algorithm, metadata, seed, width, swept hparams), then its history step by step."""
+    n = len(columns["seed"])
+    meta = dict(spec.metadata)
+    ids = {} if "algorithm" in meta else {"algorithm": np.full(n, algorithm.name, object)}
+    ids.update({k: np.full(n, v, object) for k, v in meta.items()})
+    ids.update(seed=columns["seed"], width=columns["width"])
+    ids.update({k: columns[k] for k in spec.hparam_names})
+    return history_records({k: histories[k] for k in names}, ids)
+
+
 def _order_columns(columns: Mapping[str, np.ndarray], spec: SweepSpec) -> pd.DataFrame:
     n = len(next(iter(columns.values())))
     front = ["seed", "width", "padded_width", *spec.hparam_names, "final_relative_error",
@@ -557,7 +570,8 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
           out_dir: Optional[str] = None, resume: bool = True, progress: Optional[bool] = None,
           bucketing: str = "auto", base_key=None,
           metadata: Optional[Mapping[str, Any]] = None, devices=None,
-          on_event: Optional[Callable[..., None]] = None) -> Results:
+          on_event: Optional[Callable[..., None]] = None,
+          callback: Optional[Callable[[list], None]] = None) -> Results:
     """Run every (seed, width, hyper-parameter) cell of a grid; one compilation per width bucket.
 
     Args:
@@ -602,6 +616,13 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
         (``padded_width``, ``widths``) just before a bucket's program is traced and compiled
         (not when the executable cache has it), ``"chunk_done"`` (``cells``, ``chunk``) after
         each computed chunk.
+      callback: ``callback(records)`` once per computed chunk, after its compiled programs
+        returned and before the chunk is saved: one host dict per (cell, recorded step), in cell
+        order, ``{"algorithm", <metadata>, "seed", "width", <swept hparams>, "step", "loss",
+        "relative_error", ...}`` with the values of the returned ``histories`` (see
+        :mod:`jaxtd.log`, e.g. ``callback=jaxtd.log.csv_writer("history.csv")``). Chunks read
+        back from ``out_dir`` are not passed again. The compiled programs are the same with or
+        without it (nothing runs inside ``jit``). Several processes: process 0 calls it.
 
     Returns:
       :class:`~jaxtd.results.Results`, rows ordered by seed, width, hyper-parameter combination.
@@ -611,6 +632,7 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
     """
     spec = _spec(algorithm, target, seeds, widths, steps, record_every, hparams,
                  success_threshold, chunk_size, bucketing, metadata)
+    check_callback(callback)
     base_key = _base_key(base_key)
     devices = _check_devices(devices)
     multi = distributed.spans_processes(devices)
@@ -627,8 +649,10 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
                 _share_plan(None, error=f"{type(err).__name__}: {err}")
             raise
     try:
+        if multi and not distributed.is_main_process():
+            callback = None  # process 0 logs for all (every process holds the same results)
         return _execute(spec, algorithm, target, base_key, config, store, progress, devices,
-                        multi, on_event)
+                        multi, on_event, callback)
     finally:
         if store is not None:
             store.close()
@@ -683,7 +707,7 @@ def _check_devices(devices) -> list:
 
 
 def _execute(spec, algorithm, target, base_key, config, store, progress, devices,
-             multi=False, on_event=None) -> Results:
+             multi=False, on_event=None, callback=None) -> Results:
     tqdm = tqdm_class()
 
     n_dev = len(devices)
@@ -732,6 +756,8 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
             run_seconds += (time.perf_counter() - t0
                             - (sum(b.compile_seconds for b in buckets) - compile_before))
             columns, histories = _flatten_chunk(spec, buckets, outs, seeds)
+            if callback is not None:  # before saving: a kill in between logs it again, never not
+                callback(_chunk_records(spec, algorithm, columns, histories, outs[0].history))
             if store is not None:
                 store.write(index, columns, histories)
             parts.append((columns, histories))

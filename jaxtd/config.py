@@ -34,6 +34,11 @@ A config file has these tables (unknown keys anywhere are errors)::
     factory = "mypackage.module:build"   # returns a jaxtd Algorithm; other keys are its kwargs
     learning_rate = 0.1
 
+    [log]                                # optional: every run's history, under the run's out dir
+    jsonl = true                         # log/<sub-sweep>.jsonl (default false)
+    csv = false                          # log/<sub-sweep>.csv
+    tensorboard = false                  # log/tensorboard/<sub-sweep>/ (pip install tensorboardX)
+
 The tables ``[gd]``, ``[variant]``, ``[deflation]`` and ``[lazy]`` take the arguments of
 :func:`jaxtd.algorithms.gd`, ``variant``, ``deflation`` and ``lazy_gd``: names, defaults and
 ranges come from the schema declared next to each constructor (``SCHEMA``, see
@@ -49,6 +54,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import re
 import sys
 import warnings
@@ -68,7 +74,8 @@ __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "P
            "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick",
            "set_keys", "dumps", "lazy_threshold", "case_widths", "apply_overrides", "schema_of",
            "constructor_of", "user_factory", "is_builtin", "factory_schema", "table_schema",
-           "build_algorithm", "constructor_values"]
+           "build_algorithm", "constructor_values",
+           "Log", "LOG_SCHEMA"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
@@ -168,6 +175,33 @@ class Sweep:
     near_threshold: tuple[int, int] | None = None
 
 
+# [log]: which writers of jaxtd.log record every cell's history (experiment.run opens them)
+LOG_SCHEMA = (
+    Param("jsonl", "bool", "history as JSON lines: log/<sub-sweep>.jsonl", default=False),
+    Param("csv", "bool", "history as CSV: log/<sub-sweep>.csv", default=False),
+    Param("tensorboard", "bool", "TensorBoard scalars: log/tensorboard/<sub-sweep>/<cell> "
+          "(needs tensorboardX)", default=False),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Log:
+    """The ``[log]`` table: the history writers of a run (all off by default)."""
+
+    jsonl: bool = False
+    csv: bool = False
+    tensorboard: bool = False
+
+
+def _log(raw: Any) -> Log:
+    t = schema.check_table("log", LOG_SCHEMA, raw)
+    if t["tensorboard"] and importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError("[log] tensorboard", "needs the optional dependency tensorboardX, "
+                          "which is not installed", "pip install tensorboardX, or set "
+                          "tensorboard = false (jsonl and csv need nothing)")
+    return Log(**t)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """A validated experiment: target family, grid, and every algorithm's resolved parameters
@@ -179,6 +213,7 @@ class Config:
     name: str = "custom"
     description: str = ""
     plot: str = "width"
+    log: Log = Log()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -564,7 +599,10 @@ def parse(raw: Mapping[str, Any]) -> Config:
                               "files for examples)")
     sweep = _sweep(raw["sweep"])
     user = [a for a in sweep.algorithms if not is_builtin(a)]
-    allowed = ("name", "description", "plot", "target", "sweep") + ALGORITHMS + tuple(user)
+    if "log" in user:
+        raise ConfigError("[sweep] algorithms", "'log' names the [log] table, not an algorithm",
+                          "rename your algorithm table")
+    allowed = ("name", "description", "plot", "target", "sweep", "log") + ALGORITHMS + tuple(user)
     for key in raw:
         if key not in allowed:
             raise ConfigError(key, "unknown key or table",
@@ -587,7 +625,8 @@ def parse(raw: Mapping[str, Any]) -> Config:
         params[table] = _user_table(table, raw.get(table))
     for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):
         _check_builds(table, params[table], target)
-    return Config(target, sweep, params, name, raw.get("description", ""), plot)
+    return Config(target, sweep, params, name, raw.get("description", ""), plot,
+                  _log(raw.get("log")))
 
 
 def _toml(text: str, source: str) -> dict:
@@ -780,7 +819,11 @@ def dumps(config: Config) -> str:
              "record_every": s.record_every, "bucketing": s.bucketing,
              "chunk_size": s.chunk_size}
     lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
-    for section, table in [("target", target), ("sweep", sweep), *config.params.items()]:
+    log = dataclasses.asdict(config.log)
+    tables = [("target", target), ("sweep", sweep), *config.params.items()]
+    if config.log != Log():  # written only when set: older config.toml files stay as they were
+        tables.append(("log", log))
+    for section, table in tables:
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()
                                          if v is not None]
     return "\n".join(lines) + "\n"

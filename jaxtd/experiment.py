@@ -25,7 +25,7 @@ from jaxtd import config as cfg
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
            "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
            "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
-           "machine_load"]
+           "machine_load", "log_paths"]
 
 # Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
 # (float32, jit-compiled); only the order of magnitude matters.
@@ -583,7 +583,7 @@ class ResumeError(cfg.ConfigError):
 
 
 def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Path,
-               seeds: Sequence[int], resume: bool, on_event=None):
+               seeds: Sequence[int], resume: bool, on_event=None, callback=None):
     """One chunk of a sub-sweep: :func:`jaxtd.sweep` with ``folder`` as its ``out_dir``. A
     saved chunk is reused only through the sweep's store, which checks its full identity
     (algorithm and every argument, target, seeds, widths, steps, dtype, ...) and every file's
@@ -597,7 +597,8 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
                     steps=sub.steps, record_every=s.record_every,
                     hparams={k: list(v) for k, v in sub.hparams} or None,
                     success_threshold=s.success_threshold, out_dir=str(folder), resume=resume,
-                    progress=False, bucketing=s.bucketing, on_event=on_event)
+                    progress=False, bucketing=s.bucketing, on_event=on_event,
+                    callback=callback)
     except ResultsError as err:
         detail = getattr(err, "problem", None) or (str(err).splitlines()[0] if str(err)
                                                    else type(err).__name__)
@@ -605,6 +606,53 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
                           "resume with the same config and dtype (JAX_ENABLE_X64), or delete "
                           "that folder to recompute it, or choose another --out") from None
     return res, bool(res.info.get("chunks_resumed", 0))
+
+
+def log_paths(config: cfg.Config, out_dir: Path | str, sub: SubSweep) -> dict[str, Path]:
+    """Where ``[log]`` writes the history of ``sub``: ``{"jsonl" | "csv" | "tensorboard": path}``
+    for the writers it turns on (``out_dir/log/<sub.folder>.jsonl``, ``.csv``, and the folder
+    ``out_dir/log/tensorboard/<sub.folder>``)."""
+    root = Path(out_dir) / "log"
+    paths = {"jsonl": root / f"{sub.folder}.jsonl", "csv": root / f"{sub.folder}.csv",
+             "tensorboard": root / "tensorboard" / sub.folder}
+    return {k: v for k, v in paths.items() if getattr(config.log, k)}
+
+
+class _SubLog:
+    """The ``[log]`` writers of one sub-sweep (process 0 only): each sweep record with the
+    config's algorithm table name and the problem size in front. Appends when resuming, so the
+    chunks computed before an interruption keep their records and resumed chunks add none."""
+
+    def __init__(self, config: cfg.Config, out_dir: Path, sub: SubSweep, resume: bool):
+        import jax
+
+        from jaxtd import log
+        self.head = {"algorithm": sub.algorithm, "order": sub.order, "dim": sub.dim,
+                     "rank": sub.rank}
+        self.writers = []
+        if jax.process_index() != 0:
+            return
+        try:
+            for kind, path in log_paths(config, out_dir, sub).items():
+                self.writers.append(log.tensorboard_writer(path) if kind == "tensorboard" else
+                                    getattr(log, f"{kind}_writer")(path, append=resume))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def callback(self):
+        return self if self.writers else None
+
+    def __call__(self, records) -> None:
+        records = [{**self.head, **{k: v for k, v in r.items() if k != "algorithm"}}
+                   for r in records]
+        for writer in self.writers:
+            writer(records)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
 
 
 def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
@@ -703,15 +751,20 @@ def _run(config, out_dir, resume, on_cells, on_start, events) -> Outcome:
         identity = _check_sub(config, sub, folder, resume)
         if sub.train:
             chunk_results = []
-            for k, seeds in enumerate(sub.chunks()):
-                res, _ = _one_sweep(algorithm, target, sub, config,
-                                    folder / f"chunk-{k:04d}", seeds, resume, events)
-                # a chunk finished earlier is read back: it compiles and runs nothing
-                outcome.add({k2: res.info.get(k2, 0) for k2 in
-                             ("n_compiles", "compile_seconds", "run_seconds",
-                              "n_programs_loaded", "load_seconds")})
-                chunk_results.append(res)
-                notify(len(res))
+            sub_log = _SubLog(config, out_dir, sub, resume)
+            try:
+                for k, seeds in enumerate(sub.chunks()):
+                    res, _ = _one_sweep(algorithm, target, sub, config,
+                                        folder / f"chunk-{k:04d}", seeds, resume, events,
+                                        sub_log.callback)
+                    # a chunk finished earlier is read back: it compiles and runs nothing
+                    outcome.add({k2: res.info.get(k2, 0) for k2 in
+                                 ("n_compiles", "compile_seconds", "run_seconds",
+                                  "n_programs_loaded", "load_seconds")})
+                    chunk_results.append(res)
+                    notify(len(res))
+            finally:
+                sub_log.close()
             res = Results.concat(chunk_results) if len(chunk_results) > 1 else chunk_results[0]
         else:
             res = _residual_only(sub.widths, sub.seeds)

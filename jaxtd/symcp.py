@@ -6,13 +6,15 @@ It is a pytree whose leaves are ``weights`` (shape ``(k,)``) and ``factors`` (sh
 :func:`to_dense`, which exists as a test oracle and for tiny problems.
 
 :meth:`SymCP.to_tensorly` / :meth:`SymCP.from_tensorly` convert to and from TensorLy's
-``CPTensor`` (TensorLy is an optional dependency).
+``CPTensor`` (TensorLy is an optional dependency); ``from_tensorly(cp, symmetrize=True)`` (and
+:func:`symmetrize_cp`, for numpy factors) turns a near-symmetric CP fit, e.g. a ``parafac`` fit of
+a symmetric tensor, into the nearest symmetric one and reports its :class:`Asymmetry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +22,7 @@ import numpy as np
 
 from jaxtd._checks import check_finite
 
-__all__ = ["SymCP", "to_dense", "check_compatible", "MAX_ORDER"]
+__all__ = ["SymCP", "to_dense", "check_compatible", "MAX_ORDER", "Asymmetry", "symmetrize_cp"]
 
 # The largest tensor order a SymCP may have. The accurate metric's cost grows as ``order^2``
 # (jaxtd._aligned) and its traced program with the order, and ``<u, v>^order`` of unit vectors
@@ -175,8 +177,8 @@ class SymCP:
                          [tl.tensor(factor, dtype=factor.dtype) for _ in range(self.order)]))
 
     @classmethod
-    def from_tensorly(cls, cp, *, dtype=None, rtol: float = 0.0) -> "SymCP":
-        """The SymCP of a symmetric TensorLy CP tensor.
+    def from_tensorly(cls, cp, *, dtype=None, rtol: float = 0.0, symmetrize: bool = False):
+        """The SymCP of a symmetric TensorLy CP tensor (or of a near-symmetric CP fit).
 
         Args:
           cp: a ``tensorly.cp_tensor.CPTensor`` or a ``(weights, factors)`` pair, ``weights``
@@ -184,53 +186,38 @@ class SymCP:
             ``(d, k)``.
           dtype: float32 or float64 (default: float32, float64 under x64); values are converted
             explicitly to it.
-          rtol: the factor matrices must all equal the first one (a symmetric tensor); with
-            ``rtol > 0`` entries may differ by ``rtol * max|U|``.
+          rtol: without ``symmetrize``, the factor matrices must all equal the first one (a
+            symmetric tensor); with ``rtol > 0`` entries may differ by ``rtol * max|U|``.
+          symmetrize: ``True`` accepts any CP tensor whose modes differ (e.g. a ``parafac`` fit
+            of a symmetric tensor: each mode's columns differ in sign and scale) and returns the
+            symmetric tensor of :func:`symmetrize_cp` together with how far ``cp`` was from it.
 
         Returns:
-          ``SymCP(weights, factors[0].T, len(factors))``.
+          ``SymCP(weights, factors[0].T, len(factors))``; with ``symmetrize=True`` the pair
+          ``(tensor, asymmetry)`` of :func:`symmetrize_cp` (an :class:`Asymmetry`).
 
-        Raises ``ValueError`` when the factor matrices differ (not symmetric) or shapes disagree,
-        ``TypeError`` for complex values, ``ImportError`` without TensorLy.
+        Raises ``ValueError`` when the factor matrices differ (not symmetric; unless
+        ``symmetrize``) or shapes disagree, ``TypeError`` for complex values, ``ImportError``
+        without TensorLy.
         """
         tl, _ = _tensorly("SymCP.from_tensorly")
-        try:
-            weights, factors = cp
-        except (TypeError, ValueError):
-            raise TypeError("cp must be a tensorly CPTensor or a (weights, factors) pair, got "
-                            f"{type(cp).__name__}") from None
-        if isinstance(factors, (str, bytes)) or not hasattr(factors, "__len__"):
-            raise TypeError("cp's factors must be a list of (dim, rank) matrices, one per mode")
-        mats = [np.asarray(tl.to_numpy(f)) for f in factors]
-        if len(mats) < 2:
-            raise ValueError(f"cp has {len(mats)} factor matrices; a symmetric tensor of order "
-                             ">= 2 needs at least 2")
-        if dtype is None:
-            dtype = jnp.result_type(float)
-        dtype = np.dtype(dtype)
-        if dtype not in FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if not isinstance(symmetrize, bool):
+            raise TypeError(f"symmetrize must be True or False, got {symmetrize!r}")
+        if symmetrize and rtol != 0.0:
+            raise ValueError("rtol is the tolerance of the exact check; symmetrize=True accepts "
+                             "any mismatch and reports it: pass one or the other")
+        w, mats, dtype = _cp_arrays(tl, cp, dtype, same_shape=True)
+        if symmetrize:
+            return symmetrize_cp(w, mats, dtype=dtype)
         first = mats[0]
-        if first.ndim != 2:
-            raise ValueError(f"cp.factors[0] must be a (dim, rank) matrix, got shape {first.shape}")
         for i, m in enumerate(mats):
-            if np.iscomplexobj(m):
-                raise TypeError(f"cp.factors[{i}] is complex; a SymCP is a real tensor")
-            if m.shape != first.shape:
-                raise ValueError(f"cp.factors[{i}] has shape {m.shape} but cp.factors[0] has "
-                                 f"{first.shape}; a symmetric CP tensor repeats one factor matrix")
             diff = float(np.max(np.abs(m - first), initial=0.0))
             if not diff <= rtol * float(np.max(np.abs(first), initial=0.0)):
                 raise ValueError(f"cp is not symmetric: cp.factors[{i}] differs from cp.factors[0] "
                                  f"(max abs difference {diff:.3g}); SymCP needs one factor matrix "
-                                 "repeated in every mode (pass rtol= to accept a small mismatch)")
-        k = first.shape[1]
-        w = np.ones((k,)) if weights is None else np.asarray(tl.to_numpy(weights))
-        if np.iscomplexobj(w):
-            raise TypeError("cp.weights is complex; a SymCP is a real tensor")
-        if w.shape != (k,):
-            raise ValueError(f"cp.weights must have shape ({k},) to match factors of shape "
-                             f"{first.shape}, got {w.shape}")
+                                 "repeated in every mode (pass rtol= to accept a small mismatch, "
+                                 "or symmetrize=True for a fit whose modes differ in sign and "
+                                 "scale)")
         return cls(jnp.asarray(w.astype(dtype)), jnp.asarray(first.T.astype(dtype)), len(mats))
 
     def __repr__(self):
@@ -240,6 +227,132 @@ class SymCP:
             return f"SymCP(order={self.order}, weights={self.weights!r}, factors={self.factors!r})"
         return (f"SymCP(order={self.order}, rank={shape[-2]}, dim={shape[-1]}, "
                 f"dtype={getattr(self.factors, 'dtype', None)})")
+
+
+class Asymmetry(NamedTuple):
+    """How far a CP tensor was from the symmetric tensor :func:`symmetrize_cp` made of it.
+
+    Attributes:
+      cosine_gap: ``max_i component_gaps[i]``; 0 when every component's modes agree up to sign
+        and scale.
+      component_gaps: ``(k,)`` per component ``i``: ``1 - min_{m < n} |cos(a_m_i, a_n_i)|`` over
+        pairs of modes (0 for a zero component).
+      relative_distance: ``||A - S||_F / ||A||_F`` between the input ``A`` and the symmetric
+        ``S``, in float64 from the CP factors (no dense tensor: Gram matrices of the factors, so
+        any size; resolved down to about 1e-8 by the cancellation in ``|A|^2 - 2<A,S> + |S|^2``).
+    """
+
+    cosine_gap: float
+    component_gaps: np.ndarray
+    relative_distance: float
+
+
+def _cp_arrays(tl, cp, dtype, *, same_shape: bool):
+    """``(weights (k,), [factor (d, k)] * order, dtype)`` of a CPTensor or pair, checked."""
+    try:
+        weights, factors = cp
+    except (TypeError, ValueError):
+        raise TypeError("cp must be a tensorly CPTensor or a (weights, factors) pair, got "
+                        f"{type(cp).__name__}") from None
+    if isinstance(factors, (str, bytes)) or not hasattr(factors, "__len__"):
+        raise TypeError("cp's factors must be a list of (dim, rank) matrices, one per mode")
+    mats = [np.asarray(f if tl is None else tl.to_numpy(f)) for f in factors]
+    if len(mats) < 2:
+        raise ValueError(f"cp has {len(mats)} factor matrices; a symmetric tensor of order "
+                         ">= 2 needs at least 2")
+    if dtype is None:
+        dtype = jnp.result_type(float)
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    first = mats[0]
+    if first.ndim != 2:
+        raise ValueError(f"cp.factors[0] must be a (dim, rank) matrix, got shape {first.shape}")
+    for i, m in enumerate(mats):
+        if np.iscomplexobj(m):
+            raise TypeError(f"cp.factors[{i}] is complex; a SymCP is a real tensor")
+        if same_shape and m.shape != first.shape:
+            raise ValueError(f"cp.factors[{i}] has shape {m.shape} but cp.factors[0] has "
+                             f"{first.shape}; a symmetric CP tensor repeats one factor matrix")
+        if not np.all(np.isfinite(m)):
+            raise ValueError(f"cp.factors[{i}] holds non-finite values; pass a finite CP tensor")
+    k = first.shape[1]
+    w = np.ones((k,)) if weights is None else np.asarray(
+        weights if tl is None else tl.to_numpy(weights))
+    if np.iscomplexobj(w):
+        raise TypeError("cp.weights is complex; a SymCP is a real tensor")
+    if w.shape != (k,):
+        raise ValueError(f"cp.weights must have shape ({k},) to match factors of shape "
+                         f"{first.shape}, got {w.shape}")
+    return w, mats, dtype
+
+
+def _cp_inner(wa, mats_a, wb, mats_b) -> float:
+    """``<A, B>`` of two CP tensors of the same order: ``wa^T (prod_m Ma_m^T Mb_m) wb``
+    (elementwise product of the modes' Gram matrices), float64."""
+    gram = np.ones((len(wa), len(wb)))
+    for a, b in zip(mats_a, mats_b):
+        gram = gram * (a.T @ b)
+    return float(wa @ gram @ wb)
+
+
+def symmetrize_cp(weights, factors, *, dtype=None) -> tuple["SymCP", Asymmetry]:
+    """The symmetric CP tensor nearest, component by component, to a CP tensor whose modes differ.
+
+    A CP fit of a symmetric tensor (e.g. TensorLy's ``parafac``) has, per component ``i``, one
+    column ``a_m_i`` per mode ``m`` that agree only up to sign and scale (``parafac`` does not
+    know the tensor is symmetric). Per component:
+
+    1. normalize: ``a_m_i = n_m u_m`` with ``n_m = ||a_m_i||``;
+    2. align signs to mode 0: ``s_m = sign(<u_m, u_0>)`` (``+1`` for a zero inner product);
+    3. absorb them into the weight: ``c_i = w_i * prod_m n_m * prod_m s_m``;
+    4. average the aligned unit vectors and renormalize: ``u_i = mean_m(s_m u_m) / ||.||``;
+    5. odd order: a negative ``c_i`` becomes positive with ``u_i -> -u_i`` (``(-u)^{⊗l} =
+       -u^{⊗l}``); even order: a negative weight stays a weight (no real vector gives it).
+
+    For an exactly symmetric input (up to per-mode signs and scales whose product is one
+    component's weight) this is exact; otherwise ``sum_i c_i u_i^{⊗order}`` is the symmetric
+    tensor of averaged directions and :class:`Asymmetry` reports how far the input was.
+    A component with a zero column is zero: weight 0, factor 0.
+
+    Args:
+      weights: ``(k,)`` (``None`` means ones).
+      factors: a list of ``order >= 2`` numpy arrays ``(d, k)``, one per mode.
+      dtype: of the returned SymCP (float32 by default, float64 under x64); the arithmetic is
+        float64.
+
+    Returns:
+      ``(SymCP (k, d), Asymmetry)``.
+    """
+    w, mats, dtype = _cp_arrays(None, (weights, factors), dtype, same_shape=True)
+    w = w.astype(np.float64)
+    mats = [m.astype(np.float64) for m in mats]
+    order = len(mats)
+    stack = np.stack(mats)                              # (order, d, k)
+    norms = np.linalg.norm(stack, axis=1)               # (order, k)
+    zero = np.any(norms == 0, axis=0)                   # (k,)
+    units = stack / np.where(norms == 0, 1.0, norms)[:, None, :]
+    cos = np.einsum("mdk,ndk->kmn", units, units)       # (k, order, order)
+    signs = np.where(cos[:, 0, :] < 0, -1.0, 1.0).T      # (order, k): sign of <u_m, u_0>
+    direction = np.mean(signs[:, None, :] * units, axis=0)   # (d, k)
+    length = np.linalg.norm(direction, axis=0)
+    # |mean| >= 1/order > 0 after alignment (every term has a nonnegative inner product with u_0)
+    direction = direction / np.where(length == 0, 1.0, length)
+    weight = w * np.prod(norms, axis=0) * np.prod(signs, axis=0)
+    if order % 2:
+        flip = np.where(weight < 0, -1.0, 1.0)
+        weight, direction = weight * flip, direction * flip
+    weight = np.where(zero, 0.0, weight)
+    direction = np.where(zero, 0.0, direction)
+    gaps = np.where(zero, 0.0, 1.0 - np.min(np.abs(cos), axis=(1, 2)))
+    a_sq = _cp_inner(w, mats, w, mats)
+    s_mats = [direction] * order
+    dist_sq = max(a_sq - 2.0 * _cp_inner(w, mats, weight, s_mats)
+                  + _cp_inner(weight, s_mats, weight, s_mats), 0.0)
+    rel = float(np.sqrt(dist_sq / a_sq)) if a_sq > 0 else (0.0 if dist_sq == 0 else np.inf)
+    tensor = SymCP(jnp.asarray(weight.astype(dtype)), jnp.asarray(direction.T.astype(dtype)),
+                   order)
+    return tensor, Asymmetry(float(np.max(gaps, initial=0.0)), gaps, rel)
 
 
 def check_compatible(a: SymCP, b: SymCP, names=("a", "b")) -> None:

@@ -200,3 +200,107 @@ def test_tensorly_missing_gives_install_hint(monkeypatch):
         t.to_tensorly()
     with pytest.raises(ImportError, match="pip install tensorly"):
         jaxtd.SymCP.from_tensorly((None, [np.ones((3, 2))] * 3))
+
+
+# -- symmetrizing a near-symmetric CP fit -------------------------------------------------------
+
+def _dense_cp(weights, mats):
+    """numpy oracle of a (possibly non-symmetric) CP tensor: sum_i w_i a_1i ⊗ ... ⊗ a_li."""
+    out = 0.0
+    for i, w in enumerate(weights):
+        term = np.asarray(w, np.float64)
+        for m in mats:
+            term = np.multiply.outer(term, m[:, i])
+        out = out + term
+    return out
+
+
+def test_symmetrize_exact_symmetric_input_round_trips(x64):
+    rng = np.random.default_rng(3)
+    for order, weights in ((3, [1.5, 0.7]), (4, [2.0, -0.5])):
+        u = rng.normal(size=(4, 2))
+        t, asym = jaxtd.SymCP.from_tensorly((np.asarray(weights), [u] * order), symmetrize=True)
+        assert t.order == order and t.dtype == jnp.float64
+        np.testing.assert_allclose(jaxtd.to_dense(t), _dense_cp(weights, [u] * order),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.linalg.norm(np.asarray(t.factors), axis=1), 1.0)
+        assert asym.cosine_gap < 1e-12 and asym.relative_distance < 1e-6
+        np.testing.assert_array_less(asym.component_gaps, 1e-12)
+
+
+@pytest.mark.parametrize("order", [3, 4])
+def test_symmetrize_sign_flipped_and_rescaled_modes(order, x64):
+    """Per-mode signs and scales whose product is 1 (or -1) leave the tensor as it is (or
+    negate it); the symmetrized tensor is the same dense tensor, with the documented sign
+    convention: odd order puts a negative sign into the vector, even order into the weight."""
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(5, 2))
+    w = np.array([1.0, 2.0])
+    scales = np.ones((order, 2))
+    scales[:, 0] = [-2.0, -0.5] + [1.0] * (order - 2)   # product +1: the same component
+    scales[:, 1] = [-3.0, 1 / 3] + [1.0] * (order - 2)  # product -1: the component negated
+    mats = [u * scales[m] for m in range(order)]
+    dense = _dense_cp(w, mats)
+    with pytest.raises(ValueError, match="symmetrize=True"):
+        jaxtd.SymCP.from_tensorly((w, mats))  # the plain conversion still refuses it
+    t, asym = jaxtd.SymCP.from_tensorly((w, mats), symmetrize=True)
+    np.testing.assert_allclose(jaxtd.to_dense(t), dense, rtol=1e-12, atol=1e-12)
+    assert asym.cosine_gap < 1e-12 and asym.relative_distance < 1e-6
+    if order % 2:
+        assert np.all(np.asarray(t.weights) > 0)
+    else:
+        assert np.asarray(t.weights)[1] < 0 < np.asarray(t.weights)[0]
+
+
+def test_symmetrize_parafac_fit_of_a_symmetric_tensor(x64):
+    tl = pytest.importorskip("tensorly")
+    from tensorly.decomposition import parafac
+    basis = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 2)))[0]
+    target = jaxtd.SymCP(jnp.asarray([1.0, 0.6]), jnp.asarray(basis.T), 3)
+    dense = np.asarray(jaxtd.to_dense(target))
+    cp = parafac(tl.tensor(dense), rank=2, n_iter_max=500, tol=1e-12, random_state=0)
+    fitted = tl.cp_to_tensor(cp)
+    assert np.linalg.norm(fitted - dense) < 1e-6 * np.linalg.norm(dense)  # parafac converged
+    with pytest.raises(ValueError, match="not symmetric"):
+        jaxtd.SymCP.from_tensorly(cp)  # each mode's columns differ in sign and scale
+    t, asym = jaxtd.SymCP.from_tensorly(cp, symmetrize=True)
+    np.testing.assert_allclose(jaxtd.to_dense(t), dense, atol=1e-6 * np.abs(dense).max())
+    # the reported distance is the dense one (oracle: the CP fit expanded by TensorLy)
+    expected = np.linalg.norm(fitted - np.asarray(jaxtd.to_dense(t))) / np.linalg.norm(fitted)
+    assert asym.relative_distance == pytest.approx(expected, abs=1e-7)
+    assert asym.cosine_gap < 1e-6
+
+
+def test_symmetrize_reports_asymmetry_against_dense_oracle(x64):
+    """Two modes at angle θ: the gap is 1 - |cos θ|, the distance the dense one."""
+    theta = 0.6
+    a = np.array([[1.0], [0.0]])
+    b = np.array([[np.cos(theta)], [np.sin(theta)]])
+    w = np.array([2.0])
+    t, asym = jaxtd.symcp.symmetrize_cp(w, [a, b])
+    assert asym.cosine_gap == pytest.approx(1 - np.cos(theta), rel=1e-12)
+    dense = _dense_cp(w, [a, b])
+    expected = np.linalg.norm(dense - np.asarray(jaxtd.to_dense(t))) / np.linalg.norm(dense)
+    assert asym.relative_distance == pytest.approx(expected, rel=1e-6)
+    # the averaged direction bisects the two modes
+    np.testing.assert_allclose(np.asarray(t.factors)[0],
+                               [np.cos(theta / 2), np.sin(theta / 2)], rtol=1e-12)
+    # the default dtype follows x64, not the input's
+    assert jaxtd.symcp.symmetrize_cp(w.astype(np.float32), [a, a])[0].dtype == jnp.float64
+
+
+def test_symmetrize_zero_component_and_bad_arguments():
+    u = np.random.default_rng(2).normal(size=(3, 2))
+    v = u.copy()
+    v[:, 1] = 0.0
+    t, asym = jaxtd.symcp.symmetrize_cp(np.ones(2), [u, v, u])
+    assert t.dtype == jnp.float32
+    assert float(t.weights[1]) == 0.0 and not np.any(np.asarray(t.factors[1]))
+    assert asym.component_gaps[1] == 0.0
+    pytest.importorskip("tensorly")
+    with pytest.raises(TypeError, match="symmetrize must be True or False"):
+        jaxtd.SymCP.from_tensorly((None, [u, u]), symmetrize="yes")
+    with pytest.raises(ValueError, match="rtol"):
+        jaxtd.SymCP.from_tensorly((None, [u, u]), symmetrize=True, rtol=0.1)
+    with pytest.raises(ValueError, match="non-finite"):
+        jaxtd.SymCP.from_tensorly((None, [u, u * np.nan]), symmetrize=True)
