@@ -287,15 +287,17 @@ def test_search_refuses_a_bad_evaluate():
 
 
 def test_search_with_a_real_sweep_agrees_with_the_exhaustive_sweep():
+    # gd at d = 4, r = 1 with 4 seeds: success rates 0.25, 0.25, 0.5, 0.75, ... over widths 1..8
     target = jaxtd.targets.orthonormal(jax.random.key(0), dim=4, rank=1, order=3)
-    gd = jaxtd.algorithms.gd(0.2, init_scale=0.3)
-    evaluate = phase.sweep_evaluator(gd, target, seeds=3, steps=60, record_every=60,
-                                     bucketing="pow2")
-    found = phase.search_critical_width(evaluate, 1, 4)
-    full = evaluate([1, 2, 3, 4])
+    gd = jaxtd.algorithms.gd(0.05, init_scale=0.1)
+    evaluate = phase.sweep_evaluator(gd, target, seeds=4, steps=300, record_every=300,
+                                     bucketing="single")
+    found = phase.search_critical_width(evaluate, 1, 8, batch=1)
+    full = evaluate(list(range(1, 9)))
     np.testing.assert_array_equal(found.success, full[:, found.widths - 1])
-    assert found.critical_width == phase.critical_width([1, 2, 3, 4], full,
-                                                        n_boot=1).critical_width
+    exhaustive = phase.critical_width(np.arange(1, 9), full, n_boot=1).critical_width
+    assert 1 < exhaustive < 8 and found.critical_width == exhaustive
+    assert found.widths.size < 8
     with pytest.raises(ValueError, match="hparams"):
         phase.sweep_evaluator(gd, target, seeds=3, steps=4, hparams={"learning_rate": [0.1]})
 
