@@ -289,7 +289,7 @@ def _cells(rows: pd.DataFrame, method: str, level: float, rate: float, n_boot: i
     _require(rows, CELL_COLUMNS + ("seed", "width", "success"))
     rng = np.random.default_rng(seed)
     out = []
-    for key, part in rows.groupby(list(CELL_COLUMNS), sort=True):
+    for key, part in rows.groupby(list(CELL_COLUMNS), sort=True, dropna=False):
         widths, _, success = success_table(part)
         out.append((dict(zip(CELL_COLUMNS, key)),
                     critical_width(widths, success, method=method, level=level, rate=rate,
@@ -466,6 +466,8 @@ class Search(NamedTuple):
       critical_width: the package's critical width of the probed table (NaN: ``hi`` fails;
         ``lo``: every probed width succeeds, the true value may be smaller).
       calls: number of ``evaluate`` calls.
+
+    ``critical_width(search.widths, search.success)`` gives its interval over the probed widths.
     """
 
     widths: np.ndarray
