@@ -204,6 +204,9 @@ def test_critical_widths_and_exponents_tables_on_synthetic_rows():
     assert row["fitted_range"] == "4..32 (rank=2, kind=orthonormal, weights=equal)"
     # an exponent in r at each fixed d needs two ranks per d: one rank gives no row
     assert phase.exponents(rows, "rank", n_boot=20).empty
+    # a missing cell value is a value of its own, not a reason to drop the cell's rows
+    unnamed = phase.critical_widths(rows.assign(weights=np.nan), n_boot=200)
+    np.testing.assert_array_equal(unnamed["critical_width"], table["critical_width"])
 
 
 def test_tables_refuse_rows_without_the_cell_columns():
