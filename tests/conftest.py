@@ -52,3 +52,17 @@ def _no_persistent_cache_leak():
         jax.config.update("jax_compilation_cache_dir", None)
         from jax._src import compilation_cache
         compilation_cache.reset_cache()
+
+
+# Files that take longest on two workers, longest first (measure with `--durations`). pytest-xdist
+# (`--dist loadfile`) hands whole files to idle workers in collection order; starting the long
+# ones first keeps a long file from being the last one running while the other worker idles.
+LONG_FIRST = ("test_notebooks.py", "test_sweep.py", "test_cli.py", "test_transition.py",
+              "test_docs.py", "test_experiment.py", "test_kill_resume.py", "test_distributed.py",
+              "test_lazy_cg.py", "test_grad.py", "test_bench_compile.py", "test_lazy.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    # stable: tests keep their order inside a file; every worker computes the same order
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

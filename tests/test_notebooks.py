@@ -20,8 +20,9 @@ Why the kernel is set up the way it is (each point once made this test hang):
   closed in a ``finally``, and pytest-timeout bounds the whole notebook.
   ``test_a_stuck_cell_fails_fast_and_leaves_no_kernel`` checks all of it.
 
-The notebooks are committed executed (small mode), so a repository browser shows their figures;
-``python tests/test_notebooks.py [notebook ...]`` re-executes them and writes the outputs back.
+The notebooks are committed executed in full mode, so what a repository browser shows is the
+run their text describes; the suite executes them in small mode. ``python tests/test_notebooks.py
+[notebook ...]`` re-executes them (full mode) and writes the outputs back (``--small``: small).
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ NOTEBOOK_TIMEOUT_S = 420  # the whole notebook, kernel start and shutdown includ
 KERNEL = "jaxtd-test-python"
 
 
-def kernel_env() -> dict[str, str]:
-    """The kernel's environment: small mode, headless matplotlib, no nested XLA thread pool."""
+def kernel_env(small: bool = True) -> dict[str, str]:
+    """The kernel's environment: small mode (or full), headless matplotlib, no nested XLA
+    thread pool."""
     env = dict(os.environ)
     flags = env.get("XLA_FLAGS", "").split()
     flags = [f for f in flags if not f.startswith("--xla_cpu_multi_thread_eigen")]
-    env.update(JAXTD_SMALL="1", MPLBACKEND="Agg", JAX_PLATFORMS="cpu",
+    env.update(JAXTD_SMALL="1" if small else "0", MPLBACKEND="Agg", JAX_PLATFORMS="cpu",
                XLA_FLAGS=" ".join(flags + ["--xla_cpu_multi_thread_eigen=false"]),
                OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PYDEVD_DISABLE_FILE_VALIDATION="1")
@@ -69,7 +71,7 @@ def _kernel_manager(spec_root: Path) -> AsyncKernelManager:
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, spec_root: Path,
-            cell_timeout: int = CELL_TIMEOUT_S) -> nbformat.NotebookNode:
+            cell_timeout: int = CELL_TIMEOUT_S, small: bool = True) -> nbformat.NotebookNode:
     """Run ``nb`` (a copy) top to bottom in a fresh kernel; the kernel is always killed and its
     channels closed, whatever happens (a stuck kernel is killed, never waited for)."""
     nb = copy.deepcopy(nb)
@@ -78,7 +80,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, spec_root: Path,
                             shutdown_kernel="immediate", kernel_name=KERNEL,
                             resources={"metadata": {"path": str(cwd)}})
     try:
-        client.execute(env=kernel_env(), cwd=str(cwd))
+        client.execute(env=kernel_env(small), cwd=str(cwd))
     finally:
         if client.kc is not None:
             client.kc.stop_channels()
@@ -138,7 +140,9 @@ def _bare_figure_reprs(nb):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_notebook_is_committed_executed(path):
-    """Committed with outputs from one clean top-to-bottom small-mode run, figures as PNG."""
+    """Committed with outputs from one clean top-to-bottom full-mode run (the run its text
+    describes; its first code cell prints ``mode: full``), figures as PNG, and no warning that
+    shows a local path."""
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), \
@@ -148,6 +152,10 @@ def test_notebook_is_committed_executed(path):
     assert not _bare_figure_reprs(nb), f"{path.name}: a figure printed as text; display() it"
     assert "PRNGKey" not in "".join(c.source for c in code), "use typed keys (jax.random.key)"
     assert path.stat().st_size < 1_500_000, f"{path.name}: outputs too large to commit"
+    streams = "".join(o.get("text", "") for c in code for o in c.outputs)
+    assert "mode: full" in streams, f"{path.name}: commit the full run (its text describes it)"
+    assert "Warning" not in streams and "site-packages" not in streams, \
+        f"{path.name}: a warning in the committed outputs"
 
 
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
@@ -162,10 +170,13 @@ def test_notebook_executes_in_small_mode(path, tmp_path):
     assert _figure_outputs(nb) and not _bare_figure_reprs(nb)
 
 
-if __name__ == "__main__":  # re-execute every notebook (small mode) and write the outputs back
+if __name__ == "__main__":  # re-execute notebooks (full mode) and write the outputs back
     import tempfile
-    for path in (Path(p) for p in sys.argv[1:]) if len(sys.argv) > 1 else NOTEBOOKS:
+    small = "--small" in sys.argv
+    names = [a for a in sys.argv[1:] if a != "--small"]
+    for path in (Path(p) for p in names) if names else NOTEBOOKS:
         with tempfile.TemporaryDirectory() as tmp:
-            out = execute(nbformat.read(path, as_version=4), path.parent, Path(tmp))
+            out = execute(nbformat.read(path, as_version=4), path.parent, Path(tmp),
+                          cell_timeout=CELL_TIMEOUT_S if small else 3600, small=small)
         nbformat.write(out, path)
         print("executed", path)
