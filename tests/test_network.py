@@ -173,6 +173,7 @@ def test_bad_inputs_name_the_argument():
         (lambda: network.features(model, jnp.zeros((5, 4), jnp.int32)), TypeError, "x must be a float"),
         (lambda: network.predict(model, x.at[0, 0].set(jnp.nan)), ValueError, "x has a non-finite"),
         (lambda: network.empirical_loss(model, x, jnp.zeros(4)), ValueError, r"y must have shape \(5,\)"),
+        (lambda: network.empirical_loss(model, x, y.astype(jnp.int32)), TypeError, "y must be a float"),
         (lambda: network.population_loss(model, _model(1, 2, 4, 2, jnp.float32)), ValueError, "order"),
         (lambda: network.population_loss(model, _model(1, 2, 3, 3, jnp.float32)), ValueError, "dim"),
         (lambda: network.population_loss(model, teacher, -0.1), ValueError, "noise must be a finite number >= 0"),
@@ -209,13 +210,12 @@ def _teacher(dtype=jnp.float32):
 
 def _steps(algorithm, target, width, steps, key=0, hparams=None):
     """``steps`` steps by a plain scan: ``(final state, stacked metrics)``."""
-    state = algorithm.init(jax.random.PRNGKey(key), target, width, hparams=hparams)
-
     @jax.jit
-    def go(state):
+    def go(key, hparams):
+        state = algorithm.init(key, target, width, hparams=hparams)
         return jax.lax.scan(lambda s, _: algorithm.step(s, target), state, None, length=steps)
 
-    return go(state)
+    return go(jax.random.PRNGKey(key), hparams)
 
 
 def test_rf_converges_to_least_squares(x64):
@@ -224,11 +224,18 @@ def test_rf_converges_to_least_squares(x64):
     target = _teacher(jnp.float64)
     for samples, width in ((3, 6), (30, 4)):
         algorithm = algorithms.network(1.0, regime="rf", samples=samples)
-        # the step 1 / λ_max(Φ^T Φ / n) (condition numbers 177 and 11 here: 4000 steps converge)
-        state = algorithm.init(jax.random.PRNGKey(0), target, width)
-        phi = np.asarray(network.features(algorithm.tensor(state), state.x))
-        rate = 1.0 / np.linalg.eigvalsh(phi.T @ phi / samples).max()
-        state, history = _steps(algorithm, target, width, 4000, hparams={"learning_rate": rate})
+
+        @jax.jit
+        def go(key):
+            # the step 1 / λ_max(Φ^T Φ / n) (condition numbers 177 and 11 here: 4000 steps
+            # converge); the data set does not depend on the learning rate
+            state = algorithm.init(key, target, width)
+            phi = network.features(algorithm.tensor(state), state.x)
+            rate = 1.0 / jnp.linalg.eigvalsh(phi.T @ phi / samples)[-1]
+            state = algorithm.init(key, target, width, hparams={"learning_rate": rate})
+            return jax.lax.scan(lambda s, _: algorithm.step(s, target), state, None, length=4000)
+
+        state, history = go(jax.random.PRNGKey(0))
         fit = network.rf_least_squares(algorithm.tensor(state), state.x, state.y)
         np.testing.assert_allclose(state.weights, fit.weights, atol=1e-6)
         np.testing.assert_array_equal(algorithm.tensor(state).factors, fit.factors)  # W fixed
@@ -244,7 +251,7 @@ def test_nt_is_the_network_of_the_linearized_tensor(x64):
     target = _teacher(jnp.float64)
     algorithm = algorithms.network(0.02, regime="nt", samples=30, noise=0.1)
     state, _ = _steps(algorithm, target, 6, 50)
-    _, metrics = algorithm.step(state, target)
+    _, metrics = jax.jit(algorithm.step)(state, target)
     lin = algorithm.tensor(state)
     assert lin.rank == 6 * 3 and float(jnp.linalg.norm(state.delta)) > 1e-2
     np.testing.assert_allclose(metrics["loss"], network.empirical_loss(lin, state.x, state.y),
@@ -264,8 +271,8 @@ def test_nn_metrics_and_minibatches(x64):
     target = _teacher(jnp.float64)
     algorithm = algorithms.network(0.01, regime="nn", samples=40, batch_size=10,
                                    train_output=True, noise=0.05)
-    state = algorithm.init(jax.random.PRNGKey(0), target, 5)
-    new, metrics = algorithm.step(state, target)
+    state, _ = _steps(algorithm, target, 5, 0)
+    new, metrics = jax.jit(algorithm.step)(state, target)
     model = algorithm.tensor(state)
     np.testing.assert_allclose(metrics["empirical_loss"],
                                network.empirical_loss(model, state.x, state.y), rtol=1e-12)
