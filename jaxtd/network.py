@@ -191,16 +191,20 @@ def sample(key, teacher: SymCP, n: int, noise=0.0) -> tuple:
     """``n`` labelled samples of the teacher network: ``(x, y)``.
 
     ``x`` ``(n, d)`` with rows ``N(0, I_d)``; ``y = f*(x) + σ ε`` ``(n,)`` with ``ε ~ N(0, 1)``
-    independent, ``σ = noise`` (may be traced). Both in the teacher's dtype; ``x`` from the first
-    half of ``split(key)``, ``ε`` from the second.
+    independent, ``σ = noise`` (may be traced). Both in the teacher's dtype. Row ``j`` is drawn
+    from ``fold_in(., j)`` of the two halves of ``split(key)`` (``x`` then ``ε``), so the first
+    ``n`` samples of a larger draw are the ``n`` samples of this one: a data set of ``n_max``
+    rows masked to its first ``n`` is the data set of size ``n``.
     """
     _check_model(teacher, "teacher")
     n = check_int(n, "n", 1, why=" (the number of samples, a static shape)")
     _check_noise(noise)
     dtype = teacher.factors.dtype
     kx, ke = jax.random.split(key)
-    x = jax.random.normal(kx, (n, teacher.dim), dtype)
-    eps = jax.random.normal(ke, (n,), dtype)
+    rows = jnp.arange(n)
+    x = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(kx, j), (teacher.dim,),
+                                             dtype))(rows)
+    eps = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(ke, j), (), dtype))(rows)
     c, u = _common(teacher.weights, teacher.factors)
     y = _predict(c.astype(dtype), u.astype(dtype), x, teacher.order)
     return x, y + jnp.asarray(noise).astype(dtype) * eps

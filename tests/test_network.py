@@ -103,6 +103,16 @@ def test_population_loss_monte_carlo(order, x64):
     np.testing.assert_allclose(network.empirical_loss(model, x, y), mean, rtol=1e-9)
 
 
+def test_sample_prefixes_are_smaller_samples():
+    teacher = _model(3, 2, 3, 2, jnp.float32)
+    key = jax.random.PRNGKey(5)
+    x10, y10 = network.sample(key, teacher, 10, 0.2)
+    x4, y4 = network.sample(key, teacher, 4, 0.2)
+    np.testing.assert_array_equal(x10[:4], x4)
+    np.testing.assert_allclose(y10[:4], y4, rtol=1e-6)
+    assert x10.dtype == y10.dtype == jnp.float32
+
+
 # -- gradients -----------------------------------------------------------------------------------
 
 def _directional_fd(f, args, directions, eps=1e-6):
@@ -192,6 +202,9 @@ def test_bad_inputs_name_the_argument():
         (lambda: algorithms.network(samples=10, train_output="yes"), TypeError, "train_output"),
         (lambda: algorithms.network(samples=10, noise=-1.0), ValueError, "noise"),
         (lambda: algorithms.network(samples=10, init="zeros"), ValueError, "init must be one of"),
+        (lambda: algorithms.network(samples=10).init(jax.random.PRNGKey(0), teacher, 3,
+                                                     hparams={"active_samples": 11}),
+         ValueError, "active_samples.* must be a whole number in \\[1, samples=10\\]"),
     ]
     for call, error, message in cases:
         with pytest.raises(error, match=message):
@@ -291,29 +304,35 @@ def test_nn_metrics_and_minibatches(x64):
 
 def test_run_and_sweep_cell_equals_run_alone():
     """jaxtd.run and jaxtd.sweep with the network: the histories carry the empirical and the
-    exact population loss, and a vmapped, width-padded cell is the same run alone."""
+    exact population loss, and a vmapped, width-padded cell whose data set is masked to its first
+    32 of 64 samples (hparam active_samples) is the run with samples=32 alone."""
     target = _teacher()
-    algorithm = algorithms.network(0.02, regime="nn", samples=64, batch_size=16)
-    steps, record = 60, 20
+    steps, record, noise = 60, 20, 0.1
+    algorithm = algorithms.network(0.02, regime="nn", samples=64, batch_size=16, noise=noise)
     res = jaxtd.sweep(algorithm, target, seeds=[1, 0], widths=[3, 4], steps=steps,
-                      record_every=record, hparams={"noise": [0.0, 0.1]}, bucketing="pow2")
+                      record_every=record, hparams={"active_samples": [32, 64]},
+                      bucketing="pow2")
     assert res.info["n_compiles"] == 1
-    alone = jaxtd.run(algorithm, key_for_seed(1), target, width=3, steps=steps,
-                      record_every=record, hparams={"noise": 0.1})
+    alone = jaxtd.run(algorithms.network(0.02, regime="nn", samples=32, batch_size=16,
+                                         noise=noise),
+                      key_for_seed(1), target, width=3, steps=steps, record_every=record)
     hist = alone.history
     for name in ("objective", "empirical_loss", "population_loss", "loss", "relative_error"):
         assert hist[name].shape == (steps // record + 1,)
     # record 0: the population loss is l! times the runner's tensor loss, plus noise^2 / 2
     np.testing.assert_allclose(hist["population_loss"][0],
-                               math.factorial(ORDER) * hist["loss"][0] + 0.5 * 0.1 ** 2,
+                               math.factorial(ORDER) * hist["loss"][0] + 0.5 * noise ** 2,
                                rtol=1e-4)
     assert hist["population_loss"][-1] < 0.5 * hist["population_loss"][0]  # it learns
     rows = res.rows
-    (index,) = np.flatnonzero(((rows.seed == 1) & (rows.width == 3) & (rows.noise == 0.1))
-                              .to_numpy())
+    cell = (rows.seed == 1) & (rows.width == 3)
+    (index,) = np.flatnonzero((cell & (rows.active_samples == 32)).to_numpy())
+    (full,) = np.flatnonzero((cell & (rows.active_samples == 64)).to_numpy())
     assert rows.padded_width.iloc[index] == 4
     np.testing.assert_allclose(rows.final_relative_error.iloc[index],
                                alone.final_relative_error, rtol=1e-4)
     for name, values in hist.items():
         np.testing.assert_allclose(res.histories[name][index], values, rtol=1e-4, atol=1e-6,
                                    err_msg=name)
+    # the mask mattered: the full data set gives another run
+    assert abs(res.histories["empirical_loss"][full][-1] - hist["empirical_loss"][-1]) > 1e-4

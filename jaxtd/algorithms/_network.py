@@ -15,7 +15,14 @@ empirical loss ``½ mean (f(x) - y)^2`` on labelled samples ``y = f*(x) + σ ε`
 Data. ``samples=n`` draws one data set of ``n`` samples from the run key inside ``init`` (fixed
 for the run); ``batch_size=b < n`` then takes ``b`` of them without replacement at each step
 (full batch when ``None``). ``samples=None`` is online SGD: ``batch_size`` fresh samples at every
-step. Every draw is keyed by ``fold_in`` of a data stream of the run key and the step count, never
+step.
+
+Samples as a grid axis. With ``samples=n_max`` the hparam ``active_samples`` (default ``n_max``)
+keeps the first ``active_samples`` rows of the data set and masks the others: since
+:func:`jaxtd.network.sample` draws row ``j`` from ``fold_in(., j)``, that is the data set of size
+``active_samples``, and minibatches are drawn among those rows alone, so the run equals the run
+with ``samples=active_samples``. ``jaxtd.sweep(..., hparams={"active_samples": [...]})`` then
+gives test risk against ``n`` x width x seeds from one compiled program per width bucket. Every draw is keyed by ``fold_in`` of a data stream of the run key and the step count, never
 by the width, so a width-``m`` run inside a padded grid is the same run as alone.
 
 Metrics. ``tensor(state)`` is the model's tensor ``sum_i a_i w_i^{⊗l}`` (for ``nt`` the exact
@@ -38,7 +45,7 @@ import jax.numpy as jnp
 
 from jaxtd import initialization, lazy, models, schema
 from jaxtd import network as hermite_net  # (the constructor below is named network)
-from jaxtd._checks import check_bool
+from jaxtd._checks import check_bool, host_value
 from jaxtd.algorithms import base
 from jaxtd.algorithms._lazy_gd import polarize
 from jaxtd.algorithms.base import OptimizerSpec
@@ -66,7 +73,8 @@ class NetworkState(NamedTuple):
       y: ``(n,)`` its labels.
       key: the batch stream (minibatch indices or fresh samples of step ``t``: ``fold_in(key, t)``).
       opt_state: the optimizer state of the trained variables.
-      hparams: dict of scalar arrays (``init_scale``, ``noise``, ``learning_rate``).
+      hparams: dict of scalar arrays (``init_scale``, ``noise``, ``learning_rate``, and with a
+        data set ``active_samples``).
       count: int32 steps taken.
       order: static tensor order ``l``.
     """
@@ -104,6 +112,18 @@ def _check_sizes(samples, batch_size):
     return samples, batch_size
 
 
+def _check_active_samples(value, samples: int) -> None:
+    """A concrete ``active_samples`` must be a whole number in ``[1, samples]``."""
+    value = value if not isinstance(value, jax.Array) else host_value(value)
+    if value is None or isinstance(value, jax.core.Tracer):
+        return
+    v = float(value)
+    if not (1 <= v <= samples and v == int(v)):
+        raise ValueError(f"hparams['active_samples'] must be a whole number in [1, "
+                         f"samples={samples}] (the first rows of the data set to train on), "
+                         f"got {value!r}")
+
+
 @base.constructor
 def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
             samples: Optional[int] = None, batch_size: Optional[int] = None,
@@ -119,6 +139,8 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
       regime: ``"nn"`` (train the network), ``"nt"`` (its linearization in ``W`` at ``W0``) or
         ``"rf"`` (the output layer, ``W`` fixed, from ``a = 0``).
       samples: the data set size ``n`` (drawn once, in ``init``), or ``None`` for online SGD.
+        With a data set, hparam ``active_samples`` (default ``samples``) uses its first rows
+        only (module docstring: samples as a grid axis).
       batch_size: samples per step (``None``: the whole data set; required online).
       train_output: also train the output layer ``a`` (``regime="nn"`` only).
       init: ``W0`` and ``a0``: ``"standard"`` (rows ``N(0, I/d)`` times ``init_scale``, signs by
@@ -148,6 +170,8 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
     opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "noise": float(noise),
                 "learning_rate": opt.learning_rate}
+    if samples is not None:
+        defaults["active_samples"] = float(samples)
     online = samples is None
     minibatch = not online and batch_size is not None and batch_size < samples
 
@@ -155,6 +179,8 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
                 hparams=None) -> NetworkState:
         ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
         hp = ctx.hparams
+        if not online:
+            _check_active_samples((hparams or {}).get("active_samples"), samples)
         if init == "small":
             w0, a0 = base.small_rows(ctx, target, signs)
         elif init == "antisymmetric":
@@ -206,17 +232,33 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
         s = with_trained(state, value)
         return hermite_net._predict(s.weights, s.factors, x, l)
 
+    def sample_mask(state: NetworkState):
+        """``(n,)`` 0/1: the first ``active_samples`` rows of the data set (all online)."""
+        n = state.x.shape[0]
+        if online:
+            return jnp.ones((n,), state.x.dtype)
+        rows = jnp.arange(n, dtype=state.x.dtype)
+        return (rows < state.hparams["active_samples"]).astype(state.x.dtype)
+
     def batch(state: NetworkState, target: SymCP):
+        """``(x, y, weights)`` of this step's batch (weights 0/1: masked samples count 0)."""
         step_key = jax.random.fold_in(state.key, state.count)
         if online:
-            return hermite_net.sample(step_key, target, batch_size, state.hparams["noise"])
+            x, y = hermite_net.sample(step_key, target, batch_size, state.hparams["noise"])
+            return x, y, jnp.ones_like(y)
+        mask = sample_mask(state)
         if not minibatch:
-            return state.x, state.y
-        idx = jax.random.choice(step_key, samples, (batch_size,), replace=False)
-        return state.x[idx], state.y[idx]
+            return state.x, state.y, mask
+        # b distinct active rows, uniformly: the b smallest of per-row uniforms keyed by the row
+        # index (so the choice among the first n rows does not depend on the capacity)
+        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(step_key, j)))(
+            jnp.arange(samples))
+        idx = jax.lax.top_k(-jnp.where(mask > 0, u, 2.0), batch_size)[1]
+        return state.x[idx], state.y[idx], mask[idx]
 
-    def empirical(state, value, x, y):
-        return 0.5 * jnp.mean((outputs(state, value, x) - y) ** 2)
+    def empirical(state, value, x, y, weights):
+        sq = weights * (outputs(state, value, x) - y) ** 2
+        return 0.5 * jnp.sum(sq) / jnp.maximum(jnp.sum(weights), 1.0)
 
     def population(state: NetworkState, target: SymCP):
         noise = state.hparams["noise"]
@@ -227,10 +269,11 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
         return hermite_net.population_loss(tensor(state), target, noise)
 
     def step(state: NetworkState, target: SymCP):
-        x, y = batch(state, target)
+        x, y, weights = batch(state, target)
         value = trained(state)
-        loss, grads = jax.value_and_grad(empirical, argnums=1)(state, value, x, y)
-        whole = empirical(state, value, state.x, state.y) if minibatch else loss
+        loss, grads = jax.value_and_grad(empirical, argnums=1)(state, value, x, y, weights)
+        whole = (empirical(state, value, state.x, state.y, sample_mask(state)) if minibatch
+                 else loss)
         new, opt_state = base.optimizer_step(opt, value, grads, state.opt_state,
                                              state.hparams["learning_rate"], state.mask)
         state_new = with_trained(state, new)._replace(opt_state=opt_state, count=state.count + 1)
