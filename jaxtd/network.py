@@ -27,6 +27,7 @@ weights, the linearization in ``W``, the output layer alone) is
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -123,11 +124,13 @@ def hermite(order: int, s: jax.Array, r=1.0) -> jax.Array:
     return cur
 
 
+@functools.partial(jax.jit, static_argnums=2)  # eager calls: one program, not op by op
 def _features(w, x, order: int):
     """``(n, m)`` ``φ_{w_i}(x_j)`` for ``w`` ``(m, d)`` and ``x`` ``(n, d)`` (no checks)."""
     return hermite(order, matmul(x, w.T), jnp.sum(w * w, axis=1))
 
 
+@functools.partial(jax.jit, static_argnums=3)
 def _predict(a, w, x, order: int):
     return matmul(_features(w, x, order), a)
 
@@ -199,15 +202,19 @@ def sample(key, teacher: SymCP, n: int, noise=0.0) -> tuple:
     _check_model(teacher, "teacher")
     n = check_int(n, "n", 1, why=" (the number of samples, a static shape)")
     _check_noise(noise)
-    dtype = teacher.factors.dtype
+    c, u = _common(teacher.weights, teacher.factors)
+    return _sample(key, c, u, jnp.asarray(noise).astype(u.dtype), n=n, order=teacher.order)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "order"))
+def _sample(key, c, u, noise, *, n: int, order: int):
+    # one compiled program per (n, shapes): an eager call would dispatch (and compile) op by op
     kx, ke = jax.random.split(key)
     rows = jnp.arange(n)
-    x = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(kx, j), (teacher.dim,),
-                                             dtype))(rows)
-    eps = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(ke, j), (), dtype))(rows)
-    c, u = _common(teacher.weights, teacher.factors)
-    y = _predict(c.astype(dtype), u.astype(dtype), x, teacher.order)
-    return x, y + jnp.asarray(noise).astype(dtype) * eps
+    x = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(kx, j), (u.shape[1],),
+                                             u.dtype))(rows)
+    eps = jax.vmap(lambda j: jax.random.normal(jax.random.fold_in(ke, j), (), u.dtype))(rows)
+    return x, _predict(c, u, x, order) + noise * eps
 
 
 def rf_least_squares(model: SymCP, x: jax.Array, y: jax.Array, rcond=None) -> SymCP:
