@@ -302,6 +302,55 @@ def test_nn_metrics_and_minibatches(x64):
     assert float(jnp.max(jnp.abs(new.weights - state.weights))) > 0
 
 
+def test_online_sgd_draws_fresh_samples(x64):
+    """samples=None: step t trains on batch_size fresh samples from fold_in(state.key, t) (the
+    documented stream) and the population risk falls."""
+    target = _teacher(jnp.float64)
+    noise = 0.05
+    algorithm = algorithms.network(0.01, regime="nn", batch_size=64, noise=noise)
+    state0, _ = _steps(algorithm, target, 4, 0)
+    assert state0.x.shape == (0, DIM)
+    state, history = _steps(algorithm, target, 4, 300)
+    np.testing.assert_array_equal(history["empirical_loss"], history["loss"])
+    for t in (0, 1):
+        x, y = network.sample(jax.random.fold_in(state0.key, t), target, 64, noise)
+        if t == 0:
+            np.testing.assert_allclose(history["loss"][0],
+                                       network.empirical_loss(algorithm.tensor(state0), x, y),
+                                       rtol=1e-12)
+        else:  # a different batch each step
+            assert float(history["loss"][1]) != pytest.approx(
+                float(network.empirical_loss(algorithm.tensor(state0), x, y)), rel=1e-3)
+    assert history["population_loss"][-1] < 0.5 * history["population_loss"][0]
+
+
+def test_config_table_builds_the_network():
+    """The command line reaches the network through a user table (factory + keyword args)."""
+    from jaxtd import config
+    cfg = config.loads("""
+        [target]
+        kind = "orthonormal"
+        order = 2
+        dim = 4
+        rank = 2
+        [sweep]
+        algorithms = ["net"]
+        widths = [3, 4]
+        seeds = 2
+        steps = 20
+        success_threshold = 0.01
+        [net]
+        factory = "jaxtd.algorithms:network"
+        optimizer = 0.01
+        regime = "nt"
+        samples = 50
+    """)
+    built = config.build_user("net", cfg.params["net"])
+    assert built == algorithms.network(0.01, regime="nt", samples=50)
+    assert built.name == "network-nt"
+    assert set(built.hparams) == {"init_scale", "noise", "learning_rate", "active_samples"}
+
+
 def test_run_and_sweep_cell_equals_run_alone():
     """jaxtd.run and jaxtd.sweep with the network: the histories carry the empirical and the
     exact population loss, and a vmapped, width-padded cell whose data set is masked to its first
