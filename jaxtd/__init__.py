@@ -25,6 +25,7 @@ _EXPORTS = {
     "targets": ("jaxtd.targets", None),
     "algorithms": ("jaxtd.algorithms", None),
     "metrics": ("jaxtd.metrics", None),
+    "network": ("jaxtd.network", None),
     "models": ("jaxtd.models", None),
     "init_factors": ("jaxtd.initialization", "init_factors"),
     "inner": ("jaxtd.losses", "inner"),
@@ -50,7 +51,7 @@ _EXPORTS = {
 
 __all__ = ["SymCP", "to_dense", "inner", "norm", "loss", "relative_error", "residual_sq",
            "targets", "initialization", "init_factors", "__version__",
-           "algorithms", "models", "metrics", "run", "simulate", "RunResult",
+           "algorithms", "models", "metrics", "network", "run", "simulate", "RunResult",
            "default_record_every", "with_init_params", "sweep", "Results", "key_for_seed",
            "bucket_widths", "BucketCost", "BUCKETINGS", "clear_cache"]
 
@@ -75,7 +76,7 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # static tools see the eager imports
-    from jaxtd import algorithms, initialization, metrics, models, targets
+    from jaxtd import algorithms, initialization, metrics, models, network, targets
     from jaxtd._run import RunResult, default_record_every, run, simulate, with_init_params
     from jaxtd._sweep import (BUCKETINGS, BucketCost, bucket_widths, clear_cache, key_for_seed,
                               sweep)

@@ -25,9 +25,9 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtd import initialization, lazy, models, schema
+from jaxtd._lazy_model import polarize  # re-exported: the lazy tensor as an exact SymCP
 from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
@@ -60,40 +60,6 @@ class LazyGDState(NamedTuple):
         model = self.model
         return self._replace(model=SymCP(model.weights, params.astype(model.factors.dtype),
                                          model.order))
-
-
-def _stencil(order: int) -> np.ndarray:
-    """``α`` of ``p'(0) = sum_k α_k (p(k) - p(-k))`` for polynomials of degree ``<= 2K``."""
-    k = (order + 1) // 2
-    nodes = np.arange(1, k + 1, dtype=np.float64)
-    powers = 2 * np.arange(k) + 1                          # odd moments 1, 3, ..., 2K-1
-    vander = 2.0 * nodes[None, :] ** powers[:, None]       # (K, K)
-    rhs = np.zeros(k)
-    rhs[0] = 1.0
-    return np.linalg.solve(vander, rhs)
-
-
-def polarize(model: SymCP, delta: jax.Array) -> SymCP:
-    """The lazy tensor ``T(W0) + JΔ`` as an exact SymCP of width ``m (1 + 2K)``, ``K = ⌈l/2⌉``.
-
-    Args:
-      model: ``SymCP(c, W0, l)``, ``W0`` of shape ``(m, d)``.
-      delta: ``(m, d)``.
-    Returns:
-      SymCP with rows ``W0`` (weights ``c``) then, for ``k = 1..K``, ``W0 ± k h Δ`` (weights
-      ``± c α_k / h``), ``h_i = ||w_i||/||δ_i||`` (1 where either is 0). See the module docstring.
-    """
-    w, c, l = model.factors, model.weights, model.order
-    delta = delta.astype(w.dtype)
-    nw, nd = models.safe_norm(w, axis=1), models.safe_norm(delta, axis=1)  # finite gradients at a zero (masked) row
-    ok = (nw > 0) & (nd > 0)
-    h = jnp.where(ok, nw / jnp.where(ok, nd, 1.0), 1.0)
-    rows, weights = [w], [c]
-    for k, alpha in enumerate(_stencil(l), start=1):
-        for sign in (1.0, -1.0):
-            rows.append(w + (sign * k) * h[:, None] * delta)
-            weights.append((sign * alpha) * c / h)
-    return SymCP(jnp.concatenate(weights), jnp.concatenate(rows), l)
 
 
 @base.constructor

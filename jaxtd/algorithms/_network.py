@@ -1,0 +1,309 @@
+"""The two-layer Hermite network of :mod:`jaxtd.network` trained on samples, in three regimes
+(docs/algorithms.md, docs/math.md §7).
+
+The target of a run is the *teacher* network ``f* = sum_j c_j φ_{u_j}``; the model is
+``f = sum_i a_i φ_{w_i}`` (``a`` the output layer, ``W`` the inner weights). Training minimizes the
+empirical loss ``½ mean (f(x) - y)^2`` on labelled samples ``y = f*(x) + σ ε``:
+
+- ``regime="nn"``: the network itself, in ``W`` (and ``a`` with ``train_output=True``);
+- ``regime="nt"``: its linearization in ``W`` around ``W0`` (``a`` fixed),
+  ``f(x; W0) + ∂_W f(x; W0) Δ``, evaluated with ``jax.linearize`` of the network's output; the
+  trained variable is ``Δ``;
+- ``regime="rf"``: the output layer ``a`` alone, ``W = W0`` fixed, from ``a = 0`` (so full-batch
+  GD converges to :func:`jaxtd.network.rf_least_squares`, the min-norm least-squares fit).
+
+Data. ``samples=n`` draws one data set of ``n`` samples from the run key inside ``init`` (fixed
+for the run); ``batch_size=b < n`` then takes ``b`` of them without replacement at each step
+(full batch when ``None``). ``samples=None`` is online SGD: ``batch_size`` fresh samples at every
+step.
+
+Samples as a grid axis. With ``samples=n_max`` the hparam ``active_samples`` (default ``n_max``)
+keeps the first ``active_samples`` rows of the data set and masks the others: since
+:func:`jaxtd.network.sample` draws row ``j`` from ``fold_in(., j)``, that is the data set of size
+``active_samples``, and minibatches are drawn among those rows alone, so the run equals the run
+with ``samples=active_samples``. ``jaxtd.sweep(..., hparams={"active_samples": [...]})`` then
+gives test risk against ``n`` x width x seeds from one compiled program per width bucket. Every draw is keyed by ``fold_in`` of a data stream of the run key and the step count, never
+by the width, so a width-``m`` run inside a padded grid is the same run as alone.
+
+Metrics. ``tensor(state)`` is the model's tensor ``sum_i a_i w_i^{⊗l}`` (for ``nt`` the exact
+tensor of the linearized network, :func:`jaxtd.algorithms.polarize`: ``φ_w`` is linear in
+``w^{⊗l}``, so the linearized network is the network of the linearized tensor). The runner's
+``loss``/``relative_error`` are therefore those of the population: the population risk is
+``l!`` times the recorded ``loss`` plus ``½ σ^2``. ``step`` reports, before its update, ``loss``
+(the batch's empirical loss), ``empirical_loss`` (on the whole data set; the batch's when online)
+and ``population_loss`` (exact, :func:`jaxtd.network.population_loss`), which the runner records
+in the history (``loss`` as ``objective``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from jaxtd import initialization, lazy, models, schema
+from jaxtd import network as hermite_net  # (the constructor below is named network)
+from jaxtd._checks import check_bool, host_value
+from jaxtd.algorithms import base
+from jaxtd._lazy_model import polarize
+from jaxtd.algorithms.base import OptimizerSpec
+from jaxtd.symcp import SymCP
+
+__all__ = ["network", "NetworkState", "REGIMES", "INITS", "SCHEMA"]
+
+REGIMES = ("nn", "nt", "rf")
+INITS = ("standard", "antisymmetric", "small")
+
+# fold_in data deriving the data stream from the run key (independent of split(key), which gives
+# the rows and signs, and of base.redraw_key)
+_DATA_STREAM = 0xDA7A
+
+
+class NetworkState(NamedTuple):
+    """State of :func:`network`.
+
+    Attributes:
+      weights: ``(m,)`` output layer ``a`` (zero on masked rows).
+      factors: ``(m, d)`` inner weights: ``W`` for ``nn``, the fixed ``W0`` for ``nt`` and ``rf``.
+      delta: ``(m, d)`` perturbation ``Δ`` of ``nt`` (zeros otherwise).
+      mask: ``(m,)`` 0/1 activity mask.
+      x: ``(n, d)`` the data set (``(0, d)`` online).
+      y: ``(n,)`` its labels.
+      key: the batch stream (minibatch indices or fresh samples of step ``t``: ``fold_in(key, t)``).
+      opt_state: the optimizer state of the trained variables.
+      hparams: dict of scalar arrays (``init_scale``, ``noise``, ``learning_rate``, and with a
+        data set ``active_samples``).
+      count: int32 steps taken.
+      order: static tensor order ``l``.
+    """
+
+    weights: jax.Array
+    factors: jax.Array
+    delta: jax.Array
+    mask: jax.Array
+    x: jax.Array
+    y: jax.Array
+    key: jax.Array
+    opt_state: Any
+    hparams: dict
+    count: jax.Array
+    order: base.Static
+
+    def with_init_params(self, params: jax.Array) -> "NetworkState":
+        """This state with initial inner weights ``params`` ``(m, d)`` (``W`` of ``nn``, the
+        linearization point / fixed features ``W0`` of ``nt`` / ``rf``; ``Δ = 0`` at init)."""
+        return self._replace(factors=params.astype(self.factors.dtype))
+
+
+def _check_sizes(samples, batch_size):
+    if samples is not None:
+        samples = base.check_int(samples, "samples", 1, why=" (the data set size) or None "
+                                 "(online SGD: fresh samples every step)")
+    if batch_size is not None:
+        batch_size = base.check_int(batch_size, "batch_size", 1)
+        if samples is not None and batch_size > samples:
+            raise ValueError(f"batch_size={batch_size} exceeds samples={samples}; use "
+                             f"batch_size <= samples, or None for full-batch steps")
+    elif samples is None:
+        raise ValueError("samples=None (online SGD, fresh samples every step) needs a "
+                         "batch_size, e.g. batch_size=64")
+    return samples, batch_size
+
+
+def _check_active_samples(value, samples: int) -> None:
+    """A concrete ``active_samples`` must be a whole number in ``[1, samples]``."""
+    value = value if not isinstance(value, jax.Array) else host_value(value)
+    if value is None or isinstance(value, jax.core.Tracer):
+        return
+    v = float(value)
+    if not (1 <= v <= samples and v == int(v)):
+        raise ValueError(f"hparams['active_samples'] must be a whole number in [1, "
+                         f"samples={samples}] (the first rows of the data set to train on), "
+                         f"got {value!r}")
+
+
+@base.constructor
+def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
+            samples: Optional[int] = None, batch_size: Optional[int] = None,
+            train_output: bool = False, init: str = "standard", init_scale: float = 1.0,
+            noise: float = 0.0, learning_rate: Optional[float] = None, signs: str = "auto",
+            name: Optional[str] = None) -> base.Algorithm:
+    """A two-layer Hermite network trained on samples of the target network (module docstring).
+
+    Args:
+      optimizer: as in :func:`jaxtd.algorithms.gd` (float = SGD step; factory with
+        ``learning_rate=``; or a ready transformation whose updates hparam ``learning_rate``
+        multiplies).
+      regime: ``"nn"`` (train the network), ``"nt"`` (its linearization in ``W`` at ``W0``) or
+        ``"rf"`` (the output layer, ``W`` fixed, from ``a = 0``).
+      samples: the data set size ``n`` (drawn once, in ``init``), or ``None`` for online SGD.
+        With a data set, hparam ``active_samples`` (default ``samples``) uses its first rows
+        only (module docstring: samples as a grid axis).
+      batch_size: samples per step (``None``: the whole data set; required online).
+      train_output: also train the output layer ``a`` (``regime="nn"`` only).
+      init: ``W0`` and ``a0``: ``"standard"`` (rows ``N(0, I/d)`` times ``init_scale``, signs by
+        ``signs``), ``"antisymmetric"`` (those rows in pairs with weights ``+1, -1``, so
+        ``f(·; W0) = 0``) or ``"small"`` (rows of norm exactly ``init_scale``, signs by ``signs``;
+        the init of :func:`jaxtd.algorithms.gd`). ``rf`` replaces ``a0`` by 0.
+      init_scale: hparam ``init_scale`` (see ``init``).
+      noise: label noise standard deviation ``σ >= 0`` (hparam ``noise``).
+      learning_rate, signs, name: see :func:`jaxtd.algorithms.gd` (default name
+        ``"network-<regime>"``).
+    Returns:
+      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (batch empirical loss),
+      ``empirical_loss`` and ``population_loss`` before the update; ``tensor`` the model's tensor
+      (``nt``: of the linearized network); ``params`` the inner weights (``nt``: ``W0 + Δ``).
+    """
+    base.check_choice(regime, "regime", REGIMES)
+    samples, batch_size = _check_sizes(samples, batch_size)
+    check_bool(train_output, "train_output")
+    if train_output and regime != "nn":
+        raise ValueError(f"train_output=True with regime={regime!r}: only regime='nn' trains "
+                         "the output layer on top of W ('rf' trains it alone, 'nt' linearizes "
+                         "in W with a fixed); leave train_output=False")
+    base.check_choice(init, "init", INITS)
+    base.check_choice(signs, "signs", models.SIGN_RULES)
+    base.check_positive(init_scale, "init_scale")
+    base.check_nonnegative(noise, "noise")
+    opt = base.make_optimizer(optimizer, learning_rate)
+    defaults = {"init_scale": float(init_scale), "noise": float(noise),
+                "learning_rate": opt.learning_rate}
+    if samples is not None:
+        defaults["active_samples"] = float(samples)
+    online = samples is None
+    minibatch = not online and batch_size is not None and batch_size < samples
+
+    def init_fn(key, target: SymCP, width: int, *, active=None,
+                hparams=None) -> NetworkState:
+        ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
+        hp = ctx.hparams
+        if not online:
+            _check_active_samples((hparams or {}).get("active_samples"), samples)
+        if init == "small":
+            w0, a0 = base.small_rows(ctx, target, signs)
+        elif init == "antisymmetric":
+            pairs = initialization.antisymmetric(ctx.row_key, ctx.width, target.dim,
+                                                 target.order, scale="standard", dtype=ctx.dtype)
+            w0, a0 = hp["init_scale"] * pairs.factors, pairs.weights
+        else:
+            w0 = hp["init_scale"] * initialization.init_factors(
+                ctx.row_key, ctx.width, target.dim, scale="standard", dtype=ctx.dtype)
+            a0 = models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
+        if regime == "rf":
+            a0 = jnp.zeros_like(a0)
+        a0 = a0 * ctx.mask
+        data_key, batch_key = jax.random.split(jax.random.fold_in(key, _DATA_STREAM))
+        if online:
+            x = jnp.zeros((0, target.dim), ctx.dtype)
+            y = jnp.zeros((0,), ctx.dtype)
+        else:
+            x, y = hermite_net.sample(data_key, target, samples, hp["noise"])
+        state = NetworkState(a0, w0, jnp.zeros_like(w0), ctx.mask, x, y, batch_key, None, hp,
+                             jnp.zeros((), jnp.int32), base.Static(target.order))
+        return state._replace(opt_state=base.init_optimizer(opt, trained(state),
+                                                            hp["learning_rate"]))
+
+    def trained(state: NetworkState):
+        """The trained variables (a pytree whose leaves lead with the width)."""
+        if regime == "nt":
+            return state.delta
+        if regime == "rf":
+            return state.weights
+        return (state.factors, state.weights) if train_output else state.factors
+
+    def with_trained(state: NetworkState, value) -> NetworkState:
+        if regime == "nt":
+            return state._replace(delta=value)
+        if regime == "rf":
+            return state._replace(weights=value)
+        if train_output:
+            return state._replace(factors=value[0], weights=value[1])
+        return state._replace(factors=value)
+
+    def outputs(state: NetworkState, value, x):
+        """``(b,)`` outputs on ``x`` ``(b, d)`` of the model with trained variables ``value``."""
+        l = state.order.value
+        if regime == "nt":
+            f0, lin = jax.linearize(lambda w: hermite_net._predict(state.weights, w, x, l),
+                                    state.factors)
+            return f0 + lin(value)
+        s = with_trained(state, value)
+        return hermite_net._predict(s.weights, s.factors, x, l)
+
+    def sample_mask(state: NetworkState):
+        """``(n,)`` 0/1: the first ``active_samples`` rows of the data set (all online)."""
+        n = state.x.shape[0]
+        if online:
+            return jnp.ones((n,), state.x.dtype)
+        rows = jnp.arange(n, dtype=state.x.dtype)
+        return (rows < state.hparams["active_samples"]).astype(state.x.dtype)
+
+    def batch(state: NetworkState, target: SymCP):
+        """``(x, y, weights)`` of this step's batch (weights 0/1: masked samples count 0)."""
+        step_key = jax.random.fold_in(state.key, state.count)
+        if online:
+            x, y = hermite_net.sample(step_key, target, batch_size, state.hparams["noise"])
+            return x, y, jnp.ones_like(y)
+        mask = sample_mask(state)
+        if not minibatch:
+            return state.x, state.y, mask
+        # b distinct active rows, uniformly: the b smallest of per-row uniforms keyed by the row
+        # index (so the choice among the first n rows does not depend on the capacity)
+        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(step_key, j)))(
+            jnp.arange(samples))
+        idx = jax.lax.top_k(-jnp.where(mask > 0, u, 2.0), batch_size)[1]
+        return state.x[idx], state.y[idx], mask[idx]
+
+    def empirical(state, value, x, y, weights):
+        sq = weights * (outputs(state, value, x) - y) ** 2
+        return 0.5 * jnp.sum(sq) / jnp.maximum(jnp.sum(weights), 1.0)
+
+    def population(state: NetworkState, target: SymCP):
+        noise = state.hparams["noise"]
+        if regime == "nt":
+            model0 = SymCP(state.weights, state.factors, state.order.value)
+            fit = math.factorial(state.order.value) * lazy.lazy_loss(model0, state.delta, target)
+            return fit + 0.5 * noise ** 2
+        return hermite_net.population_loss(tensor(state), target, noise)
+
+    def step(state: NetworkState, target: SymCP):
+        x, y, weights = batch(state, target)
+        value = trained(state)
+        loss, grads = jax.value_and_grad(empirical, argnums=1)(state, value, x, y, weights)
+        whole = (empirical(state, value, state.x, state.y, sample_mask(state)) if minibatch
+                 else loss)
+        new, opt_state = base.optimizer_step(opt, value, grads, state.opt_state,
+                                             state.hparams["learning_rate"], state.mask)
+        state_new = with_trained(state, new)._replace(opt_state=opt_state, count=state.count + 1)
+        return state_new, {"loss": loss, "empirical_loss": whole,
+                           "population_loss": population(state, target)}
+
+    def tensor(state: NetworkState) -> SymCP:
+        model = SymCP(state.weights, state.factors, state.order.value)
+        return polarize(model, state.delta) if regime == "nt" else model
+
+    def params(state: NetworkState) -> jax.Array:
+        return state.factors + state.delta if regime == "nt" else state.factors
+
+    return base.Algorithm(name or f"network-{regime}", init_fn, step, tensor, params, defaults)
+
+
+# The configurable arguments of network (names and defaults come from its signature).
+SCHEMA = schema.derive(network, base.optimizer_params("step size of the empirical loss") + (
+    schema.Param("regime", "choice", "nn (train the network), nt (its linearization in W at "
+                 "W0) or rf (the output layer with W fixed)", choices=REGIMES),
+    schema.Param("samples", "int", "data set size, drawn once per run (absent: online SGD, "
+                 "fresh samples every step)", ge=1),
+    schema.Param("batch_size", "int", "samples per step (absent: the whole data set)", ge=1),
+    schema.Param("train_output", "bool", "also train the output layer (regime = nn)"),
+    schema.Param("init", "choice", "initialization: standard (rows N(0, I/d) times "
+                 "init_scale), antisymmetric (pairs with weights +1, -1: f(W0) = 0) or small "
+                 "(rows of norm init_scale)", choices=INITS),
+    schema.Param("init_scale", "float", "scale of the initial inner weights", gt=0,
+                 hparam="init_scale"),
+    schema.Param("noise", "float", "label noise standard deviation", ge=0, hparam="noise"),
+    schema.Param("signs", "choice", "sign rule of the output layer (init = standard, small)",
+                 choices=models.SIGN_RULES),
+))
