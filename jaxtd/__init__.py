@@ -36,7 +36,7 @@ _EXPORTS = {
     "SymCP": ("jaxtd.symcp", "SymCP"),
     "to_dense": ("jaxtd.symcp", "to_dense"),
     "RunResult": ("jaxtd._run", "RunResult"),
-    "default_record_every": ("jaxtd._run", "default_record_every"),
+    "default_record_every": ("jaxtd._sizes", "default_record_every"),
     "run": ("jaxtd._run", "run"),
     "simulate": ("jaxtd._run", "simulate"),
     "with_init_params": ("jaxtd._run", "with_init_params"),
@@ -77,7 +77,8 @@ def __dir__():
 
 if TYPE_CHECKING:  # static tools see the eager imports
     from jaxtd import algorithms, initialization, metrics, models, network, targets
-    from jaxtd._run import RunResult, default_record_every, run, simulate, with_init_params
+    from jaxtd._run import RunResult, run, simulate, with_init_params
+    from jaxtd._sizes import default_record_every
     from jaxtd._sweep import (BUCKETINGS, BucketCost, bucket_widths, clear_cache, key_for_seed,
                               sweep)
     from jaxtd.initialization import init_factors

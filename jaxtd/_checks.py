@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxtd._sizes import largest_divisor_at_most  # re-exported (moved below JAX)
+
 __all__ = ["check_int", "check_bool", "check_choice", "check_finite", "check_positive",
            "check_nonnegative", "is_real", "host_value", "largest_divisor_at_most"]
 
@@ -37,38 +39,6 @@ def check_bool(value: Any, name: str) -> bool:
 
 # Trial division stops here: the factorization below is exact for n < _TRIAL_LIMIT**2 = 10**12
 # and for any n whose prime factors but one are below _TRIAL_LIMIT (~0.1 s at most).
-_TRIAL_LIMIT = 10 ** 6
-
-
-def largest_divisor_at_most(n: int, bound: int) -> int:
-    """The largest divisor of the int ``n >= 1`` that is ``<= bound`` (``>= 1``), in bounded time.
-
-    ``n`` is factored by trial division up to ``10**6`` and the divisors are built from the
-    factors (at most ~10^5 of them for any 64-bit ``n``). Exact for ``n < 10**12``; above, a
-    leftover cofactor with two large prime factors is treated as prime, so the answer is a
-    divisor ``<= bound`` that may not be the largest one."""
-    n, bound = int(n), int(bound)
-    if bound >= n:
-        return n
-    if bound <= 1:
-        return 1
-    factors: dict[int, int] = {}
-    rest = n
-    p = 2
-    while p * p <= rest and p <= _TRIAL_LIMIT:
-        while rest % p == 0:
-            factors[p] = factors.get(p, 0) + 1
-            rest //= p
-        p += 1 if p == 2 else 2
-    if rest > 1:
-        factors[rest] = factors.get(rest, 0) + 1
-    divisors = [1]
-    for prime, power in factors.items():
-        divisors = [d * prime ** e for d in divisors for e in range(power + 1)
-                    if d * prime ** e <= bound]
-    return max(divisors)
-
-
 def check_choice(value: Any, name: str, choices) -> Any:
     """Return ``value`` if it is one of ``choices``, else a ``ValueError`` listing them."""
     if value not in choices:

@@ -4,7 +4,6 @@ optima (see :mod:`jaxtd.lazy`)."""
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -14,6 +13,7 @@ from jaxtyping import Float
 
 from jaxtd._checks import host_value
 from jaxtd._precision import einsum, matmul
+from jaxtd._sizes import sym_dim  # re-exported (moved below JAX)
 from jaxtd.initialization import init_factors
 from jaxtd.lazy_cg import cg_lstsq
 from jaxtd.shapes import ArrayLike, Scalar
@@ -170,11 +170,6 @@ def _check_rcond(rcond) -> None:
     if not 0 <= float(rcond) < 1:
         raise ValueError(f"rcond must be in [0, 1) (eigenvalues below rcond * the largest are "
                          f"cut), got {rcond!r}; None picks the default for the dtype")
-
-
-def sym_dim(dim: int, order: int) -> int:
-    """``dim Sym^l(R^d) = C(d + l - 1, l)``: the dimension of symmetric order-``l`` tensors."""
-    return math.comb(dim + order - 1, order)
 
 
 METHODS = ("auto", "dense", "iterative")

@@ -4,69 +4,24 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxtd.initialization import init_factors
+from jaxtd._sizes import (AH_EXCEPTIONS, MAX_WINDOW, near_threshold_widths,  # re-exported
+                          predicted_critical_width, predicted_width, sym_dim)
 from jaxtd.symcp import SymCP
 from jaxtd.initialization import antisymmetric
-from jaxtd._lazy_optimum import sym_dim, _check_method, solver_for, _Cell, _solve_cell
+from jaxtd._lazy_optimum import _check_method, solver_for, _Cell, _solve_cell
 
 __all__ = ["AH_EXCEPTIONS", "predicted_critical_width", "near_threshold_widths", "Threshold",
            "threshold_experiment", "fit_exponent", "local_exponents", "threshold_slopes"]
 
 
 # -- the threshold experiment ---------------------------------------------------------------------
-
-# Alexander–Hirschowitz: (order, dim, width) where the tangent space falls one short of
-# min(m d, C(d+l-1, l)) for generic W0 (besides order 2).
-AH_EXCEPTIONS = ((4, 3, 5), (4, 4, 9), (4, 5, 14), (3, 5, 7))
-
-
-def predicted_critical_width(dim: int, order: int) -> int:
-    """Expected ``m*(d, l)`` for a generic ``W0`` and target (standard, non-antisymmetric init):
-    ``⌈C(d+l-1, l) / d⌉``, except order 2 (the tangent space has dimension ``md - m(m-1)/2``, so
-    ``m* = d``) and the Alexander–Hirschowitz exceptions (one more)."""
-    if order == 2:
-        return int(dim)
-    m = -(-sym_dim(dim, order) // dim)
-    return m + 1 if (order, dim, m) in AH_EXCEPTIONS else m
-
-
-def _predicted(d: int, l: int, init: str) -> int:
-    # antisymmetric: k distinct factors at widths 2k - 1 and 2k (a pair spans one factor's
-    # tangent directions, as does the unpaired last row of an odd width)
-    m = predicted_critical_width(d, l)
-    return 2 * m - 1 if init == "antisymmetric" else m
-
-
-# Widths on each side of the predicted threshold (the [sweep] widths table has the same limit),
-# and the most widths a default window 1 .. m* + 2 may hold.
-MAX_WINDOW = 1000
-
-
-def near_threshold_widths(below: int = 2, above: int = 2, init: str = "standard") -> Callable:
-    """``widths`` for :func:`threshold_experiment`: ``(dim, order) -> [p - below, p + above]``
-    around the predicted critical width ``p`` (of ``init``), clipped at 1. Solving only there is
-    what makes large ``d`` affordable; ``critical`` is then only found inside that window (a
-    window whose smallest width already fits says so: its residual is ``<= tol`` there)."""
-    for name, v in (("below", below), ("above", above)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
-        if v > MAX_WINDOW:
-            raise ValueError(f"{name} must be <= {MAX_WINDOW} (each width is one solve), got {v}")
-    if init not in ("standard", "antisymmetric"):
-        raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
-
-    def widths(d, l):
-        p = _predicted(int(d), int(l), init)
-        return list(range(max(1, p - below), p + above + 1))
-
-    return widths
-
 
 class Threshold(NamedTuple):
     """Output of :func:`threshold_experiment`.
@@ -207,7 +162,7 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
                 ok = [w for w, r in zip(ws, out.residual) if r <= tol]
                 fits.append(ok[0] if ok else None)
             critical[(d, l)] = None if None in fits else max(fits)
-            predicted[(d, l)] = _predicted(d, l, init)
+            predicted[(d, l)] = predicted_width(d, l, init)
     table = pd.DataFrame(rows)
     if len(table):
         table = table.astype({"rank": "Int64", "iterations": "Int64"})

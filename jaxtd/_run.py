@@ -63,7 +63,8 @@ import numpy as np
 
 from jaxtd import losses, metrics
 from jaxtd._checks import (check_finite, check_int, check_nonnegative, check_positive, host_value,
-                           is_real, largest_divisor_at_most)
+                           is_real)
+from jaxtd._sizes import default_record_every  # re-exported (moved below JAX)
 from jaxtd.algorithms.base import Algorithm, check_target, check_width, row_mask
 from jaxtd.log import check_callback, history_records
 from jaxtd.symcp import SymCP
@@ -301,12 +302,6 @@ def trajectory(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: i
 
 _simulate_jit = jax.jit(simulate, static_argnames=("algorithm", "width", "steps", "record_every",
                                                    "checkpoint"))
-
-
-def default_record_every(steps: int, records: int = 100) -> int:
-    """The largest divisor of ``steps`` that is at most ``max(1, steps // records)`` (found from
-    the factors of ``steps`` in bounded time: :func:`jaxtd._checks.largest_divisor_at_most`)."""
-    return largest_divisor_at_most(steps, max(1, steps // records))
 
 
 # Step counters (``diverged_step``, the divergence reference's count, ``history["step"]``) are

@@ -66,15 +66,14 @@ from jaxtd.results import Results, progress_enabled, tqdm_class
 from jaxtd.store import (SWEEP_FORMAT, ChunkStore, algorithm_identity, check_out_dir,
                          config_fingerprint, versions)
 from jaxtd._aligned import aligned_residual_sq_host
-from jaxtd._run import (check_hparam, check_record_every, check_steps, default_record_every,
-                        trajectory)
+from jaxtd._run import check_hparam, check_record_every, check_steps, trajectory
+from jaxtd._sizes import BUCKETINGS, DEFAULT_BUCKETING, default_record_every
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
 __all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS", "BucketCost",
            "clear_cache"]
 
-BUCKETINGS = ("auto", "pow2", "exact", "single")
 _SEED_AXIS = "seed"
 
 
@@ -568,7 +567,7 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
           record_every: Optional[int] = None, hparams: Optional[Mapping[str, Sequence[float]]] = None,
           success_threshold: float = 1e-2, chunk_size: Optional[int] = None,
           out_dir: Optional[str] = None, resume: bool = True, progress: Optional[bool] = None,
-          bucketing: str = "auto", base_key=None,
+          bucketing: str = DEFAULT_BUCKETING, base_key=None,
           metadata: Optional[Mapping[str, Any]] = None, devices=None,
           on_event: Optional[Callable[..., None]] = None,
           callback: Optional[Callable[[list], None]] = None) -> Results:

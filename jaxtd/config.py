@@ -62,7 +62,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from jaxtd import schema
+from jaxtd import _sizes, schema
 from jaxtd.schema import ConfigError, Param
 
 if sys.version_info >= (3, 11):
@@ -114,24 +114,21 @@ TARGET_SCHEMA = (
 )
 
 
-def _sweep_schema():
-    import inspect
-
-    from jaxtd._sweep import BUCKETINGS, sweep
-    bucketing = inspect.signature(sweep).parameters["bucketing"].default  # jaxtd.sweep's default
-    return (
-        Param("algorithms", "str", "algorithm tables to run", example=["gd"]),
-        Param("widths", "ints", "model widths m", ge=1, example=[2, 4, 8]),
-        Param("seeds", "int", "number of seeds per cell", ge=1, example=8),
-        Param("steps", "int", "steps per run", ge=1, le=2 ** 31 - 1, example=1000),
-        Param("success_threshold", "float", "success: relative error <= this", gt=0,
-              example=0.01),
-        Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),
-        Param("bucketing", "choice", "width buckets sharing one compilation",
-              default=bucketing, choices=BUCKETINGS),
-        Param("chunk_size", "int", "seeds per chunk (saved, resumable, progress steps)",
-              default=None, ge=1),
-    )
+# [sweep]: plain data (the bucketings and their default come from jaxtd._sizes, like the
+# sweep's own)
+SWEEP_SCHEMA = (
+    Param("algorithms", "str", "algorithm tables to run", example=["gd"]),
+    Param("widths", "ints", "model widths m", ge=1, example=[2, 4, 8]),
+    Param("seeds", "int", "number of seeds per cell", ge=1, example=8),
+    Param("steps", "int", "steps per run", ge=1, le=2 ** 31 - 1, example=1000),
+    Param("success_threshold", "float", "success: relative error <= this", gt=0,
+          example=0.01),
+    Param("record_every", "int", "history cadence (a divisor of steps)", default=None, ge=1),
+    Param("bucketing", "choice", "width buckets sharing one compilation",
+          default=_sizes.DEFAULT_BUCKETING, choices=_sizes.BUCKETINGS),
+    Param("chunk_size", "int", "seeds per chunk (saved, resumable, progress steps)",
+          default=None, ge=1),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,11 +249,6 @@ def table_schema(name: str, table: Mapping[str, Any]) -> tuple[Param, ...]:
     return factory_schema(user_factory(name, table["factory"]), table["factory"])
 
 
-def default_record_every(steps: int) -> int:
-    from jaxtd._run import default_record_every as rule
-    return rule(steps)
-
-
 # The files of the user factory modules imported so far -> their config key
 # (``[name] factory = "pkg.mod:fn"``): an exception raised from inside them later (while a run
 # traces the algorithm) is the user's code failing, which the command reports as a config error.
@@ -366,7 +358,7 @@ def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
     return tuple(schema.check(key, Param("weights", "float", "", gt=0), v) for v in value)
 
 
-MAX_WINDOW = 1000  # widths on each side of the lazy threshold (each one a solve)
+MAX_WINDOW = _sizes.MAX_WINDOW  # widths on each side of the lazy threshold (each one a solve)
 
 NEAR_THRESHOLD_SCHEMA = (  # [sweep] widths as a table: jaxtd.lazy.near_threshold_widths
     # >= 1: a size whose window already fits at its smallest width gives only an upper bound
@@ -399,7 +391,7 @@ def _sweep(raw: Any) -> Sweep:
     if isinstance(rest.get("widths"), Mapping):
         window = _near_threshold(rest["widths"])
         rest = {**rest, "widths": 1}
-    s = schema.check_table("sweep", _sweep_schema()[1:], rest)
+    s = schema.check_table("sweep", SWEEP_SCHEMA[1:], rest)
     if "algorithms" not in raw:
         raise ConfigError("[sweep] algorithms", "missing",
                           f"add e.g. algorithms = [\"gd\"] using {', '.join(ALGORITHMS)}")
@@ -416,10 +408,10 @@ def _sweep(raw: Any) -> Sweep:
     if len(set(algorithms)) != len(algorithms):
         raise ConfigError("[sweep] algorithms", "duplicate algorithm", "list each algorithm once")
     steps = s["steps"]
-    record_every = s["record_every"] or default_record_every(steps)
+    record_every = s["record_every"] or _sizes.default_record_every(steps)
     if steps % record_every:
         raise ConfigError("[sweep] record_every", f"{record_every} does not divide steps = "
-                          f"{steps}", f"use a divisor of steps, e.g. {default_record_every(steps)}")
+                          f"{steps}", f"use a divisor of steps, e.g. {_sizes.default_record_every(steps)}")
     return Sweep(tuple(algorithms), () if window else tuple(sorted(s["widths"])), s["seeds"],
                  steps, s["success_threshold"], record_every, s["bucketing"], s["chunk_size"],
                  window)
@@ -745,7 +737,7 @@ def quick(config: Config, keep=frozenset()) -> Config:
     def ends(values, k):
         return values if len(values) <= k else values[:k - 1] + values[-1:]
 
-    from jaxtd._run import default_record_every as rule
+    rule = _sizes.default_record_every
     if s.near_threshold:  # one width on each side of the threshold
         widths, window = (), tuple(min(v, 1) for v in s.near_threshold)
     else:
@@ -837,10 +829,7 @@ def lazy_threshold(dim: int, order: int, init: str = "standard") -> int:
     factor (a pair spans the tangent directions of one factor), so it needs ``2 m* - 1`` rows:
     ``m* - 1`` pairs and one unpaired row give ``m*`` distinct factors.
     """
-    from jaxtd.lazy import predicted_critical_width
-
-    m = predicted_critical_width(int(dim), int(order))
-    return 2 * m - 1 if init == "antisymmetric" else m
+    return _sizes.predicted_width(dim, order, init)
 
 
 def case_widths(config: Config, order: int, dim: int) -> tuple[int, ...]:
@@ -851,8 +840,7 @@ def case_widths(config: Config, order: int, dim: int) -> tuple[int, ...]:
     s = config.sweep
     if not s.near_threshold:
         return tuple(s.widths)
-    from jaxtd.lazy import near_threshold_widths
     below, above = s.near_threshold
-    rule = near_threshold_widths(below, above, config.params["lazy"]["init"])
+    rule = _sizes.near_threshold_widths(below, above, config.params["lazy"]["init"])
     return tuple(rule(int(dim), int(order)))
 

@@ -1,3 +1,4 @@
+import contextlib
 import os
 import tempfile
 
@@ -8,6 +9,7 @@ if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
                                + " --xla_cpu_multi_thread_eigen=false").strip()
 
 import jax  # noqa: E402
+import jax.monitoring  # noqa: E402
 import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
@@ -40,6 +42,30 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+@contextlib.contextmanager
+def _count_backend_compiles():
+    """The XLA backend compilations (JAX's own monitoring event) inside the block, as a list
+    that grows while the block runs (clear it to count afresh)."""
+    events = []
+
+    def listener(name, *_args, **_kwargs):
+        if name == "/jax/core/compile/backend_compile_duration":
+            events.append(name)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(scope="session")
+def backend_compiles():
+    """``with backend_compiles() as compiles: ...``: count the XLA compilations of a block (the
+    one counter of the suite; module fixtures may hold one open over several tests)."""
+    return _count_backend_compiles
 
 
 @pytest.fixture(autouse=True)

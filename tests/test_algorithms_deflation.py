@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 import jaxtd
-from jaxtd.algorithms import deflation, gd
-from jaxtd.algorithms._deflation import epoch_start
-from jaxtd.algorithms.base import redraw_key
+from jaxtd import models
+from jaxtd.algorithms import DeflationState, deflation, gd
+from jaxtd.algorithms._deflation import (advance_epoch, epoch_start, epochs_done, euler_step,
+                                         redraw_small, rows_to_redraw)
+from jaxtd.algorithms.base import Static, redraw_key
 from jaxtd._run import simulate
 from tests import oracles
 
@@ -149,6 +151,79 @@ def test_redraw_rows_below_threshold(sign_rule, x64):
     # off an epoch start nothing is re-drawn
     same, _ = jax.jit(alg.step)(state._replace(count=state.next_start - 1), target)
     np.testing.assert_array_equal(same.params, params)
+
+
+# -- the step's pieces, one by one on hand-built states -------------------------------------------
+
+HP = {"init_scale": jnp.float32(1e-3), "threshold": jnp.float32(1e-2),
+      "regularization": jnp.float32(0.0), "learning_rate": jnp.float32(0.1),
+      "gamma": jnp.float32(3.0), "tau0": jnp.float32(1.0)}
+
+
+def test_advance_epoch_and_epochs_done():
+    # τ0 = 1, γ = 3, η = 0.1: epochs start at steps 0, 10, 40, 130, 400
+    epoch, start = advance_epoch(jnp.int32(1), jnp.int32(40), jnp.asarray(True), HP)
+    assert (int(epoch), int(start)) == (2, 130)
+    epoch, start = advance_epoch(jnp.int32(1), jnp.int32(40), jnp.asarray(False), HP)
+    assert (int(epoch), int(start)) == (1, 40)
+    yes, no = jnp.asarray(True), jnp.asarray(False)
+    assert not bool(epochs_done(no, yes, jnp.int32(7), None)) and bool(epochs_done(yes, no, 0, None))
+    # max_epochs = 4: the run stops as epoch 4 would start (from epoch 3), not before or between
+    assert bool(epochs_done(no, yes, jnp.int32(3), 4))
+    assert not bool(epochs_done(no, yes, jnp.int32(2), 4))
+    assert not bool(epochs_done(no, no, jnp.int32(3), 4))
+
+
+def test_rows_to_redraw_and_euler_step():
+    norms = np.asarray([0.5, 5e-3, 2e-2, 1e-3, 9.9e-3, 1e-4, 0.0])
+    params = jnp.asarray(np.outer(norms, [0.6, 0.0, 0.8]), jnp.float32)
+    mask = jnp.asarray([1.0, 1, 1, 1, 1, 0, 1])     # row 5 is masked; row 6 is exactly zero
+    got = rows_to_redraw(params, mask, HP["threshold"], jnp.asarray(True))
+    np.testing.assert_array_equal(got, [False, True, False, True, True, False, True])
+    assert not np.any(rows_to_redraw(params, mask, HP["threshold"], jnp.asarray(False)))
+    grads = jnp.asarray(np.arange(21, dtype=np.float32).reshape(7, 3))
+    want = np.asarray(params) - 0.1 * np.asarray(mask)[:, None] * np.asarray(grads)
+    np.testing.assert_allclose(euler_step(params, grads, mask, HP["learning_rate"]), want,
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("sign_rule", ["keep", "residual"])
+def test_redraw_small_on_a_hand_built_state(sign_rule):
+    """At an epoch start: epoch + 1, the next start from the clock, the active rows below δ1
+    re-drawn at δ0 from fold_in(fold_in(key, epoch + 1), i), residual signs from a numpy oracle;
+    without ``begin`` nothing changes."""
+    target = small_target(dim=3)
+    norms = np.asarray([0.5, 5e-3, 2e-2, 1e-4])    # row 3 is masked
+    directions = np.asarray([[0.6, 0.8, 0.0], [0.0, 0.6, 0.8], [0.8, 0.0, 0.6], [0.0, 1.0, 0.0]])
+    old = (directions * norms[:, None]).astype(np.float32)
+    state = DeflationState(
+        params=jnp.asarray(old), signs=jnp.asarray([1.0, -1.0, 1.0, 1.0]),
+        mask=jnp.asarray([1.0, 1, 1, 0]), hparams=HP, count=jnp.int32(40),
+        key=jax.random.PRNGKey(6), epoch=jnp.int32(1), next_start=jnp.int32(40),
+        stopped=jnp.asarray(False), order=Static(4))
+    new = redraw_small(state, target, jnp.asarray(True), model_fn=models.two_homogeneous,
+                       sign_rule=sign_rule)
+    assert (int(new.epoch), int(new.next_start)) == (2, 130)
+    got = np.asarray(new.params)
+    redrawn = np.array([False, True, False, False])
+    np.testing.assert_array_equal(got[~redrawn], old[~redrawn])
+    z = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.fold_in(state.key, 2), 1),
+                                     (3,)))
+    np.testing.assert_allclose(got[1], 1e-3 * z / np.linalg.norm(z), rtol=1e-6)
+    signs = np.asarray(state.signs).copy()
+    if sign_rule == "residual":
+        # T(W) of the two-homogeneous model over the kept active rows 0 and 2
+        weights = np.where([True, False, True, False], signs * norms ** 2, 0.0)
+        resid = (oracles.dense(np.asarray(target.weights), np.asarray(target.factors), 4)
+                 - oracles.dense(weights, directions, 4))
+        v = got[1] / np.linalg.norm(got[1])
+        signs[1] = np.sign(np.einsum("abcd,a,b,c,d->", resid, v, v, v, v))
+        assert signs[1] != float(state.signs[1])   # the rule flips it here
+    np.testing.assert_array_equal(new.signs, signs)
+    same = redraw_small(state, target, jnp.asarray(False), model_fn=models.two_homogeneous,
+                        sign_rule=sign_rule)
+    for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_redraw_does_not_depend_on_padded_width():

@@ -13,8 +13,10 @@ import optax
 import pytest
 
 import jaxtd
-from jaxtd.algorithms import gd, variant
-from jaxtd.algorithms.base import redraw_key
+from jaxtd import models
+from jaxtd.algorithms import VariantState, gd, variant
+from jaxtd.algorithms._variant import clock, epochs_done, moving_rows, redraw_selected
+from jaxtd.algorithms.base import Static, redraw_key
 from jaxtd._run import simulate
 from tests import oracles
 
@@ -221,6 +223,86 @@ def test_same_init_as_gd():
     b = gd(0.05, model="two_homogeneous").init(key, target, 4)
     np.testing.assert_array_equal(a.params, b.params)
     assert not np.array_equal(redraw_key(key), key)
+
+
+# -- the step's pieces, one by one on hand-built states -------------------------------------------
+
+def test_clock_epochs_done_and_moving_rows():
+    for count in range(15):
+        epoch, phase = clock(jnp.int32(count), 2, 3)
+        assert (int(epoch), int(phase)) == divmod(count, 5)
+    stopped, running = jnp.asarray(True), jnp.asarray(False)
+    assert bool(epochs_done(stopped, 0, None)) and not bool(epochs_done(running, 99, None))
+    assert [bool(epochs_done(running, e, 3)) for e in range(5)] == [False] * 3 + [True] * 2
+    assert bool(epochs_done(stopped, 0, 3))
+    mask = jnp.asarray([1.0, 1.0, 1.0, 0.0])
+    for phase in range(5):
+        got = np.asarray(moving_rows(jnp.int32(1), jnp.int32(phase), 2, mask))
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, [0, 1, 0, 0] if phase < 2 else [1, 1, 1, 0])
+    # a selected row that is masked never moves, even while amplifying
+    np.testing.assert_array_equal(moving_rows(jnp.int32(3), jnp.int32(0), 2, mask), [0, 0, 0, 0])
+    # no amplify phase: every active row moves from the first step
+    np.testing.assert_array_equal(moving_rows(jnp.int32(1), jnp.int32(0), 0, mask), [1, 1, 1, 0])
+
+
+def hand_state(target):
+    """Width 4, d = 3: active rows of norms 1, 0.2, 0.5 (row 3, norm 0.01, is masked), signs
+    (+, +, -, +), momentum traces all 1, last selection row 0."""
+    rows = np.asarray([[0.6, 0.8, 0.0], [0.0, 0.12, 0.16], [0.3, 0.0, 0.4], [0.0, 0.0, 0.01]],
+                      np.float32)
+    params = jnp.asarray(rows)
+    trace = jnp.ones_like(params)
+    opt_state = optax.sgd(0.1, momentum=0.9).init(params)
+    opt_state = (opt_state[0]._replace(trace=trace),) + tuple(opt_state[1:])
+    return VariantState(
+        params=params, signs=jnp.asarray([1.0, 1.0, -1.0, 1.0]), mask=jnp.asarray([1.0, 1, 1, 0]),
+        opt_state=opt_state, hparams={"init_scale": jnp.float32(0.1),
+                                      "regularization": jnp.float32(0.0),
+                                      "learning_rate": jnp.float32(0.1)},
+        count=jnp.int32(0), key=jax.random.PRNGKey(5), selected=jnp.int32(0),
+        stopped=jnp.asarray(False), order=Static(3))
+
+
+@pytest.mark.parametrize("selection, epoch, want", [("smallest", 2, 1), ("round_robin", 5, 2)])
+@pytest.mark.parametrize("sign_rule", ["residual", "keep"])
+def test_redraw_selected_on_a_hand_built_state(selection, epoch, want, sign_rule):
+    """The selected active row becomes δ z/||z|| (z from fold_in(fold_in(key, e), i)), with the
+    sign of R(v^{⊗3}) over the other active rows (numpy oracle) and a fresh optimizer state;
+    every other row and trace keeps its value. Without ``begin`` nothing changes."""
+    target = jaxtd.targets.orthonormal(None, 3, 2, 3, weights=[1.0, 0.5], basis=True)
+    state = hand_state(target)
+    sgd = optax.sgd(0.1, momentum=0.9)
+    kwargs = dict(model_fn=models.two_homogeneous, reset=sgd.init, selection=selection,
+                  sign_rule=sign_rule)
+    new = redraw_selected(state, target, jnp.int32(epoch), jnp.asarray(True), **kwargs)
+    assert int(new.selected) == want
+    old, got = np.asarray(state.params), np.asarray(new.params)
+    z = np.asarray(jax.random.normal(jax.random.fold_in(jax.random.fold_in(state.key, epoch),
+                                                        want), (3,)))
+    np.testing.assert_allclose(got[want], 0.1 * z / np.linalg.norm(z), rtol=1e-6)
+    others = np.arange(4) != want
+    np.testing.assert_array_equal(got[others], old[others])
+    trace = np.asarray(new.opt_state[0].trace)
+    np.testing.assert_array_equal(trace[want], 0.0)
+    np.testing.assert_array_equal(trace[others], 1.0)
+    signs = np.asarray(state.signs).copy()
+    if sign_rule == "residual":
+        # T(W) of the two-homogeneous model: weights s_i ||w_i||^2 along w_i/||w_i||
+        kept = others & (np.asarray(state.mask) > 0)
+        norms = np.linalg.norm(old, axis=1)
+        weights = np.where(kept, signs * norms ** 2, 0.0)
+        resid = (oracles.dense(np.asarray(target.weights), np.asarray(target.factors), 3)
+                 - oracles.dense(weights, old / norms[:, None], 3))
+        v = got[want] / np.linalg.norm(got[want])
+        signs[want] = np.sign(np.einsum("abc,a,b,c->", resid, v, v, v))
+        assert signs[want] != float(state.signs[want])   # the rule flips it here
+    np.testing.assert_array_equal(new.signs, signs)
+
+    same = redraw_selected(state, target, jnp.int32(epoch), jnp.asarray(False), **kwargs)
+    assert int(same.selected) == int(state.selected)
+    for a, b in zip(jax.tree_util.tree_leaves(same), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("kwargs, error", [

@@ -416,20 +416,10 @@ def _three_calls(name, value, width, steps):
 
 
 @pytest.fixture(scope="module")
-def compiles():
+def compiles(backend_compiles):
     """The backend compilations that happen while the module's tests run (a list to clear)."""
-    import jax.monitoring
-    events = []
-
-    def listener(name, *args, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            events.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with backend_compiles() as events:
         yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 _TINY_TARGET = targets.orthonormal(jax.random.key(1), 3, 1, 3)

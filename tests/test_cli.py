@@ -805,14 +805,10 @@ def test_a_plotting_failure_is_a_note_not_a_failed_run(tiny_run, tmp_path, monke
     assert "Traceback" in err and "IndexError: out of bounds" in err
 
 
-def test_size_guard_refuses_before_compiling(tmp_path, capsys, monkeypatch):
+def test_size_guard_refuses_before_compiling(tmp_path, capsys, monkeypatch, backend_compiles):
     """A run whose estimated peak memory exceeds --max-memory (default: the memory available)
     exits 2 with one line giving the estimate and the fix; nothing is written or compiled."""
-    import jax.monitoring
-    compiles = []
-    listener = lambda name, *a, **k: compiles.append(name)  # noqa: E731
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with backend_compiles() as compiles:
         out = tmp_path / "huge"
         assert cli.main(["run", "--quick", "--set", "sweep.widths=[10000000]",
                          "--out", str(out)]) == 2
@@ -823,10 +819,8 @@ def test_size_guard_refuses_before_compiling(tmp_path, capsys, monkeypatch):
         assert "1.0 KB is allowed" in capsys.readouterr().err
         assert cli.main(["run", "--quick", "--max-memory", "lots", "--out", str(out)]) == 2
         assert "cannot read 'lots' as a size" in capsys.readouterr().err
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert not out.exists()
-    assert not [c for c in compiles if c == "/jax/core/compile/backend_compile_duration"]
+    assert not compiles
     # an estimate within the limit runs
     peak, _ = experiment.estimate(experiment.cfg.quick(experiment.cfg.preset("headline")))
     assert 0 < peak < cli.parse_size("1GB")

@@ -5,13 +5,11 @@ compilation events (a callback adds none), files read back with json/pandas and 
 files decoded with their protobuf (not with the writer's code).
 """
 
-import contextlib
 import json
 import struct
 import sys
 
 import jax
-import jax.monitoring
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,22 +57,6 @@ def _gd():
     return experiment.make_algorithm(cfg.loads(SMALL), "gd")
 
 
-@contextlib.contextmanager
-def _backend_compiles():
-    """Count XLA backend compilations (JAX's monitoring event) inside the block."""
-    events = []
-
-    def listener(name, *_args, **_kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            events.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def _expected_records(history, ids=None):
     """Records built here from a history, independently of jaxtd.log: per cell, per step."""
     hist = {k: np.asarray(v) for k, v in history.items()}
@@ -101,11 +83,11 @@ def _expected_records(history, ids=None):
 
 # -- run ---------------------------------------------------------------------------------------
 
-def test_run_callback_records_equal_history_and_compile_nothing():
+def test_run_callback_records_equal_history_and_compile_nothing(backend_compiles):
     kwargs = dict(width=3, steps=STEPS, record_every=RECORD)
     plain = jaxtd.run(_gd(), jax.random.key(1), _target(), **kwargs)
     batches = []
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         logged = jaxtd.run(_gd(), jax.random.key(1), _target(), callback=batches.append,
                            **kwargs)
     assert compiles == []  # the same compiled program: logging happens on the host, after it
@@ -118,8 +100,8 @@ def test_run_callback_records_equal_history_and_compile_nothing():
     np.testing.assert_array_equal(logged.history["loss"], plain.history["loss"])
 
 
-def test_run_callback_bad_or_traced():
-    with _backend_compiles() as compiles:
+def test_run_callback_bad_or_traced(backend_compiles):
+    with backend_compiles() as compiles:
         with pytest.raises(TypeError, match="callback must be a callable"):
             jaxtd.run(_gd(), jax.random.key(1), _target(), width=3, steps=STEPS,
                       record_every=RECORD, callback="history.jsonl")
@@ -166,10 +148,10 @@ def test_sweep_callback_one_call_per_chunk_records_equal_histories(logged_sweep)
     assert {r["seed"] for r in batches[0]} == {0} and {r["seed"] for r in batches[1]} == {1}
 
 
-def test_sweep_callback_adds_no_compilation(logged_sweep):
+def test_sweep_callback_adds_no_compilation(logged_sweep, backend_compiles):
     res, _ = logged_sweep
     again = []
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         second = sweep(_gd(), _target(), callback=again.append, **GRID)
     assert compiles == [] and second.info["n_compiles"] == 0
     assert [r for b in again for r in b] == _sweep_expected(second)

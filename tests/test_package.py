@@ -80,3 +80,19 @@ def test_the_lazy_model_never_imports_the_algorithms():
     for path in lower:
         up = [m for m in _imports(path) if m.startswith("jaxtd.algorithms")]
         assert not up, (path.name, up)
+
+
+def test_config_is_plain_data_below_the_engine():
+    """The configuration reads its size rules (lazy threshold, record cadence, bucketings) from
+    ``jaxtd._sizes``, plain Python: ``import jaxtd.config`` loads no JAX, and config imports
+    neither the runner, the sweep nor the lazy solver, not even inside a function."""
+    import pathlib
+    import subprocess
+    code = ("import sys, jaxtd.config, jaxtd._sizes; "
+            "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    root = pathlib.Path(jaxtd.__file__).parent
+    engine = ("jaxtd._run", "jaxtd._sweep", "jaxtd.lazy", "jaxtd._lazy")
+    found = [m for m in _imports(root / "config.py") if m.startswith(engine)]
+    assert not found, found
+    assert not [m for m in _imports(root / "_sizes.py") if m.startswith(("jax", "numpy", "pandas"))]

@@ -5,11 +5,9 @@ The oracle throughout is a standalone ``jaxtd.run`` of the same cell (same key, 
 hyper-parameters), never the sweep's own code path.
 """
 
-import contextlib
 import os
 
 import jax
-import jax.monitoring
 import numpy as np
 import pandas as pd
 import pytest
@@ -49,22 +47,6 @@ def _counting(algorithm):
         return algorithm.init(*args, **kwargs)
 
     return algorithm._replace(init=init), calls
-
-
-@contextlib.contextmanager
-def _backend_compiles():
-    """Count XLA backend compilations (JAX's own monitoring event) inside the block."""
-    events = []
-
-    def listener(name, *_args, **_kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            events.append(name)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def _cell(res, seed, width, **hp):
@@ -154,9 +136,9 @@ def _assert_same(res, ref, history_rtol=0.0):
             np.testing.assert_array_equal(res.histories[k], v, err_msg=k)
 
 
-def test_divergence_isolated_and_one_compile_per_bucket(reference):
+def test_divergence_isolated_and_one_compile_per_bucket(reference, backend_compiles):
     algorithm, traces = _counting(_gd())
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         bad = sweep(algorithm, _target(), hparams={"learning_rate": [0.1, 1e4, 0.3]},
                     chunk_size=2, **GRID)
     # 2 buckets ({3, 4}, {6}), 2 chunks, 3 widths, 3 step sizes: compiled once per bucket
@@ -322,7 +304,7 @@ def test_bad_out_dir_and_arguments_raise_before_compute(tmp_path):
     assert not traces
 
 
-def test_second_identical_sweep_compiles_nothing():
+def test_second_identical_sweep_compiles_nothing(backend_compiles):
     """The executable cache: an algorithm rebuilt from equal arguments, same shapes and steps,
     other hparam values and seeds -> zero XLA compilations, the same numbers as a fresh compile."""
     target = _target()
@@ -330,7 +312,7 @@ def test_second_identical_sweep_compiles_nothing():
     clear_cache()
     first = sweep(_gd(), target, seeds=2, hparams={"learning_rate": [0.1, 0.2]}, **kwargs)
     assert first.info["n_compiles"] == 2 and first.info["compile_seconds"] > 0
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         second = sweep(_gd(), target, seeds=[5, 7], hparams={"learning_rate": [0.3, 0.05]},
                        **kwargs)
     assert len(compiles) == 0
@@ -338,23 +320,23 @@ def test_second_identical_sweep_compiles_nothing():
     assert second.info["compile_seconds"] == 0
     # a fresh compile of the same grid gives the same numbers (the cached program is not stale)
     clear_cache()
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         fresh = sweep(_gd(), target, seeds=[5, 7], hparams={"learning_rate": [0.3, 0.05]},
                       **kwargs)
     assert len(compiles) == 2
     _assert_same(second, fresh)
     # a different static choice is a different program
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         sweep(algorithms.gd(0.2, init_scale=0.3, model="two_homogeneous"), target, seeds=2,
               **kwargs)
     assert len(compiles) == 2
 
 
-def test_second_standalone_run_compiles_nothing():
+def test_second_standalone_run_compiles_nothing(backend_compiles):
     target = _target()
     jaxtd.run(algorithms.gd(0.1), jax.random.key(0), target, width=4, steps=STEPS,
               record_every=RECORD)
-    with _backend_compiles() as compiles:
+    with backend_compiles() as compiles:
         again = jaxtd.run(algorithms.gd(0.1), jax.random.key(1), target, width=4, steps=STEPS,
                           record_every=RECORD)
     assert len(compiles) == 0 and np.isfinite(again.final_relative_error)

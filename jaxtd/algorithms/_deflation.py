@@ -25,7 +25,7 @@ used up.
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,8 @@ from jaxtd.algorithms import base
 from jaxtd.algorithms.base import check_choice, check_int, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
-__all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start", "SCHEMA"]
+__all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start", "advance_epoch",
+           "rows_to_redraw", "redraw_small", "epochs_done", "euler_step", "SCHEMA"]
 
 SIGN_RULES = ("keep", "residual")
 
@@ -82,6 +83,69 @@ def epoch_start(epoch, tau0, gamma, learning_rate) -> jax.Array:
     s = jnp.asarray(epoch).astype(jnp.result_type(gamma))
     time = tau0 * (gamma ** s - 1) / (gamma - 1)
     return jnp.round(jnp.minimum(time / learning_rate, _NEVER)).astype(jnp.int32)
+
+
+def advance_epoch(epoch, next_start, begin, hparams: dict) -> tuple:
+    """Epoch bookkeeping: ``(epoch, next_start)`` after a step that may start an epoch.
+
+    Where ``begin`` (bool scalar): ``s <- s + 1`` and ``next_start <- epoch_start(s + 1)`` with
+    ``hparams``' ``tau0``, ``gamma``, ``learning_rate``; elsewhere both unchanged (int32).
+    """
+    epoch = epoch + begin.astype(jnp.int32)
+    next_start = jnp.where(begin, epoch_start(epoch + 1, hparams["tau0"], hparams["gamma"],
+                                              hparams["learning_rate"]), next_start)
+    return epoch, next_start
+
+
+def rows_to_redraw(params: jax.Array, mask: jax.Array, threshold, begin) -> jax.Array:
+    """``(m,)`` bool: ``begin & (||w_i|| < δ1) & (mask_i > 0)`` for ``params`` ``(m, d)``.
+
+    Rows that grew past ``δ1 = threshold`` carry a fitted component and are kept; masked rows
+    are never touched.
+    """
+    small = models.safe_norm(params, axis=-1) < threshold
+    return begin & small & (mask > 0)
+
+
+def redraw_small(state: DeflationState, target: SymCP, begin, *, model_fn: Callable,
+                 sign_rule: str) -> DeflationState:
+    """Where ``begin``: advance the epoch clock, then re-draw the active rows below ``δ1``.
+
+    With ``s`` the new epoch (:func:`advance_epoch`), each row of :func:`rows_to_redraw` becomes
+    ``δ0 z/||z||``, ``z ~ N(0, I_d)`` from ``fold_in(fold_in(key, s), i)``
+    (:func:`jaxtd.algorithms.base.redraw_rows`, ``δ0 = hparams["init_scale"]``); with
+    ``sign_rule="residual"`` its sign becomes ``sign R(w̄_i^{⊗l})``, ``R = T* - T(W)`` over the
+    active rows not re-drawn at the old ``W``. Where not ``begin`` the state is unchanged.
+
+    Args:
+      state: :class:`DeflationState` with ``params`` ``(m, d)``.
+      target: ``T*``.
+      begin: bool scalar, whether this step starts an epoch (and the run is not stopped).
+      model_fn: the model ``T(W)`` (:func:`jaxtd.models.get`), for the residual sign.
+      sign_rule: ``"keep"`` or ``"residual"``.
+    """
+    hp = state.hparams
+    epoch, next_start = advance_epoch(state.epoch, state.next_start, begin, hp)
+    chosen = rows_to_redraw(state.params, state.mask, hp["threshold"], begin)
+    params = base.redraw_rows(state.key, epoch, state.params, chosen, hp["init_scale"])
+    signs = state.signs
+    if sign_rule == "residual":
+        signs = base.residual_signs(model_fn, state.params, signs, state.mask, target, chosen,
+                                    models.unit_rows(params))
+    return state._replace(params=params, signs=signs, epoch=epoch, next_start=next_start)
+
+
+def epochs_done(stopped, starting, epoch, max_epochs: Optional[int]) -> jax.Array:
+    """bool scalar: ``stopped`` already, or epoch ``s + 1`` is ``starting`` with
+    ``s + 1 >= max_epochs`` (never when ``max_epochs`` is None)."""
+    if max_epochs is None:
+        return stopped
+    return stopped | (starting & (epoch + 1 >= max_epochs))
+
+
+def euler_step(params: jax.Array, grads: jax.Array, mask: jax.Array, learning_rate) -> jax.Array:
+    """``(m, d)`` Euler step of the flow ``W - η mask ∇L_λ(W)``: masked rows stay inert."""
+    return params - learning_rate * mask[:, None] * grads
 
 
 def _check_real(value: Any, name: str) -> float:
@@ -159,35 +223,19 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
             next_start=epoch_start(1, hp["tau0"], hp["gamma"], hp["learning_rate"]),
             stopped=jnp.zeros((), bool), order=base.Static(target.order))
 
-    def redraw(state: DeflationState, target: SymCP, begin) -> DeflationState:
-        """Where ``begin``: re-draw the active rows below ``δ1``; advance the epoch clock."""
-        hp = state.hparams
-        epoch = state.epoch + begin.astype(jnp.int32)
-        next_start = jnp.where(begin, epoch_start(epoch + 1, hp["tau0"], hp["gamma"],
-                                                  hp["learning_rate"]), state.next_start)
-        small = models.safe_norm(state.params, axis=-1) < hp["threshold"]
-        chosen = begin & small & (state.mask > 0)
-        params = base.redraw_rows(state.key, epoch, state.params, chosen, hp["init_scale"])
-        signs = state.signs
-        if sign_rule == "residual":
-            signs = base.residual_signs(model_fn, state.params, signs, state.mask, target,
-                                        chosen, models.unit_rows(params))
-        return state._replace(params=params, signs=signs, epoch=epoch, next_start=next_start)
-
     def step(state: DeflationState, target: SymCP):
         starting = state.count == state.next_start
-        halted = state.stopped
-        if max_epochs is not None:
-            halted = halted | (starting & (state.epoch + 1 >= max_epochs))
+        halted = epochs_done(state.stopped, starting, state.epoch, max_epochs)
         # a stopped run is frozen as it is: no more re-draws, so its loss stays put
-        state = redraw(state, target, starting & ~halted)
+        state = redraw_small(state, target, starting & ~halted, model_fn=model_fn,
+                             sign_rule=sign_rule)
         lam = state.hparams["regularization"]
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,
             regularization=lam)
         relative = base.relative_from_loss(value, state.params, state.mask, lam, target)
         halted = halted | (relative <= epsilon)
-        params = state.params - state.hparams["learning_rate"] * state.mask[:, None] * grads
+        params = euler_step(state.params, grads, state.mask, state.hparams["learning_rate"])
         new = freeze(halted, state, state._replace(params=params))
         new = new._replace(count=state.count + 1, stopped=halted)
         return new, {"loss": value, "epoch": state.epoch, "stopped": halted}

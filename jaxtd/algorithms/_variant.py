@@ -26,7 +26,7 @@ values, so a step jits once and vmaps over seeds, widths and hparams.
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +37,7 @@ from jaxtd.algorithms.base import check_choice, check_int, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
 __all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "select_row", "draw_row",
-           "SCHEMA"]
+           "clock", "epochs_done", "redraw_selected", "moving_rows", "SCHEMA"]
 
 SELECTIONS = ("smallest", "round_robin")
 SIGN_RULES = ("residual", "keep")
@@ -102,6 +102,68 @@ def select_row(params: jax.Array, mask: jax.Array, epoch, selection: str) -> jax
     return (jnp.asarray(epoch, jnp.int32) % active).astype(jnp.int32)
 
 
+def redraw_selected(state: VariantState, target: SymCP, epoch, begin, *, model_fn: Callable,
+                    reset: Callable, selection: str, sign_rule: str) -> VariantState:
+    """Step (a) of an epoch: re-draw one row, its sign and its optimizer state where ``begin``.
+
+    Where ``begin`` (bool scalar, traced): ``i = select_row(W, mask, epoch, selection)``,
+    ``w_i <- draw_row(key, epoch, i, d, δ)`` (norm ``δ = hparams["init_scale"]``), with
+    ``sign_rule="residual"`` ``s_i <- sign R(w̄_i^{⊗l})``, ``R = T* - T(W)`` over the active rows
+    other than ``i`` at the old ``W`` (``+1`` where ``R(w̄_i^{⊗l}) >= 0``), and row ``i`` of every
+    row-wise optimizer leaf reset to ``reset(W_new)``; ``selected <- i``. Elsewhere the state is
+    returned with ``selected`` unchanged.
+
+    Args:
+      state: :class:`VariantState` with ``params`` ``(m, d)``.
+      target: ``T*`` of dimension ``d``.
+      epoch: int scalar, the epoch ``e`` starting (seeds the draw, and the round-robin choice).
+      begin: bool scalar, whether this step starts an epoch (and the run is not stopped).
+      model_fn: the model ``T(W)`` (:func:`jaxtd.models.get`), for the residual sign.
+      reset: the optimizer's ``init(params)``, giving the fresh row's optimizer state.
+      selection: ``"smallest"`` or ``"round_robin"`` (:func:`select_row`).
+      sign_rule: ``"residual"`` or ``"keep"``.
+    """
+    row = jnp.where(begin, select_row(state.params, state.mask, epoch, selection), state.selected)
+    fresh = draw_row(state.key, epoch, row, target.dim, state.hparams["init_scale"],
+                     state.params.dtype)
+    onehot = jnp.arange(state.params.shape[0], dtype=jnp.int32) == row
+    chosen = onehot & begin
+    params = jnp.where(chosen[:, None], fresh[None, :], state.params)
+    signs = state.signs
+    if sign_rule == "residual":
+        # R of the other rows along the fresh direction (a single direction: one row moves)
+        signs = base.residual_signs(model_fn, state.params, signs, state.mask, target, chosen,
+                                    (fresh / jnp.linalg.norm(fresh))[None, :])
+    opt_state = base.where_rows(chosen, reset(params), state.opt_state)
+    return state._replace(params=params, signs=signs, opt_state=opt_state, selected=row)
+
+
+# -- the epoch clock -----------------------------------------------------------------------------
+
+def clock(count, amplify_steps: int, fit_steps: int) -> tuple:
+    """``(epoch, phase)`` of step ``count``: ``divmod(count, H_amp + H_fit)`` (int32 scalars).
+
+    Phase ``0`` re-draws; phases ``< H_amp`` amplify; the others fit.
+    """
+    length = amplify_steps + fit_steps
+    return count // length, count % length
+
+
+def epochs_done(stopped, epoch, epochs: Optional[int]) -> jax.Array:
+    """bool scalar: ``stopped`` already, or ``epoch >= K`` (never when ``epochs`` is None)."""
+    if epochs is None:
+        return stopped
+    return stopped | (epoch >= epochs)
+
+
+def moving_rows(selected, phase, amplify_steps: int, mask: jax.Array) -> jax.Array:
+    """``(m,)`` 0/1 rows a step moves: ``mask_i [i = selected]`` while ``phase < H_amp``
+    (amplify: the re-drawn row alone), ``mask_i`` after (fit: every active row); dtype of
+    ``mask``."""
+    onehot = jnp.arange(mask.shape[0], dtype=jnp.int32) == selected
+    return jnp.where(phase < amplify_steps, onehot, True).astype(mask.dtype) * mask
+
+
 # -- the algorithm -------------------------------------------------------------------------------
 
 @base.constructor
@@ -147,7 +209,6 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
     h_fit = check_int(fit_steps, "fit_steps", 0)
     if h_amp + h_fit < 1:
         raise ValueError("amplify_steps + fit_steps must be >= 1 (an epoch needs a step)")
-    epoch_len = h_amp + h_fit
     if epochs is not None:
         epochs = check_int(epochs, "epochs", 1)
     if not (isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool)):
@@ -167,38 +228,17 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
             selected=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
             order=base.Static(target.order))
 
-    def redraw(state: VariantState, target: SymCP, epoch, begin):
-        """Step (a), applied only where ``begin``: new row, sign and optimizer state."""
-        row = jnp.where(begin, select_row(state.params, state.mask, epoch, selection),
-                        state.selected)
-        fresh = draw_row(state.key, epoch, row, target.dim, state.hparams["init_scale"],
-                         state.params.dtype)
-        onehot = jnp.arange(state.params.shape[0], dtype=jnp.int32) == row
-        chosen = onehot & begin
-        params = jnp.where(chosen[:, None], fresh[None, :], state.params)
-        signs = state.signs
-        if sign_rule == "residual":
-            # R of the other rows along the fresh direction (a single direction: one row moves)
-            signs = base.residual_signs(model_fn, state.params, signs, state.mask, target,
-                                        chosen, (fresh / jnp.linalg.norm(fresh))[None, :])
-        opt_state = base.where_rows(chosen, opt.tx.init(params), state.opt_state)
-        return state._replace(params=params, signs=signs, opt_state=opt_state, selected=row)
-
     def step(state: VariantState, target: SymCP):
-        epoch = state.count // epoch_len
-        phase = state.count % epoch_len
-        halted = state.stopped
-        if epochs is not None:
-            halted = halted | (epoch >= epochs)
+        epoch, phase = clock(state.count, h_amp, h_fit)
+        halted = epochs_done(state.stopped, epoch, epochs)
         # a stopped run is frozen as it is: no more re-draws, so its loss stays put
-        state = redraw(state, target, epoch, (phase == 0) & ~halted)
+        state = redraw_selected(state, target, epoch, (phase == 0) & ~halted, model_fn=model_fn,
+                                reset=opt.tx.init, selection=selection, sign_rule=sign_rule)
         lam = state.hparams["regularization"]
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,
             regularization=lam)
-        # amplify: only the re-drawn row moves; fit: every active row
-        onehot = jnp.arange(state.params.shape[0], dtype=jnp.int32) == state.selected
-        moving = jnp.where(phase < h_amp, onehot, True).astype(state.mask.dtype) * state.mask
+        moving = moving_rows(state.selected, phase, h_amp, state.mask)
         params, opt_state = base.optimizer_step(opt, state.params, grads, state.opt_state,
                                                 state.hparams["learning_rate"], moving)
         if epsilon > 0:
