@@ -384,7 +384,7 @@ def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
         outcome = experiment.run_phase(config, on_cell=on_cell)
     except KeyboardInterrupt:
         _drain()
-        _log(f"\n[jaxtd] interrupted: a phase-diagram run does not resume; rerun it")
+        _log("\n[jaxtd] interrupted: a phase-diagram run does not resume; rerun it")
         return EXIT_INTERRUPTED
     if not main:
         return 0

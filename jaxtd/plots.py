@@ -1350,12 +1350,14 @@ def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: s
     ok = np.isfinite(y)
     top = np.where(np.isfinite(hi), hi, y)
     seeds = int(t["seeds"].max()) if len(t) else 0
-    label = f"{name} ({seeds} seeds, 95% CI)" if seeds else f"{name} (exact threshold)"
+    label = ("lazy: exact threshold ⌈C(d+l−1,l)/d⌉" if name == "lazy"
+             else f"{name} ({seeds} seeds, bootstrap 95% CI)")
     ax.errorbar(xv[ok], y[ok], yerr=[y[ok] - lo[ok], top[ok] - y[ok]], color=color,
                 marker=marker, ms=4.5, lw=1.2, capsize=2, label=label)
     open_top = ok & ~np.isfinite(hi)
     if open_top.any():
-        ax.plot(xv[open_top], y[open_top], ls="none", marker=r"$\uparrow$", ms=9, color=color)
+        ax.plot(xv[open_top], y[open_top], ls="none", marker=r"$\uparrow$", ms=9, color=color,
+                label="interval open above the search range")
     if (~ok).any():
         ax.plot(xv[~ok], np.where(np.isfinite(lo[~ok]), lo[~ok], 1.0), ls="none", marker="^",
                 ms=7, mfc="white", color=color, label=f"{name}: above the search range")
@@ -1425,10 +1427,8 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
                 _reference(ax, *anchor, np.array([anchor[0], max(x_end, anchor[0] * 1.001)]),
                            lambda v: v ** expo, f"r^(2.5 l) = r^{expo:g} (variant's sufficient "
                            "width, r part)", ":")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_ylim(y_lo, y_hi)
         _log_x(ax, xs)
+        _log_y_counts(ax, y_lo, y_hi)
         ax.grid(True, color="0.92", lw=0.6)
         ax.set_xlabel("dimension d" if x == "dim" else "rank r")
         ax.set_ylabel("critical width m_c")
