@@ -833,7 +833,7 @@ def quick(config: Config, keep=frozenset()) -> Config:
                                      ranks=pick("target.rank", t.ranks[:2], t.ranks))
         sweep = dataclasses.replace(sweep, widths=pick("sweep.widths", tuple(sorted(
             {s.widths[0], max(s.widths[0], min(s.widths[-1], 16))})), s.widths),
-            seeds=pick("sweep.seeds", min(s.seeds, 3), s.seeds))
+            seeds=pick("sweep.seeds", min(s.seeds, 2), s.seeds))
         phase = dataclasses.replace(
             phase, dim=pick("phase.dim", target.dims[0], phase.dim),
             lazy_check=pick("phase.lazy_check", target.dims[:1], phase.lazy_check))
