@@ -235,11 +235,7 @@ class Phase:
 
 def _phase(raw: Any) -> Phase:
     rest = _without("phase", raw, "kinds")
-    t = schema.check_table("phase", PHASE_SCHEMA[1:], rest)
-    for key in ("rank", "dim"):
-        if t[key] is None:
-            raise ConfigError(f"[phase] {key}", "missing", f"add e.g. {key} = "
-                              f"{2 if key == 'rank' else 16}")
+    t = schema.check_table("phase", PHASE_SCHEMA[1:], rest)  # rank and dim are required
     kinds = raw.get("kinds", ["orthonormal", "random"]) if isinstance(raw, Mapping) else []
     if not isinstance(kinds, list) or not kinds or len(set(kinds)) != len(kinds) or any(
             k not in KINDS for k in kinds):
@@ -678,6 +674,9 @@ def parse(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("[phase]", "goes with plot = \"phase-diagram\" and only with it",
                           "add both (see the phase-diagram preset) or neither")
     phase = _phase(raw["phase"]) if "phase" in raw else None
+    if phase is not None and set(phase.kinds) - {"random"} and max(target.ranks) > phase.dim:
+        raise ConfigError("[phase] dim", f"{phase.dim} < rank {max(target.ranks)} of the r "
+                          "sweep: no orthonormal target", "raise [phase] dim, or lower rank")
     return Config(target, sweep, params, name, raw.get("description", ""), plot,
                   _log(raw.get("log")), phase)
 

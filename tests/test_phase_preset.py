@@ -118,3 +118,5 @@ def test_dry_run_and_config(capsys, tmp_path):
         cfg.parse({**raw, "phase": {**raw["phase"], "kinds": ["orthogonal-ish"]}})
     with pytest.raises(cfg.ConfigError, match=r"\[phase\] dim"):
         cfg.parse({**raw, "phase": {k: v for k, v in raw["phase"].items() if k != "dim"}})
+    with pytest.raises(cfg.ConfigError, match=r"\[phase\] dim.*rank 8"):
+        cfg.parse({**raw, "phase": {**raw["phase"], "dim": 4}})
