@@ -274,10 +274,16 @@ def cmd_run(args) -> int:
     main = distributed.is_main_process()
     config, out = _resolve_config(args)
     out = Path(distributed.broadcast_json(str(out)))  # process 0's (default: its timestamp)
+    if args.dry_run and config.phase is not None:
+        print(experiment.describe_phase(config))
+        print(f"would write into {out} (nothing written: --dry-run)")
+        return 0
     if args.dry_run:
         print(experiment.describe(config, compile_cache=not args.no_compile_cache))
         print(f"would write into {out} (nothing written: --dry-run)")
         return 0
+    if config.phase is not None:
+        return _run_phase(args, config, out, main)
     seconds = _check_size(config, args.max_memory)
     if main and seconds > LONG_RUN_SECONDS:
         from jaxtd.experiment import _fmt_seconds
@@ -329,6 +335,68 @@ def cmd_run(args) -> int:
               f"{outcome.load_seconds:.1f} s)" if outcome.n_loaded else "")
     print(f"compiled {outcome.n_compiles} programs in {outcome.compile_seconds:.1f} s{loaded}, "
           f"ran in {outcome.run_seconds:.1f} s")
+    return 0
+
+
+def write_phase_outputs(outcome, config: cfg.Config, out_dir: Path, formats=("png",),
+                        dpi: int | None = None) -> list[Path]:
+    """A phase-diagram run's files: ``results.csv`` (every probed run), ``critical_widths.csv``,
+    ``exponents.csv``, the resolved config and ``phase_diagram_<kind>`` figures."""
+    from jaxtd import plots
+    from jaxtd.results import atomic_write
+    _write_config(config, out_dir)
+    paths = [out_dir / "config.toml"]
+    for name, table in (("results.csv", outcome.results.rows),
+                        ("critical_widths.csv", outcome.critical_widths),
+                        ("exponents.csv", outcome.exponents)):
+        with atomic_write(str(out_dir / name), "w") as f:
+            table.to_csv(f, index=False)
+        paths.append(out_dir / name)
+    try:
+        paths += plots.save_phase_figures(outcome.critical_widths, out_dir, formats,
+                                          dpi or plots.DPI)
+    except Exception as err:
+        if _DEBUG:
+            raise
+        _log(f"jaxtd: note: figures not drawn ({type(err).__name__}: {err}); the tables are "
+             "saved")
+    return paths
+
+
+def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
+    """``jaxtd run`` of a phase-diagram config: adaptive searches, no resumable chunks."""
+    if args.resume:
+        raise UsageError("--resume", "a phase-diagram run does not resume (its searches are "
+                         "not saved chunk by chunk)", "rerun it into a new --out")
+    if main:
+        _check_out(config, out, False)
+    if not args.no_compile_cache:
+        from jaxtd import compile_cache
+        compile_cache.enable()
+    start = time.perf_counter()
+
+    def on_cell(name, cell):
+        _INTERRUPTS.checkpoint()
+        kind, order, dim, rank = cell
+        _log(f"[jaxtd] {name}: {kind} l={order} d={dim} r={rank}")
+
+    try:
+        outcome = experiment.run_phase(config, on_cell=on_cell)
+    except KeyboardInterrupt:
+        _drain()
+        _log("\n[jaxtd] interrupted: a phase-diagram run does not resume; rerun it")
+        return EXIT_INTERRUPTED
+    if not main:
+        return 0
+    paths = write_phase_outputs(outcome, config, out, args.format, args.dpi)
+    fmt = lambda v: f"{v:.3g}"  # noqa: E731
+    print(outcome.critical_widths.to_string(index=False, float_format=fmt))
+    print()
+    print(outcome.exponents.to_string(index=False, float_format=fmt))
+    print(f"\n{config.name}: {len(outcome.results)} runs in {time.perf_counter() - start:.0f} s; "
+          "wrote")
+    for p in paths:
+        print(f"  {p}")
     return 0
 
 

@@ -4,7 +4,7 @@ A config file has these tables (unknown keys anywhere are errors)::
 
     name = "headline"                    # optional: a label, the plot kind and a one-line blurb
     description = "lazy vs beyond-lazy"
-    plot = "width"                       # width | lazy-threshold | beyond-lazy | width-vs-rank | deflation | init-scale
+    plot = "width"                       # width | lazy-threshold | beyond-lazy | width-vs-rank | deflation | init-scale | phase-diagram
 
     [target]                             # required
     order = 3                            # int >= 2, or a list to sweep problem sizes
@@ -75,7 +75,7 @@ __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "P
            "set_keys", "dumps", "lazy_threshold", "case_widths", "apply_overrides", "schema_of",
            "constructor_of", "user_factory", "is_builtin", "factory_schema", "table_schema",
            "build_algorithm", "constructor_values",
-           "Log", "LOG_SCHEMA"]
+           "Log", "LOG_SCHEMA", "Phase", "PHASE_SCHEMA"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
@@ -83,7 +83,8 @@ ALGORITHMS = tuple(_BUILTIN)
 KINDS = ("orthonormal", "basis", "random")
 _KIND_ALIASES = {"orthogonal": "orthonormal"}  # deprecated spelling, still read
 WEIGHTS = ("equal", "geometric")
-PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation", "init-scale")
+PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation", "init-scale",
+         "phase-diagram")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 # [lazy] keys of the experiment, not of lazy_gd: the exact best residual costs O((m d)^3) per
@@ -199,6 +200,48 @@ def _log(raw: Any) -> Log:
     return Log(**t)
 
 
+# [phase] (plot = "phase-diagram"): the cells of the phase diagram, each critical width found by
+# jaxtd.phase.search_critical_width between min and max of [sweep] widths
+PHASE_SCHEMA = (
+    Param("kinds", "str", "component kinds, each a phase diagram of its own",
+          default=("orthonormal", "random"), example=["orthonormal", "random"]),
+    Param("rank", "int", "r of the cells swept in d ([target] dim)", ge=1, example=2),
+    Param("dim", "int", "d of the cells swept in r ([target] rank)", ge=1, example=16),
+    Param("factor", "float", "ratio of the search's coarse geometric width grid", default=2.0,
+          gt=1),
+    Param("batch", "int", "widths per bisection call of the search", default=3, ge=1),
+    Param("lazy_check", "ints", "dims where the exact lazy optimum checks the lazy threshold",
+          default=(), ge=1),
+    Param("lazy_seeds", "int", "seeds of that check", default=2, ge=1),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """The ``[phase]`` table: cells ``(d, phase.rank)`` for d in ``[target] dim`` and
+    ``(phase.dim, r)`` for r in ``[target] rank``, for each of ``kinds``."""
+
+    kinds: tuple[str, ...]
+    rank: int
+    dim: int
+    factor: float = 2.0
+    batch: int = 3
+    lazy_check: tuple[int, ...] = ()
+    lazy_seeds: int = 2
+
+
+def _phase(raw: Any) -> Phase:
+    rest = _without("phase", raw, "kinds")
+    t = schema.check_table("phase", PHASE_SCHEMA[1:], rest)  # rank and dim are required
+    kinds = raw.get("kinds", ["orthonormal", "random"]) if isinstance(raw, Mapping) else []
+    if not isinstance(kinds, list) or not kinds or len(set(kinds)) != len(kinds) or any(
+            k not in KINDS for k in kinds):
+        raise ConfigError("[phase] kinds", f"expected a list of distinct kinds, got {kinds!r}",
+                          f"write e.g. kinds = [\"orthonormal\", \"random\"] (of {', '.join(KINDS)})")
+    return Phase(tuple(kinds), t["rank"], t["dim"], t["factor"], t["batch"],
+                 tuple(sorted(t["lazy_check"])), t["lazy_seeds"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """A validated experiment: target family, grid, and every algorithm's resolved parameters
@@ -211,6 +254,7 @@ class Config:
     description: str = ""
     plot: str = "width"
     log: Log = Log()
+    phase: Phase | None = None  # plot = "phase-diagram" only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +638,8 @@ def parse(raw: Mapping[str, Any]) -> Config:
     if "log" in user:
         raise ConfigError("[sweep] algorithms", "'log' names the [log] table, not an algorithm",
                           "rename your algorithm table")
-    allowed = ("name", "description", "plot", "target", "sweep", "log") + ALGORITHMS + tuple(user)
+    allowed = ("name", "description", "plot", "target", "sweep", "log", "phase") + ALGORITHMS + \
+        tuple(user)
     for key in raw:
         if key not in allowed:
             raise ConfigError(key, "unknown key or table",
@@ -617,8 +662,15 @@ def parse(raw: Mapping[str, Any]) -> Config:
         params[table] = _user_table(table, raw.get(table))
     for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):
         _check_builds(table, params[table], target)
+    if (plot == "phase-diagram") != ("phase" in raw):
+        raise ConfigError("[phase]", "goes with plot = \"phase-diagram\" and only with it",
+                          "add both (see the phase-diagram preset) or neither")
+    phase = _phase(raw["phase"]) if "phase" in raw else None
+    if phase is not None and set(phase.kinds) - {"random"} and max(target.ranks) > phase.dim:
+        raise ConfigError("[phase] dim", f"{phase.dim} < rank {max(target.ranks)} of the r "
+                          "sweep: no orthonormal target", "raise [phase] dim, or lower rank")
     return Config(target, sweep, params, name, raw.get("description", ""), plot,
-                  _log(raw.get("log")))
+                  _log(raw.get("log")), phase)
 
 
 def _toml(text: str, source: str) -> dict:
@@ -766,6 +818,16 @@ def quick(config: Config, keep=frozenset()) -> Config:
     target = dataclasses.replace(t, orders=orders, dims=dims,
                                  ranks=pick("target.rank", ends(t.ranks, 2), t.ranks),
                                  dims_per_order=by_order)
+    phase = config.phase
+    if phase is not None:  # the two smallest of each axis, the r sweep at the smallest d
+        target = dataclasses.replace(target, dims=pick("target.dim", t.dims[:2], t.dims),
+                                     ranks=pick("target.rank", t.ranks[:2], t.ranks))
+        sweep = dataclasses.replace(sweep, widths=pick("sweep.widths", tuple(sorted(
+            {s.widths[0], max(s.widths[0], min(s.widths[-1], 16))})), s.widths),
+            seeds=pick("sweep.seeds", min(s.seeds, 2), s.seeds))
+        phase = dataclasses.replace(
+            phase, dim=pick("phase.dim", target.dims[0], phase.dim),
+            lazy_check=pick("phase.lazy_check", target.dims[:1], phase.lazy_check))
     params = {k: dict(v) for k, v in config.params.items()}
     for name, table in params.items():
         for key in ("amplify_steps", "fit_steps"):
@@ -773,7 +835,7 @@ def quick(config: Config, keep=frozenset()) -> Config:
                 table[key] = max(1, min(table[key], steps // 6))
         if name == "lazy" and "lazy.seeds" not in keep:
             table["seeds"] = 1
-    return dataclasses.replace(config, target=target, sweep=sweep, params=params,
+    return dataclasses.replace(config, target=target, sweep=sweep, params=params, phase=phase,
                                name=f"{config.name} (quick)")
 
 
@@ -815,6 +877,9 @@ def dumps(config: Config) -> str:
     tables = [("target", target), ("sweep", sweep), *config.params.items()]
     if config.log != Log():  # written only when set: older config.toml files stay as they were
         tables.append(("log", log))
+    if config.phase is not None:
+        tables.append(("phase", {f.name: getattr(config.phase, f.name)
+                                 for f in dataclasses.fields(Phase)}))
     for section, table in tables:
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items()
                                          if v is not None]

@@ -25,7 +25,8 @@ from jaxtd import config as cfg
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
            "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
            "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
-           "machine_load", "log_paths"]
+           "machine_load", "log_paths", "phase_cells", "describe_phase", "run_phase",
+           "PhaseOutcome"]
 
 # Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
 # (float32, jit-compiled); only the order of magnitude matters.
@@ -843,3 +844,210 @@ class _Events:
         jax.monitoring.unregister_event_duration_listener(self._listener)
         self.close()
         return False
+
+
+# -- the phase diagram (plot = "phase-diagram") -------------------------------------------------
+
+def phase_cells(config: cfg.Config) -> list[tuple[str, int, int, int]]:
+    """The ``(kind, order, dim, rank)`` cells of a phase-diagram config: ``(d, [phase] rank)``
+    for ``d`` in ``[target] dim`` and ``([phase] dim, r)`` for ``r`` in ``[target] rank``, for
+    each order and each of ``[phase] kinds`` (a cell in both sweeps once)."""
+    t, p = config.target, config.phase
+    if p is None:
+        raise ValueError("phase_cells needs a config with a [phase] table (plot = "
+                         "\"phase-diagram\"), e.g. cfg.preset(\"phase-diagram\")")
+    cells = []
+    for kind in p.kinds:
+        for order in t.orders:
+            pairs = [(d, p.rank) for d in t.dims_of(order)] + [(p.dim, r) for r in t.ranks]
+            cells += [(kind, order, d, r) for d, r in dict.fromkeys(pairs)]
+    return cells
+
+
+def describe_phase(config: cfg.Config) -> str:
+    """The plan of a phase-diagram run as text (``--dry-run``): cells, the search's coarse
+    grid, seeds, steps, the lazy thresholds and where the exact lazy optimum checks them.
+    The number of bisection calls depends on the outcomes, so no time is promised."""
+    from jaxtd.phase import coarse_widths
+    s, p = config.sweep, config.phase
+    init = config.params["lazy"]["init"]
+    coarse = coarse_widths(min(s.widths), max(s.widths), p.factor).tolist()
+    cells = phase_cells(config)
+    searched = [a for a in s.algorithms if a != "lazy"]
+    lines = [f"{config.name}: {len(cells)} cells (kinds {', '.join(p.kinds)}; d sweep at "
+             f"r={p.rank}, r sweep at d={p.dim}) x {len(s.algorithms)} algorithm(s); "
+             f"{s.seeds} seeds, {s.steps} steps, success: relative error <= "
+             f"{s.success_threshold:g}",
+             f"  search ({', '.join(searched) or 'none'}): coarse widths {coarse}, then "
+             f"bisection {p.batch} widths a call; {len(cells) * len(searched)} searches, "
+             f">= {len(cells) * len(searched) * len(coarse) * s.seeds} runs (the coarse pass)"]
+    if "lazy" in s.algorithms:
+        dims = sorted({d for _, o, d, _ in cells})
+        orders = sorted({o for _, o, _, _ in cells})
+        thr = ", ".join(f"d={d}: {cfg.lazy_threshold(d, o, init)}" for o in orders for d in dims)
+        lines.append(f"  lazy: exact threshold ceil(C(d+l-1,l)/d) ({init} init) {thr}; checked "
+                     f"by the exact lazy optimum at m*-1 and m* on {p.lazy_seeds} seeds at r={p.rank}, "
+                     f"d in {list(p.lazy_check) or 'none'}")
+    lines.append("  writes critical_widths.csv, exponents.csv, results.csv (every probed cell) "
+                 "and phase_diagram_<kind> figures; time: depends on the bisection (no estimate)")
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class PhaseOutcome:
+    """What :func:`run_phase` returns: every probed run (``results``, with the cell columns),
+    the rows of ``critical_widths.csv`` and ``exponents.csv``, and the statistics."""
+
+    results: Any
+    critical_widths: Any
+    exponents: Any
+    outcome: Outcome
+
+
+def _phase_target(config: cfg.Config, kind: str, order: int, dim: int, rank: int):
+    return make_target(dataclasses.replace(config.target, kind=kind), order, dim, rank)
+
+
+def _weights_label(config: cfg.Config) -> str:
+    w = config.target.weights
+    return w if isinstance(w, str) else "/".join(f"{v:g}" for v in w)
+
+
+def _lazy_rows(config: cfg.Config, kind: str, order: int, dim: int, rank: int,
+               outcome: Outcome) -> list[dict]:
+    """The exact lazy optimum at ``m* - 1`` and ``m*`` on ``[phase] lazy_seeds`` seeds: rows
+    (``seed``, ``width``, ``success``) checking the threshold ``m*``."""
+    import numpy as np
+    p, s = config.phase, config.sweep
+    lz = config.params["lazy"]
+    m_star = cfg.lazy_threshold(dim, order, lz["init"])
+    widths = sorted({max(1, m_star - 1), m_star})
+    algorithm = make_algorithm(config, "lazy")
+    target = _phase_target(config, kind, order, dim, rank)
+    scale = lz["init_scale"][0] if isinstance(lz["init_scale"], tuple) else lz["init_scale"]
+    table = lazy_best_residuals(algorithm, target, list(range(p.lazy_seeds)), widths, outcome,
+                                init=lz["init"], signs=lz["signs"], init_scale=scale,
+                                method=lz["method"])
+    table = np.asarray(table)
+    return [dict(seed=si, width=w, success=bool(np.isfinite(table[si, j])
+                                                 and table[si, j] <= s.success_threshold),
+                 lazy_best_residual=float(table[si, j]))
+            for si in range(p.lazy_seeds) for j, w in enumerate(widths)]
+
+
+def _fixed_shape(evaluate: Callable, coarse) -> Callable:
+    """``evaluate`` called with every request filled up to the coarse grid's widths count and
+    largest width (the extra columns, widths of the coarse grid, are dropped): one padded
+    shape, so one compiled program per cell instead of one per bisection call. On a CPU a
+    compilation costs far more than re-running a few small widths; the same seeds give the same
+    outcome at a width run twice (one deterministic program)."""
+    import numpy as np
+    coarse = [int(w) for w in coarse]
+
+    def padded(widths) -> np.ndarray:
+        widths = [int(w) for w in widths]
+        fill = [w for w in reversed(coarse) if w not in widths]
+        run = sorted(widths + fill[:max(0, len(coarse) - len(widths))])
+        table = np.asarray(evaluate(run))
+        return table[:, [run.index(w) for w in sorted(widths)]]
+
+    return padded
+
+
+def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], None]] = None) -> PhaseOutcome:
+    """Run a phase-diagram config (``plot = "phase-diagram"``, a ``[phase]`` table).
+
+    For each cell of :func:`phase_cells` and each searched algorithm (all but ``lazy``), the
+    critical width is found by :func:`jaxtd.phase.search_critical_width` between the smallest
+    and the largest ``[sweep] widths`` (coarse factor and batch from ``[phase]``), each probe
+    one :func:`jaxtd.sweep` over the same ``[sweep] seeds``. Lazy cells take the exact
+    threshold :func:`jaxtd.config.lazy_threshold` (interval of zero width: it is a property of
+    the tangent space, not of a seed); at ``d`` in ``[phase] lazy_check`` the exact lazy
+    optimum at ``m* - 1`` and ``m*`` measures it instead (its rows join ``results``).
+
+    ``critical_widths`` holds exactly :data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS` (bootstrap
+    95% intervals), ``exponents`` exactly :data:`jaxtd.phase.EXPONENT_COLUMNS` (the exponent in
+    ``d`` over the d sweep, in ``r`` over the r sweep). ``on_cell(algorithm, cell)`` is called
+    before each search (the caller writes the outputs: :func:`jaxtd.cli.write_phase_outputs`).
+    """
+    import pandas as pd
+
+    from jaxtd import phase
+    from jaxtd.results import Results
+    if config.phase is None:
+        raise ValueError("run_phase needs a config with a [phase] table (plot = "
+                         "\"phase-diagram\"); use experiment.run for the others")
+    s, p = config.sweep, config.phase
+    outcome = Outcome(None, [])
+    weights = _weights_label(config)
+    rows: list[dict] = []
+    lazy_fixed: list[dict] = []
+    for name in s.algorithms:
+        algorithm = make_algorithm(config, name) if name != "lazy" else None
+        for cell in phase_cells(config):
+            kind, order, dim, rank = cell
+            key = dict(algorithm=name, order=order, dim=dim, rank=rank, kind=kind,
+                       weights=weights)
+            if on_cell is not None:
+                on_cell(name, cell)
+            if name == "lazy":
+                if dim in p.lazy_check and rank == p.rank:  # on the d sweep
+                    rows += [dict(key, **r) for r in _lazy_rows(config, kind, order, dim, rank,
+                                                                outcome)]
+                else:
+                    m_star = cfg.lazy_threshold(dim, order, config.params["lazy"]["init"])
+                    lazy_fixed.append(dict(key, critical_width=float(m_star),
+                                           ci_low=float(m_star), ci_high=float(m_star),
+                                           seeds=0))
+                continue
+            target = _phase_target(config, kind, order, dim, rank)
+            evaluate = _fixed_shape(phase.sweep_evaluator(
+                algorithm, target, seeds=s.seeds, steps=s.steps,
+                success_threshold=s.success_threshold, record_every=s.record_every,
+                bucketing="single"), phase.coarse_widths(min(s.widths), max(s.widths), p.factor))
+            t0 = time.perf_counter()
+            found = phase.search_critical_width(evaluate, min(s.widths), max(s.widths),
+                                                factor=p.factor, batch=p.batch)
+            outcome.add({"run_seconds": time.perf_counter() - t0})
+            rows += [dict(key, seed=si, width=int(w), success=bool(found.success[si, j]))
+                     for si in range(found.success.shape[0]) for j, w in enumerate(found.widths)]
+    probed = pd.DataFrame(rows)
+    crit = phase.critical_widths(probed) if len(probed) else pd.DataFrame(
+        columns=list(phase.CRITICAL_WIDTH_COLUMNS))
+    crit = pd.concat([crit, pd.DataFrame(lazy_fixed, columns=list(phase.CRITICAL_WIDTH_COLUMNS))],
+                     ignore_index=True) if lazy_fixed else crit
+    crit = crit.sort_values(list(phase.CELL_COLUMNS), kind="stable").reset_index(drop=True)
+    exps = _phase_exponents(config, probed, crit, lazy_fixed)
+    results = Results(probed, {}, info={"parts": outcome.infos})
+    return PhaseOutcome(results, crit, exps, outcome)
+
+
+def _phase_exponents(config: cfg.Config, probed, crit, lazy_fixed):
+    """The rows of ``exponents.csv``: :func:`jaxtd.phase.exponents` over the d sweep and the r
+    sweep of the probed cells; the lazy cells (exact thresholds, some measured) by
+    :func:`jaxtd.phase.fit_exponent` of their critical widths (no interval: exact)."""
+    import numpy as np
+    import pandas as pd
+
+    from jaxtd import phase
+    p = config.phase
+    parts = []
+    for variable, fixed, value in (("dim", "rank", p.rank), ("rank", "dim", p.dim)):
+        searched = probed[(probed["algorithm"] != "lazy") & (probed[fixed] == value)] \
+            if len(probed) else probed
+        if len(searched):
+            parts.append(phase.exponents(searched, variable))
+        lazy = crit[(crit["algorithm"] == "lazy") & (crit[fixed] == value)]
+        for (order, kind, weights), g in lazy.groupby(["order", "kind", "weights"]):
+            fit = phase.fit_exponent(g[variable].to_numpy(), g["critical_width"].to_numpy())
+            if np.isnan(fit.exponent):
+                continue
+            parts.append(pd.DataFrame([dict(
+                algorithm="lazy", order=order, variable=variable, exponent=fit.exponent,
+                ci_low=fit.exponent, ci_high=fit.exponent,
+                fitted_range=f"{fit.x.min():g}..{fit.x.max():g} ({fixed}={value}, kind={kind}, "
+                             f"weights={weights}; exact threshold)")]))
+    parts = [q for q in parts if len(q)]
+    if not parts:
+        return pd.DataFrame(columns=list(phase.EXPONENT_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(phase.EXPONENT_COLUMNS)]

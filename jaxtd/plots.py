@@ -54,7 +54,8 @@ __all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "STYLE", "curves"
            "critical_widths", "seed_critical_widths", "fit_slope", "wilson_interval",
            "swept_hyperparameters", "width_figure", "method_figure", "critical_figure",
            "deflation_figure", "init_scale_figure", "threshold_table", "local_slopes",
-           "threshold_figure", "format_threshold", "format_table", "save_figures"]
+           "threshold_figure", "format_threshold", "format_table", "save_figures",
+           "phase_figure", "save_phase_figures"]
 
 REQUIRED_COLUMNS = ("algorithm", "dim", "order", "rank", "seed", "width", "final_relative_error",
                     "success", "diverged")
@@ -1330,3 +1331,128 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
 
 # no creation date in vector files: the same run redrawn gives the same bytes
 _METADATA = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
+# -- the phase diagram ---------------------------------------------------------------------------
+
+_PHASE_STYLES = {"lazy": ("tab:red", "v"), "gd": ("tab:blue", "o"), "variant": ("tab:green", "s")}
+
+
+def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: str) -> None:
+    """One algorithm's critical widths vs ``x`` with their intervals as error bars (an interval
+    open above the grid: an arrow up; a width not found in the grid: an open triangle at the
+    interval's lower end)."""
+    color, marker = _PHASE_STYLES.get(name, PALETTE[k % len(PALETTE)])
+    t = table.sort_values(x)
+    xv = t[x].to_numpy(np.float64) * _dodge(k, n)
+    y = t["critical_width"].to_numpy(np.float64)
+    lo, hi = t["ci_low"].to_numpy(np.float64), t["ci_high"].to_numpy(np.float64)
+    ok = np.isfinite(y)
+    top = np.where(np.isfinite(hi), hi, y)
+    seeds = int(t["seeds"].max()) if len(t) else 0
+    label = ("lazy: exact threshold ⌈C(d+l−1,l)/d⌉" if name == "lazy"
+             else f"{name} ({seeds} seeds, bootstrap 95% CI)")
+    ax.errorbar(xv[ok], y[ok], yerr=[y[ok] - lo[ok], top[ok] - y[ok]], color=color,
+                marker=marker, ms=4.5, lw=1.2, capsize=2, label=label)
+    open_top = ok & ~np.isfinite(hi)
+    if open_top.any():
+        ax.plot(xv[open_top], y[open_top], ls="none", marker=r"$\uparrow$", ms=9, color=color,
+                label="interval open above the search range")
+    if (~ok).any():
+        ax.plot(xv[~ok], np.where(np.isfinite(lo[~ok]), lo[~ok], 1.0), ls="none", marker="^",
+                ms=7, mfc="white", color=color, label=f"{name}: above the search range")
+
+
+def _reference(ax: Axes, x0: float, y0: float, xs: np.ndarray, f: Callable, label: str,
+               ls) -> None:
+    """``y0 * f(x) / f(x0)`` over ``xs`` (a theory's shape through one measured point)."""
+    line_x = np.geomspace(min(xs), max(xs), 50)
+    ax.plot(line_x, y0 * f(line_x) / f(x0), ls=ls, color="0.25", lw=1.1, label=label, zorder=1)
+
+
+@_styled
+def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
+    """The phase diagram of one component kind: critical width vs d (left) and vs r (right).
+
+    ``crit``: the rows of ``critical_widths.csv`` (:data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS`),
+    the d sweep being the cells at the most common rank and the r sweep those at the most
+    common dim. Log-log axes; each algorithm's critical widths with their 95% intervals.
+    References (dashed/dotted, through an algorithm's first point): the lazy lower bound
+    ``d^(l-1)``, the variant's sufficient width ``r^(2.5 l) log d`` (its d part ``log d`` on the
+    left, its r part ``r^(2.5 l)`` on the right, cut at the top of the axes).
+    """
+    need = ("algorithm", "order", "dim", "rank", "kind", "critical_width", "ci_low", "ci_high",
+            "seeds")
+    if not isinstance(crit, pd.DataFrame) or any(c not in crit.columns for c in need):
+        raise ValueError(f"crit must be the critical_widths.csv table with columns {need}")
+    t = crit[crit["kind"] == kind]
+    if t.empty:
+        raise ValueError(f"no cells of kind {kind!r}; the table has {sorted(set(crit['kind']))}")
+    order = int(t["order"].min())
+    t = t[t["order"] == order]
+    rank0 = int(t["rank"].mode().iloc[0])
+    dim0 = int(t["dim"].mode().iloc[0])
+    fig = Figure(figsize=(PAGE_WIDTH, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    algorithms = [a for a in ("lazy", "gd", "variant") if a in set(t["algorithm"])] + sorted(
+        set(t["algorithm"]) - {"lazy", "gd", "variant"})
+    for ax, x, fixed, value in ((axes[0], "dim", "rank", rank0), (axes[1], "rank", "dim", dim0)):
+        part = t[t[fixed] == value]
+        xs = np.sort(part[x].unique()).astype(np.float64)
+        for k, name in enumerate(algorithms):
+            series = part[part["algorithm"] == name]
+            if len(series):
+                _phase_series(ax, series, x, k, len(algorithms), name)
+        ys = part[["critical_width", "ci_low", "ci_high"]].to_numpy(np.float64).ravel()
+        ys = ys[np.isfinite(ys) & (ys > 0)]
+        y_lo, y_hi = (max(0.7, ys.min() / 1.5), ys.max() * 1.8) if ys.size else (0.7, 100)
+
+        def first(name):
+            s = part[(part["algorithm"] == name) & np.isfinite(part["critical_width"])]
+            s = s.sort_values(x)
+            return (float(s[x].iloc[0]), float(s["critical_width"].iloc[0])) if len(s) else None
+        if len(xs) >= 2 and x == "dim":
+            if first("lazy"):
+                _reference(ax, *first("lazy"), xs, lambda v: v ** (order - 1),
+                           "d^(l-1) (lazy lower bound)", "--")
+            anchor = first("variant") or first("gd")
+            if anchor:
+                _reference(ax, *anchor, xs, np.log, "log d (variant's sufficient width, d part)",
+                           ":")
+        if len(xs) >= 2 and x == "rank":
+            anchor = first("variant") or first("gd")
+            if anchor:
+                expo = 2.5 * order
+                x_end = min(xs.max(), anchor[0] * (y_hi / anchor[1]) ** (1 / expo))
+                _reference(ax, *anchor, np.array([anchor[0], max(x_end, anchor[0] * 1.001)]),
+                           lambda v: v ** expo, f"r^(2.5 l) = r^{expo:g} (variant's sufficient "
+                           "width, r part)", ":")
+        _log_x(ax, xs)
+        _log_y_counts(ax, y_lo, y_hi)
+        ax.grid(True, color="0.92", lw=0.6)
+        ax.set_xlabel("dimension d" if x == "dim" else "rank r")
+        ax.set_ylabel("critical width m_c")
+        ax.set_title(f"vs {'d' if x == 'dim' else 'r'} (l={order}, "
+                     f"{fixed[0]}={value}, {kind} components)")
+    handles: dict = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    _legend_below(fig, list(handles.values()), list(handles))
+    return fig
+
+
+def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
+                       formats: str | Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
+    """:func:`phase_figure` of each component kind in ``crit``, as
+    ``out_dir/phase_diagram_<kind>.<fmt>``; returns the paths written."""
+    out_dir = Path(out_dir)
+    paths = []
+    for kind in sorted(set(crit["kind"])):
+        fig = phase_figure(crit, kind)
+        with matplotlib.rc_context(STYLE):
+            for fmt in _formats(formats):
+                path = out_dir / f"phase_diagram_{kind}.{fmt}"
+                fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
+                paths.append(path)
+    return paths
