@@ -82,3 +82,23 @@ def test_api_reference_builds_without_warnings(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     page = (tmp_path / "site" / "api" / "core" / "index.html").read_text(encoding="utf-8")
     assert 'id="jaxtd.losses.loss"' in page  # the reference really rendered the docstrings
+
+
+def test_readme_preset_times_quote_the_measurement_file():
+    """Every wall time in the README's preset table is the one benchmarks/presets.py measured
+    and saved (rewrite with `python benchmarks/presets.py --readme`), as is the sentence that
+    says when and under what load."""
+    import json
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import presets as bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    data = json.loads((ROOT / "benchmarks" / "results" / "presets.json").read_text())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    cells = bench.readme_cells(readme)
+    assert set(cells) == set(data["presets"]), "measure every preset the README lists"
+    for name, cell in cells.items():
+        assert cell == bench.readme_cell(data["presets"][name]), name
+    assert bench.readme_sentence(data) in readme
+    assert bench.rewrite_readme(data, readme) == readme
