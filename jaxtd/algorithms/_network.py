@@ -149,8 +149,9 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
         the init of :func:`jaxtd.algorithms.gd`). ``rf`` replaces ``a0`` by 0.
       init_scale: hparam ``init_scale`` (see ``init``).
       noise: label noise standard deviation ``σ >= 0`` (hparam ``noise``).
-      learning_rate, signs, name: see :func:`jaxtd.algorithms.gd` (default name
-        ``"network-<regime>"``).
+      learning_rate: see :func:`jaxtd.algorithms.gd`.
+      signs: see :func:`jaxtd.algorithms.gd`.
+      name: see :func:`jaxtd.algorithms.gd` (default ``"network-<regime>"``).
     Returns:
       An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (batch empirical loss),
       ``empirical_loss`` and ``population_loss`` before the update; ``tensor`` the model's tensor
