@@ -341,13 +341,14 @@ def test_config_table_builds_the_network():
         success_threshold = 0.01
         [net]
         factory = "jaxtd.algorithms:network"
-        optimizer = 0.01
+        learning_rate = 0.01
         regime = "nt"
         samples = 50
     """)
-    built = config.build_user("net", cfg.params["net"])
-    assert built == algorithms.network(0.01, regime="nt", samples=50)
-    assert built.name == "network-nt"
+    # the same keys as a built-in table: the optimizer by name (default sgd), its rate apart
+    built = config.build_algorithm("net", cfg.params["net"])
+    assert built == algorithms.network(0.01, regime="nt", samples=50)._replace(name="net")
+    assert built.name == "net"
     assert set(built.hparams) == {"init_scale", "noise", "learning_rate", "active_samples"}
 
 
