@@ -11,7 +11,8 @@ executable for a key, in this order:
    (``jax.experimental.serialize_executable``) saved by an earlier process, so a warm run skips
    tracing and lowering as well as XLA compilation. JAX's own persistent cache only skips the
    last step, and tracing plus lowering a grid program costs about a second;
-3. **compiled** now (then saved to both).
+3. **compiled** now (then saved to both; a program that JAX's persistent cache supplied is left
+   there, since XLA:CPU cannot run a re-serialized copy of a loaded executable).
 
 A file on disk is found by a sha256 of everything that could change the program: the key's
 stable text, the versions of jax and jaxlib, the platform and devices, and the source of jaxtd
@@ -34,12 +35,14 @@ import os
 import pickle
 import sys
 import tempfile
+import threading
 import time
 import types
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import jax
+import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,7 +53,9 @@ __all__ = ["get", "clear", "signature", "stable_text", "disk_dir"]
 
 _MEMORY: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
 _MAX_IN_MEMORY = 64  # each entry holds device code
-_FORMAT = "1"
+# "2": files saved by format 1 may hold a re-serialized copy of an executable that JAX's own
+# cache had loaded, which XLA:CPU cannot run; a new format ignores every such file.
+_FORMAT = "2"
 
 
 def signature(args) -> tuple:
@@ -91,14 +96,36 @@ def get(key, lower: Callable[[], Any], *, disk_key=None) -> tuple[Any, float, st
     executable = _load(path) if path is not None else None
     how = "disk"
     if executable is None:
-        executable = lower().compile()
+        executable, from_jax_cache = _compile(lower)
         how = "compiled"
-        if path is not None:
+        if path is not None and not from_jax_cache:
             _save(path, executable)
     _MEMORY[key] = executable
     while len(_MEMORY) > _MAX_IN_MEMORY:
         _MEMORY.popitem(last=False)
     return executable, time.perf_counter() - t0, how
+
+
+def _compile(lower: Callable[[], Any]) -> tuple[Any, bool]:
+    """``(lower().compile(), whether JAX's persistent cache supplied it)``.
+
+    An executable that JAX loaded from its own cache is not saved again: on XLA:CPU, serializing
+    a deserialized executable drops its compiled kernels, and the saved copy fails when run
+    ("Function ... not found"). JAX's cache already holds that program for the next process.
+    """
+    thread = threading.get_ident()
+    hits = []
+
+    def listener(event, **_):
+        if event == "/jax/compilation_cache/cache_hits" and threading.get_ident() == thread:
+            hits.append(event)
+
+    jax.monitoring.register_event_listener(listener)
+    try:
+        executable = lower().compile()
+    finally:
+        jax.monitoring.unregister_event_listener(listener)
+    return executable, bool(hits)
 
 
 def _path(disk_key) -> Optional[Path]:

@@ -96,6 +96,20 @@ def test_second_process_loads_the_executable_instead_of_compiling(tmp_path):
     assert again["sgd"]["compiles"] == 1 and again["sgd"]["errors"] == cold["sgd"]["errors"]
 
 
+def test_a_program_from_jax_cache_is_not_saved_again(tmp_path):
+    """XLA:CPU cannot run a re-serialized copy of an executable that JAX's own persistent cache
+    loaded ("Function ... not found"): such a program is left to JAX's cache, and every later
+    process still runs it, with the numbers of the first."""
+    cold = _run_script(tmp_path)
+    for saved in (tmp_path / "jaxtd-programs").glob("*.bin"):
+        saved.unlink()                 # jaxtd's copy gone, JAX's own cache entry kept
+    hit = _run_script(tmp_path)        # JAX's cache supplies the executable
+    later = _run_script(tmp_path)
+    assert not list((tmp_path / "jaxtd-programs").glob("*.bin"))
+    for run in (hit, later):
+        assert run["sgd"]["errors"] == cold["sgd"]["errors"]
+
+
 def test_user_modules_are_never_named_on_disk(tmp_path, monkeypatch):
     """A factory in the user's own project may import helpers from other files: its programs
     stay in memory; an installed package's function (optax.adam) is named with its version."""
