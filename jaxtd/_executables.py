@@ -15,7 +15,8 @@ executable for a key, in this order:
    there, since XLA:CPU cannot run a re-serialized copy of a loaded executable).
 
 A file on disk is found by a sha256 of everything that could change the program: the key's
-stable text, the versions of jax and jaxlib, the platform and devices, and the source of jaxtd
+stable text, the versions of jax and jaxlib, the platform and devices, ``XLA_FLAGS`` and the JAX
+settings that change lowering (matmul precision, PRNG implementation), the source of jaxtd
 and of every installed module whose code the algorithm names (with its distribution's
 version). An algorithm that names a user's own module (a factory in their project, which may
 import helpers from other files) or whose identity has no stable text (a hand-assembled
@@ -138,7 +139,8 @@ def _path(disk_key) -> Optional[Path]:
     devices = tuple((d.platform, d.device_kind) for d in jax.devices())
     h = hashlib.sha256()
     for part in (_FORMAT, text, jax.__version__, _jaxlib_version(), repr(devices),
-                 jax.devices()[0].client.platform_version, _source_digest()):
+                 jax.devices()[0].client.platform_version, _compiler_settings(),
+                 _source_digest()):
         h.update(part.encode())
         h.update(b"\0")
     for module in _modules_named(disk_key):
@@ -259,6 +261,20 @@ def _module_digest(module: str) -> Optional[str]:
         return hashlib.sha256(versions.encode() + b"\0" + Path(path).read_bytes()).hexdigest()
     except (OSError, ValueError, metadata.PackageNotFoundError):
         return None
+
+
+# JAX settings that change a lowered program or its numbers without changing its arguments'
+# shapes and dtypes (x64 and the promotion mode are in the program key already).
+_JAX_SETTINGS = ("jax_default_matmul_precision", "jax_default_prng_impl",
+                 "jax_threefry_partitionable", "jax_enable_checks", "jax_debug_nans",
+                 "jax_debug_infs")
+
+
+def _compiler_settings() -> str:
+    """``XLA_FLAGS`` and the JAX settings that shape a program: an executable saved under other
+    flags (an optimization level, fast math) is not loaded by a process that sets different ones."""
+    values = {name: str(getattr(jax.config, name, None)) for name in _JAX_SETTINGS}
+    return json.dumps({"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **values}, sort_keys=True)
 
 
 @functools.lru_cache(maxsize=None)

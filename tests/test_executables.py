@@ -134,6 +134,23 @@ def test_user_modules_are_never_named_on_disk(tmp_path, monkeypatch):
         jax.config.update("jax_compilation_cache_dir", None)
 
 
+def test_compiler_flags_name_a_different_file(tmp_path, monkeypatch):
+    """An executable compiled under other XLA flags or JAX settings is another file."""
+    compile_cache.enable(tmp_path)
+    key = ("program", algorithms.gd(0.1))
+    try:
+        monkeypatch.setenv("XLA_FLAGS", "")
+        plain = _executables._path(key)
+        monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=true")
+        fast = _executables._path(key)
+        monkeypatch.setenv("XLA_FLAGS", "")
+        with jax.default_matmul_precision("bfloat16"):
+            low = _executables._path(key)
+        assert len({plain, fast, low}) == 3 and plain == _executables._path(key)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+
+
 def test_disk_cache_off_unless_persistent_cache_enabled(tmp_path):
     assert jax.config.jax_compilation_cache_dir is None
     assert _executables.disk_dir() is None
