@@ -8,6 +8,14 @@ if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_cpu_multi_thread_eigen=false").strip()
 
+# LLVM's optimization passes are much of XLA:CPU's compile time, and the suite compiles hundreds
+# of small programs that then run for milliseconds: unoptimized code answers the same questions
+# (every oracle is computed under the same flag). tests/test_grad.py takes a third less CPU time
+# (290 -> 197 s). Users' runs, the CLI smoke run of CI and the benchmarks keep XLA's default.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+
 import jax  # noqa: E402
 import jax.monitoring  # noqa: E402
 import pytest
@@ -80,15 +88,35 @@ def _no_persistent_cache_leak():
         compilation_cache.reset_cache()
 
 
-# Files that take longest on two workers, longest first (measure with `--durations`). pytest-xdist
-# (`--dist loadfile`) hands whole files to idle workers in collection order; starting the long
-# ones first keeps a long file from being the last one running while the other worker idles.
-LONG_FIRST = ("test_notebooks.py", "test_sweep.py", "test_cli.py", "test_transition.py",
-              "test_docs.py", "test_experiment.py", "test_kill_resume.py", "test_distributed.py",
-              "test_lazy_cg.py", "test_grad.py", "test_bench_compile.py", "test_lazy.py")
+# Files that take longest, longest first (the "seconds per test file" summary that every run
+# prints measures them). pytest-xdist (`--dist loadfile`) hands whole files to idle workers in
+# collection order; starting the long ones first keeps a long file from being the last one
+# running while the other worker idles.
+LONG_FIRST = ("test_notebooks.py", "test_sweep.py", "test_phase_preset.py", "test_cli.py",
+              "test_network.py", "test_distributed.py", "test_lazy_cg.py", "test_grad.py",
+              "test_lazy_table.py", "test_transition.py", "test_docs.py", "test_experiment.py",
+              "test_kill_resume.py", "test_executables.py", "test_shapes.py", "test_phase.py",
+              "test_run.py", "test_bench_compile.py", "test_lazy.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     # stable: tests keep their order inside a file; every worker computes the same order
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds per test file (setup, call and teardown summed), longest first: the measure that
+    orders LONG_FIRST and shows where the suite's time goes."""
+    per_file: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if hasattr(report, "duration") and hasattr(report, "nodeid"):
+                name = report.nodeid.split("::")[0]
+                per_file[name] = per_file.get(name, 0.0) + report.duration
+    if not per_file:
+        return
+    ranked = sorted(per_file.items(), key=lambda kv: -kv[1])
+    terminalreporter.write_sep("=", f"seconds per test file ({sum(per_file.values()):.0f} s)")
+    for name, seconds in ranked[:20]:
+        terminalreporter.write_line(f"{seconds:8.1f}s  {name}")
