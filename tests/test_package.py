@@ -69,17 +69,41 @@ def test_runner_and_gd_sit_below_what_they_run():
 
 
 def test_the_lazy_model_never_imports_the_algorithms():
-    """Layers point down: the lazy modules (model, optimum, CG, threshold, training) and the
+    """Layers point down: the lazy package (model, optimum, CG, threshold, training) and the
     optimizer plumbing sit below the algorithms (lazy GD takes its one update from
     ``jaxtd.lazy.lazy_update``); none of them imports ``jaxtd.algorithms``, not even inside a
     function."""
     import pathlib
     root = pathlib.Path(jaxtd.__file__).parent
-    lower = sorted(root.glob("_lazy_*.py")) + [root / "lazy.py", root / "lazy_cg.py",
-                                               root / "optimizers.py", root / "_checks.py"]
+    package = sorted((root / "lazy").glob("*.py"))
+    assert {p.name for p in package} >= {"__init__.py", "_model.py", "_optimum.py", "cg.py",
+                                          "_threshold.py", "_train.py"}
+    lower = package + [root / "lazy_cg.py", root / "optimizers.py", root / "_checks.py"]
     for path in lower:
         up = [m for m in _imports(path) if m.startswith("jaxtd.algorithms")]
         assert not up, (path.name, up)
+    assert not list(root.glob("_lazy_*.py")), "the lazy modules live in jaxtd/lazy/"
+
+
+def test_no_module_imports_the_private_modules_of_the_lazy_package():
+    """The lazy package's modules import one another; everything else uses its public face
+    (``jaxtd.lazy``, ``jaxtd.lazy.cg``)."""
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    for path in root.rglob("*.py"):
+        if path.parent.name == "lazy":
+            continue
+        private = [m for m in _imports(path) if m.startswith("jaxtd.lazy._")
+                   or (m.startswith("jaxtd.lazy.") and m.split(".")[2].startswith("_"))]
+        assert not private, (path.relative_to(root), private)
+
+
+def test_the_earlier_module_name_of_the_cg_solver_is_the_same_module():
+    import jaxtd.lazy_cg
+    from jaxtd import lazy
+    assert jaxtd.lazy_cg is lazy.cg
+    assert jaxtd.lazy_cg.cg_lstsq is lazy.cg_lstsq is lazy.cg.cg_lstsq
+    assert callable(jaxtd.lazy_cg.residual_floor)
 
 
 def test_config_is_plain_data_below_the_engine():
@@ -92,7 +116,7 @@ def test_config_is_plain_data_below_the_engine():
             "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)
     root = pathlib.Path(jaxtd.__file__).parent
-    engine = ("jaxtd._run", "jaxtd._sweep", "jaxtd.lazy", "jaxtd._lazy")
+    engine = ("jaxtd._run", "jaxtd._sweep", "jaxtd.lazy")
     found = [m for m in _imports(root / "config.py") if m.startswith(engine)]
     assert not found, found
     assert not [m for m in _imports(root / "_sizes.py") if m.startswith(("jax", "numpy", "pandas"))]

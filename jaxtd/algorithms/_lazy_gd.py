@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import initialization, lazy, models, schema
-from jaxtd._lazy_model import polarize  # re-exported: the lazy tensor as an exact SymCP
+from jaxtd.lazy import polarize  # re-exported: the lazy tensor as an exact SymCP
 from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP

@@ -47,7 +47,7 @@ from jaxtd import initialization, lazy, models, schema
 from jaxtd import network as hermite_net  # (the constructor below is named network)
 from jaxtd._checks import check_bool, host_value
 from jaxtd.algorithms import base
-from jaxtd._lazy_model import polarize
+from jaxtd.lazy import polarize
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
