@@ -120,3 +120,34 @@ def test_config_is_plain_data_below_the_engine():
     found = [m for m in _imports(root / "config.py") if m.startswith(engine)]
     assert not found, found
     assert not [m for m in _imports(root / "_sizes.py") if m.startswith(("jax", "numpy", "pandas"))]
+
+
+def test_each_constant_name_has_one_definition():
+    """One name per meaning, one definition per name: an upper-case constant is assigned at
+    module level in one module of the package only (others import it). ``SCHEMA`` is each
+    algorithm's own table schema, one meaning, reached through ``jaxtd.config.schema_of``."""
+    import ast
+    import collections
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    defined = collections.defaultdict(list)
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                continue
+            for name in names:
+                if name.isupper() and name != "SCHEMA":
+                    defined[name].append(str(path.relative_to(root)))
+    twice = {name: paths for name, paths in defined.items() if len(paths) > 1}
+    assert not twice, twice
+    from jaxtd import config, models, schema
+    from jaxtd.algorithms import base
+    assert models.SIGNS == ("auto", "positive", "random")          # initial fixed signs
+    assert base.SIGN_RULES == ("residual", "keep")                 # sign of a re-drawn row
+    assert config.TARGET_KINDS == ("orthonormal", "basis", "random")
+    assert "choice" in schema.PARAM_KINDS
+    assert not hasattr(config, "_sweep") and not hasattr(config, "KINDS")

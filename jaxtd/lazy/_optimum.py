@@ -352,8 +352,8 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
     ws = _check_widths(widths)
     if init not in ("standard", "antisymmetric"):
         raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
-    if signs not in models.SIGN_RULES:
-        raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
+    if signs not in models.SIGNS:
+        raise ValueError(f"signs must be one of {models.SIGNS}, got {signs!r}")
     if (isinstance(init_scale, bool) or not isinstance(init_scale, (int, float))
             or not init_scale > 0):
         raise ValueError(f"init_scale must be a float > 0, got {init_scale!r}")
