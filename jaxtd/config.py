@@ -52,6 +52,7 @@ Validation happens here, in plain Python, before anything is traced; every failu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import importlib.util
@@ -75,7 +76,7 @@ __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "TARGET_KIN
            "parse", "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick",
            "set_keys", "dumps", "lazy_threshold", "case_widths", "apply_overrides", "schema_of",
            "constructor_of", "user_factory", "is_builtin", "factory_schema", "table_schema",
-           "build_algorithm", "constructor_values",
+           "swept", "build_algorithm", "constructor_values",
            "Log", "LOG_SCHEMA", "Phase", "PHASE_SCHEMA"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
@@ -290,6 +291,14 @@ def table_schema(name: str, table: Mapping[str, Any]) -> tuple[Param, ...]:
     if is_builtin(name):
         return schema_of(name)
     return factory_schema(user_factory(name, table["factory"]), table["factory"])
+
+
+def swept(config: Config, name: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The hyper-parameters table ``[name]`` of ``config`` sweeps (list values), as
+    ``(hparam, values)`` pairs in the order of its schema."""
+    table = config.params[name]
+    return tuple((p.hparam, tuple(table[p.name])) for p in table_schema(name, table)
+                 if p.hparam and isinstance(table.get(p.name), tuple))
 
 
 # The files of the user factory modules imported so far -> their config key
@@ -520,6 +529,7 @@ def check_user_algorithm(name: str, spec: str, algorithm, order: int, dim: int,
     """Trace a user algorithm's ``init``, ``step``, ``tensor`` and ``params`` once on a small
     problem of the config's first size (shapes only, nothing runs) and check what they return,
     so a malformed factory is one config line naming it before any run starts."""
+    # JAX only here and in build_algorithm: `import jaxtd.config` stays plain Python
     import jax
     import jax.numpy as jnp
 
@@ -713,7 +723,6 @@ def _parse_value(text: str) -> Any:
 def apply_overrides(raw: Mapping[str, Any], assignments) -> dict:
     """``raw`` with each ``"section.key=value"`` assignment applied (value read as TOML; a bare
     word is a string); ``key=value`` without a dot sets a top-level key. Returns a new dict."""
-    import copy
     out = copy.deepcopy(dict(raw))
     for item in assignments:
         path, sep, value = item.partition("=")
