@@ -151,3 +151,86 @@ def test_each_constant_name_has_one_definition():
     assert config.TARGET_KINDS == ("orthonormal", "basis", "random")
     assert "choice" in schema.PARAM_KINDS
     assert not hasattr(config, "_sweep") and not hasattr(config, "KINDS")
+
+
+def _module_graph() -> dict:
+    """``{module: modules of jaxtd it imports}``, function-local imports included; ``from
+    package import submodule`` counts as an import of the submodule only."""
+    import ast
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    paths = {}
+    for path in root.rglob("*.py"):
+        parts = ("jaxtd",) + path.relative_to(root).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def owner(name):
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(owner(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    found.add(sub if sub in paths else owner(node.module))
+        graph[name] = found - {"", "jaxtd", name}
+    return graph
+
+
+def test_the_imports_of_the_package_have_no_cycle():
+    """Layers point down: no module reaches itself through imports, not even through one made
+    inside a function (such an import hides a cycle, it does not remove it)."""
+    graph = _module_graph()
+    done, cycles = set(), []
+
+    def visit(module, path):
+        for dep in sorted(graph.get(module, ())):
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in done:
+                visit(dep, path + [dep])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+# The rows of docs/architecture.md ("Layers"), top first: a module imports only modules of its
+# own row or of the rows above it.
+LAYERS = (
+    ("jaxtd._sizes", "jaxtd.schema", "jaxtd.config"),
+    ("jaxtd.store", "jaxtd.results", "jaxtd.stats"),
+    ("jaxtd._precision", "jaxtd._checks", "jaxtd.shapes", "jaxtd.symcp", "jaxtd._extended",
+     "jaxtd._aligned", "jaxtd.losses", "jaxtd.targets", "jaxtd.initialization", "jaxtd.models",
+     "jaxtd.optimizers"),
+    ("jaxtd.lazy.cg", "jaxtd.lazy._model", "jaxtd.lazy._optimum", "jaxtd.lazy._train",
+     "jaxtd.lazy._threshold", "jaxtd.lazy", "jaxtd.lazy_cg", "jaxtd.network", "jaxtd.metrics"),
+    ("jaxtd.algorithms.base", "jaxtd.algorithms._gd", "jaxtd.algorithms._variant",
+     "jaxtd.algorithms._deflation", "jaxtd.algorithms._lazy_gd", "jaxtd.algorithms._network",
+     "jaxtd.algorithms"),
+    ("jaxtd._run", "jaxtd._executables", "jaxtd._sweep", "jaxtd.log", "jaxtd.distributed",
+     "jaxtd.compile_cache", "jaxtd.transition", "jaxtd.phase"),
+    ("jaxtd.experiment",),
+    ("jaxtd.plots", "jaxtd.cli", "jaxtd.__main__", "jaxtd"),  # jaxtd: the lazy exports
+)
+# the configuration builds and traces a config's algorithm tables inside two functions
+# (build_algorithm, check_user_algorithm): the only imports that point down the rows
+CONFIG_HOOKS = {("jaxtd.config", "jaxtd.algorithms"), ("jaxtd.config", "jaxtd.symcp")}
+
+
+def test_every_import_points_up_the_layers_of_the_architecture_page():
+    graph = _module_graph()
+    row = {m: i for i, names in enumerate(LAYERS) for m in names}
+    unplaced = sorted(set(graph) - set(row))
+    assert not unplaced, f"place these modules in LAYERS and docs/architecture.md: {unplaced}"
+    down = sorted((m, d) for m, deps in graph.items() for d in deps
+                  if row[d] > row[m] and (m, d) not in CONFIG_HOOKS)
+    assert not down, down
