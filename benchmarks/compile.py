@@ -123,7 +123,7 @@ def _lazy_program(config, sub, target) -> tuple[str, dict]:
     import jax
     import numpy as np
 
-    from jaxtd import _lazy_optimum as lo
+    from jaxtd.lazy import _optimum as lo
     from jaxtd._sweep import key_for_seed
     p = config.params["lazy"]
     scale = p["init_scale"][0] if isinstance(p["init_scale"], tuple) else p["init_scale"]

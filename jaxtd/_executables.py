@@ -279,9 +279,14 @@ def _compiler_settings() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _source_digest() -> str:
-    """sha256 over every ``.py`` file of the installed jaxtd package (a code change is a new
-    program even when the version number stays)."""
-    root = Path(__file__).resolve().parent
+    """The digest of this package's source (:func:`_tree_digest`), read once per process."""
+    return _tree_digest(Path(__file__).resolve().parent)
+
+
+def _tree_digest(root: Path) -> str:
+    """sha256 over the path and bytes of every ``.py`` file under ``root``, subpackages
+    (``algorithms/``, ``lazy/``) included: a code change is a new program even when the version
+    number stays."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())

@@ -53,6 +53,12 @@ def predicted_width(dim: int, order: int, init: str = "standard") -> int:
 # default window 1 .. m* + 2 may hold.
 MAX_WINDOW = 1000
 
+# The largest tensor order a SymCP may have (jaxtd.symcp checks it, the config's schema bounds
+# ``order`` by it). The accurate metric's cost grows as ``order^2`` (jaxtd._aligned) and its
+# traced program with the order, and ``<u, v>^order`` of unit vectors underflows float32 long
+# before: a larger order is refused up front instead of hanging.
+MAX_ORDER = 64
+
 
 def near_threshold_widths(below: int = 2, above: int = 2, init: str = "standard") -> Callable:
     """``widths`` for :func:`jaxtd.lazy.threshold_experiment`: ``(dim, order) -> [p - below,

@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
+import gc
+import importlib.metadata
 import os
 import re
 import signal
@@ -33,8 +35,12 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import jaxtd
 from jaxtd import config as cfg
-from jaxtd import experiment
+
+# The CLI's fast path: `jaxtd --version`, `--help`, `presets` and `params` import only the
+# configuration (no JAX, numpy or pandas). The engine (experiment, plots, results, ...) is
+# imported inside the commands that compute, and only there.
 
 __all__ = ["main", "build_parser", "write_outputs", "UsageError", "EXIT_USAGE",
            "EXIT_INTERRUPTED", "EXIT_INTERNAL"]
@@ -140,9 +146,9 @@ def _print_table(results, config: cfg.Config) -> None:
             and df["lazy_best_residual"].notna().any()):
         print("\n" + plots.format_threshold(df, threshold, lazy))
     swept = sorted({h for a in config.sweep.algorithms for h, _ in
-                    experiment.swept(config, a)})
+                    cfg.swept(config, a)})
     if swept:  # the width table merges hyper-parameter values: add the per-value summary
-        sweeping = [a for a in config.sweep.algorithms if experiment.swept(config, a)]
+        sweeping = [a for a in config.sweep.algorithms if cfg.swept(config, a)]
         summary = results.select(results.rows["algorithm"].isin(sweeping)).summary(
             by=["algorithm", "order", "dim", "rank", *swept])
         print("\nper hyper-parameter value (success rate, median error):")
@@ -251,9 +257,7 @@ def _drain() -> None:
     never tears the runtime down under them."""
     if "jax" not in sys.modules:
         return
-    import gc
-
-    import jax
+    import jax  # already loaded (checked above): the import starts nothing
     try:
         for array in jax.live_arrays():
             array.block_until_ready()
@@ -270,7 +274,7 @@ def _drain() -> None:
 def cmd_run(args) -> int:
     """``jaxtd run``: run a config or preset, write results and figures, print the table."""
     _connect(args)  # before anything starts JAX
-    from jaxtd import distributed
+    from jaxtd import distributed, experiment
     main = distributed.is_main_process()
     config, out = _resolve_config(args)
     out = Path(distributed.broadcast_json(str(out)))  # process 0's (default: its timestamp)
@@ -365,6 +369,7 @@ def write_phase_outputs(outcome, config: cfg.Config, out_dir: Path, formats=("pn
 
 def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
     """``jaxtd run`` of a phase-diagram config: adaptive searches, no resumable chunks."""
+    from jaxtd import experiment
     if args.resume:
         raise UsageError("--resume", "a phase-diagram run does not resume (its searches are "
                          "not saved chunk by chunk)", "rerun it into a new --out")
@@ -405,7 +410,6 @@ _UNITS = {"": 1, "B": 1, "KB": 2 ** 10, "MB": 2 ** 20, "GB": 2 ** 30, "TB": 2 **
 
 def parse_size(text: str) -> float:
     """``"8GB"``, ``"512 MB"``, ``"1e9"`` -> bytes (binary units); ``UsageError`` otherwise."""
-    import re
     m = re.fullmatch(r"\s*([0-9.eE+]+)\s*([KMGT]?B?)\s*", str(text).upper())
     try:
         value = float(m[1]) * _UNITS[m[2] if m[2] in _UNITS else m[2] + "B"]
@@ -440,6 +444,7 @@ def _check_size(config, max_memory) -> float:
     """Refuse, before anything compiles, a run whose estimated peak memory exceeds
     ``--max-memory`` (default: the memory available now); return the estimated compute
     seconds."""
+    from jaxtd import experiment
     limit = parse_size(max_memory) if max_memory is not None else available_memory()
     peak, seconds = experiment.estimate(config)
     if limit is not None and peak > limit:
@@ -534,11 +539,9 @@ def cmd_show(args) -> int:
 def _version() -> str:
     """The installed distribution's version, else the package constant (never imports JAX:
     ``import jaxtd`` is lazy)."""
-    import importlib.metadata
     try:
         return importlib.metadata.version("jaxtd")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - not installed
-        import jaxtd
         return jaxtd.__version__
 
 

@@ -52,6 +52,7 @@ Validation happens here, in plain Python, before anything is traced; every failu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import importlib.util
@@ -63,6 +64,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from jaxtd import _sizes, schema
+from jaxtd._sizes import MAX_ORDER, MAX_WINDOW  # the size bounds the schemas below use
 from jaxtd.schema import ConfigError, Param
 
 if sys.version_info >= (3, 11):
@@ -70,17 +72,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "KINDS", "PLOTS", "parse",
-           "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick",
+__all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "TARGET_KINDS", "PLOTS",
+           "parse", "loads", "load", "load_raw", "preset", "preset_names", "preset_path", "quick",
            "set_keys", "dumps", "lazy_threshold", "case_widths", "apply_overrides", "schema_of",
            "constructor_of", "user_factory", "is_builtin", "factory_schema", "table_schema",
-           "build_algorithm", "constructor_values",
+           "swept", "build_algorithm", "constructor_values",
            "Log", "LOG_SCHEMA", "Phase", "PHASE_SCHEMA"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
 _BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
 ALGORITHMS = tuple(_BUILTIN)
-KINDS = ("orthonormal", "basis", "random")
+TARGET_KINDS = ("orthonormal", "basis", "random")
 _KIND_ALIASES = {"orthogonal": "orthonormal"}  # deprecated spelling, still read
 WEIGHTS = ("equal", "geometric")
 PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation", "init-scale",
@@ -100,16 +102,13 @@ LAZY_EXTRA = (
 # keys renamed to the constructor's argument names
 _RENAMED = {"deflation": {"learning_rate": "step_size"}}
 
-# jaxtd.symcp.MAX_ORDER, repeated so that reading a config does not import JAX (a test checks
-# that the two agree)
-MAX_ORDER = 64
 
 TARGET_SCHEMA = (
     Param("order", "ints", "tensor order l (a list sweeps it)", ge=2, le=MAX_ORDER, example=3),
     Param("dim", "ints", "dimension d (a list sweeps it)", ge=1, example=8),
     Param("rank", "ints", "rank r of the ground truth (a list sweeps it)", ge=1, example=2),
     Param("kind", "choice", "components: orthonormal, the standard basis, or random unit",
-          default="orthonormal", choices=KINDS + tuple(_KIND_ALIASES)),
+          default="orthonormal", choices=TARGET_KINDS + tuple(_KIND_ALIASES)),
     Param("weights", "str", "equal | geometric | a list of rank numbers", default="equal"),
     Param("seed", "int", "PRNG seed of the ground truth", default=0, ge=0),
 )
@@ -191,7 +190,7 @@ class Log:
     tensorboard: bool = False
 
 
-def _log(raw: Any) -> Log:
+def _parse_log(raw: Any) -> Log:
     t = schema.check_table("log", LOG_SCHEMA, raw)
     if t["tensorboard"] and importlib.util.find_spec("tensorboardX") is None:
         raise ConfigError("[log] tensorboard", "needs the optional dependency tensorboardX, "
@@ -230,14 +229,15 @@ class Phase:
     lazy_seeds: int = 2
 
 
-def _phase(raw: Any) -> Phase:
+def _parse_phase(raw: Any) -> Phase:
     rest = _without("phase", raw, "kinds")
     t = schema.check_table("phase", PHASE_SCHEMA[1:], rest)  # rank and dim are required
     kinds = raw.get("kinds", ["orthonormal", "random"]) if isinstance(raw, Mapping) else []
     if not isinstance(kinds, list) or not kinds or len(set(kinds)) != len(kinds) or any(
-            k not in KINDS for k in kinds):
+            k not in TARGET_KINDS for k in kinds):
         raise ConfigError("[phase] kinds", f"expected a list of distinct kinds, got {kinds!r}",
-                          f"write e.g. kinds = [\"orthonormal\", \"random\"] (of {', '.join(KINDS)})")
+                          f"write e.g. kinds = [\"orthonormal\", \"random\"] "
+                          f"(of {', '.join(TARGET_KINDS)})")
     return Phase(tuple(kinds), t["rank"], t["dim"], t["factor"], t["batch"],
                  tuple(sorted(t["lazy_check"])), t["lazy_seeds"])
 
@@ -293,6 +293,14 @@ def table_schema(name: str, table: Mapping[str, Any]) -> tuple[Param, ...]:
     return factory_schema(user_factory(name, table["factory"]), table["factory"])
 
 
+def swept(config: Config, name: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The hyper-parameters table ``[name]`` of ``config`` sweeps (list values), as
+    ``(hparam, values)`` pairs in the order of its schema."""
+    table = config.params[name]
+    return tuple((p.hparam, tuple(table[p.name])) for p in table_schema(name, table)
+                 if p.hparam and isinstance(table.get(p.name), tuple))
+
+
 # The files of the user factory modules imported so far -> their config key
 # (``[name] factory = "pkg.mod:fn"``): an exception raised from inside them later (while a run
 # traces the algorithm) is the user's code failing, which the command reports as a config error.
@@ -344,7 +352,7 @@ def _without(section: str, raw: Any, key: str) -> dict:
     return {k: v for k, v in raw.items() if k != key}
 
 
-def _target(raw: Any) -> Target:
+def _parse_target(raw: Any) -> Target:
     rest = _without("target", raw, "weights")
     per_order = isinstance(rest.get("dim"), Mapping)
     if per_order:  # checked below, once the orders are known
@@ -402,8 +410,6 @@ def _weights(value: Any, ranks: tuple[int, ...]) -> str | tuple[float, ...]:
     return tuple(schema.check(key, Param("weights", "float", "", gt=0), v) for v in value)
 
 
-MAX_WINDOW = _sizes.MAX_WINDOW  # widths on each side of the lazy threshold (each one a solve)
-
 NEAR_THRESHOLD_SCHEMA = (  # [sweep] widths as a table: jaxtd.lazy.near_threshold_widths
     # >= 1: a size whose window already fits at its smallest width gives only an upper bound
     Param("below", "int", "widths below the predicted lazy threshold m*", ge=1,
@@ -429,7 +435,7 @@ def _near_threshold(value: Mapping) -> tuple[int, int]:
     return t["below"], t["above"]
 
 
-def _sweep(raw: Any) -> Sweep:
+def _parse_sweep(raw: Any) -> Sweep:
     rest = _without("sweep", raw, "algorithms")
     window = None
     if isinstance(rest.get("widths"), Mapping):
@@ -523,6 +529,7 @@ def check_user_algorithm(name: str, spec: str, algorithm, order: int, dim: int,
     """Trace a user algorithm's ``init``, ``step``, ``tensor`` and ``params`` once on a small
     problem of the config's first size (shapes only, nothing runs) and check what they return,
     so a malformed factory is one config line naming it before any run starts."""
+    # JAX only here and in build_algorithm: `import jaxtd.config` stays plain Python
     import jax
     import jax.numpy as jnp
 
@@ -633,7 +640,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
         if key not in raw:
             raise ConfigError(f"[{key}]", "missing", "add it (see `jaxtd presets` and the preset "
                               "files for examples)")
-    sweep = _sweep(raw["sweep"])
+    sweep = _parse_sweep(raw["sweep"])
     user = [a for a in sweep.algorithms if not is_builtin(a)]
     if "log" in user:
         raise ConfigError("[sweep] algorithms", "'log' names the [log] table, not an algorithm",
@@ -653,7 +660,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
         raise ConfigError("name", "empty", 'write name = "my-experiment" or leave it out')
     plot = schema.check("plot", Param("plot", "choice", "", choices=PLOTS),
                         raw.get("plot", "width"))
-    target = _target(raw["target"])
+    target = _parse_target(raw["target"])
     params: dict[str, Mapping[str, Any]] = {}
     for table in ALGORITHMS:
         params[table] = schema.check_table(table, schema_of(table), raw.get(table),
@@ -665,12 +672,12 @@ def parse(raw: Mapping[str, Any]) -> Config:
     if (plot == "phase-diagram") != ("phase" in raw):
         raise ConfigError("[phase]", "goes with plot = \"phase-diagram\" and only with it",
                           "add both (see the phase-diagram preset) or neither")
-    phase = _phase(raw["phase"]) if "phase" in raw else None
+    phase = _parse_phase(raw["phase"]) if "phase" in raw else None
     if phase is not None and set(phase.kinds) - {"random"} and max(target.ranks) > phase.dim:
         raise ConfigError("[phase] dim", f"{phase.dim} < rank {max(target.ranks)} of the r "
                           "sweep: no orthonormal target", "raise [phase] dim, or lower rank")
     return Config(target, sweep, params, name, raw.get("description", ""), plot,
-                  _log(raw.get("log")), phase)
+                  _parse_log(raw.get("log")), phase)
 
 
 def _toml(text: str, source: str) -> dict:
@@ -716,7 +723,6 @@ def _parse_value(text: str) -> Any:
 def apply_overrides(raw: Mapping[str, Any], assignments) -> dict:
     """``raw`` with each ``"section.key=value"`` assignment applied (value read as TOML; a bare
     word is a string); ``key=value`` without a dot sets a top-level key. Returns a new dict."""
-    import copy
     out = copy.deepcopy(dict(raw))
     for item in assignments:
         path, sep, value = item.partition("=")

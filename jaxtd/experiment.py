@@ -16,11 +16,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import jax
+import jax.monitoring
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
 from jaxtd import config as cfg
+from jaxtd import distributed, lazy, log, phase, targets, transition
+from jaxtd._checks import largest_divisor_at_most
+from jaxtd._sweep import BucketCost, bucket_widths, key_for_seed, sweep
+from jaxtd.compile_cache import default_dir as default_cache_dir
+from jaxtd.lazy import DENSE_MAX_SIZE
+from jaxtd.phase import coarse_widths
+from jaxtd.results import Results
+from jaxtd.store import (_READ_ERRORS, ResultsError, _arrays_sha256, _jsonable, _read_json,
+                         _remove_stray_temporaries, _write_json, atomic_write,
+                         config_fingerprint, identity_diff, lock_dir)
 
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
            "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
@@ -103,9 +120,6 @@ class Outcome:
 
 def make_target(target: cfg.Target, order: int, dim: int, rank: int):
     """The ground truth of one problem size (key ``PRNGKey(target.seed)``)."""
-    import jax
-
-    from jaxtd import targets
     key = jax.random.PRNGKey(target.seed)
     weights = target.weights if isinstance(target.weights, str) else list(target.weights)
     if target.kind == "random":
@@ -118,13 +132,6 @@ def make_algorithm(config: cfg.Config, name: str):
     sweep's files, the progress bar and the ``algorithm`` column all say the same); built-in
     and user tables alike (:func:`jaxtd.config.build_algorithm`)."""
     return cfg.build_algorithm(name, config.params[name])
-
-
-def swept(config: cfg.Config, name: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
-    """The hyper-parameters table ``[name]`` sweeps (list values), as ``(hparam, values)``."""
-    table = config.params[name]
-    return tuple((p.hparam, tuple(table[p.name])) for p in cfg.table_schema(name, table)
-                 if p.hparam and isinstance(table.get(p.name), tuple))
 
 
 def _column_value(value: Any) -> Any:
@@ -142,7 +149,7 @@ def hyperparameters(config: cfg.Config, name: str, algorithm) -> dict[str, Any]:
     and the algorithm's effective ``hparams`` (e.g. deflation's ``regularization`` when left to
     its default ``epsilon / 10``). Swept ones are omitted (the sweep adds them as columns)."""
     table = config.params[name]
-    sweeping = {h for h, _ in swept(config, name)}
+    sweeping = {h for h, _ in cfg.swept(config, name)}
     keys = {p.name: p.hparam for p in cfg.table_schema(name, table)}
     out = {}
     for k, v in cfg.constructor_values(name, table).items():
@@ -165,11 +172,8 @@ def _seeds(config: cfg.Config, name: str) -> int:
 def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int, widths=None):
     """The width buckets :func:`jaxtd.sweep` forms for a chunk of ``chunk`` seeds (the same
     cost model for ``bucketing = "auto"``) over ``widths`` (default ``[sweep] widths``)."""
-    import jax
-
-    from jaxtd._sweep import BucketCost, bucket_widths
     s = config.sweep
-    n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
+    n_h = math.prod(len(v) for _, v in cfg.swept(config, name)) or 1
     n_dev = len(jax.devices())
     cost = BucketCost.for_platform(jax.devices()[0].platform, dim=dim, rank=rank,
                                    cell_steps=s.steps * n_h * math.ceil(chunk / n_dev))
@@ -179,7 +183,7 @@ def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int, wid
 def _seed_cost(config: cfg.Config, name: str, order: int, dim: int, rank: int) -> float:
     """Rough flops of one seed of a sub-sweep (every width and hparam combination)."""
     s = config.sweep
-    n_h = math.prod(len(v) for _, v in swept(config, name)) or 1
+    n_h = math.prod(len(v) for _, v in cfg.swept(config, name)) or 1
     flops = 0.0
     for bucket in _buckets(config, name, dim, rank, _seeds(config, name),
                            cfg.case_widths(config, order, dim)):
@@ -195,7 +199,6 @@ def default_chunk_size(config: cfg.Config, name: str, order: int, dim: int, rank
     n = _seeds(config, name)
     per_seed = _seed_cost(config, name, order, dim, rank) / _FLOPS_PER_SECOND
     budget = max(1, int(_SECONDS_PER_CHUNK / max(per_seed, 1e-9)))
-    from jaxtd._checks import largest_divisor_at_most
     return largest_divisor_at_most(n, budget)  # bounded time, whatever the seed count
 
 
@@ -209,7 +212,7 @@ def plan(config: cfg.Config) -> list[SubSweep]:
             chunk = s.chunk_size or default_chunk_size(config, name, order, dim, rank)
             train = bool(config.params[name].get("train", True)) if name == "lazy" else True
             out.append(SubSweep(name, order, dim, rank, n, cfg.case_widths(config, order, dim),
-                                s.steps, swept(config, name), min(chunk, n), train))
+                                s.steps, cfg.swept(config, name), min(chunk, n), train))
     return out
 
 
@@ -217,7 +220,6 @@ def _chunk_shapes(sub: SubSweep) -> int:
     """Distinct chunk lengths of ``sub`` (each padded to a multiple of the device count): each
     chunk is its own :func:`jaxtd.sweep` call, so a last, shorter chunk is one more program per
     width bucket."""
-    import jax
     n_dev = len(jax.devices())
     full, last = divmod(sub.seeds, sub.chunk_size)  # closed form: seeds may be huge
     lengths = ({sub.chunk_size} if full else set()) | ({last} if last else set())
@@ -275,8 +277,7 @@ def cache_state(enabled: bool = True) -> tuple[bool, str]:
     when its folder exists and holds entries (a proxy: they may be another run's programs)."""
     if not enabled:
         return False, "compile cache off (--no-compile-cache)"
-    from jaxtd import compile_cache
-    folder = compile_cache.default_dir()
+    folder = default_cache_dir()
     try:
         n = sum(1 for p in folder.iterdir() if not p.name.startswith("."))
     except OSError:
@@ -289,7 +290,6 @@ def cache_state(enabled: bool = True) -> tuple[bool, str]:
 def machine_load() -> float:
     """How much slower than an idle machine a run is expected to go: other processes' share of
     the cores (1-minute load average / cores, at least 1; 1 where unknown)."""
-    import os
     try:
         load, cores = os.getloadavg()[0], os.cpu_count() or 1
     except (OSError, AttributeError):
@@ -326,7 +326,6 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
                                    + len(buckets) * s.steps * _STEP_SECONDS)
     if sub.lazy_best:
         # every width is solved at the largest size (masked rows), one seed's table at a time
-        from jaxtd.lazy import DENSE_MAX_SIZE
         md = max(sub.widths) * sub.dim
         method = config.params["lazy"].get("method", "auto")
         if method == "dense" or (method == "auto" and md <= DENSE_MAX_SIZE):
@@ -356,7 +355,6 @@ def estimate_wall(config: cfg.Config, *, warm: bool = False,
     :func:`programs_of`, ``warm``: loaded from the persistent cache), ``compute`` (as
     :func:`estimate`), ``fixed`` (targets, outputs, figures) and their ``total``, each times
     ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.2``)."""
-    import jax
     platform = jax.devices()[0].platform
     compile_s = compute = 0.0
     for sub in plan(config):
@@ -441,12 +439,10 @@ class _CompileCounter:
             self.seconds += float(duration)
 
     def __enter__(self):
-        import jax.monitoring
         jax.monitoring.register_event_duration_secs_listener(self)
         return self
 
     def __exit__(self, *exc):
-        import jax.monitoring
         jax.monitoring.unregister_event_duration_listener(self)
         return False
 
@@ -467,10 +463,6 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     are added to ``outcome``; ``on_cells`` receives the number of cells done; ``on_event`` gets
     ``("compile_start", what=...)`` just before the table's program is traced and compiled.
     """
-    import jax.numpy as jnp
-
-    from jaxtd import lazy
-    from jaxtd._sweep import key_for_seed
 
     keys = jnp.stack([key_for_seed(int(s)) for s in seeds])
     if on_event is not None:
@@ -494,10 +486,6 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
     which records the sub-sweep's ``identity`` and the sha256 of its arrays: a cache of another
     config, or a damaged one, is recomputed, never trusted). ``notify`` receives the cells
     solved (pass a no-op when the rows were counted already)."""
-    import jax
-    import numpy as np
-
-    from jaxtd.store import _READ_ERRORS, _arrays_sha256, atomic_write, lock_dir
     widths = sorted(set(int(w) for w in results.rows["width"]))
     seeds = sorted(set(int(s) for s in results.rows["seed"]))
     cache = folder / "lazy_best.npz"
@@ -539,9 +527,6 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
 def _residual_only(widths: Sequence[int], n_seeds: int):
     """Lazy rows without training (``[lazy] train = false``): no lazy GD error (NaN); success is
     decided by the best residual once it is added."""
-    import pandas as pd
-
-    from jaxtd.results import Results
     rows = pd.DataFrame([dict(seed=s, width=w, final_relative_error=float("nan"), success=False,
                               diverged=False) for s in range(n_seeds) for w in widths])
     return Results(rows, {})
@@ -560,7 +545,6 @@ def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config,
                   outcome: Outcome, events=None):
     """Add ``d final_relative_error / d log init_scale`` (:func:`jaxtd.transition.add_slope_column`,
     forward mode through every run; cached in ``folder/scale_slopes-<k>.npz``)."""
-    from jaxtd import transition
     if events is not None:  # the pass compiles one program, then runs every cell again
         events.phase("d error / d log init_scale")
         events("compile_start", what="d error / d log init_scale")
@@ -590,8 +574,6 @@ def _one_sweep(algorithm, target, sub: SubSweep, config: cfg.Config, folder: Pat
     (algorithm and every argument, target, seeds, widths, steps, dtype, ...) and every file's
     checksum; a mismatch is a :class:`ResumeError` naming the folder and the differing fields.
     Returns ``(results, resumed)``."""
-    from jaxtd._sweep import sweep
-    from jaxtd.store import ResultsError
     s = config.sweep
     try:
         res = sweep(algorithm, target, seeds=list(seeds), widths=list(sub.widths),
@@ -625,9 +607,6 @@ class _SubLog:
     chunks computed before an interruption keep their records and resumed chunks add none."""
 
     def __init__(self, config: cfg.Config, out_dir: Path, sub: SubSweep, resume: bool):
-        import jax
-
-        from jaxtd import log
         self.head = {"algorithm": sub.algorithm, "order": sub.order, "dim": sub.dim,
                      "rank": sub.rank}
         self.writers = []
@@ -659,7 +638,6 @@ class _SubLog:
 def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
     """The resolved config of one sub-sweep: what its saved folder was computed from (target,
     sweep keys, the algorithm's table), as written to ``sweeps/<sub>/sub.json``."""
-    from jaxtd.store import _jsonable
     t, s = config.target, config.sweep
     return _jsonable({
         "target": {"order": sub.order, "dim": sub.dim, "rank": sub.rank, "kind": t.kind,
@@ -677,11 +655,6 @@ def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) ->
     :class:`ResumeError` listing the differing keys, e.g. after ``config.toml`` was edited),
     write it when absent (holding the folder's lock, which also clears temporaries a killed
     writer left there); return its fingerprint. Process 0 decides for every process."""
-    import jax
-
-    from jaxtd import distributed
-    from jaxtd.store import (ResultsError, _read_json, _remove_stray_temporaries, _write_json,
-                             config_fingerprint, identity_diff, lock_dir)
     identity = _sub_identity(config, sub)
     path = folder / "sub.json"
     problem = None
@@ -733,10 +706,6 @@ def run(config: cfg.Config, out_dir: Path | str, *, resume: bool = False,
 
 
 def _run(config, out_dir, resume, on_cells, on_start, events) -> Outcome:
-    import numpy as np
-    import pandas as pd
-
-    from jaxtd.results import Results
     outcome = Outcome(None, [])
     notify = on_cells or (lambda n: None)
     parts = []
@@ -835,12 +804,10 @@ class _Events:
             self.close(float(duration))
 
     def __enter__(self):
-        import jax.monitoring
         jax.monitoring.register_event_duration_secs_listener(self._listener)
         return self
 
     def __exit__(self, *exc):
-        import jax.monitoring
         jax.monitoring.unregister_event_duration_listener(self._listener)
         self.close()
         return False
@@ -868,7 +835,6 @@ def describe_phase(config: cfg.Config) -> str:
     """The plan of a phase-diagram run as text (``--dry-run``): cells, the search's coarse
     grid, seeds, steps, the lazy thresholds and where the exact lazy optimum checks them.
     The number of bisection calls depends on the outcomes, so no time is promised."""
-    from jaxtd.phase import coarse_widths
     s, p = config.sweep, config.phase
     init = config.params["lazy"]["init"]
     coarse = coarse_widths(min(s.widths), max(s.widths), p.factor).tolist()
@@ -917,7 +883,6 @@ def _lazy_rows(config: cfg.Config, kind: str, order: int, dim: int, rank: int,
                outcome: Outcome) -> list[dict]:
     """The exact lazy optimum at ``m* - 1`` and ``m*`` on ``[phase] lazy_seeds`` seeds: rows
     (``seed``, ``width``, ``success``) checking the threshold ``m*``."""
-    import numpy as np
     p, s = config.phase, config.sweep
     lz = config.params["lazy"]
     m_star = cfg.lazy_threshold(dim, order, lz["init"])
@@ -941,7 +906,6 @@ def _fixed_shape(evaluate: Callable, coarse) -> Callable:
     shape, so one compiled program per cell instead of one per bisection call. On a CPU a
     compilation costs far more than re-running a few small widths; the same seeds give the same
     outcome at a width run twice (one deterministic program)."""
-    import numpy as np
     coarse = [int(w) for w in coarse]
 
     def padded(widths) -> np.ndarray:
@@ -970,10 +934,6 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
     ``d`` over the d sweep, in ``r`` over the r sweep). ``on_cell(algorithm, cell)`` is called
     before each search (the caller writes the outputs: :func:`jaxtd.cli.write_phase_outputs`).
     """
-    import pandas as pd
-
-    from jaxtd import phase
-    from jaxtd.results import Results
     if config.phase is None:
         raise ValueError("run_phase needs a config with a [phase] table (plot = "
                          "\"phase-diagram\"); use experiment.run for the others")
@@ -1026,10 +986,6 @@ def _phase_exponents(config: cfg.Config, probed, crit, lazy_fixed):
     """The rows of ``exponents.csv``: :func:`jaxtd.phase.exponents` over the d sweep and the r
     sweep of the probed cells; the lazy cells (exact thresholds, some measured) by
     :func:`jaxtd.phase.fit_exponent` of their critical widths (no interval: exact)."""
-    import numpy as np
-    import pandas as pd
-
-    from jaxtd import phase
     p = config.phase
     parts = []
     for variable, fixed, value in (("dim", "rank", p.rank), ("rank", "dim", p.dim)):
@@ -1037,8 +993,8 @@ def _phase_exponents(config: cfg.Config, probed, crit, lazy_fixed):
             if len(probed) else probed
         if len(searched):
             parts.append(phase.exponents(searched, variable))
-        lazy = crit[(crit["algorithm"] == "lazy") & (crit[fixed] == value)]
-        for (order, kind, weights), g in lazy.groupby(["order", "kind", "weights"]):
+        lazy_rows = crit[(crit["algorithm"] == "lazy") & (crit[fixed] == value)]
+        for (order, kind, weights), g in lazy_rows.groupby(["order", "kind", "weights"]):
             fit = phase.fit_exponent(g[variable].to_numpy(), g["critical_width"].to_numpy())
             if np.isnan(fit.exponent):
                 continue

@@ -25,11 +25,11 @@ from jaxtd._checks import check_int
 from jaxtd.shapes import ArrayLike, Params, RowMask
 from jaxtd.symcp import SymCP
 
-__all__ = ["MODELS", "SIGN_RULES", "plain", "two_homogeneous", "get", "safe_norm",
+__all__ = ["MODELS", "SIGNS", "plain", "two_homogeneous", "get", "safe_norm",
            "unit_rows", "draw_signs", "regularized_loss"]
 
 MODELS = ("plain", "two_homogeneous")
-SIGN_RULES = ("auto", "positive", "random")
+SIGNS = ("auto", "positive", "random")
 
 ModelFn = Callable[..., SymCP]
 
@@ -124,8 +124,8 @@ def draw_signs(key, width: int, order: int, rule: str = "auto", dtype=None) -> j
     ``rule``: ``"positive"`` all ``+1``; ``"random"`` uniform ``±1``; ``"auto"`` random for even
     ``order`` (where ``w^{⊗l}`` alone cannot be negative) and ``+1`` for odd ``order``.
     """
-    if rule not in SIGN_RULES:
-        raise ValueError(f"signs must be one of {SIGN_RULES}, got {rule!r}")
+    if rule not in SIGNS:
+        raise ValueError(f"signs must be one of {SIGNS}, got {rule!r}")
     dtype = dtype or jnp.result_type(float)
     if rule == "positive" or (rule == "auto" and order % 2 == 1):
         return jnp.ones((width,), dtype)

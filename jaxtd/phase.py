@@ -57,7 +57,7 @@ CRITICAL_WIDTH_COLUMNS = CELL_COLUMNS + ("critical_width", "ci_low", "ci_high", 
 EXPONENT_COLUMNS = ("algorithm", "order", "variable", "exponent", "ci_low", "ci_high",
                     "fitted_range")
 
-METHODS = ("bootstrap", "binomial")
+INTERVAL_METHODS = ("bootstrap", "binomial")
 
 
 # -- one cell: critical width and its interval ------------------------------------------------
@@ -227,7 +227,7 @@ def critical_width(widths, success, *, method: str = "bootstrap", level: float =
     Returns:
       :class:`CriticalWidth`.
     """
-    method = check_choice(method, "method", METHODS)
+    method = check_choice(method, "method", INTERVAL_METHODS)
     level = _check_level(level)
     widths, success = _check_table(widths, success)
     rate = _check_rate(rate)

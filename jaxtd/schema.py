@@ -41,7 +41,7 @@ class _Unset:
 
 UNSET = _Unset()  # "take the default from the constructor's signature"
 
-KINDS = ("float", "int", "ints", "bool", "str", "choice", "table", "any")
+PARAM_KINDS = ("float", "int", "ints", "bool", "str", "choice", "table", "any")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,8 +80,8 @@ class Param:
     example: Any = None
 
     def __post_init__(self):
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in PARAM_KINDS:
+            raise ValueError(f"kind must be one of {PARAM_KINDS}, got {self.kind!r}")
 
     def describe(self) -> str:
         """``name (kind, range): help [default]`` in one line."""

@@ -21,13 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxtd._checks import check_finite
+from jaxtd._sizes import MAX_ORDER  # re-exported: the largest order a SymCP may have
 
 __all__ = ["SymCP", "to_dense", "check_compatible", "MAX_ORDER", "Asymmetry", "symmetrize_cp"]
-
-# The largest tensor order a SymCP may have. The accurate metric's cost grows as ``order^2``
-# (jaxtd._aligned) and its traced program with the order, and ``<u, v>^order`` of unit vectors
-# underflows float32 long before: a larger order is refused up front instead of hanging.
-MAX_ORDER = 64
 
 # The floating dtypes jaxtd computes in. float16/bfloat16 are refused: the metrics and the Gram
 # powers overflow (max ~6.5e4) or lose all digits long before a fit is resolved.

@@ -353,7 +353,7 @@ def test_user_list_of_a_hyperparameter_is_swept_like_a_builtin_one():
     from jaxtd import experiment
     c = _user("learning_rate = [0.05, 0.1]\n")
     assert c.params["mine"]["learning_rate"] == (0.05, 0.1)
-    assert experiment.swept(c, "mine") == (("learning_rate", (0.05, 0.1)),)
+    assert cfg.swept(c, "mine") == (("learning_rate", (0.05, 0.1)),)
     sub = [s for s in experiment.plan(c) if s.algorithm == "mine"][0]
     assert sub.hparams == (("learning_rate", (0.05, 0.1)),) and sub.n_hparams == 2
     assert cfg.loads(cfg.dumps(c)) == c

@@ -151,6 +151,23 @@ def test_compiler_flags_name_a_different_file(tmp_path, monkeypatch):
         jax.config.update("jax_compilation_cache_dir", None)
 
 
+def test_source_digest_sees_every_file_of_the_package_subpackages_included(tmp_path):
+    """A saved program is keyed by the package source: editing a module of a subpackage
+    (the lazy CG solver, an algorithm) or moving a file gives another key."""
+    import shutil
+    root = tmp_path / "jaxtd"
+    shutil.copytree(os.path.dirname(jaxtd.__file__), root,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    seen = {_executables._tree_digest(root)}
+    for name in ("lazy/cg.py", "algorithms/_gd.py", "symcp.py"):
+        path = root / name
+        path.write_text(path.read_text() + "\n# edited\n")
+        seen.add(_executables._tree_digest(root))
+    (root / "lazy" / "cg.py").rename(root / "lazy" / "cg2.py")
+    seen.add(_executables._tree_digest(root))
+    assert len(seen) == 5
+
+
 def test_disk_cache_off_unless_persistent_cache_enabled(tmp_path):
     assert jax.config.jax_compilation_cache_dir is None
     assert _executables.disk_dir() is None

@@ -1,4 +1,4 @@
-"""The matrix-free lazy optimum (jaxtd.lazy_cg) against the dense normal equations."""
+"""The matrix-free lazy optimum (jaxtd.lazy.cg) against the dense normal equations."""
 
 import re
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import jaxtd
-from jaxtd import lazy, lazy_cg
+from jaxtd import lazy
+from jaxtd.lazy import cg as lazy_cg
 from jaxtd.algorithms import lazy_gd
 from tests import oracles
 

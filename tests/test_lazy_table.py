@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxtd
-from jaxtd import _lazy_optimum
+from jaxtd.lazy import _optimum as _lazy_optimum
 from jaxtd import lazy
 from jaxtd.algorithms import lazy_gd
 

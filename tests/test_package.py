@@ -69,17 +69,41 @@ def test_runner_and_gd_sit_below_what_they_run():
 
 
 def test_the_lazy_model_never_imports_the_algorithms():
-    """Layers point down: the lazy modules (model, optimum, CG, threshold, training) and the
+    """Layers point down: the lazy package (model, optimum, CG, threshold, training) and the
     optimizer plumbing sit below the algorithms (lazy GD takes its one update from
     ``jaxtd.lazy.lazy_update``); none of them imports ``jaxtd.algorithms``, not even inside a
     function."""
     import pathlib
     root = pathlib.Path(jaxtd.__file__).parent
-    lower = sorted(root.glob("_lazy_*.py")) + [root / "lazy.py", root / "lazy_cg.py",
-                                               root / "optimizers.py", root / "_checks.py"]
+    package = sorted((root / "lazy").glob("*.py"))
+    assert {p.name for p in package} >= {"__init__.py", "_model.py", "_optimum.py", "cg.py",
+                                          "_threshold.py", "_train.py"}
+    lower = package + [root / "lazy_cg.py", root / "optimizers.py", root / "_checks.py"]
     for path in lower:
         up = [m for m in _imports(path) if m.startswith("jaxtd.algorithms")]
         assert not up, (path.name, up)
+    assert not list(root.glob("_lazy_*.py")), "the lazy modules live in jaxtd/lazy/"
+
+
+def test_no_module_imports_the_private_modules_of_the_lazy_package():
+    """The lazy package's modules import one another; everything else uses its public face
+    (``jaxtd.lazy``, ``jaxtd.lazy.cg``)."""
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    for path in root.rglob("*.py"):
+        if path.parent.name == "lazy":
+            continue
+        private = [m for m in _imports(path) if m.startswith("jaxtd.lazy._")
+                   or (m.startswith("jaxtd.lazy.") and m.split(".")[2].startswith("_"))]
+        assert not private, (path.relative_to(root), private)
+
+
+def test_the_earlier_module_name_of_the_cg_solver_is_the_same_module():
+    import jaxtd.lazy_cg
+    from jaxtd import lazy
+    assert jaxtd.lazy_cg is lazy.cg
+    assert jaxtd.lazy_cg.cg_lstsq is lazy.cg_lstsq is lazy.cg.cg_lstsq
+    assert callable(jaxtd.lazy_cg.residual_floor)
 
 
 def test_config_is_plain_data_below_the_engine():
@@ -92,7 +116,121 @@ def test_config_is_plain_data_below_the_engine():
             "assert 'jax' not in sys.modules, sorted(m for m in sys.modules if 'jax' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)
     root = pathlib.Path(jaxtd.__file__).parent
-    engine = ("jaxtd._run", "jaxtd._sweep", "jaxtd.lazy", "jaxtd._lazy")
+    engine = ("jaxtd._run", "jaxtd._sweep", "jaxtd.lazy")
     found = [m for m in _imports(root / "config.py") if m.startswith(engine)]
     assert not found, found
     assert not [m for m in _imports(root / "_sizes.py") if m.startswith(("jax", "numpy", "pandas"))]
+
+
+def test_each_constant_name_has_one_definition():
+    """One name per meaning, one definition per name: an upper-case constant is assigned at
+    module level in one module of the package only (others import it). ``SCHEMA`` is each
+    algorithm's own table schema, one meaning, reached through ``jaxtd.config.schema_of``."""
+    import ast
+    import collections
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    defined = collections.defaultdict(list)
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                continue
+            for name in names:
+                if name.isupper() and name != "SCHEMA":
+                    defined[name].append(str(path.relative_to(root)))
+    twice = {name: paths for name, paths in defined.items() if len(paths) > 1}
+    assert not twice, twice
+    from jaxtd import config, models, schema
+    from jaxtd.algorithms import base
+    assert models.SIGNS == ("auto", "positive", "random")          # initial fixed signs
+    assert base.SIGN_RULES == ("residual", "keep")                 # sign of a re-drawn row
+    assert config.TARGET_KINDS == ("orthonormal", "basis", "random")
+    assert "choice" in schema.PARAM_KINDS
+    assert not hasattr(config, "_sweep") and not hasattr(config, "KINDS")
+
+
+def _module_graph() -> dict:
+    """``{module: modules of jaxtd it imports}``, function-local imports included; ``from
+    package import submodule`` counts as an import of the submodule only."""
+    import ast
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    paths = {}
+    for path in root.rglob("*.py"):
+        parts = ("jaxtd",) + path.relative_to(root).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def owner(name):
+        while name and name not in paths:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in paths.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(owner(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    found.add(sub if sub in paths else owner(node.module))
+        graph[name] = found - {"", "jaxtd", name}
+    return graph
+
+
+def test_the_imports_of_the_package_have_no_cycle():
+    """Layers point down: no module reaches itself through imports, not even through one made
+    inside a function (such an import hides a cycle, it does not remove it)."""
+    graph = _module_graph()
+    done, cycles = set(), []
+
+    def visit(module, path):
+        for dep in sorted(graph.get(module, ())):
+            if dep in path:
+                cycles.append(path[path.index(dep):] + [dep])
+            elif dep not in done:
+                visit(dep, path + [dep])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+# The rows of docs/architecture.md ("Layers"), top first: a module imports only modules of its
+# own row or of the rows above it.
+LAYERS = (
+    ("jaxtd._sizes", "jaxtd.schema", "jaxtd.config"),
+    ("jaxtd.store", "jaxtd.results", "jaxtd.stats"),
+    ("jaxtd._precision", "jaxtd._checks", "jaxtd.shapes", "jaxtd.symcp", "jaxtd._extended",
+     "jaxtd._aligned", "jaxtd.losses", "jaxtd.targets", "jaxtd.initialization", "jaxtd.models",
+     "jaxtd.optimizers"),
+    ("jaxtd.lazy.cg", "jaxtd.lazy._model", "jaxtd.lazy._optimum", "jaxtd.lazy._train",
+     "jaxtd.lazy._threshold", "jaxtd.lazy", "jaxtd.lazy_cg", "jaxtd.network", "jaxtd.metrics"),
+    ("jaxtd.algorithms.base", "jaxtd.algorithms._gd", "jaxtd.algorithms._variant",
+     "jaxtd.algorithms._deflation", "jaxtd.algorithms._lazy_gd", "jaxtd.algorithms._network",
+     "jaxtd.algorithms"),
+    ("jaxtd._run", "jaxtd._executables", "jaxtd._sweep", "jaxtd.log", "jaxtd.distributed",
+     "jaxtd.compile_cache", "jaxtd.transition", "jaxtd.phase"),
+    ("jaxtd.experiment",),
+    ("jaxtd.plots", "jaxtd.cli", "jaxtd.__main__", "jaxtd"),  # jaxtd: the lazy exports
+)
+# the configuration builds and traces a config's algorithm tables inside two functions
+# (build_algorithm, check_user_algorithm): the only imports that point down the rows
+CONFIG_HOOKS = {("jaxtd.config", "jaxtd.algorithms"), ("jaxtd.config", "jaxtd.symcp")}
+
+
+def test_every_import_points_up_the_layers_of_the_architecture_page():
+    graph = _module_graph()
+    row = {m: i for i, names in enumerate(LAYERS) for m in names}
+    unplaced = sorted(set(graph) - set(row))
+    assert not unplaced, f"place these modules in LAYERS and docs/architecture.md: {unplaced}"
+    down = sorted((m, d) for m, deps in graph.items() for d in deps
+                  if row[d] > row[m] and (m, d) not in CONFIG_HOOKS)
+    assert not down, down

@@ -59,7 +59,7 @@ def test_non_monotone_table_ignores_a_lucky_small_width():
                         [0, 1, 0, 1, 1, 1],
                         [0, 1, 0, 0, 0, 1],
                         [0, 0, 1, 0, 1, 1]], bool)  # rates 0, .75, .25, .25, .75, 1
-    for method in phase.METHODS:
+    for method in phase.INTERVAL_METHODS:
         cw = phase.critical_width(widths, success, method=method)
         assert cw.critical_width == 5.0 and cw.seeds == 4
         assert cw.ci_low <= 5.0 <= cw.ci_high
@@ -69,7 +69,7 @@ def test_never_and_always_succeeding_tables():
     widths = np.array([4, 8, 16])
     never = np.zeros((6, 3), bool)
     always = np.ones((6, 3), bool)
-    for method in phase.METHODS:
+    for method in phase.INTERVAL_METHODS:
         cw = phase.critical_width(widths, never, method=method)
         assert math.isnan(cw.critical_width) and cw.ci_high == math.inf
         cw = phase.critical_width(widths, always, method=method)

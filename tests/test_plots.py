@@ -1,4 +1,5 @@
-"""Figures and tables from a results DataFrame (jaxtd/plots.py), on synthetic tables.
+"""Figures and tables from a results DataFrame (jaxtd/plots.py), on synthetic tables (the
+statistics they draw are tested in tests/test_stats.py).
 
 The figure tests assert what a reader needs: real, distinct tick labels and no offset text on
 every axis, one colour and marker per series, a band (PolyCollection) for the seeds' spread,
@@ -6,7 +7,6 @@ exact zeros on their own labelled row, threshold labels inside the figure, a ref
 anchored at the first point.
 """
 
-import math
 
 import numpy as np
 import pandas as pd
@@ -16,76 +16,14 @@ from scipy import stats
 
 from jaxtd import plots
 from jaxtd.config import lazy_threshold
+from tests.tables import results_table as _table
+from tests.tables import swept_table as _swept
 
 
-def _table(dims=(8,), orders=(3,), widths=(2, 4, 8, 16), seeds=3):
-    """GD succeeds from width 4 on; lazy's best residual vanishes from the lazy threshold on."""
-    rows = []
-    for order in orders:
-        for dim in dims:
-            m_star = lazy_threshold(dim, order)
-            for width in widths:
-                for seed in range(seeds):
-                    gd_err = 1e-4 if width >= 4 else 0.5
-                    rows.append(dict(algorithm="gd", dim=dim, order=order, rank=2, seed=seed,
-                                     width=width, final_relative_error=gd_err,
-                                     success=gd_err <= 1e-2, diverged=False,
-                                     lazy_best_residual=np.nan))
-                    best = 0.0 if width >= m_star else 0.3
-                    rows.append(dict(algorithm="lazy", dim=dim, order=order, rank=2, seed=seed,
-                                     width=width, final_relative_error=best + 0.1,
-                                     success=False, diverged=False, lazy_best_residual=best))
-    return pd.DataFrame(rows)
-
-
-def test_curves_split_lazy_into_gd_and_best():
-    df = _table(widths=(2, 4, 8, 16, 32))
-    table = plots.curves(df, 1e-2)
-    assert list(table["method"].unique()) == ["lazy best", "lazy GD", "gd"]
-    best = table[table["method"] == "lazy best"].set_index("width")
-    assert best.loc[16, "success_rate"] == 1.0 and best.loc[8, "success_rate"] == 0.0
-    gd = table[table["method"] == "gd"].set_index("width")
-    assert gd.loc[2, "successes"] == 0 and gd.loc[4, "successes"] == 3 and gd.loc[4, "n"] == 3
-    assert gd.loc[4, "median_error"] == pytest.approx(1e-4)
-
-
-def test_untrained_lazy_rows_keep_integer_columns():
+def test_untrained_lazy_rows_print_integer_widths():
     df = _table()
     df.loc[df["algorithm"] == "lazy", "final_relative_error"] = np.nan
-    df = df[df["algorithm"] == "lazy"]
-    table = plots.curves(df, 1e-2)
-    assert list(table["method"].unique()) == ["lazy best"]
-    assert table["width"].dtype.kind == "i" and table["dim"].dtype.kind == "i"
-    assert "1.0" not in plots.format_table(df, 1e-2)
-
-
-def test_diverged_cells_fail_and_count_as_inf():
-    df = _table()
-    df.loc[(df["algorithm"] == "gd") & (df["width"] == 16), "diverged"] = True
-    gd = plots.curves(df, 1e-2).query("method == 'gd'").set_index("width")
-    assert gd.loc[16, "success_rate"] == 0.0 and math.isinf(gd.loc[16, "median_error"])
-
-
-def test_critical_widths_and_slope_follow_the_rule():
-    dims = (4, 6, 8, 10)
-    df = _table(dims=dims, widths=tuple(range(1, 25)), seeds=1)
-    crit = plots.critical_widths(plots.curves(df, 1e-2))
-    lazy = crit[crit["method"] == "lazy best"].set_index("dim")["critical_width"]
-    assert [lazy[d] for d in dims] == [lazy_threshold(d, 3) for d in dims]
-    gd = crit[crit["method"] == "gd"]
-    assert set(gd["critical_width"]) == {4.0}
-    slope, _ = plots.fit_slope(dims, [lazy[d] for d in dims])
-    assert 1.2 < slope < 2.0
-    assert plots.fit_slope([2, 4], [4, 16])[0] == pytest.approx(2.0)
-    assert math.isnan(plots.fit_slope([3], [5])[0])
-
-
-def test_critical_width_ignores_a_lucky_small_width():
-    df = _table(widths=(2, 4, 8))
-    df.loc[(df["algorithm"] == "gd") & (df["width"] == 2), "final_relative_error"] = 1e-5
-    df.loc[(df["algorithm"] == "gd") & (df["width"] == 4), "final_relative_error"] = 0.5
-    crit = plots.critical_widths(plots.curves(df, 1e-2))
-    assert crit.set_index("method").loc["gd", "critical_width"] == 8
+    assert "1.0" not in plots.format_table(df[df["algorithm"] == "lazy"], 1e-2)
 
 
 def test_format_table_shows_counts_and_threshold():
@@ -122,96 +60,12 @@ def test_deflation_figure_from_histories(tmp_path):
 
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="algorithm"):
-        plots.curves(pd.DataFrame({"width": [1]}), 1e-2)
-    with pytest.raises(TypeError, match="df"):
-        plots.curves([1, 2], 1e-2)
+        plots.width_figure(pd.DataFrame({"width": [1]}), 1e-2)
     with pytest.raises(ValueError, match="plot"):
         plots.save_figures(_table(), ".", plot="pie", success_threshold=1e-2)
 
 
 # -- the Wilson interval ------------------------------------------------------------------------
-
-@pytest.mark.parametrize("k,n", [(0, 1), (0, 8), (1, 8), (3, 8), (8, 8), (5, 16), (0, 40),
-                                 (17, 40), (40, 40)])
-def test_wilson_interval_matches_scipy(k, n):
-    low, high = plots.wilson_interval(k, n)
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert low == pytest.approx(ci.low, abs=1e-12) and high == pytest.approx(ci.high, abs=1e-12)
-
-
-def test_wilson_interval_closed_form_and_score_equation():
-    z = stats.norm.ppf(0.975)
-    assert plots.Z95 == pytest.approx(z, rel=1e-15)
-    # 0 successes: [0, z^2 / (n + z^2)]; n successes: [n / (n + z^2), 1]
-    for n in (1, 4, 8, 100):
-        low, high = plots.wilson_interval(0, n)
-        assert low == pytest.approx(0.0, abs=1e-15)
-        assert high == pytest.approx(z * z / (n + z * z), rel=1e-12)
-        low, high = plots.wilson_interval(n, n)
-        assert low == pytest.approx(n / (n + z * z), rel=1e-12) and high == 1.0
-    # in between, both ends solve the score equation (p_hat - p)^2 = z^2 p (1 - p) / n
-    k, n = np.array([1, 3, 7, 20]), np.array([8, 8, 9, 50])
-    low, high = plots.wilson_interval(k, n)
-    for p in (low, high):
-        np.testing.assert_allclose((k / n - p) ** 2, z * z * p * (1 - p) / n, rtol=1e-10)
-    assert np.all(low < k / n) and np.all(k / n < high)
-
-
-def test_wilson_interval_edge_and_bad_input():
-    low, high = plots.wilson_interval([0, 2], [0, 4])
-    assert (low[0], high[0]) == (0.0, 1.0) and 0 < low[1] < 0.5 < high[1] < 1
-    with pytest.raises(ValueError, match="successes"):
-        plots.wilson_interval(5, 4)
-    with pytest.raises(ValueError, match="successes"):
-        plots.wilson_interval(-1, 4)
-    with pytest.raises(ValueError, match="z"):
-        plots.wilson_interval(1, 4, z=0.0)
-
-
-def test_curves_carry_the_spread():
-    df = _table(widths=(2, 4, 8, 16, 32), seeds=4)
-    # spread GD's errors at width 8 over the seeds: 1e-4, 1e-3, 1e-2, 1e-1
-    sel = (df["algorithm"] == "gd") & (df["width"] == 8)
-    df.loc[sel, "final_relative_error"] = [1e-4, 1e-3, 1e-2, 1e-1]
-    table = plots.curves(df, 1e-2)
-    gd = table[table["method"] == "gd"].set_index("width")
-    ref = np.array([1e-4, 1e-3, 1e-2, 1e-1])
-    assert gd.loc[8, "q25_error"] == pytest.approx(np.quantile(ref, 0.25))
-    assert gd.loc[8, "q75_error"] == pytest.approx(np.quantile(ref, 0.75))
-    assert gd.loc[8, "median_error"] == pytest.approx(np.median(ref))
-    assert gd.loc[8, "successes"] == 3
-    ci = stats.binomtest(3, 4).proportion_ci(method="wilson")
-    assert gd.loc[8, "success_low"] == pytest.approx(ci.low)
-    assert gd.loc[8, "success_high"] == pytest.approx(ci.high)
-    best = table[table["method"] == "lazy best"].set_index("width")
-    assert best.loc[32, "zeros"] == 4 and best.loc[2, "zeros"] == 0
-
-
-def test_quartiles_keep_diverged_cells_infinite():
-    df = _table(seeds=4)
-    sel = (df["algorithm"] == "gd") & (df["width"] == 16)
-    df.loc[sel, "diverged"] = [True, True, True, False]
-    gd = plots.curves(df, 1e-2).query("method == 'gd'").set_index("width")
-    assert math.isinf(gd.loc[16, "q75_error"]) and math.isinf(gd.loc[16, "median_error"])
-    # [1e-4, inf, inf, inf]: the 25% quantile interpolates towards inf, so it is inf
-    assert math.isinf(gd.loc[16, "q25_error"])
-    df.loc[sel, "diverged"] = [True, False, False, False]
-    gd = plots.curves(df, 1e-2).query("method == 'gd'").set_index("width")
-    assert gd.loc[16, "q25_error"] == pytest.approx(1e-4) and gd.loc[16, "median_error"] == \
-        pytest.approx(1e-4) and math.isinf(gd.loc[16, "q75_error"])
-
-
-def test_seed_critical_widths_per_seed():
-    df = _table(widths=(2, 4, 8, 16), seeds=3)
-    # seed 1 of gd needs width 8: it fails at 4
-    df.loc[(df["algorithm"] == "gd") & (df["width"] == 4) & (df["seed"] == 1),
-           "final_relative_error"] = 0.5
-    crit = plots.seed_critical_widths(df, 1e-2)
-    gd = crit[crit["method"] == "gd"].set_index("seed")["critical_width"]
-    assert gd.to_dict() == {0: 4.0, 1: 8.0, 2: 4.0}
-    lazy = crit[crit["method"] == "lazy GD"]
-    assert lazy["critical_width"].isna().all() and (lazy["max_width"] == 16).all()
-
 
 # -- figure properties --------------------------------------------------------------------------
 
@@ -390,21 +244,6 @@ def test_deflation_figure_median_and_band_over_seeds():
 
 
 # -- journal figures: formats, intervals, swept hyper-parameters --------------------------------
-
-def _swept(lrs=(0.05, 0.1), seeds=4, widths=(2, 4, 8)):
-    """gd at two learning rates: the larger succeeds from width 4, the smaller only at 8."""
-    rows = []
-    for lr in lrs:
-        for width in widths:
-            for seed in range(seeds):
-                ok = width >= (4 if lr == max(lrs) else 8) or (width == 4 and seed == 0)
-                err = 1e-4 if ok else 0.4
-                rows.append(dict(algorithm="gd", dim=8, order=3, rank=2, seed=seed, width=width,
-                                 final_relative_error=err, success=ok, diverged=False,
-                                 learning_rate=lr, final_loss=err * (1 + seed),
-                                 fit_time_0=10 * seed, optimizer="sgd"))
-    return pd.DataFrame(rows)
-
 
 def _bands(ax):
     return [c for c in ax.collections if isinstance(c, PolyCollection)]

@@ -405,10 +405,10 @@ def test_foreign_folder_gets_no_lock_file(tmp_path):
 
 
 def test_one_critical_width_on_a_non_monotone_table():
-    """A lucky small width below a failing one: Results.critical_width, the figures'
-    plots.critical_widths and plots.seed_critical_widths all give the first width after the
-    last failure."""
-    from jaxtd import plots
+    """A lucky small width below a failing one: Results.critical_width, the statistics'
+    stats.critical_widths and stats.seed_critical_widths all give the first width after the last
+    failure."""
+    from jaxtd import stats
     from jaxtd.results import critical_width_of
     ok_by_width = {2: True, 3: False, 4: True, 6: True}
     rows = [{"algorithm": "gd", "order": 3, "dim": 8, "rank": 2, "seed": s, "width": m,
@@ -418,8 +418,8 @@ def test_one_critical_width_on_a_non_monotone_table():
     res = Results(pd.DataFrame(rows), {}, config={}, info={}, key_columns=("algorithm",))
     assert res.critical_width(by=()) == 4
     assert res.critical_width()["critical_width"].tolist() == [4]
-    curves = plots.curves(res.to_pandas(), 1e-2)
-    assert plots.critical_widths(curves)["critical_width"].tolist() == [4.0]
-    assert plots.seed_critical_widths(res.to_pandas(), 1e-2)["critical_width"].tolist() == [4.0] * 3
+    curves = stats.curves(res.to_pandas(), 1e-2)
+    assert stats.critical_widths(curves)["critical_width"].tolist() == [4.0]
+    assert stats.seed_critical_widths(res.to_pandas(), 1e-2)["critical_width"].tolist() == [4.0] * 3
     assert np.isnan(critical_width_of([2, 3], [True, False]))
     assert critical_width_of([2, 3], [True, True]) == 2.0

@@ -104,7 +104,7 @@ def test_lazy_threshold_preset_reaches_d32_and_d16_with_small_windows():
 def test_window_run_finds_the_rule_critical_width(tmp_path):
     """End to end through experiment.run: each size solves only its window, and the first
     fitting width is the exact rule's (an independent oracle: ceil(C(d+l-1, l)/d))."""
-    from jaxtd import plots
+    from jaxtd import stats
     c = cfg.loads(WINDOW.replace("{ 3 = [4, 8, 16], 4 = [4, 8] }", "{ 3 = [4, 6], 4 = [3] }")
                   .replace("seeds = 2", "seeds = 1"))
     df = experiment.run(c, tmp_path).results.to_pandas()
@@ -114,5 +114,5 @@ def test_window_run_finds_the_rule_critical_width(tmp_path):
         assert sorted(g["width"]) == list(range(m - 2, m + 2))
         fits = g.sort_values("width")["lazy_best_residual"].to_numpy() <= 1e-3
         assert list(fits) == [False, False, True, True], (l, d)
-    table = plots.threshold_table(df, 1e-3, cfg.lazy_threshold)
+    table = stats.threshold_table(df, 1e-3, cfg.lazy_threshold)
     assert table["bracketed"].all() and list(table["critical"]) == list(table["rule"])

@@ -33,13 +33,12 @@ import numpy as np
 
 from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.base import check_choice, check_int, freeze, redraw_key
+from jaxtd.algorithms.base import SIGN_RULES, check_choice, check_int, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
-__all__ = ["deflation", "DeflationState", "SIGN_RULES", "epoch_start", "advance_epoch",
+__all__ = ["deflation", "DeflationState", "epoch_start", "advance_epoch",
            "rows_to_redraw", "redraw_small", "epochs_done", "euler_step", "SCHEMA"]
 
-SIGN_RULES = ("keep", "residual")
 
 # int32 step counts: a start beyond this is "never" (γ^s overflows long before a run ends).
 _NEVER = 2 ** 30
@@ -206,7 +205,7 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
     base.check_nonnegative(_check_real(regularization, "regularization"), "regularization")
     if max_epochs is not None:
         max_epochs = check_int(max_epochs, "max_epochs", 1)
-    check_choice(signs, "signs", models.SIGN_RULES)
+    check_choice(signs, "signs", models.SIGNS)
     check_choice(sign_rule, "sign_rule", SIGN_RULES)
     model_fn = models.get(model)
     defaults = {"init_scale": delta0, "threshold": delta1, "regularization": float(regularization),
@@ -260,6 +259,6 @@ SCHEMA = schema.derive(deflation, (
                  hparam="learning_rate"),
     schema.Param("max_epochs", "int", "stop after this many epochs (default: never)", ge=1),
     schema.Param("model", "choice", "parametrization of the model", choices=models.MODELS),
-    schema.Param("signs", "choice", "initial fixed-sign rule", choices=models.SIGN_RULES),
+    schema.Param("signs", "choice", "initial fixed-sign rule", choices=models.SIGNS),
     schema.Param("sign_rule", "choice", "sign of a re-drawn row", choices=SIGN_RULES),
 ))

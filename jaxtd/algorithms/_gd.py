@@ -47,10 +47,10 @@ from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec, make_optimizer  # re-exported (public before)
 from jaxtd.symcp import SymCP
 
-__all__ = ["gd", "GDState", "make_optimizer", "step_factor", "degree", "INITS", "LR_SCALINGS",
+__all__ = ["gd", "GDState", "make_optimizer", "step_factor", "degree", "GD_INITS", "LR_SCALINGS",
            "SCHEMA"]
 
-INITS = ("small", "antisymmetric")
+GD_INITS = ("small", "antisymmetric")
 LR_SCALINGS = ("none", "ntk")
 
 
@@ -107,8 +107,8 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         label = model
     else:
         label = getattr(model, "__name__", "custom")
-    base.check_choice(signs, "signs", models.SIGN_RULES)
-    base.check_choice(init, "init", INITS)
+    base.check_choice(signs, "signs", models.SIGNS)
+    base.check_choice(init, "init", GD_INITS)
     if init == "antisymmetric" and signs != "auto":
         raise ValueError(f"signs={signs!r} with init='antisymmetric': the antisymmetric init fixes "
                          "the signs (+1, -1 per pair); leave signs at 'auto'")
@@ -192,10 +192,10 @@ SCHEMA = schema.derive(gd, base.optimizer_params(
     schema.Param("regularization", "float", "weight-decay coefficient lambda of L_lambda", ge=0,
                  hparam="regularization"),
     schema.Param("signs", "choice", "fixed-sign rule of the rows (init = small)",
-                 choices=models.SIGN_RULES),
+                 choices=models.SIGNS),
     schema.Param("init", "choice", "initialization: small (rows of norm init_scale, fixed "
                  "signs) or antisymmetric (pairs w, w with signs +1, -1: T(W0) = 0)",
-                 choices=INITS),
+                 choices=GD_INITS),
     schema.Param("lr_scaling", "choice", "none, or ntk: step learning_rate / (1 + "
                  "init_scale^(2(k-1))), k the model's degree in W (lazy at large init_scale)",
                  choices=LR_SCALINGS),

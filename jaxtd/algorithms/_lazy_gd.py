@@ -27,14 +27,14 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import initialization, lazy, models, schema
-from jaxtd._lazy_model import polarize  # re-exported: the lazy tensor as an exact SymCP
+from jaxtd.lazy import polarize  # re-exported: the lazy tensor as an exact SymCP
 from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
-__all__ = ["lazy_gd", "LazyGDState", "polarize", "INITS", "SCHEMA"]
+__all__ = ["lazy_gd", "LazyGDState", "polarize", "LAZY_GD_INITS", "SCHEMA"]
 
-INITS = ("antisymmetric", "standard")
+LAZY_GD_INITS = ("antisymmetric", "standard")
 
 
 class LazyGDState(NamedTuple):
@@ -86,8 +86,8 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
       An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``{"loss": lazy objective}``,
       ``tensor`` the exact lazy tensor (:func:`polarize`), ``params`` ``W0 + Δ``.
     """
-    base.check_choice(init, "init", INITS)
-    base.check_choice(signs, "signs", models.SIGN_RULES)
+    base.check_choice(init, "init", LAZY_GD_INITS)
+    base.check_choice(signs, "signs", models.SIGNS)
     base.check_positive(init_scale, "init_scale")
     base.check_nonnegative(regularization, "regularization")
     opt = base.make_optimizer(optimizer, learning_rate)
@@ -125,11 +125,11 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
 # The configurable arguments of lazy_gd (names and defaults come from its signature).
 SCHEMA = schema.derive(lazy_gd, base.optimizer_params("step size (below 2 / lambda_max(J^T J))") + (
     schema.Param("init", "choice", "initialization W0 the model is linearized at",
-                 choices=INITS),
+                 choices=LAZY_GD_INITS),
     schema.Param("init_scale", "float", "multiplier of the N(0, I/d) rows of W0", gt=0,
                  hparam="init_scale"),
     schema.Param("regularization", "float", "ridge coefficient on the perturbation", ge=0,
                  hparam="regularization"),
     schema.Param("signs", "choice", "sign rule of W0's weights (init = standard)",
-                 choices=models.SIGN_RULES),
+                 choices=models.SIGNS),
 ))

@@ -47,14 +47,14 @@ from jaxtd import initialization, lazy, models, schema
 from jaxtd import network as hermite_net  # (the constructor below is named network)
 from jaxtd._checks import check_bool, host_value
 from jaxtd.algorithms import base
-from jaxtd._lazy_model import polarize
+from jaxtd.lazy import polarize
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
-__all__ = ["network", "NetworkState", "REGIMES", "INITS", "SCHEMA"]
+__all__ = ["network", "NetworkState", "REGIMES", "NETWORK_INITS", "SCHEMA"]
 
 REGIMES = ("nn", "nt", "rf")
-INITS = ("standard", "antisymmetric", "small")
+NETWORK_INITS = ("standard", "antisymmetric", "small")
 
 # fold_in data deriving the data stream from the run key (independent of split(key), which gives
 # the rows and signs, and of base.redraw_key)
@@ -164,8 +164,8 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
         raise ValueError(f"train_output=True with regime={regime!r}: only regime='nn' trains "
                          "the output layer on top of W ('rf' trains it alone, 'nt' linearizes "
                          "in W with a fixed); leave train_output=False")
-    base.check_choice(init, "init", INITS)
-    base.check_choice(signs, "signs", models.SIGN_RULES)
+    base.check_choice(init, "init", NETWORK_INITS)
+    base.check_choice(signs, "signs", models.SIGNS)
     base.check_positive(init_scale, "init_scale")
     base.check_nonnegative(noise, "noise")
     opt = base.make_optimizer(optimizer, learning_rate)
@@ -301,10 +301,10 @@ SCHEMA = schema.derive(network, base.optimizer_params("step size of the empirica
     schema.Param("train_output", "bool", "also train the output layer (regime = nn)"),
     schema.Param("init", "choice", "initialization: standard (rows N(0, I/d) times "
                  "init_scale), antisymmetric (pairs with weights +1, -1: f(W0) = 0) or small "
-                 "(rows of norm init_scale)", choices=INITS),
+                 "(rows of norm init_scale)", choices=NETWORK_INITS),
     schema.Param("init_scale", "float", "scale of the initial inner weights", gt=0,
                  hparam="init_scale"),
     schema.Param("noise", "float", "label noise standard deviation", ge=0, hparam="noise"),
     schema.Param("signs", "choice", "sign rule of the output layer (init = standard, small)",
-                 choices=models.SIGN_RULES),
+                 choices=models.SIGNS),
 ))

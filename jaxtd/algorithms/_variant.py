@@ -33,14 +33,13 @@ import jax.numpy as jnp
 
 from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.base import check_choice, check_int, freeze, redraw_key
+from jaxtd.algorithms.base import SIGN_RULES, check_choice, check_int, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
-__all__ = ["variant", "VariantState", "SELECTIONS", "SIGN_RULES", "select_row", "draw_row",
+__all__ = ["variant", "VariantState", "SELECTIONS", "select_row", "draw_row",
            "clock", "epochs_done", "redraw_selected", "moving_rows", "SCHEMA"]
 
 SELECTIONS = ("smallest", "round_robin")
-SIGN_RULES = ("residual", "keep")
 
 
 class VariantState(NamedTuple):
@@ -199,7 +198,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
       re-drawn this epoch) and ``stopped``; a stopped run keeps that iterate.
     """
     model_fn = models.get(model)
-    check_choice(signs, "signs", models.SIGN_RULES)
+    check_choice(signs, "signs", models.SIGNS)
     check_choice(selection, "selection", SELECTIONS)
     check_choice(sign_rule, "sign_rule", SIGN_RULES)
     base.check_positive(init_scale, "init_scale")
@@ -270,5 +269,5 @@ SCHEMA = schema.derive(variant, base.optimizer_params("gradient step size eta") 
                  ge=0),
     schema.Param("selection", "choice", "which row an epoch re-draws", choices=SELECTIONS),
     schema.Param("sign_rule", "choice", "sign of the re-drawn row", choices=SIGN_RULES),
-    schema.Param("signs", "choice", "initial fixed-sign rule", choices=models.SIGN_RULES),
+    schema.Param("signs", "choice", "initial fixed-sign rule", choices=models.SIGNS),
 ))

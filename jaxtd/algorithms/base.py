@@ -46,8 +46,8 @@ __all__ = ["Algorithm", "constructor", "Static",
            "OptimizerSpec", "Optimizer", "make_optimizer", "with_learning_rate", "init_optimizer",
            "optimizer_step", "optimizer_params",
            # masks, re-draws, stops
-           "row_mask", "mask_rows", "where_rows", "redraw_key", "redraw_rows", "residual_along",
-           "residual_signs", "relative_from_fit", "relative_from_loss", "freeze"]
+           "row_mask", "mask_rows", "where_rows", "redraw_key", "redraw_rows", "SIGN_RULES",
+           "residual_along", "residual_signs", "relative_from_fit", "relative_from_loss", "freeze"]
 
 
 _FUNCTIONS = ("init", "step", "tensor", "params")
@@ -312,6 +312,10 @@ def redraw_rows(key, epoch, params: jax.Array, selected: jax.Array, delta) -> ja
 # fold_in data deriving the re-draw stream from the run key: independent of the init stream
 # (split(key) -> rows, signs), so runs of two algorithms with one key share their init.
 _REDRAW_STREAM = 0x7E_D2A
+
+# the sign a re-drawn row takes (the ``sign_rule`` of variant and deflation): ``"residual"``
+# (:func:`residual_signs`) or ``"keep"`` its old one; the initial signs are ``models.SIGNS``
+SIGN_RULES = ("residual", "keep")
 
 
 def redraw_key(key) -> jax.Array:

@@ -13,7 +13,7 @@ from jaxtd._checks import check_int
 from jaxtd.losses import norm
 from jaxtd.shapes import Params
 from jaxtd.symcp import SymCP
-from jaxtd._lazy_model import _check_model_target, _check_delta, lazy_loss, lazy_residual_sq
+from jaxtd.lazy._model import _check_model_target, _check_delta, lazy_loss, lazy_residual_sq
 
 __all__ = ["LazyTrainState", "lazy_metrics", "lazy_update", "train_init", "train_step", "train"]
 

@@ -11,6 +11,7 @@ import numpy as np
 from jaxtd import _extended, models
 from jaxtd._precision import matmul
 from jaxtd._checks import check_finite
+from jaxtd.losses import norm
 from jaxtd.shapes import Params, Scalar
 from jaxtd.symcp import SymCP, check_compatible, to_dense
 
@@ -129,7 +130,6 @@ def lazy_residual_sq(model: SymCP, delta: Params, target: SymCP, *,
 def lazy_relative_error(model: SymCP, delta: Params, target: SymCP, *,
                         precise: bool = True) -> Scalar:
     """``||T(W0) + J Δ - T*||_F / ||T*||_F`` (see :func:`lazy_residual_sq`); scalar."""
-    from jaxtd.losses import norm  # local: keeps the module's import surface small
     model, delta, target = jax.lax.stop_gradient((model, delta, target))
     return jnp.sqrt(lazy_residual_sq(model, delta, target, precise=precise)) / norm(target)
 

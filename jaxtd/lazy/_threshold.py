@@ -9,13 +9,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
-from jaxtd.initialization import init_factors
 from jaxtd._sizes import (AH_EXCEPTIONS, MAX_WINDOW, near_threshold_widths,  # re-exported
                           predicted_critical_width, predicted_width, sym_dim)
+from jaxtd.initialization import antisymmetric, init_factors
+from jaxtd.lazy._optimum import _Cell, _check_method, _solve_cell, solver_for
+from jaxtd.lazy.cg import _check_solver_args
 from jaxtd.symcp import SymCP
-from jaxtd.initialization import antisymmetric
-from jaxtd._lazy_optimum import _check_method, solver_for, _Cell, _solve_cell
+from jaxtd.targets import random_unit
 
 __all__ = ["AH_EXCEPTIONS", "predicted_critical_width", "near_threshold_widths", "Threshold",
            "threshold_experiment", "fit_exponent", "local_exponents", "threshold_slopes"]
@@ -123,10 +125,7 @@ def threshold_experiment(cases, *, widths=None, seeds: int = 1, target_rank: int
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
         raise ValueError(f"tol must be a float >= 0, got {tol!r}")
     _check_method(method)
-    from jaxtd.lazy_cg import _check_solver_args
     _check_solver_args(cg_tol, max_iter)
-    import pandas as pd
-    from jaxtd.targets import random_unit
 
     rows, critical, predicted = [], {}, {}
     with jax.enable_x64(True):
@@ -202,7 +201,6 @@ def threshold_slopes(result: Threshold):
     for :func:`predicted_critical_width`, or the antisymmetric ``2 m* - 1``) and ``asymptote``
     (``l - 1``).
     """
-    import pandas as pd
     if not isinstance(result, Threshold):
         raise TypeError(f"result must be a Threshold (threshold_experiment), got "
                         f"{type(result).__name__}")

@@ -11,15 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
 
+from jaxtd import models
 from jaxtd._checks import host_value
 from jaxtd._precision import einsum, matmul
 from jaxtd._sizes import sym_dim  # re-exported (moved below JAX)
-from jaxtd.initialization import init_factors
-from jaxtd.lazy_cg import cg_lstsq
+from jaxtd.initialization import antisymmetric, init_factors
+from jaxtd.lazy._model import _check_model_target
+from jaxtd.lazy.cg import _check_solver_args, cg_lstsq
+from jaxtd.losses import loss, norm
 from jaxtd.shapes import ArrayLike, Scalar
 from jaxtd.symcp import SymCP, check_compatible
-from jaxtd._lazy_model import _check_model_target
-from jaxtd.initialization import antisymmetric
 
 __all__ = ["LazyLstsq", "normal_equations", "default_rcond", "lstsq", "sym_dim", "METHODS",
            "DENSE_MAX_SIZE", "solver_for", "best_residual", "best_residual_table"]
@@ -129,7 +130,6 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     keep = (jnp.arange(m * d) >= m * d - kept) & (lam > 0)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
     delta = matmul(vec, inv * matmul(vec.T, jty)).reshape(m, d)
-    from jaxtd.losses import loss, norm
     res_sq = jnp.maximum(2.0 * loss(target, model) - proj_sq, 0.0)
     # A tangent space of full dimension C(d+l-1, l) contains T*: the residual is then exactly 0,
     # which the subtraction above only reaches to ~sqrt(eps) * cond(J) near the threshold.
@@ -206,7 +206,7 @@ def best_residual(model: SymCP, target: SymCP, *, rcond: float | None = None,
     ``method``: ``"dense"`` (:func:`lstsq`, eigendecomposition of the normal equations, exact 0
     once the tangent space spans ``Sym^l``; ``rcond`` applies), ``"iterative"``
     (:func:`cg_lstsq`, matrix-free CG, ``tol``/``max_iter`` apply; residuals below their rounding
-    floor, :func:`jaxtd.lazy_cg.residual_floor`, come out as 0) or ``"auto"``
+    floor, :func:`jaxtd.lazy.cg.residual_floor`, come out as 0) or ``"auto"``
     (:func:`solver_for`: dense up to ``m d =`` :data:`DENSE_MAX_SIZE`). Float32 inputs: a
     concrete dense solve runs in float64 (:func:`lstsq`); a traced one (inside ``jit``/``vmap``,
     where float64 is out of reach) is routed to the iterative solver, since a float32
@@ -247,7 +247,6 @@ def _lazy_gd_init(key, target: SymCP, width: int, init: str, signs: str, init_sc
     """The width-``width`` initialization of ``jaxtd.algorithms.lazy_gd(init=init, signs=signs,
     init_scale=init_scale).init(key, target, width).model``, drawn the same way in the target's
     dtype (the same bits; checked by the tests)."""
-    from jaxtd import models  # local: jaxtd.models is not needed for the rest of this module
     dtype = target.factors.dtype
     k_w, k_s = jax.random.split(key)
     if init == "antisymmetric":
@@ -348,21 +347,19 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
     of the same length and maximum reuses it. Cost: ``len(keys) * len(widths)`` solves of size
     ``max(widths) * d`` (masked rows cost as much as active ones).
     """
-    from jaxtd import models
     keys = _check_keys(keys)
     check_compatible(target, target, ("target", "target"))
     ws = _check_widths(widths)
     if init not in ("standard", "antisymmetric"):
         raise ValueError(f"init must be 'standard' or 'antisymmetric', got {init!r}")
-    if signs not in models.SIGN_RULES:
-        raise ValueError(f"signs must be one of {models.SIGN_RULES}, got {signs!r}")
+    if signs not in models.SIGNS:
+        raise ValueError(f"signs must be one of {models.SIGNS}, got {signs!r}")
     if (isinstance(init_scale, bool) or not isinstance(init_scale, (int, float))
             or not init_scale > 0):
         raise ValueError(f"init_scale must be a float > 0, got {init_scale!r}")
     if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
             or batch_size < 1):
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    from jaxtd.lazy_cg import _check_solver_args
     _check_solver_args(tol, max_iter)
     top = max(ws)
     solver = solver_for(method, top, target.dim)

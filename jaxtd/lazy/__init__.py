@@ -25,43 +25,47 @@ each of ``s`` and ``t`` after linearization, so this is exact), and
 perturbations ``[Δ; 0]``. Rows with zero weight (masked rows) contribute nothing and receive
 zero gradient.
 
-Also here: :func:`antisymmetric` initialization (``T(W0) = 0``); the exact lazy optimum
+Also here: :func:`antisymmetric` initialization (``T(W0) = 0``); :func:`polarize` (the lazy
+tensor ``T(W0) + JΔ`` as an exact SymCP); the exact lazy optimum
 :func:`lstsq` (dense normal equations in closed form, ``O((m d)^3)``), :func:`cg_lstsq`
 (matrix-free preconditioned conjugate gradients in Gram form, ``O(m^2 d)`` per iteration;
-:mod:`jaxtd.lazy_cg`) and :func:`best_residual` choosing between them (float64 needed for the
+:mod:`jaxtd.lazy.cg`) and :func:`best_residual` choosing between them (float64 needed for the
 1e-6 threshold); :func:`best_residual_table`, a whole ``(seed, width)`` table of lazy optima at
 the initializations of :func:`jaxtd.algorithms.lazy_gd` with one compiled program; the threshold
 experiment :func:`threshold_experiment` (always float64, in a thread-local ``jax.enable_x64``
 scope), :func:`predicted_critical_width`, :func:`fit_exponent`, :func:`local_exponents`,
 :func:`threshold_slopes`; lazy training :func:`train` (any optax optimizer under ``lax.scan``).
 
-The code lives in one private module per concept: ``_lazy_model`` (the model and its loss),
-``_lazy_optimum`` (the exact optimum and its tables), ``_lazy_threshold`` (the threshold and its
-slopes) and ``_lazy_train`` (training at a given point: the step of
-:func:`jaxtd.algorithms.lazy_gd`, the one lazy trainer); this module re-exports them.
+The package holds one module per concept: ``_model`` (the model and its loss), ``_optimum``
+(the exact optimum and its tables), ``_threshold`` (the threshold and its slopes), ``_train``
+(training at a given point: the step of :func:`jaxtd.algorithms.lazy_gd`, the one lazy trainer)
+and the public :mod:`jaxtd.lazy.cg` (the matrix-free solver, also reachable as
+``jaxtd.lazy_cg``); this module re-exports their public names. Nothing here imports
+:mod:`jaxtd.algorithms` (the algorithms sit above: lazy GD takes its update from here).
 """
 
 from __future__ import annotations
 
-# The implementation lives in one private module per concept; this module is the public face.
-from jaxtd._lazy_model import lazy_loss, lazy_residual_sq, lazy_relative_error, linearize
+# The implementation lives in one module per concept; this module is the public face.
+from jaxtd.lazy._model import lazy_loss, lazy_residual_sq, lazy_relative_error, linearize, polarize
 from jaxtd.initialization import antisymmetric
-from jaxtd._lazy_optimum import (LazyLstsq, normal_equations, default_rcond, lstsq, sym_dim,
+from jaxtd.lazy._optimum import (LazyLstsq, normal_equations, default_rcond, lstsq, sym_dim,
                                  METHODS, DENSE_MAX_SIZE, solver_for, best_residual,
                                  best_residual_table)
-from jaxtd._lazy_threshold import (AH_EXCEPTIONS, predicted_critical_width, near_threshold_widths,
+from jaxtd.lazy._threshold import (AH_EXCEPTIONS, predicted_critical_width, near_threshold_widths,
                                    Threshold, threshold_experiment, fit_exponent, local_exponents,
                                    threshold_slopes)
-from jaxtd._lazy_train import (LazyTrainState, lazy_metrics, lazy_update, train_init, train_step,
+from jaxtd.lazy._train import (LazyTrainState, lazy_metrics, lazy_update, train_init, train_step,
                                train)
-from jaxtd.lazy_cg import (LazyCG, block_jacobi, cg_lstsq, default_max_iter, default_tol,
+from jaxtd.lazy.cg import (LazyCG, block_jacobi, cg_lstsq, default_max_iter, default_tol,
                            normal_matvec, normal_rhs)
 
 __all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetric", "linearize",
+           "polarize",
            "normal_equations", "lstsq", "best_residual", "LazyLstsq", "sym_dim",
            "cg_lstsq", "LazyCG", "normal_matvec", "normal_rhs", "block_jacobi", "default_tol",
            "default_max_iter", "METHODS", "DENSE_MAX_SIZE", "solver_for", "best_residual_table",
            "predicted_critical_width", "threshold_experiment", "Threshold", "fit_exponent",
            "local_exponents", "threshold_slopes", "near_threshold_widths",
-           "LazyTrainState", "lazy_metrics", "lazy_update", "train_init", "train_step", "train", "default_rcond",
-           "AH_EXCEPTIONS"]
+           "LazyTrainState", "lazy_metrics", "lazy_update", "train_init", "train_step", "train",
+           "default_rcond", "AH_EXCEPTIONS"]
