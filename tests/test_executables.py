@@ -204,3 +204,19 @@ def test_grid_final_error_is_precise_near_a_fit():
     assert err < 1e-3
     np.testing.assert_allclose(err, float(alone.final_relative_error), rtol=1e-4)
     np.testing.assert_allclose(res.histories["relative_error"][0, -1], err, rtol=0)
+
+
+# -- compiler options ------------------------------------------------------------------------------
+
+def test_compiler_options_keep_the_numbers_and_unknown_options_fall_back(monkeypatch):
+    """jaxtd's compile options change compile time, not results; an XLA that does not know an
+    option compiles with its defaults instead of failing."""
+    fn = jax.jit(lambda w: jnp.sum(jnp.tanh(w @ w.T) ** 3, axis=1))
+    w = jax.random.normal(jax.random.key(0), (6, 4))
+    lowered = fn.lower(w)
+    plain = np.asarray(lowered.compile()(w))
+    np.testing.assert_allclose(np.asarray(_executables.compile_lowered(lowered)(w)), plain,
+                               rtol=1e-6)
+    monkeypatch.setitem(_executables.COMPILER_OPTIONS, jax.devices()[0].platform,
+                        {"xla_no_such_option_in_any_xla": True})
+    np.testing.assert_array_equal(np.asarray(_executables.compile_lowered(lowered)(w)), plain)
