@@ -1370,13 +1370,35 @@ def _reference(ax: Axes, x0: float, y0: float, xs: np.ndarray, f: Callable, labe
     ax.plot(line_x, y0 * f(line_x) / f(x0), ls=ls, color="0.25", lw=1.1, label=label, zorder=1)
 
 
+def _phase_weights(crit: pd.DataFrame, weights: str | None) -> str | None:
+    """The weight profile :func:`phase_figure` draws: ``weights``, else the table's only one,
+    else ``"equal"`` (None: the table has no ``weights`` column)."""
+    if "weights" not in crit.columns:
+        if weights is not None:
+            raise ValueError("crit has no weights column to select weights from")
+        return None
+    found = sorted(set(crit["weights"].dropna().astype(str)))
+    if weights is None:
+        if len(found) <= 1:
+            return found[0] if found else None
+        if "equal" not in found:
+            raise ValueError(f"crit holds the weight profiles {found}: pass weights=")
+        return "equal"
+    if weights not in found:
+        raise ValueError(f"no cells of weights {weights!r}; the table has {found}")
+    return weights
+
+
 @_styled
-def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
-    """The phase diagram of one component kind: critical width vs d (left) and vs r (right).
+def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
+                 weights: str | None = None) -> Figure:
+    """The phase diagram of one component kind and weight profile: critical width vs d (left)
+    and vs r (right).
 
     ``crit``: the rows of ``critical_widths.csv`` (:data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS`),
     the d sweep being the cells at the most common rank and the r sweep those at the most
-    common dim. Log-log axes; each algorithm's critical widths with their 95% intervals.
+    common dim. ``weights``: the ``weights`` value to draw (None: the table's only one, or
+    ``"equal"``). Log-log axes; each algorithm's critical widths with their 95% intervals.
     References (dashed/dotted, through an algorithm's first point): the lazy lower bound
     ``d^(l-1)``, the variant's sufficient width ``r^(2.5 l) log d`` (its d part ``log d`` on the
     left, its r part ``r^(2.5 l)`` on the right, cut at the top of the axes).
@@ -1388,6 +1410,9 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
     t = crit[crit["kind"] == kind]
     if t.empty:
         raise ValueError(f"no cells of kind {kind!r}; the table has {sorted(set(crit['kind']))}")
+    weights = _phase_weights(t, weights)
+    if weights is not None:
+        t = t[t["weights"].astype(str) == weights]
     order = int(t["order"].min())
     t = t[t["order"] == order]
     rank0 = int(t["rank"].mode().iloc[0])
@@ -1432,8 +1457,9 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
         ax.grid(True, color="0.92", lw=0.6)
         ax.set_xlabel("dimension d" if x == "dim" else "rank r")
         ax.set_ylabel("critical width m_c")
+        profile = "" if weights is None else f", {weights} weights"
         ax.set_title(f"vs {'d' if x == 'dim' else 'r'} (l={order}, "
-                     f"{fixed[0]}={value}, {kind} components)")
+                     f"{fixed[0]}={value}, {kind} components{profile})")
     handles: dict = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -1444,15 +1470,25 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
 
 def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
                        formats: str | Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
-    """:func:`phase_figure` of each component kind in ``crit``, as
-    ``out_dir/phase_diagram_<kind>.<fmt>``; returns the paths written."""
+    """:func:`phase_figure` of each component kind and weight profile in ``crit``, as
+    ``out_dir/phase_diagram_<kind>.<fmt>`` (equal weights, or the table's only profile) and
+    ``out_dir/phase_diagram_<kind>_<weights>.<fmt>`` (every other profile; ``/`` in an explicit
+    profile written ``-``); returns the paths written."""
     out_dir = Path(out_dir)
+    found = (sorted(set(crit["weights"].dropna().astype(str)))
+             if "weights" in crit.columns else [])
     paths = []
     for kind in sorted(set(crit["kind"])):
-        fig = phase_figure(crit, kind)
-        with matplotlib.rc_context(STYLE):
-            for fmt in _formats(formats):
-                path = out_dir / f"phase_diagram_{kind}.{fmt}"
-                fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
-                paths.append(path)
+        for weights in found or [None]:
+            if weights is not None and not ((crit["kind"] == kind)
+                                            & (crit["weights"].astype(str) == weights)).any():
+                continue
+            fig = phase_figure(crit, kind, weights)
+            plain = weights is None or weights == "equal" or len(found) == 1
+            stem = f"phase_diagram_{kind}" + ("" if plain else "_" + weights.replace("/", "-"))
+            with matplotlib.rc_context(STYLE):
+                for fmt in _formats(formats):
+                    path = out_dir / f"{stem}.{fmt}"
+                    fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
+                    paths.append(path)
     return paths
