@@ -1351,13 +1351,14 @@ def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: s
     top = np.where(np.isfinite(hi), hi, y)
     seeds = int(t["seeds"].max()) if len(t) else 0
     label = ("lazy: exact threshold ⌈C(d+l−1,l)/d⌉" if name == "lazy"
-             else f"{name} ({seeds} seeds, bootstrap 95% CI)")
+             else f"{name}: {seeds} seeds, 95% bootstrap CI")
     ax.errorbar(xv[ok], y[ok], yerr=[y[ok] - lo[ok], top[ok] - y[ok]], color=color,
                 marker=marker, ms=4.5, lw=1.2, capsize=2, label=label)
     open_top = ok & ~np.isfinite(hi)
     if open_top.any():
-        ax.plot(xv[open_top], y[open_top], ls="none", marker=r"$\uparrow$", ms=9, color=color,
-                label="interval open above the search range")
+        # above the point, so the arrow does not hide the marker it qualifies
+        ax.plot(xv[open_top], y[open_top] * 1.35, ls="none", marker=r"$\uparrow$", ms=9,
+                color=color, label=f"{name}: CI open above the search range")
     if (~ok).any():
         ax.plot(xv[~ok], np.where(np.isfinite(lo[~ok]), lo[~ok], 1.0), ls="none", marker="^",
                 ms=7, mfc="white", color=color, label=f"{name}: above the search range")
@@ -1439,10 +1440,10 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
         if len(xs) >= 2 and x == "dim":
             if first("lazy"):
                 _reference(ax, *first("lazy"), xs, lambda v: v ** (order - 1),
-                           "d^(l-1) (lazy lower bound)", "--")
+                           f"$d^{{l-1}} = d^{{{order - 1}}}$: lazy lower bound", "--")
             anchor = first("variant") or first("gd")
             if anchor:
-                _reference(ax, *anchor, xs, np.log, "log d (variant's sufficient width, d part)",
+                _reference(ax, *anchor, xs, np.log, r"$\log d$: variant's sufficient width, d part",
                            ":")
         if len(xs) >= 2 and x == "rank":
             anchor = first("variant") or first("gd")
@@ -1450,21 +1451,29 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
                 expo = 2.5 * order
                 x_end = min(xs.max(), anchor[0] * (y_hi / anchor[1]) ** (1 / expo))
                 _reference(ax, *anchor, np.array([anchor[0], max(x_end, anchor[0] * 1.001)]),
-                           lambda v: v ** expo, f"r^(2.5 l) = r^{expo:g} (variant's sufficient "
-                           "width, r part)", ":")
+                           lambda v: v ** expo, f"$r^{{2.5l}} = r^{{{expo:g}}}$: variant's "
+                           "sufficient width, r part", "-.")
         _log_x(ax, xs)
         _log_y_counts(ax, y_lo, y_hi)
         ax.grid(True, color="0.92", lw=0.6)
-        ax.set_xlabel("dimension d" if x == "dim" else "rank r")
-        ax.set_ylabel("critical width m_c")
-        profile = "" if weights is None else f", {weights} weights"
-        ax.set_title(f"vs {'d' if x == 'dim' else 'r'} (l={order}, "
-                     f"{fixed[0]}={value}, {kind} components{profile})")
+        ax.set_xlabel("dimension $d$" if x == "dim" else "rank $r$")
+        ax.set_ylabel("critical width $m_c$")
+        ax.set_title(f"vs {'d' if x == 'dim' else 'r'} at l={order}, {fixed[0]}={value}")
+    profile = {None: "", "equal": ", equal weights $c_j = 1$",
+               "geometric": ", geometric weights $c_j = 2^{-j}$"}.get(weights,
+                                                                     f", weights {weights}")
+    fig.suptitle(f"Critical width: {kind} components{profile}")
     handles: dict = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    _legend_below(fig, list(handles.values()), list(handles))
+    # the measured series first (in algorithm order), then the references, then the notes
+    rank = {lab: (0 if any(lab.startswith(f"{a}: ") and "open" not in lab
+                           for a in algorithms) else 2 if "open" in lab or "above" in lab else 1)
+            for lab in handles}
+    labels = sorted(handles, key=lambda lab: rank[lab])
+    fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncols=2,
+               frameon=False)
     return fig
 
 

@@ -183,3 +183,23 @@ def test_phase_progress_without_a_terminal_logs_each_cell(capsys):
     progress("variant", ("random", (1.0, 0.5), 3, 16, 2))
     progress.close()
     assert "[jaxtd] variant: random, explicit weights, l=3 d=16 r=2" in capsys.readouterr().err
+
+
+def test_phase_figure_draws_one_weight_profile(quick_run):
+    """Each figure draws the critical widths of its own kind and weight profile (the points
+    are those of critical_widths.csv); an unknown profile is refused naming those present."""
+    from jaxtd import plots
+    crit = pd.read_csv(quick_run / "critical_widths.csv")
+    for weights in ("equal", "geometric"):
+        fig = plots.phase_figure(crit, "orthonormal", weights)
+        assert weights in fig._suptitle.get_text()
+        left = fig.axes[0]
+        (gd,) = [c for c in left.containers if c.get_label().startswith("gd: ")]
+        cells = crit[(crit["algorithm"] == "gd") & (crit["kind"] == "orthonormal")
+                     & (crit["weights"] == weights) & (crit["rank"] == 2)].sort_values("dim")
+        finite = cells["critical_width"].notna().to_numpy()
+        np.testing.assert_allclose(gd.lines[0].get_ydata(),
+                                   cells["critical_width"].to_numpy()[finite])
+    assert "equal" in plots.phase_figure(crit, "random")._suptitle.get_text()
+    with pytest.raises(ValueError, match=r"weights 'decaying'.*geometric"):
+        plots.phase_figure(crit, "random", "decaying")
