@@ -893,9 +893,10 @@ def describe_phase(config: cfg.Config) -> str:
              f"bisection {p.batch} widths a call; {len(cells) * len(searched)} searches, "
              f">= {len(cells) * len(searched) * len(coarse) * s.seeds} runs (the coarse pass)"]
     if "lazy" in s.algorithms:
-        dims = sorted({c[3] for c in cells})
-        orders = sorted({c[2] for c in cells})
-        thr = ", ".join(f"d={d}: {cfg.lazy_threshold(d, o, init)}" for o in orders for d in dims)
+        sizes = sorted({(c[2], c[3]) for c in cells})
+        several = len({o for o, _ in sizes}) > 1
+        thr = ", ".join(f"{f'l={o} ' if several else ''}d={d}: {cfg.lazy_threshold(d, o, init)}"
+                        for o, d in sizes)
         lines.append(f"  lazy: exact threshold ceil(C(d+l-1,l)/d) ({init} init) {thr}; checked "
                      f"by the exact lazy optimum at m*-1 and m* on {p.lazy_seeds} seeds at r={p.rank}, "
                      f"d in {list(p.lazy_check) or 'none'}")
