@@ -354,7 +354,7 @@ def write_phase_outputs(outcome, config: cfg.Config, out_dir: Path, formats=("pn
         paths.append(out_dir / name)
     try:
         paths += plots.save_phase_figures(outcome.critical_widths, out_dir, formats,
-                                          dpi or plots.DPI)
+                                          dpi or plots.DPI, max(config.sweep.widths))
     except Exception as err:
         if _DEBUG:
             raise

@@ -1338,10 +1338,11 @@ _METADATA = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
 _PHASE_STYLES = {"lazy": ("tab:red", "v"), "gd": ("tab:blue", "o"), "variant": ("tab:green", "s")}
 
 
-def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: str) -> None:
+def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: str,
+                  search_top: float | None = None) -> None:
     """One algorithm's critical widths vs ``x`` with their intervals as error bars (an interval
-    open above the grid: an arrow up; a width not found in the grid: an open triangle at the
-    interval's lower end)."""
+    open above the grid: an arrow up; a width not found in the grid: an open triangle just above
+    ``search_top``, the search range's largest width, or at the top edge of the axes when not given)."""
     color, marker = _PHASE_STYLES.get(name, PALETTE[k % len(PALETTE)])
     t = table.sort_values(x)
     xv = t[x].to_numpy(np.float64) * _dodge(k, n)
@@ -1359,9 +1360,14 @@ def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: s
         # above the point, so the arrow does not hide the marker it qualifies
         ax.plot(xv[open_top], y[open_top] * 1.35, ls="none", marker=r"$\uparrow$", ms=9,
                 color=color, label=f"{name}: CI open above the search range")
-    if (~ok).any():
-        ax.plot(xv[~ok], np.where(np.isfinite(lo[~ok]), lo[~ok], 1.0), ls="none", marker="^",
-                ms=7, mfc="white", color=color, label=f"{name}: above the search range")
+    if (~ok).any() and search_top is not None:  # no value: just above the range it exceeds
+        ax.plot(xv[~ok], np.full((~ok).sum(), search_top * 1.35), ls="none", marker="^", ms=7,
+                mfc="white", color=color,
+                label=f"{name}: above the search range (> {search_top:g})")
+    elif (~ok).any():
+        ax.plot(xv[~ok], np.full((~ok).sum(), 0.95), ls="none", marker="^", ms=7, mfc="white",
+                color=color, transform=ax.get_xaxis_transform(), clip_on=False,
+                label=f"{name}: above the search range (at the top edge)")
 
 
 def _reference(ax: Axes, x0: float, y0: float, xs: np.ndarray, f: Callable, label: str,
@@ -1392,14 +1398,15 @@ def _phase_weights(crit: pd.DataFrame, weights: str | None) -> str | None:
 
 @_styled
 def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
-                 weights: str | None = None) -> Figure:
+                 weights: str | None = None, search_top: float | None = None) -> Figure:
     """The phase diagram of one component kind and weight profile: critical width vs d (left)
     and vs r (right).
 
     ``crit``: the rows of ``critical_widths.csv`` (:data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS`),
     the d sweep being the cells at the most common rank and the r sweep those at the most
     common dim. ``weights``: the ``weights`` value to draw (None: the table's only one, or
-    ``"equal"``). Log-log axes; each algorithm's critical widths with their 95% intervals.
+    ``"equal"``). ``search_top``: the largest width the searches probed (drawn as a thin line;
+    a critical width above it is a triangle just above it). Log-log axes; each algorithm's critical widths with their 95% intervals.
     References (dashed/dotted, through an algorithm's first point): the lazy lower bound
     ``d^(l-1)``, the variant's sufficient width ``r^(2.5 l) log d`` (its d part ``log d`` on the
     left, its r part ``r^(2.5 l)`` on the right, cut at the top of the axes).
@@ -1428,9 +1435,15 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
         for k, name in enumerate(algorithms):
             series = part[part["algorithm"] == name]
             if len(series):
-                _phase_series(ax, series, x, k, len(algorithms), name)
+                _phase_series(ax, series, x, k, len(algorithms), name, search_top)
         ys = part[["critical_width", "ci_low", "ci_high"]].to_numpy(np.float64).ravel()
         ys = ys[np.isfinite(ys) & (ys > 0)]
+        searched = part[part["algorithm"] != "lazy"]
+        if search_top is not None and len(searched):
+            ax.axhline(search_top, color="0.55", lw=0.8, ls=(0, (1, 3)), zorder=0,
+                       label=f"largest searched width ({search_top:g})")
+            if searched["critical_width"].isna().any() or np.isinf(searched["ci_high"]).any():
+                ys = np.append(ys, search_top * 1.35)
         y_lo, y_hi = (max(0.7, ys.min() / 1.5), ys.max() * 1.8) if ys.size else (0.7, 100)
 
         def first(name):
@@ -1468,9 +1481,8 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
     # the measured series first (in algorithm order), then the references, then the notes
-    rank = {lab: (0 if any(lab.startswith(f"{a}: ") and "open" not in lab
-                           for a in algorithms) else 2 if "open" in lab or "above" in lab else 1)
-            for lab in handles}
+    rank = {lab: (2 if "above the search range" in lab else 0 if any(
+        lab.startswith(f"{a}: ") for a in algorithms) else 1) for lab in handles}
     labels = sorted(handles, key=lambda lab: rank[lab])
     fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncols=2,
                frameon=False)
@@ -1478,11 +1490,13 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
 
 
 def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
-                       formats: str | Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
+                       formats: str | Sequence[str] = ("png",), dpi: int = DPI,
+                       search_top: float | None = None) -> list[Path]:
     """:func:`phase_figure` of each component kind and weight profile in ``crit``, as
     ``out_dir/phase_diagram_<kind>.<fmt>`` (equal weights, or the table's only profile) and
     ``out_dir/phase_diagram_<kind>_<weights>.<fmt>`` (every other profile; ``/`` in an explicit
-    profile written ``-``); returns the paths written."""
+    profile written ``-``; ``search_top`` as in :func:`phase_figure`); returns the paths
+    written."""
     out_dir = Path(out_dir)
     found = (sorted(set(crit["weights"].dropna().astype(str)))
              if "weights" in crit.columns else [])
@@ -1492,7 +1506,7 @@ def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
             if weights is not None and not ((crit["kind"] == kind)
                                             & (crit["weights"].astype(str) == weights)).any():
                 continue
-            fig = phase_figure(crit, kind, weights)
+            fig = phase_figure(crit, kind, weights, search_top)
             plain = weights is None or weights == "equal" or len(found) == 1
             stem = f"phase_diagram_{kind}" + ("" if plain else "_" + weights.replace("/", "-"))
             with matplotlib.rc_context(STYLE):
