@@ -1342,7 +1342,8 @@ def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: s
                   search_top: float | None = None) -> None:
     """One algorithm's critical widths vs ``x`` with their intervals as error bars (an interval
     open above the grid: an arrow up; a width not found in the grid: an open triangle just above
-    ``search_top``, the search range's largest width, or at the top edge of the axes when not given)."""
+    ``search_top``, the search range's largest width, or at the top edge of the axes without
+    it)."""
     color, marker = _PHASE_STYLES.get(name, PALETTE[k % len(PALETTE)])
     t = table.sort_values(x)
     xv = t[x].to_numpy(np.float64) * _dodge(k, n)
@@ -1406,8 +1407,9 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
     the d sweep being the cells at the most common rank and the r sweep those at the most
     common dim. ``weights``: the ``weights`` value to draw (None: the table's only one, or
     ``"equal"``). ``search_top``: the largest width the searches probed (drawn as a thin line;
-    a critical width above it is a triangle just above it). Log-log axes; each algorithm's critical widths with their 95% intervals.
-    References (dashed/dotted, through an algorithm's first point): the lazy lower bound
+    a critical width above it is a triangle just above it). Log-log axes; each algorithm's
+    critical widths with their 95% intervals. References (dashed, dotted, dash-dotted, through
+    an algorithm's first point): the lazy lower bound
     ``d^(l-1)``, the variant's sufficient width ``r^(2.5 l) log d`` (its d part ``log d`` on the
     left, its r part ``r^(2.5 l)`` on the right, cut at the top of the axes).
     """
