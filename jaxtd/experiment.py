@@ -978,7 +978,10 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
     one :func:`jaxtd.sweep` over the same ``[sweep] seeds``. Lazy cells take the exact
     threshold :func:`jaxtd.config.lazy_threshold` (interval of zero width: it is a property of
     the tangent space, not of a seed); at ``d`` in ``[phase] lazy_check`` the exact lazy
-    optimum at ``m* - 1`` and ``m*`` measures it instead (its rows join ``results``).
+    optimum at ``m* - 1`` and ``m*`` measures it instead (its rows join ``results``). A cell
+    whose target equals an earlier cell's (at ``r = 1`` every weight profile is the single
+    weight 1) takes that search's runs instead of repeating them: same target, seeds and
+    program, so the same outcome.
 
     ``critical_widths`` holds exactly :data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS` (bootstrap
     95% intervals), ``exponents`` exactly :data:`jaxtd.phase.EXPONENT_COLUMNS` (the exponent in
@@ -986,6 +989,7 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
     as in :func:`phase_cells`) is called before each search (the caller writes the outputs:
     :func:`jaxtd.cli.write_phase_outputs`).
     """
+    import numpy as np
     import pandas as pd
 
     from jaxtd import phase
@@ -997,6 +1001,7 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
     outcome = Outcome(None, [])
     rows: list[dict] = []
     lazy_fixed: list[dict] = []
+    searched: dict = {}  # one search per distinct problem (the same target, seeds and program)
     for name in s.algorithms:
         algorithm = make_algorithm(config, name) if name != "lazy" else None
         for cell in phase_cells(config):
@@ -1015,14 +1020,18 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
                                            seeds=0))
                 continue
             target = _phase_target(config, cell)
-            evaluate = _fixed_shape(phase.sweep_evaluator(
-                algorithm, target, seeds=s.seeds, steps=s.steps,
-                success_threshold=s.success_threshold, record_every=s.record_every,
-                bucketing="single"), phase.coarse_widths(min(s.widths), max(s.widths), p.factor))
-            t0 = time.perf_counter()
-            found = phase.search_critical_width(evaluate, min(s.widths), max(s.widths),
-                                                factor=p.factor, batch=p.batch)
-            outcome.add({"run_seconds": time.perf_counter() - t0})
+            problem = (name, kind, order, dim, rank, tuple(np.asarray(target.weights).tolist()))
+            found = searched.get(problem)
+            if found is None:
+                evaluate = _fixed_shape(phase.sweep_evaluator(
+                    algorithm, target, seeds=s.seeds, steps=s.steps,
+                    success_threshold=s.success_threshold, record_every=s.record_every,
+                    bucketing="single"),
+                    phase.coarse_widths(min(s.widths), max(s.widths), p.factor))
+                t0 = time.perf_counter()
+                found = searched[problem] = phase.search_critical_width(
+                    evaluate, min(s.widths), max(s.widths), factor=p.factor, batch=p.batch)
+                outcome.add({"run_seconds": time.perf_counter() - t0})
             rows += [dict(key, seed=si, width=int(w), success=bool(found.success[si, j]))
                      for si in range(found.success.shape[0]) for j, w in enumerate(found.widths)]
     probed = pd.DataFrame(rows)

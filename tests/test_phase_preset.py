@@ -99,8 +99,8 @@ def test_searched_critical_widths_match_the_probed_runs(quick_run):
 
 def test_unequal_weights_are_their_own_cells(quick_run):
     """At r = 1 the geometric profile is the single weight 2^0 = 1: the same problem as equal
-    weights, so the same seeds give the same outcome at every probed width; at r = 2 the
-    targets differ (weights 1, 1/2) and the runs are their own."""
+    weights, searched once, so the same outcome at every probed width; at r = 2 the targets
+    differ (weights 1, 1/2) and the runs are their own."""
     rows = pd.read_csv(quick_run / "results.csv")
     keys = ["algorithm", "kind", "dim", "rank", "seed", "width"]
     searched = rows[rows["algorithm"] != "lazy"]
@@ -110,6 +110,9 @@ def test_unequal_weights_are_their_own_cells(quick_run):
     r1 = eq.index.get_level_values("rank") == 1
     assert r1.any()
     pd.testing.assert_series_equal(eq[r1], geo[geo.index.get_level_values("rank") == 1])
+    # r = 2: weights (1, 1/2) are another problem, searched on its own (not copied from equal)
+    both = pd.concat([eq[~r1].rename("eq"), geo.rename("geo")], axis=1, join="inner")
+    assert len(both) and (both["eq"] != both["geo"]).any()
     from jaxtd import experiment
     quick = cfg.quick(cfg.preset("phase-diagram"))
     cell = next(c for c in experiment.phase_cells(quick) if c[1] == "geometric" and c[4] == 2)
