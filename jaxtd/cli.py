@@ -358,13 +358,41 @@ def write_phase_outputs(outcome, config: cfg.Config, out_dir: Path, formats=("pn
         paths.append(out_dir / name)
     try:
         paths += plots.save_phase_figures(outcome.critical_widths, out_dir, formats,
-                                          dpi or plots.DPI)
+                                          dpi or plots.DPI, max(config.sweep.widths))
     except Exception as err:
         if _DEBUG:
             raise
         _log(f"jaxtd: note: figures not drawn ({type(err).__name__}: {err}); the tables are "
              "saved")
     return paths
+
+
+class _PhaseProgress:
+    """``run_phase``'s ``on_cell`` for the progress bar: one step per finished (algorithm, cell),
+    counted when the next one starts (and at :meth:`close`), the cell now searched as the bar's
+    postfix. Without a bar (not a terminal) each cell is one ``[jaxtd]`` line."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.started = 0
+
+    def __call__(self, name: str, cell: tuple) -> None:
+        kind, weights, order, dim, rank = cell
+        profile = weights if isinstance(weights, str) else "explicit"
+        text = f"{name}: {kind}, {profile} weights, l={order} d={dim} r={rank}"
+        if self.started:
+            self.bar.update(1)
+        self.started += 1
+        if self.bar.disable:
+            _log(f"[jaxtd] {text}")
+        else:
+            self.bar.set_postfix_str(text, refresh=True)
+
+    def close(self, finished: bool = True) -> None:
+        """Count the last cell (when the run ``finished``) and close the bar."""
+        if finished and self.bar.n < self.started:
+            self.bar.update(self.started - self.bar.n)
+        self.bar.close()
 
 
 def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
@@ -379,14 +407,19 @@ def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
         from jaxtd import compile_cache
         compile_cache.enable()
     start = time.perf_counter()
+    progress = _PhaseProgress(_progress_bar(len(experiment.phase_cells(config))
+                                            * len(config.sweep.algorithms)))
 
     def on_cell(name, cell):
         _INTERRUPTS.checkpoint()
-        kind, order, dim, rank = cell
-        _log(f"[jaxtd] {name}: {kind} l={order} d={dim} r={rank}")
+        progress(name, cell)
 
+    outcome = None
     try:
-        outcome = experiment.run_phase(config, on_cell=on_cell)
+        try:
+            outcome = experiment.run_phase(config, on_cell=on_cell)
+        finally:
+            progress.close(finished=outcome is not None)
     except KeyboardInterrupt:
         _drain()
         _log("\n[jaxtd] interrupted: a phase-diagram run does not resume; rerun it")

@@ -204,6 +204,8 @@ def _parse_log(raw: Any) -> Log:
 PHASE_SCHEMA = (
     Param("kinds", "str", "component kinds, each a phase diagram of its own",
           default=("orthonormal", "random"), example=["orthonormal", "random"]),
+    Param("weights", "str", "weight profiles (equal | geometric), each a phase diagram of its "
+          "own; default: [target] weights", example=["equal", "geometric"]),
     Param("rank", "int", "r of the cells swept in d ([target] dim)", ge=1, example=2),
     Param("dim", "int", "d of the cells swept in r ([target] rank)", ge=1, example=16),
     Param("factor", "float", "ratio of the search's coarse geometric width grid", default=2.0,
@@ -218,7 +220,8 @@ PHASE_SCHEMA = (
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """The ``[phase]`` table: cells ``(d, phase.rank)`` for d in ``[target] dim`` and
-    ``(phase.dim, r)`` for r in ``[target] rank``, for each of ``kinds``."""
+    ``(phase.dim, r)`` for r in ``[target] rank``, for each of ``kinds`` and each of
+    ``weights`` (None: the one profile of ``[target] weights``)."""
 
     kinds: tuple[str, ...]
     rank: int
@@ -227,19 +230,29 @@ class Phase:
     batch: int = 3
     lazy_check: tuple[int, ...] = ()
     lazy_seeds: int = 2
+    weights: tuple[str, ...] | None = None
 
 
 def _parse_phase(raw: Any) -> Phase:
     rest = _without("phase", raw, "kinds")
-    t = schema.check_table("phase", PHASE_SCHEMA[1:], rest)  # rank and dim are required
+    rest = {k: v for k, v in rest.items() if k != "weights"}
+    t = schema.check_table("phase", PHASE_SCHEMA[2:], rest)  # rank and dim are required
     kinds = raw.get("kinds", ["orthonormal", "random"]) if isinstance(raw, Mapping) else []
     if not isinstance(kinds, list) or not kinds or len(set(kinds)) != len(kinds) or any(
             k not in TARGET_KINDS for k in kinds):
         raise ConfigError("[phase] kinds", f"expected a list of distinct kinds, got {kinds!r}",
                           f"write e.g. kinds = [\"orthonormal\", \"random\"] "
                           f"(of {', '.join(TARGET_KINDS)})")
+    weights = raw.get("weights")
+    if weights is not None and (not isinstance(weights, list) or not weights or len(
+            set(map(str, weights))) != len(weights) or any(w not in WEIGHTS for w in weights)):
+        raise ConfigError("[phase] weights", f"expected a list of distinct weight profiles, got "
+                          f"{weights!r}", f"write e.g. weights = [\"equal\", \"geometric\"] "
+                          f"(of {', '.join(WEIGHTS)}; an explicit list of weights fits one rank "
+                          "only: give it as [target] weights and leave [phase] weights out)")
     return Phase(tuple(kinds), t["rank"], t["dim"], t["factor"], t["batch"],
-                 tuple(sorted(t["lazy_check"])), t["lazy_seeds"])
+                 tuple(sorted(t["lazy_check"])), t["lazy_seeds"],
+                 None if weights is None else tuple(weights))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,8 +42,8 @@ from jaxtd.store import (_READ_ERRORS, ResultsError, _arrays_sha256, _jsonable, 
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
            "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
            "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
-           "machine_load", "log_paths", "phase_cells", "describe_phase", "run_phase",
-           "PhaseOutcome"]
+           "machine_load", "log_paths", "phase_cells", "phase_weights", "describe_phase",
+           "run_phase", "PhaseOutcome"]
 
 # Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
 # (float32, jit-compiled); only the order of magnitude matters.
@@ -815,19 +815,28 @@ class _Events:
 
 # -- the phase diagram (plot = "phase-diagram") -------------------------------------------------
 
-def phase_cells(config: cfg.Config) -> list[tuple[str, int, int, int]]:
-    """The ``(kind, order, dim, rank)`` cells of a phase-diagram config: ``(d, [phase] rank)``
-    for ``d`` in ``[target] dim`` and ``([phase] dim, r)`` for ``r`` in ``[target] rank``, for
-    each order and each of ``[phase] kinds`` (a cell in both sweeps once)."""
+def phase_weights(config: cfg.Config) -> tuple:
+    """The weight profiles of a phase-diagram config: ``[phase] weights``, else the one of
+    ``[target] weights`` (a profile name or an explicit tuple)."""
+    p = config.phase
+    return p.weights if p is not None and p.weights else (config.target.weights,)
+
+
+def phase_cells(config: cfg.Config) -> list[tuple]:
+    """The ``(kind, weights, order, dim, rank)`` cells of a phase-diagram config:
+    ``(d, [phase] rank)`` for ``d`` in ``[target] dim`` and ``([phase] dim, r)`` for ``r`` in
+    ``[target] rank``, for each order, each of ``[phase] kinds`` and each weight profile of
+    :func:`phase_weights` (a cell in both sweeps once)."""
     t, p = config.target, config.phase
     if p is None:
         raise ValueError("phase_cells needs a config with a [phase] table (plot = "
                          "\"phase-diagram\"), e.g. cfg.preset(\"phase-diagram\")")
     cells = []
     for kind in p.kinds:
-        for order in t.orders:
-            pairs = [(d, p.rank) for d in t.dims_of(order)] + [(p.dim, r) for r in t.ranks]
-            cells += [(kind, order, d, r) for d, r in dict.fromkeys(pairs)]
+        for weights in phase_weights(config):
+            for order in t.orders:
+                pairs = [(d, p.rank) for d in t.dims_of(order)] + [(p.dim, r) for r in t.ranks]
+                cells += [(kind, weights, order, d, r) for d, r in dict.fromkeys(pairs)]
     return cells
 
 
@@ -840,7 +849,9 @@ def describe_phase(config: cfg.Config) -> str:
     coarse = coarse_widths(min(s.widths), max(s.widths), p.factor).tolist()
     cells = phase_cells(config)
     searched = [a for a in s.algorithms if a != "lazy"]
-    lines = [f"{config.name}: {len(cells)} cells (kinds {', '.join(p.kinds)}; d sweep at "
+    profiles = ", ".join(_weights_label(w) for w in phase_weights(config))
+    lines = [f"{config.name}: {len(cells)} cells (kinds {', '.join(p.kinds)}; weights "
+             f"{profiles}; d sweep at "
              f"r={p.rank}, r sweep at d={p.dim}) x {len(s.algorithms)} algorithm(s); "
              f"{s.seeds} seeds, {s.steps} steps, success: relative error <= "
              f"{s.success_threshold:g}",
@@ -848,14 +859,16 @@ def describe_phase(config: cfg.Config) -> str:
              f"bisection {p.batch} widths a call; {len(cells) * len(searched)} searches, "
              f">= {len(cells) * len(searched) * len(coarse) * s.seeds} runs (the coarse pass)"]
     if "lazy" in s.algorithms:
-        dims = sorted({d for _, o, d, _ in cells})
-        orders = sorted({o for _, o, _, _ in cells})
-        thr = ", ".join(f"d={d}: {cfg.lazy_threshold(d, o, init)}" for o in orders for d in dims)
+        sizes = sorted({(c[2], c[3]) for c in cells})
+        several = len({o for o, _ in sizes}) > 1
+        thr = ", ".join(f"{f'l={o} ' if several else ''}d={d}: {cfg.lazy_threshold(d, o, init)}"
+                        for o, d in sizes)
         lines.append(f"  lazy: exact threshold ceil(C(d+l-1,l)/d) ({init} init) {thr}; checked "
                      f"by the exact lazy optimum at m*-1 and m* on {p.lazy_seeds} seeds at r={p.rank}, "
                      f"d in {list(p.lazy_check) or 'none'}")
     lines.append("  writes critical_widths.csv, exponents.csv, results.csv (every probed cell) "
-                 "and phase_diagram_<kind> figures; time: depends on the bisection (no estimate)")
+                 "and phase_diagram_<kind>[_<weights>] figures; time: depends on the bisection "
+                 "(no estimate)")
     return "\n".join(lines)
 
 
@@ -870,25 +883,27 @@ class PhaseOutcome:
     outcome: Outcome
 
 
-def _phase_target(config: cfg.Config, kind: str, order: int, dim: int, rank: int):
-    return make_target(dataclasses.replace(config.target, kind=kind), order, dim, rank)
+def _phase_target(config: cfg.Config, cell: tuple):
+    kind, weights, order, dim, rank = cell
+    return make_target(dataclasses.replace(config.target, kind=kind, weights=weights), order,
+                       dim, rank)
 
 
-def _weights_label(config: cfg.Config) -> str:
-    w = config.target.weights
-    return w if isinstance(w, str) else "/".join(f"{v:g}" for v in w)
+def _weights_label(weights) -> str:
+    """The ``weights`` column: the profile name, or the explicit weights joined by ``/``."""
+    return weights if isinstance(weights, str) else "/".join(f"{v:g}" for v in weights)
 
 
-def _lazy_rows(config: cfg.Config, kind: str, order: int, dim: int, rank: int,
-               outcome: Outcome) -> list[dict]:
+def _lazy_rows(config: cfg.Config, cell: tuple, outcome: Outcome) -> list[dict]:
     """The exact lazy optimum at ``m* - 1`` and ``m*`` on ``[phase] lazy_seeds`` seeds: rows
     (``seed``, ``width``, ``success``) checking the threshold ``m*``."""
     p, s = config.phase, config.sweep
     lz = config.params["lazy"]
+    _, _, order, dim, _ = cell
     m_star = cfg.lazy_threshold(dim, order, lz["init"])
     widths = sorted({max(1, m_star - 1), m_star})
     algorithm = make_algorithm(config, "lazy")
-    target = _phase_target(config, kind, order, dim, rank)
+    target = _phase_target(config, cell)
     scale = lz["init_scale"][0] if isinstance(lz["init_scale"], tuple) else lz["init_scale"]
     table = lazy_best_residuals(algorithm, target, list(range(p.lazy_seeds)), widths, outcome,
                                 init=lz["init"], signs=lz["signs"], init_scale=scale,
@@ -927,48 +942,55 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
     one :func:`jaxtd.sweep` over the same ``[sweep] seeds``. Lazy cells take the exact
     threshold :func:`jaxtd.config.lazy_threshold` (interval of zero width: it is a property of
     the tangent space, not of a seed); at ``d`` in ``[phase] lazy_check`` the exact lazy
-    optimum at ``m* - 1`` and ``m*`` measures it instead (its rows join ``results``).
+    optimum at ``m* - 1`` and ``m*`` measures it instead (its rows join ``results``). A cell
+    whose target equals an earlier cell's (at ``r = 1`` every weight profile is the single
+    weight 1) takes that search's runs instead of repeating them: same target, seeds and
+    program, so the same outcome.
 
     ``critical_widths`` holds exactly :data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS` (bootstrap
     95% intervals), ``exponents`` exactly :data:`jaxtd.phase.EXPONENT_COLUMNS` (the exponent in
-    ``d`` over the d sweep, in ``r`` over the r sweep). ``on_cell(algorithm, cell)`` is called
-    before each search (the caller writes the outputs: :func:`jaxtd.cli.write_phase_outputs`).
+    ``d`` over the d sweep, in ``r`` over the r sweep). ``on_cell(algorithm, cell)`` (``cell``
+    as in :func:`phase_cells`) is called before each search (the caller writes the outputs:
+    :func:`jaxtd.cli.write_phase_outputs`).
     """
     if config.phase is None:
         raise ValueError("run_phase needs a config with a [phase] table (plot = "
                          "\"phase-diagram\"); use experiment.run for the others")
     s, p = config.sweep, config.phase
     outcome = Outcome(None, [])
-    weights = _weights_label(config)
     rows: list[dict] = []
     lazy_fixed: list[dict] = []
+    searched: dict = {}  # one search per distinct problem (the same target, seeds and program)
     for name in s.algorithms:
         algorithm = make_algorithm(config, name) if name != "lazy" else None
         for cell in phase_cells(config):
-            kind, order, dim, rank = cell
+            kind, weights, order, dim, rank = cell
             key = dict(algorithm=name, order=order, dim=dim, rank=rank, kind=kind,
-                       weights=weights)
+                       weights=_weights_label(weights))
             if on_cell is not None:
                 on_cell(name, cell)
             if name == "lazy":
                 if dim in p.lazy_check and rank == p.rank:  # on the d sweep
-                    rows += [dict(key, **r) for r in _lazy_rows(config, kind, order, dim, rank,
-                                                                outcome)]
+                    rows += [dict(key, **r) for r in _lazy_rows(config, cell, outcome)]
                 else:
                     m_star = cfg.lazy_threshold(dim, order, config.params["lazy"]["init"])
                     lazy_fixed.append(dict(key, critical_width=float(m_star),
                                            ci_low=float(m_star), ci_high=float(m_star),
                                            seeds=0))
                 continue
-            target = _phase_target(config, kind, order, dim, rank)
-            evaluate = _fixed_shape(phase.sweep_evaluator(
-                algorithm, target, seeds=s.seeds, steps=s.steps,
-                success_threshold=s.success_threshold, record_every=s.record_every,
-                bucketing="single"), phase.coarse_widths(min(s.widths), max(s.widths), p.factor))
-            t0 = time.perf_counter()
-            found = phase.search_critical_width(evaluate, min(s.widths), max(s.widths),
-                                                factor=p.factor, batch=p.batch)
-            outcome.add({"run_seconds": time.perf_counter() - t0})
+            target = _phase_target(config, cell)
+            problem = (name, kind, order, dim, rank, tuple(np.asarray(target.weights).tolist()))
+            found = searched.get(problem)
+            if found is None:
+                evaluate = _fixed_shape(phase.sweep_evaluator(
+                    algorithm, target, seeds=s.seeds, steps=s.steps,
+                    success_threshold=s.success_threshold, record_every=s.record_every,
+                    bucketing="single"),
+                    phase.coarse_widths(min(s.widths), max(s.widths), p.factor))
+                t0 = time.perf_counter()
+                found = searched[problem] = phase.search_critical_width(
+                    evaluate, min(s.widths), max(s.widths), factor=p.factor, batch=p.batch)
+                outcome.add({"run_seconds": time.perf_counter() - t0})
             rows += [dict(key, seed=si, width=int(w), success=bool(found.success[si, j]))
                      for si in range(found.success.shape[0]) for j, w in enumerate(found.widths)]
     probed = pd.DataFrame(rows)

@@ -1076,10 +1076,12 @@ _METADATA = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
 _PHASE_STYLES = {"lazy": ("tab:red", "v"), "gd": ("tab:blue", "o"), "variant": ("tab:green", "s")}
 
 
-def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: str) -> None:
+def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: str,
+                  search_top: float | None = None) -> None:
     """One algorithm's critical widths vs ``x`` with their intervals as error bars (an interval
-    open above the grid: an arrow up; a width not found in the grid: an open triangle at the
-    interval's lower end)."""
+    open above the grid: an arrow up; a width not found in the grid: an open triangle just above
+    ``search_top``, the search range's largest width, or at the top edge of the axes without
+    it)."""
     color, marker = _PHASE_STYLES.get(name, PALETTE[k % len(PALETTE)])
     t = table.sort_values(x)
     xv = t[x].to_numpy(np.float64) * _dodge(k, n)
@@ -1089,16 +1091,22 @@ def _phase_series(ax: Axes, table: pd.DataFrame, x: str, k: int, n: int, name: s
     top = np.where(np.isfinite(hi), hi, y)
     seeds = int(t["seeds"].max()) if len(t) else 0
     label = ("lazy: exact threshold ⌈C(d+l−1,l)/d⌉" if name == "lazy"
-             else f"{name} ({seeds} seeds, bootstrap 95% CI)")
+             else f"{name}: {seeds} seeds, 95% bootstrap CI")
     ax.errorbar(xv[ok], y[ok], yerr=[y[ok] - lo[ok], top[ok] - y[ok]], color=color,
                 marker=marker, ms=4.5, lw=1.2, capsize=2, label=label)
     open_top = ok & ~np.isfinite(hi)
     if open_top.any():
-        ax.plot(xv[open_top], y[open_top], ls="none", marker=r"$\uparrow$", ms=9, color=color,
-                label="interval open above the search range")
-    if (~ok).any():
-        ax.plot(xv[~ok], np.where(np.isfinite(lo[~ok]), lo[~ok], 1.0), ls="none", marker="^",
-                ms=7, mfc="white", color=color, label=f"{name}: above the search range")
+        # above the point, so the arrow does not hide the marker it qualifies
+        ax.plot(xv[open_top], y[open_top] * 1.35, ls="none", marker=r"$\uparrow$", ms=9,
+                color=color, label=f"{name}: CI open above the search range")
+    if (~ok).any() and search_top is not None:  # no value: just above the range it exceeds
+        ax.plot(xv[~ok], np.full((~ok).sum(), search_top * 1.35), ls="none", marker="^", ms=7,
+                mfc="white", color=color,
+                label=f"{name}: above the search range (> {search_top:g})")
+    elif (~ok).any():
+        ax.plot(xv[~ok], np.full((~ok).sum(), 0.95), ls="none", marker="^", ms=7, mfc="white",
+                color=color, transform=ax.get_xaxis_transform(), clip_on=False,
+                label=f"{name}: above the search range (at the top edge)")
 
 
 def _reference(ax: Axes, x0: float, y0: float, xs: np.ndarray, f: Callable, label: str,
@@ -1108,14 +1116,38 @@ def _reference(ax: Axes, x0: float, y0: float, xs: np.ndarray, f: Callable, labe
     ax.plot(line_x, y0 * f(line_x) / f(x0), ls=ls, color="0.25", lw=1.1, label=label, zorder=1)
 
 
+def _phase_weights(crit: pd.DataFrame, weights: str | None) -> str | None:
+    """The weight profile :func:`phase_figure` draws: ``weights``, else the table's only one,
+    else ``"equal"`` (None: the table has no ``weights`` column)."""
+    if "weights" not in crit.columns:
+        if weights is not None:
+            raise ValueError("crit has no weights column to select weights from")
+        return None
+    found = sorted(set(crit["weights"].dropna().astype(str)))
+    if weights is None:
+        if len(found) <= 1:
+            return found[0] if found else None
+        if "equal" not in found:
+            raise ValueError(f"crit holds the weight profiles {found}: pass weights=")
+        return "equal"
+    if weights not in found:
+        raise ValueError(f"no cells of weights {weights!r}; the table has {found}")
+    return weights
+
+
 @_styled
-def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
-    """The phase diagram of one component kind: critical width vs d (left) and vs r (right).
+def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
+                 weights: str | None = None, search_top: float | None = None) -> Figure:
+    """The phase diagram of one component kind and weight profile: critical width vs d (left)
+    and vs r (right).
 
     ``crit``: the rows of ``critical_widths.csv`` (:data:`jaxtd.phase.CRITICAL_WIDTH_COLUMNS`),
     the d sweep being the cells at the most common rank and the r sweep those at the most
-    common dim. Log-log axes; each algorithm's critical widths with their 95% intervals.
-    References (dashed/dotted, through an algorithm's first point): the lazy lower bound
+    common dim. ``weights``: the ``weights`` value to draw (None: the table's only one, or
+    ``"equal"``). ``search_top``: the largest width the searches probed (drawn as a thin line;
+    a critical width above it is a triangle just above it). Log-log axes; each algorithm's
+    critical widths with their 95% intervals. References (dashed, dotted, dash-dotted, through
+    an algorithm's first point): the lazy lower bound
     ``d^(l-1)``, the variant's sufficient width ``r^(2.5 l) log d`` (its d part ``log d`` on the
     left, its r part ``r^(2.5 l)`` on the right, cut at the top of the axes).
     """
@@ -1126,6 +1158,9 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
     t = crit[crit["kind"] == kind]
     if t.empty:
         raise ValueError(f"no cells of kind {kind!r}; the table has {sorted(set(crit['kind']))}")
+    weights = _phase_weights(t, weights)
+    if weights is not None:
+        t = t[t["weights"].astype(str) == weights]
     order = int(t["order"].min())
     t = t[t["order"] == order]
     rank0 = int(t["rank"].mode().iloc[0])
@@ -1140,9 +1175,15 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
         for k, name in enumerate(algorithms):
             series = part[part["algorithm"] == name]
             if len(series):
-                _phase_series(ax, series, x, k, len(algorithms), name)
+                _phase_series(ax, series, x, k, len(algorithms), name, search_top)
         ys = part[["critical_width", "ci_low", "ci_high"]].to_numpy(np.float64).ravel()
         ys = ys[np.isfinite(ys) & (ys > 0)]
+        searched = part[part["algorithm"] != "lazy"]
+        if search_top is not None and len(searched):
+            ax.axhline(search_top, color="0.55", lw=0.8, ls=(0, (1, 3)), zorder=0,
+                       label=f"largest searched width ({search_top:g})")
+            if searched["critical_width"].isna().any() or np.isinf(searched["ci_high"]).any():
+                ys = np.append(ys, search_top * 1.35)
         y_lo, y_hi = (max(0.7, ys.min() / 1.5), ys.max() * 1.8) if ys.size else (0.7, 100)
 
         def first(name):
@@ -1152,10 +1193,10 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
         if len(xs) >= 2 and x == "dim":
             if first("lazy"):
                 _reference(ax, *first("lazy"), xs, lambda v: v ** (order - 1),
-                           "d^(l-1) (lazy lower bound)", "--")
+                           f"$d^{{l-1}} = d^{{{order - 1}}}$: lazy lower bound", "--")
             anchor = first("variant") or first("gd")
             if anchor:
-                _reference(ax, *anchor, xs, np.log, "log d (variant's sufficient width, d part)",
+                _reference(ax, *anchor, xs, np.log, r"$\log d$: variant's sufficient width, d part",
                            ":")
         if len(xs) >= 2 and x == "rank":
             anchor = first("variant") or first("gd")
@@ -1163,34 +1204,54 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal") -> Figure:
                 expo = 2.5 * order
                 x_end = min(xs.max(), anchor[0] * (y_hi / anchor[1]) ** (1 / expo))
                 _reference(ax, *anchor, np.array([anchor[0], max(x_end, anchor[0] * 1.001)]),
-                           lambda v: v ** expo, f"r^(2.5 l) = r^{expo:g} (variant's sufficient "
-                           "width, r part)", ":")
+                           lambda v: v ** expo, f"$r^{{2.5l}} = r^{{{expo:g}}}$: variant's "
+                           "sufficient width, r part", "-.")
         _log_x(ax, xs)
         _log_y_counts(ax, y_lo, y_hi)
         ax.grid(True, color="0.92", lw=0.6)
-        ax.set_xlabel("dimension d" if x == "dim" else "rank r")
-        ax.set_ylabel("critical width m_c")
-        ax.set_title(f"vs {'d' if x == 'dim' else 'r'} (l={order}, "
-                     f"{fixed[0]}={value}, {kind} components)")
+        ax.set_xlabel("dimension $d$" if x == "dim" else "rank $r$")
+        ax.set_ylabel("critical width $m_c$")
+        ax.set_title(f"vs {'d' if x == 'dim' else 'r'} at l={order}, {fixed[0]}={value}")
+    profile = {None: "", "equal": ", equal weights $c_j = 1$",
+               "geometric": ", geometric weights $c_j = 2^{-j}$"}.get(weights,
+                                                                     f", weights {weights}")
+    fig.suptitle(f"Critical width: {kind} components{profile}")
     handles: dict = {}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(lab, h)
-    _legend_below(fig, list(handles.values()), list(handles))
+    # the measured series first (in algorithm order), then the references, then the notes
+    rank = {lab: (2 if "above the search range" in lab else 0 if any(
+        lab.startswith(f"{a}: ") for a in algorithms) else 1) for lab in handles}
+    labels = sorted(handles, key=lambda lab: rank[lab])
+    fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncols=2,
+               frameon=False)
     return fig
 
 
 def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
-                       formats: str | Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
-    """:func:`phase_figure` of each component kind in ``crit``, as
-    ``out_dir/phase_diagram_<kind>.<fmt>``; returns the paths written."""
+                       formats: str | Sequence[str] = ("png",), dpi: int = DPI,
+                       search_top: float | None = None) -> list[Path]:
+    """:func:`phase_figure` of each component kind and weight profile in ``crit``, as
+    ``out_dir/phase_diagram_<kind>.<fmt>`` (equal weights, or the table's only profile) and
+    ``out_dir/phase_diagram_<kind>_<weights>.<fmt>`` (every other profile; ``/`` in an explicit
+    profile written ``-``; ``search_top`` as in :func:`phase_figure`); returns the paths
+    written."""
     out_dir = Path(out_dir)
+    found = (sorted(set(crit["weights"].dropna().astype(str)))
+             if "weights" in crit.columns else [])
     paths = []
     for kind in sorted(set(crit["kind"])):
-        fig = phase_figure(crit, kind)
-        with matplotlib.rc_context(STYLE):
-            for fmt in _formats(formats):
-                path = out_dir / f"phase_diagram_{kind}.{fmt}"
-                fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
-                paths.append(path)
+        for weights in found or [None]:
+            if weights is not None and not ((crit["kind"] == kind)
+                                            & (crit["weights"].astype(str) == weights)).any():
+                continue
+            fig = phase_figure(crit, kind, weights, search_top)
+            plain = weights is None or weights == "equal" or len(found) == 1
+            stem = f"phase_diagram_{kind}" + ("" if plain else "_" + weights.replace("/", "-"))
+            with matplotlib.rc_context(STYLE):
+                for fmt in _formats(formats):
+                    path = out_dir / f"{stem}.{fmt}"
+                    fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
+                    paths.append(path)
     return paths

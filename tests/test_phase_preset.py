@@ -35,11 +35,14 @@ def test_csvs_have_exactly_the_contract_columns(quick_run):
     assert list(crit.columns) == CRIT == list(phase.CRITICAL_WIDTH_COLUMNS)
     assert list(expo.columns) == EXPO == list(phase.EXPONENT_COLUMNS)
     quick = cfg.quick(cfg.preset("phase-diagram"))
-    cells = {(k, 3, d, quick.phase.rank) for k in quick.phase.kinds for d in quick.target.dims}
-    cells |= {(k, 3, quick.phase.dim, r) for k in quick.phase.kinds for r in quick.target.ranks}
+    assert quick.phase.weights == ("equal", "geometric")
+    kw = [(k, w) for k in quick.phase.kinds for w in quick.phase.weights]
+    cells = {(k, w, 3, d, quick.phase.rank) for k, w in kw for d in quick.target.dims}
+    cells |= {(k, w, 3, quick.phase.dim, r) for k, w in kw for r in quick.target.ranks}
     for name in ("lazy", "gd", "variant"):
         got = crit[crit["algorithm"] == name]
-        assert set(zip(got["kind"], got["order"], got["dim"], got["rank"])) == cells
+        assert set(zip(got["kind"], got["weights"], got["order"], got["dim"],
+                       got["rank"])) == cells
     assert set(expo["variable"]) == {"dim", "rank"}
     assert set(expo["algorithm"]) == {"lazy", "gd", "variant"}
 
@@ -73,7 +76,7 @@ def test_searched_critical_widths_match_the_probed_runs(quick_run):
     crit = pd.read_csv(quick_run / "critical_widths.csv")
     rows = pd.read_csv(quick_run / "results.csv")
     searched = crit[crit["algorithm"] != "lazy"]
-    keys = ["algorithm", "order", "dim", "rank", "kind"]
+    keys = ["algorithm", "order", "dim", "rank", "kind", "weights"]
     for row in searched.itertuples():
         cell = rows.loc[(rows[keys] == [getattr(row, k) for k in keys]).all(axis=1)]
         rate = cell.groupby("width")["success"].mean().sort_index()
@@ -94,19 +97,43 @@ def test_searched_critical_widths_match_the_probed_runs(quick_run):
     assert (found["critical_width"] < found["dim"].map(lazy_m_star)).all()
 
 
+def test_unequal_weights_are_their_own_cells(quick_run):
+    """At r = 1 the geometric profile is the single weight 2^0 = 1: the same problem as equal
+    weights, searched once, so the same outcome at every probed width; at r = 2 the targets
+    differ (weights 1, 1/2) and the runs are their own."""
+    rows = pd.read_csv(quick_run / "results.csv")
+    keys = ["algorithm", "kind", "dim", "rank", "seed", "width"]
+    searched = rows[rows["algorithm"] != "lazy"]
+    eq = searched[searched["weights"] == "equal"].set_index(keys)["success"].sort_index()
+    geo = searched[searched["weights"] == "geometric"].set_index(keys)["success"].sort_index()
+    assert len(geo) > 0
+    r1 = eq.index.get_level_values("rank") == 1
+    assert r1.any()
+    pd.testing.assert_series_equal(eq[r1], geo[geo.index.get_level_values("rank") == 1])
+    # r = 2: weights (1, 1/2) are another problem, searched on its own (not copied from equal)
+    both = pd.concat([eq[~r1].rename("eq"), geo.rename("geo")], axis=1, join="inner")
+    assert len(both) and (both["eq"] != both["geo"]).any()
+    from jaxtd import experiment
+    quick = cfg.quick(cfg.preset("phase-diagram"))
+    cell = next(c for c in experiment.phase_cells(quick) if c[1] == "geometric" and c[4] == 2)
+    np.testing.assert_allclose(np.asarray(experiment._phase_target(quick, cell).weights),
+                               [1.0, 0.5])
+
+
 def test_figures_are_written_page_wide(quick_run):
     import matplotlib.image as mpimg
     for kind in ("orthonormal", "random"):
-        png = quick_run / f"phase_diagram_{kind}.png"
-        assert png.is_file()
-        assert mpimg.imread(png).shape[1] == 7 * 300  # 7 in at 300 dpi
+        for stem in (f"phase_diagram_{kind}", f"phase_diagram_{kind}_geometric"):
+            png = quick_run / f"{stem}.png"
+            assert png.is_file()
+            assert mpimg.imread(png).shape[1] == 7 * 300  # 7 in at 300 dpi
 
 
 def test_dry_run_and_config(capsys, tmp_path):
     assert cli.main(["run", "--preset", "phase-diagram", "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "24 cells" in text and "d=64: 715" in text and "coarse widths [1, 2, 4, 8, 16, 32, 64]" \
-        in text
+    assert "28 cells" in text and "weights equal, geometric" in text and "d=64: 715" in text \
+        and "coarse widths [1, 4, 16, 64]" in text
     full = cfg.preset("phase-diagram")
     assert full.sweep.seeds >= 16 and max(full.target.dims) == 64 and full.target.ranks[-1] == 8
     quick = cfg.quick(full)
@@ -116,7 +143,66 @@ def test_dry_run_and_config(capsys, tmp_path):
         cfg.parse({**raw, "plot": "width"})
     with pytest.raises(cfg.ConfigError, match=r"\[phase\] kinds"):
         cfg.parse({**raw, "phase": {**raw["phase"], "kinds": ["orthogonal-ish"]}})
+    for bad in (["equal", "equal"], ["decaying"], "geometric", [[1.0, 0.5]]):
+        with pytest.raises(cfg.ConfigError, match=r"\[phase\] weights"):
+            cfg.parse({**raw, "phase": {**raw["phase"], "weights": bad}})
+    one = cfg.parse({**raw, "phase": {k: v for k, v in raw["phase"].items() if k != "weights"}})
+    assert one.phase.weights is None
+    from jaxtd import experiment
+    assert {c[1] for c in experiment.phase_cells(one)} == {"equal"}  # [target] weights
     with pytest.raises(cfg.ConfigError, match=r"\[phase\] dim"):
         cfg.parse({**raw, "phase": {k: v for k, v in raw["phase"].items() if k != "dim"}})
     with pytest.raises(cfg.ConfigError, match=r"\[phase\] dim.*rank 8"):
         cfg.parse({**raw, "phase": {**raw["phase"], "dim": 4}})
+
+
+def test_phase_progress_bar_counts_finished_cells():
+    """The progress display of a phase run: a real tqdm bar advances by one per finished
+    (algorithm, cell), names the cell being searched, and counts the last one only when the
+    run finished; without a bar each cell is one [jaxtd] line."""
+    import io
+
+    from tqdm import tqdm
+    cells = [("orthonormal", "equal", 3, 8, 2), ("random", "geometric", 3, 16, 1)]
+    stream = io.StringIO()
+    bar = tqdm(total=4, file=stream, disable=False)
+    progress = cli._PhaseProgress(bar)
+    progress("gd", cells[0])
+    assert bar.n == 0 and "gd: orthonormal, equal weights, l=3 d=8 r=2" in stream.getvalue()
+    progress("gd", cells[1])
+    progress("variant", cells[0])
+    assert bar.n == 2 and "random, geometric weights, l=3 d=16 r=1" in stream.getvalue()
+    progress.close(finished=False)  # interrupted during the third search
+    assert bar.n == 2
+    done = cli._PhaseProgress(tqdm(total=1, file=io.StringIO(), disable=False))
+    done("lazy", cells[0])
+    done.close()
+    assert done.bar.n == 1
+
+
+def test_phase_progress_without_a_terminal_logs_each_cell(capsys):
+    from tqdm import tqdm
+    progress = cli._PhaseProgress(tqdm(total=2, disable=True))
+    progress("variant", ("random", (1.0, 0.5), 3, 16, 2))
+    progress.close()
+    assert "[jaxtd] variant: random, explicit weights, l=3 d=16 r=2" in capsys.readouterr().err
+
+
+def test_phase_figure_draws_one_weight_profile(quick_run):
+    """Each figure draws the critical widths of its own kind and weight profile (the points
+    are those of critical_widths.csv); an unknown profile is refused naming those present."""
+    from jaxtd import plots
+    crit = pd.read_csv(quick_run / "critical_widths.csv")
+    for weights in ("equal", "geometric"):
+        fig = plots.phase_figure(crit, "orthonormal", weights)
+        assert weights in fig._suptitle.get_text()
+        left = fig.axes[0]
+        (gd,) = [c for c in left.containers if c.get_label().startswith("gd: ")]
+        cells = crit[(crit["algorithm"] == "gd") & (crit["kind"] == "orthonormal")
+                     & (crit["weights"] == weights) & (crit["rank"] == 2)].sort_values("dim")
+        finite = cells["critical_width"].notna().to_numpy()
+        np.testing.assert_allclose(gd.lines[0].get_ydata(),
+                                   cells["critical_width"].to_numpy()[finite])
+    assert "equal" in plots.phase_figure(crit, "random")._suptitle.get_text()
+    with pytest.raises(ValueError, match=r"weights 'decaying'.*geometric"):
+        plots.phase_figure(crit, "random", "decaying")
