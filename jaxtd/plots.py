@@ -1509,16 +1509,20 @@ def sample_risk_curves(df: pd.DataFrame) -> pd.DataFrame:
 def samples_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
     """Relative test risk (top) and success rate (bottom) against the number of samples ``n``.
 
-    One column per order ``l``; one series per regime (colour and marker) and dim (line style):
-    the median over seeds with the interquartile range as a band (risk) or the 95% Wilson
-    interval (success rate). A dotted vertical line per dim marks ``C(d+l-1, l)``, the
-    dimension of the degree-``l`` functions the kernel regimes (RF, NT) fit; the dashed
-    horizontal line is the success threshold on the risk, ``success_threshold ** 2``.
+    One column per order ``l``; one colour and marker per regime, one line style per dim of
+    that order (solid and filled: the smallest; dashed and open: the next): the median over
+    seeds with the interquartile range as a band (risk), or the success rate with its 95%
+    Wilson interval as error bars. A vertical line per dim, in that dim's line style and named
+    on the top edge, marks ``C(d+l-1, l)``, the dimension of the degree-``l`` functions the
+    kernel regimes (RF, NT) fit; the dashed horizontal line is the success threshold on the
+    risk, ``success_threshold ** 2``.
     """
+    from matplotlib.lines import Line2D
+
     from jaxtd._sizes import sym_dim
     table = sample_risk_curves(df)
     orders = sorted(table["order"].unique())
-    fig = Figure(figsize=(PAGE_WIDTH, 4.9), layout="constrained")
+    fig = Figure(figsize=(PAGE_WIDTH, 5.2), layout="constrained")
     axes = fig.subplots(2, len(orders), squeeze=False, sharex="col")
     regimes = sorted(table["regime"].unique(),
                      key=lambda g: (_REGIME_ORDER.index(g) if g in _REGIME_ORDER else 9, g))
@@ -1526,63 +1530,75 @@ def samples_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
     finite = finite[np.isfinite(finite) & (finite > 0)]
     y_lo = max(float(finite.min()) / 3 if finite.size else 1e-8, 1e-16)
     y_hi = max(float(finite.max()) * 3 if finite.size else 10.0, 3.0)
+    handles, labels = [], []
     for col, order in enumerate(orders):
         part = table[table["order"] == order]
         dims = sorted(part["dim"].unique())
         top, bottom = axes[0, col], axes[1, col]
-        for j, dim in enumerate(dims):
-            size = sym_dim(int(dim), int(order))
+        sizes = [sym_dim(int(d), int(order)) for d in dims]
+        for j, size in enumerate(sizes):
             for ax in (top, bottom):
-                ax.axvline(size, color="0.45", ls=_DIM_LINES[j % len(_DIM_LINES)], lw=0.9,
+                ax.axvline(size, color="0.35", ls=_DIM_LINES[j % len(_DIM_LINES)], lw=0.9,
                            zorder=0)
-            top.annotate(f"C({dim + order - 1},{order}) = {size}", xy=(size, 1.0),
-                         xycoords=("data", "axes fraction"), xytext=(2, -2),
-                         textcoords="offset points", rotation=90, ha="left", va="top",
-                         fontsize=7, color="0.3")
         for k, regime in enumerate(regimes):
             colour, marker = _REGIME_STYLES.get(regime, PALETTE[k % len(PALETTE)])
             for j, dim in enumerate(dims):
                 s = part[(part["regime"] == regime) & (part["dim"] == dim)].sort_values("n")
                 if s.empty:
                     continue
-                x = s["n"].to_numpy(np.float64) * _dodge(k, len(regimes), 0.03)
+                x = s["n"].to_numpy(np.float64) * _dodge(k, len(regimes), 0.04)
                 ls = _DIM_LINES[j % len(_DIM_LINES)]
-                name = str(s["algorithm"].iloc[0])
-                label = f"{name.upper() if name == regime else name}, d={dim}"
                 fill = colour if j == 0 else "white"
-                med = np.clip(s["median_risk"].to_numpy(np.float64), y_lo, y_hi)
                 top.fill_between(x, np.clip(s["q25_risk"], y_lo, y_hi),
                                  np.clip(s["q75_risk"], y_lo, y_hi), color=colour,
-                                 alpha=0.15, lw=0)
-                top.plot(x, med, color=colour, marker=marker, ls=ls, mfc=fill, label=label)
-                bottom.fill_between(x, s["success_low"], s["success_high"], color=colour,
-                                    alpha=0.12, lw=0)
-                bottom.plot(x, s["success_rate"], color=colour, marker=marker, ls=ls, mfc=fill)
-        top.axhline(success_threshold ** 2, color="0.25", ls=(0, (5, 3)), lw=0.9, zorder=1)
-        top.annotate(f"success: risk ≤ {success_threshold ** 2:.0e}",
-                     xy=(0.0, success_threshold ** 2), xycoords=("axes fraction", "data"),
-                     xytext=(3, 2), textcoords="offset points", fontsize=7, color="0.25",
-                     va="bottom")
-        ns = part["n"].unique()
-        _log_x(bottom, ns, extra=[sym_dim(int(d), int(order)) for d in dims])
+                                 alpha=0.13, lw=0)
+                top.plot(x, np.clip(s["median_risk"].to_numpy(np.float64), y_lo, y_hi),
+                         color=colour, marker=marker, ls=ls, mfc=fill)
+                rate = s["success_rate"].to_numpy(np.float64)
+                bottom.errorbar(x, rate, yerr=[rate - s["success_low"], s["success_high"] - rate],
+                                color=colour, marker=marker, ls=ls, mfc=fill, lw=1.0,
+                                elinewidth=0.6, capsize=1.5, ecolor=(*matplotlib.colors.to_rgb(
+                                    colour), 0.35))
+            name = str(part.loc[part["regime"] == regime, "algorithm"].iloc[0]) if (
+                part["regime"] == regime).any() else regime
+            label = regime.upper() if name == regime else f"{name} ({regime})"
+            if label not in labels:
+                handles.append(Line2D([], [], color=colour, marker=marker, ls="-"))
+                labels.append(label)
+        threshold = success_threshold ** 2
+        top.axhline(threshold, color="0.2", ls=(0, (5, 3)), lw=0.9, zorder=1)
+        _log_x(bottom, part["n"].unique(), extra=sizes)
+        names = top.secondary_xaxis("top")  # the lines' names outside the data area
+        text = {size: f"C({d + order - 1},{order})={size}" for d, size in zip(dims, sizes)}
+        names.xaxis.set_major_locator(FixedLocator(sizes))
+        names.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, pos, text=text: text.get(int(round(v)), "")))
+        names.xaxis.set_minor_locator(NullLocator())
+        names.tick_params(labelsize=7, length=3, pad=1, colors="0.3")
         top.set_yscale("log")
         top.set_ylim(y_lo, y_hi)
+        top.yaxis.set_major_locator(FixedLocator(
+            [10.0 ** e for e in range(math.ceil(math.log10(y_lo)), math.floor(
+                math.log10(y_hi)) + 1, 2)]))
         top.yaxis.set_major_formatter(FuncFormatter(_decade_label))
         top.yaxis.set_minor_locator(NullLocator())
-        ranks = sorted(part["rank"].unique())
-        widths = sorted(part["width"].unique())
-        seeds = sorted(part["seeds"].unique())
-        top.set_title(f"l = {order}: teacher rank {'/'.join(map(str, ranks))}, width m = "
-                      f"{'/'.join(map(str, widths))}, {_seed_text(seeds)}")
-        top.set_ylabel("relative test risk (median, IQR)")
+        styles = ", ".join(f"d = {d} {('solid', 'dashed', 'dotted', 'dash-dot')[j % 4]}"
+                           for j, d in enumerate(dims))
+        top.set_title(f"l = {order}: {styles}")
+        top.set_ylabel("test risk / teacher's (median, IQR)")
         bottom.set_ylabel("success rate (95% CI)")
         bottom.set_ylim(-0.04, 1.04)
         bottom.set_xlabel("number of samples n")
         for ax in (top, bottom):
             ax.grid(True, color="0.92", lw=0.6)
-    handles: dict = {}
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    _legend_below(fig, list(handles.values()), list(handles))
+    handles += [Line2D([], [], color="0.35", ls=_DIM_LINES[0], marker="o", mfc="0.35"),
+                Line2D([], [], color="0.35", ls=_DIM_LINES[1], marker="o", mfc="white"),
+                Line2D([], [], color="0.2", ls=(0, (5, 3)), lw=0.9)]
+    labels += ["smaller d (solid)", "larger d (dashed)",
+               f"success: risk ≤ {success_threshold ** 2:g}"]
+    ranks = "/".join(map(str, sorted(table["rank"].unique())))
+    widths = "/".join(map(str, sorted(table["width"].unique())))
+    fig.suptitle(f"rank-{ranks} teacher, width m = {widths}, "
+                 f"{_seed_text(table['seeds'].unique())}; vertical lines: C(d+l−1, l)")
+    _legend_below(fig, handles, labels)
     return fig

@@ -164,6 +164,8 @@ def test_samples_figure_has_one_column_per_order_and_the_kernel_dimension_lines(
     vertical = sorted({line.get_xdata()[0] for line in top.get_lines()
                        if len(set(line.get_xdata())) == 1})
     assert vertical == [math.comb(5, 2), math.comb(9, 2)]
-    labels = fig.legends[0].get_texts()
-    assert {t.get_text() for t in labels} == {f"{g}, d={d}" for g in ("RF", "NN")
-                                              for d in (4, 8)}
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["RF", "NN", "smaller d (solid)", "larger d (dashed)",
+                      "success: risk ≤ 0.0001"]
+    assert [ax.get_title() for ax in axes[:2]] == ["l = 2: d = 4 solid, d = 8 dashed",
+                                                   "l = 3: d = 4 solid, d = 8 dashed"]
