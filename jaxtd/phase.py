@@ -344,7 +344,10 @@ def critical_sample_counts(rows: pd.DataFrame, *, method: str = "bootstrap",
     Args:
       rows: a results table with the columns ``algorithm, order, dim, rank, width, seed,
         active_samples, success``; each cell must have every seed at every ``n``.
-      method, level, rate, n_boot: as in :func:`critical_width`.
+      method: ``"bootstrap"`` or ``"binomial"`` (see :func:`critical_width`).
+      level: coverage of the interval.
+      rate: the success rate an ``n`` must reach.
+      n_boot: bootstrap resamples per cell.
       seed: seed of the numpy ``Generator`` feeding the cells in sorted order.
 
     Returns:
