@@ -119,21 +119,33 @@ def _transitions(results, config: cfg.Config):
     return transition.locate(df, config.sweep.success_threshold)
 
 
+def _sample_counts(results, config: cfg.Config):
+    """The sample count from which each regime succeeds (:func:`jaxtd.phase.critical_sample_counts`)
+    when the config draws the samples figure and sweeps ``samples``; else ``None``."""
+    from jaxtd import phase
+    df = results.to_pandas()
+    if config.plot != "samples" or "active_samples" not in df.columns:
+        return None
+    return phase.critical_sample_counts(df[df["active_samples"].notna()])
+
+
 def write_outputs(results, config: cfg.Config, out_dir: Path, formats=("png",),
                   dpi: int | None = None) -> list[Path]:
     """Save results (CSV, JSON, npz), the resolved config and the figures (in each of
     ``formats``, PNG at ``dpi``: :func:`jaxtd.plots.save_figures`); return the paths.
-    The init-scale plot also writes ``transition.csv`` (the located transition per width)."""
+    The init-scale plot also writes ``transition.csv`` (the located transition per width), the
+    samples plot ``sample_counts.csv`` (the critical sample count per regime and size)."""
     results.save(str(out_dir))
     _write_config(config, out_dir)
     figs = _figures_or_note(results, config, out_dir, formats, dpi)
     names = ["config.toml", "results.csv", "results.json", "histories.npz"]
-    table = _transitions(results, config)
-    if table is not None:
-        from jaxtd.results import atomic_write
-        with atomic_write(str(out_dir / "transition.csv"), "w") as f:
-            table.to_csv(f, index=False)
-        names.append("transition.csv")
+    from jaxtd.results import atomic_write
+    for name, table in (("transition.csv", _transitions(results, config)),
+                        ("sample_counts.csv", _sample_counts(results, config))):
+        if table is not None:
+            with atomic_write(str(out_dir / name), "w") as f:
+                table.to_csv(f, index=False)
+            names.append(name)
     return [out_dir / n for n in names] + figs
 
 
@@ -159,6 +171,11 @@ def _print_table(results, config: cfg.Config) -> None:
               "init_scale) peaks (NaN: the median error does not cross the success threshold; "
               "at_edge: at the grid's end)")
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    counts = _sample_counts(results, config)
+    if counts is not None:
+        print("\nsample count from which each regime succeeds (success rate >= 0.5 at every "
+              "larger n; bootstrap 95% CI; NaN: not within the grid) vs C(d+l-1, l):")
+        print(counts.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 
 # -- commands -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ A config file has these tables (unknown keys anywhere are errors)::
 
     name = "headline"                    # optional: a label, the plot kind and a one-line blurb
     description = "lazy vs beyond-lazy"
-    plot = "width"                       # width | lazy-threshold | beyond-lazy | width-vs-rank | deflation | init-scale | phase-diagram
+    plot = "width"                       # width | lazy-threshold | beyond-lazy | width-vs-rank | deflation | init-scale | phase-diagram | samples
 
     [target]                             # required
     order = 3                            # int >= 2, or a list to sweep problem sizes
@@ -15,7 +15,7 @@ A config file has these tables (unknown keys anywhere are errors)::
     seed = 0                             # optional: key of the ground truth
 
     [sweep]                              # required
-    algorithms = ["lazy", "gd", "variant"]   # built in: lazy, gd, variant, deflation; or your own
+    algorithms = ["lazy", "gd", "variant"]   # built in: lazy, gd, variant, deflation, network; or your own
     widths = [3, 6, 12, 24, 48, 96, 128] # or per size: { below = 2, above = 1 } around the lazy m*
     seeds = 8
     steps = 3000
@@ -30,6 +30,10 @@ A config file has these tables (unknown keys anywhere are errors)::
     optimizer = "adam"                   # any optax optimizer by name ...
     optimizer_args = { b1 = 0.8 }        # ... with its keyword arguments
 
+    [network]                            # the two-layer network on samples of the target
+    regime = "nt"                        # nn | nt | rf (jaxtd.algorithms.network)
+    samples = [32, 64, 128]              # data set sizes n: a list is one vmapped axis
+
     [mine]                               # an algorithm of yours, listed in [sweep] algorithms
     factory = "mypackage.module:build"   # returns a jaxtd Algorithm; other keys are its kwargs
     learning_rate = 0.1
@@ -39,12 +43,18 @@ A config file has these tables (unknown keys anywhere are errors)::
     csv = false                          # log/<sub-sweep>.csv
     tensorboard = false                  # log/tensorboard/<sub-sweep>/ (pip install tensorboardX)
 
-The tables ``[gd]``, ``[variant]``, ``[deflation]`` and ``[lazy]`` take the arguments of
-:func:`jaxtd.algorithms.gd`, ``variant``, ``deflation`` and ``lazy_gd``: names, defaults and
+The tables ``[gd]``, ``[variant]``, ``[deflation]``, ``[lazy]`` and ``[network]`` take the
+arguments of :func:`jaxtd.algorithms.gd`, ``variant``, ``deflation``, ``lazy_gd`` and ``network``:
+names, defaults and
 ranges come from the schema declared next to each constructor (``SCHEMA``, see
 :mod:`jaxtd.schema`); ``jaxtd params`` lists them. ``[lazy]`` adds ``train`` (false: only the exact
 best lazy residual, no lazy GD), ``seeds`` (run lazy on the first seeds only; 0 = all) and
-``method`` (the solver of the exact best residual: auto | dense | iterative).
+``method`` (the solver of the exact best residual: auto | dense | iterative). ``[network]
+samples`` given as a list sweeps the data set size like widths: the algorithm is built with the
+largest ``n`` and each listed ``n`` masks its data set to the first ``n`` samples (hparam
+``active_samples``, one vmapped axis; the cell equals the run with ``samples = n`` alone). A
+table ``factory = "jaxtd.algorithms:network"`` takes the same keys, so a config can run several
+regimes side by side (the ``samples`` preset).
 
 Validation happens here, in plain Python, before anything is traced; every failure is a
 :class:`ConfigError` whose message is one line naming the key and the fix.
@@ -80,13 +90,14 @@ __all__ = ["ConfigError", "Target", "Sweep", "Config", "ALGORITHMS", "TARGET_KIN
            "Log", "LOG_SCHEMA", "Phase", "PHASE_SCHEMA"]
 
 # table name -> module of the constructor (jaxtd.algorithms.<module>.<module>)
-_BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation"}
+_BUILTIN = {"lazy": "lazy_gd", "gd": "gd", "variant": "variant", "deflation": "deflation",
+            "network": "network"}
 ALGORITHMS = tuple(_BUILTIN)
 TARGET_KINDS = ("orthonormal", "basis", "random")
 _KIND_ALIASES = {"orthogonal": "orthonormal"}  # deprecated spelling, still read
 WEIGHTS = ("equal", "geometric")
 PLOTS = ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation", "init-scale",
-         "phase-diagram")
+         "phase-diagram", "samples")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 # [lazy] keys of the experiment, not of lazy_gd: the exact best residual costs O((m d)^3) per
@@ -522,8 +533,9 @@ def _check_builds(name: str, table: Mapping[str, Any], target: "Target") -> None
     if is_builtin(name):
         return
     lists = {k: v for k, v in table.items() if isinstance(v, tuple)}
+    hparam_of = {p.name: p.hparam for p in table_schema(name, table) if p.hparam}
     for key, values in lists.items():
-        if key not in algorithm.hparams:
+        if hparam_of.get(key, key) not in algorithm.hparams:
             known = ", ".join(sorted(algorithm.hparams)) or "none"
             raise ConfigError(f"[{name}] {key}", f"a list sweeps a hyper-parameter, and the "
                               f"algorithm of {table['factory']} has none named {key!r} (its "
@@ -605,6 +617,13 @@ def check_user_algorithm(name: str, spec: str, algorithm, order: int, dim: int,
         fail(f"tracing its init/step failed with {_first_line(err)}", err)
 
 
+def _defaults(name: str) -> dict[str, Any]:
+    """The values of built-in table ``[name]`` left empty. Such a table is not built unless it
+    runs: ``[network]``'s defaults (online SGD with no batch size) build nothing, and an unused
+    default table has nothing to check."""
+    return schema.check_table(name, schema_of(name), {}, _RENAMED.get(name))
+
+
 def constructor_values(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
     """Table ``[name]`` without the keys that are not constructor arguments (a user table's
     ``factory``, the lazy extras ``train``, ``seeds``, ``method``)."""
@@ -619,8 +638,8 @@ def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
     :class:`ConfigError` naming the table (and the key, when its message starts with one);
     ``at`` (e.g. ``"momentum = 0.9"``) says which value of a list was being built."""
     from jaxtd.algorithms import Algorithm
-    values = constructor_values(name, table)
     builtin = is_builtin(name)
+    values = schema.largest_of_lists(table_schema(name, table), constructor_values(name, table))
     fn = constructor_of(name) if builtin else user_factory(name, table["factory"])
     named = builtin or any(fn is constructor_of(n) for n in _BUILTIN)
     what = name if builtin else table["factory"]
@@ -681,7 +700,8 @@ def parse(raw: Mapping[str, Any]) -> Config:
     for table in user:
         params[table] = _user_table(table, raw.get(table))
     for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):
-        _check_builds(table, params[table], target)
+        if table in sweep.algorithms or params[table] != _defaults(table):
+            _check_builds(table, params[table], target)
     if (plot == "phase-diagram") != ("phase" in raw):
         raise ConfigError("[phase]", "goes with plot = \"phase-diagram\" and only with it",
                           "add both (see the phase-diagram preset) or neither")
@@ -796,7 +816,8 @@ def set_keys(assignments) -> frozenset[str]:
 
 def quick(config: Config, keep=frozenset()) -> Config:
     """A smoke-test version of ``config``: 2 seeds, at most 300 steps, 2 widths (the smallest and
-    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size.
+    the middle one, so no cubic-cost lazy solve at the largest), at most 2 values of each size
+    (the samples plot: the smallest dim of each order).
 
     ``keep``: ``section.key`` names left as they are (:func:`set_keys` of the ``--set``
     assignments: an explicit value wins over ``--quick``, which wins over the file)."""
@@ -828,12 +849,14 @@ def quick(config: Config, keep=frozenset()) -> Config:
         chunk_size=pick("sweep.chunk_size", None, s.chunk_size))
     orders = pick("target.order", ends(t.orders, 2), t.orders)
     # dims per order: the two smallest of each (the largest are what make such a run long)
+    # the samples plot compiles one program per size and regime: one dim per order
+    keep_dims = 1 if config.plot == "samples" else 2
     if "target.dim" in keep:
         by_order = tuple((o, ds) for o, ds in t.dims_per_order if o in orders)
         dims = t.dims
     else:
-        by_order = tuple((o, ds[:2]) for o, ds in t.dims_per_order if o in orders)
-        dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, 2)
+        by_order = tuple((o, ds[:keep_dims]) for o, ds in t.dims_per_order if o in orders)
+        dims = tuple(sorted({d for _, ds in by_order for d in ds})) if by_order else ends(t.dims, keep_dims)
     target = dataclasses.replace(t, orders=orders, dims=dims,
                                  ranks=pick("target.rank", ends(t.ranks, 2), t.ranks),
                                  dims_per_order=by_order)

@@ -21,6 +21,9 @@ array ``success`` of shape ``(n_seeds, n_widths)`` over sorted distinct ``widths
   bootstrap interval from refitting the cells' bootstrap draws.
 - :func:`critical_widths` and :func:`exponents` turn a sweep's results table into the rows of
   ``critical_widths.csv`` and ``exponents.csv``.
+- :func:`critical_sample_counts`: the same definition and interval along the sample-count axis
+  of :func:`jaxtd.algorithms.network` (hparam ``active_samples`` in place of the width): the
+  rows of ``sample_counts.csv``, beside ``dim Sym^l(R^d) = C(d+l-1, l)``.
 - :func:`search_critical_width` finds a critical width adaptively (a geometric coarse grid, then
   bisection in batches between the last failing and the first succeeding probed width), calling a
   user ``evaluate(widths) -> success table`` (e.g. :func:`sweep_evaluator`, one
@@ -46,6 +49,7 @@ from jaxtd.results import critical_width_of
 __all__ = ["CELL_COLUMNS", "CRITICAL_WIDTH_COLUMNS", "EXPONENT_COLUMNS", "CriticalWidth",
            "Exponent", "Search", "clopper_pearson", "bootstrap_critical_widths",
            "critical_width", "success_table", "critical_widths", "fit_exponent", "exponents",
+           "SAMPLE_COUNT_COLUMNS", "critical_sample_counts",
            "coarse_widths", "search_critical_width", "sweep_evaluator", "explicit_loss",
            "cheaper_representation"]
 
@@ -56,6 +60,10 @@ CRITICAL_WIDTH_COLUMNS = CELL_COLUMNS + ("critical_width", "ci_low", "ci_high", 
 #: the columns of ``exponents.csv``, in order
 EXPONENT_COLUMNS = ("algorithm", "order", "variable", "exponent", "ci_low", "ci_high",
                     "fitted_range")
+
+#: the columns of ``sample_counts.csv`` (:func:`critical_sample_counts`), in order
+SAMPLE_COUNT_COLUMNS = ("algorithm", "order", "dim", "rank", "width", "critical_samples",
+                        "ci_low", "ci_high", "seeds", "sym_dim", "ratio")
 
 INTERVAL_METHODS = ("bootstrap", "binomial")
 
@@ -320,6 +328,51 @@ def critical_widths(rows: pd.DataFrame, *, method: str = "bootstrap", level: flo
     return pd.DataFrame([dict(key, critical_width=cw.critical_width, ci_low=cw.ci_low,
                               ci_high=cw.ci_high, seeds=cw.seeds) for key, cw in cells],
                         columns=list(CRITICAL_WIDTH_COLUMNS))
+
+
+def critical_sample_counts(rows: pd.DataFrame, *, method: str = "bootstrap",
+                           level: float = 0.95, rate: float = 0.5, n_boot: int = 1000,
+                           seed: int = 0) -> pd.DataFrame:
+    """The rows of ``sample_counts.csv``: the sample count from which each regime succeeds.
+
+    The critical width's definition and interval (:func:`critical_width`) along the sample
+    axis: per (algorithm, order, dim, rank, width) the success table over the sample counts
+    ``n`` (column ``active_samples``, swept by ``[network] samples = [...]``) and seeds gives
+    the smallest ``n`` from which every larger ``n`` of the grid has success rate ``>= rate``
+    (NaN: the largest ``n`` fails), with its interval (``ci_high = inf``: open above the grid).
+
+    Args:
+      rows: a results table with the columns ``algorithm, order, dim, rank, width, seed,
+        active_samples, success``; each cell must have every seed at every ``n``.
+      method: ``"bootstrap"`` or ``"binomial"`` (see :func:`critical_width`).
+      level: coverage of the interval.
+      rate: the success rate an ``n`` must reach.
+      n_boot: bootstrap resamples per cell.
+      seed: seed of the numpy ``Generator`` feeding the cells in sorted order.
+
+    Returns:
+      DataFrame with exactly the columns :data:`SAMPLE_COUNT_COLUMNS`; ``sym_dim`` is
+      ``C(d+l-1, l)`` (the dimension of the degree-``l`` Hermite functions the kernel regimes
+      fit, :func:`jaxtd.lazy.predicted_critical_width`'s numerator) and ``ratio`` is
+      ``critical_samples / sym_dim``.
+    """
+    from jaxtd._sizes import sym_dim
+    keys = ["algorithm", "order", "dim", "rank", "width"]
+    _require(rows, keys + ["seed", "active_samples", "success"])
+    rng = np.random.default_rng(seed)
+    out = []
+    for key, part in rows.groupby(keys, sort=True):
+        # the sample count plays the width's part in the success table
+        table = part.drop(columns="width").rename(columns={"active_samples": "width"})
+        counts, _, success = success_table(table[["seed", "width", "success"]])
+        cw = critical_width(counts, success, method=method, level=level, rate=rate,
+                            n_boot=n_boot, rng=rng)
+        cell = dict(zip(keys, key))
+        size = sym_dim(int(cell["dim"]), int(cell["order"]))
+        out.append(dict(cell, critical_samples=cw.critical_width, ci_low=cw.ci_low,
+                        ci_high=cw.ci_high, seeds=cw.seeds, sym_dim=size,
+                        ratio=cw.critical_width / size))
+    return pd.DataFrame(out, columns=list(SAMPLE_COUNT_COLUMNS))
 
 
 class Exponent(NamedTuple):

@@ -65,7 +65,7 @@ __all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "STYLE", "curves"
            "swept_hyperparameters", "width_figure", "method_figure", "critical_figure",
            "deflation_figure", "init_scale_figure", "threshold_table", "local_slopes",
            "threshold_figure", "format_threshold", "format_table", "save_figures",
-           "phase_figure", "save_phase_figures"]
+           "phase_figure", "save_phase_figures", "sample_risk_curves", "samples_figure"]
 
 # one (colour, marker, line style) per method; lazy GD dashed so it stays visible on lazy best
 STYLES = {"lazy best": ("tab:red", "v", "-"), "lazy GD": ("tab:orange", "^", "--"),
@@ -1017,7 +1017,8 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
     ``success_vs_width`` (:func:`width_figure`; when every problem size has a single width,
     ``success_by_method`` from :func:`method_figure` instead: a curve of one point says nothing)
     and the preset's own figure (``plot``: ``width``, ``lazy-threshold``, ``beyond-lazy``,
-    ``width-vs-rank``, ``deflation`` or ``init-scale``), each in every one of ``formats``
+    ``width-vs-rank``, ``deflation`` or ``init-scale``; ``samples`` draws :func:`samples_figure`
+    alone), each in every one of ``formats``
     (``png``, ``pdf``, ``svg``; a list or a comma-separated string). PNG is rendered at ``dpi``
     dots per inch (default :data:`DPI` = 300: a 7 in figure is 2100 px wide); PDF and SVG are
     vectors whose text stays text (TrueType fonts embedded, SVG ``<text>`` elements).
@@ -1027,10 +1028,12 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
     if not (isinstance(dpi, (int, float)) and not isinstance(dpi, bool) and 10 <= dpi <= 2400):
         raise ValueError(f"dpi must be a number in [10, 2400] (300 for print), got {dpi!r}")
     if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation",
-                    "init-scale"):
+                    "init-scale", "samples"):
         raise ValueError(f"plot must be one of width, lazy-threshold, beyond-lazy, width-vs-rank, "
-                         f"deflation, init-scale; got {plot!r}")
-    if _one_width(curves(df, success_threshold)):
+                         f"deflation, init-scale, samples; got {plot!r}")
+    if plot == "samples":  # the axis is n, not the width: the width figures would pool it
+        figures = {"samples": samples_figure(df, success_threshold)}
+    elif _one_width(curves(df, success_threshold)):
         figures = {"success_by_method": method_figure(df, success_threshold)}
     else:
         figures = {"success_vs_width": width_figure(df, success_threshold, lazy_threshold)}
@@ -1255,3 +1258,146 @@ def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
                     fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
                     paths.append(path)
     return paths
+
+
+# -- sample complexity of the network regimes ----------------------------------------------------
+
+# one (colour, marker) per regime of jaxtd.algorithms.network; the kernel regimes warm colours
+_REGIME_STYLES = {"rf": ("tab:red", "v"), "nt": ("tab:orange", "^"), "nn": ("tab:blue", "o")}
+_REGIME_ORDER = ("rf", "nt", "nn")
+_DIM_LINES = ("-", "--", ":", "-.")
+
+
+def _regime_of(rows: pd.DataFrame) -> str:
+    """A series' regime (the ``regime`` column of a network table, else its algorithm name)."""
+    return str(rows["regime"].iloc[0]) if "regime" in rows else str(rows["algorithm"].iloc[0])
+
+
+def sample_risk_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (algorithm, order, dim, rank, width, n): the seeds' relative test risk.
+
+    The relative population risk of a network run is ``||T - T*||_F^2 / ||T*||_F^2`` =
+    ``final_relative_error ** 2`` (docs/math.md: the risk is ``l!`` times the tensor loss, so
+    the factor cancels; noise-free labels). Columns ``n`` (``active_samples``), ``seeds``,
+    ``median_risk``, ``q25_risk``, ``q75_risk`` (diverged = inf), ``successes``,
+    ``success_rate`` and its 95% Wilson interval ``success_low`` / ``success_high``.
+    """
+    need = ("algorithm", "order", "dim", "rank", "width", "seed", "active_samples",
+            "final_relative_error", "success", "diverged")
+    if not isinstance(df, pd.DataFrame) or any(c not in df.columns for c in need):
+        raise ValueError(f"df must be the results table of a network run swept over samples "
+                         f"(columns {need}); sweep [network] samples = [...]")
+    risk = np.where(df["diverged"].astype(bool) | ~np.isfinite(df["final_relative_error"]),
+                    np.inf, df["final_relative_error"].to_numpy(np.float64) ** 2)
+    rows = df.assign(_risk=risk, _ok=df["success"].astype(bool).astype(np.int64))
+    out = []
+    keys = ["algorithm", "order", "dim", "rank", "width", "active_samples"]
+    for key, g in rows.groupby(keys, sort=True):
+        r = g["_risk"].to_numpy()
+        out.append(dict(zip(keys[:-1], key[:-1]), n=float(key[-1]), regime=_regime_of(g),
+                        seeds=len(g), median_risk=_quantile(r, 0.5),
+                        q25_risk=_quantile(r, 0.25), q75_risk=_quantile(r, 0.75),
+                        successes=int(g["_ok"].sum())))
+    table = pd.DataFrame(out)
+    low, high = wilson_interval(table["successes"].to_numpy(), table["seeds"].to_numpy())
+    return table.assign(success_rate=table["successes"] / table["seeds"], success_low=low,
+                        success_high=high)
+
+
+@_styled
+def samples_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
+    """Relative test risk (top) and success rate (bottom) against the number of samples ``n``.
+
+    One column per order ``l``; one colour and marker per regime, one line style per dim of
+    that order (solid and filled: the smallest; dashed and open: the next): the median over
+    seeds with the interquartile range as a band (risk), or the success rate with its 95%
+    Wilson interval as error bars. A vertical line per dim, in that dim's line style and named
+    on the top edge, marks ``C(d+l-1, l)``, the dimension of the degree-``l`` functions the
+    kernel regimes (RF, NT) fit; the dashed horizontal line is the success threshold on the
+    risk, ``success_threshold ** 2``.
+    """
+    from matplotlib.lines import Line2D
+
+    from jaxtd._sizes import sym_dim
+    table = sample_risk_curves(df)
+    orders = sorted(table["order"].unique())
+    fig = Figure(figsize=(PAGE_WIDTH, 5.2), layout="constrained")
+    axes = fig.subplots(2, len(orders), squeeze=False, sharex="col")
+    regimes = sorted(table["regime"].unique(),
+                     key=lambda g: (_REGIME_ORDER.index(g) if g in _REGIME_ORDER else 9, g))
+    finite = table[["median_risk", "q25_risk", "q75_risk"]].to_numpy(np.float64).ravel()
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    y_lo = max(float(finite.min()) / 3 if finite.size else 1e-8, 1e-16)
+    y_hi = max(float(finite.max()) * 3 if finite.size else 10.0, 3.0)
+    handles, labels = [], []
+    for col, order in enumerate(orders):
+        part = table[table["order"] == order]
+        dims = sorted(part["dim"].unique())
+        top, bottom = axes[0, col], axes[1, col]
+        sizes = [sym_dim(int(d), int(order)) for d in dims]
+        for j, size in enumerate(sizes):
+            for ax in (top, bottom):
+                ax.axvline(size, color="0.35", ls=_DIM_LINES[j % len(_DIM_LINES)], lw=0.9,
+                           zorder=0)
+        for k, regime in enumerate(regimes):
+            colour, marker = _REGIME_STYLES.get(regime, PALETTE[k % len(PALETTE)])
+            for j, dim in enumerate(dims):
+                s = part[(part["regime"] == regime) & (part["dim"] == dim)].sort_values("n")
+                if s.empty:
+                    continue
+                x = s["n"].to_numpy(np.float64) * _dodge(k, len(regimes), 0.04)
+                ls = _DIM_LINES[j % len(_DIM_LINES)]
+                fill = colour if j == 0 else "white"
+                top.fill_between(x, np.clip(s["q25_risk"], y_lo, y_hi),
+                                 np.clip(s["q75_risk"], y_lo, y_hi), color=colour,
+                                 alpha=0.13, lw=0)
+                top.plot(x, np.clip(s["median_risk"].to_numpy(np.float64), y_lo, y_hi),
+                         color=colour, marker=marker, ls=ls, mfc=fill)
+                rate = s["success_rate"].to_numpy(np.float64)
+                bottom.errorbar(x, rate, yerr=[rate - s["success_low"], s["success_high"] - rate],
+                                color=colour, marker=marker, ls=ls, mfc=fill, lw=1.0,
+                                elinewidth=0.6, capsize=1.5, ecolor=(*matplotlib.colors.to_rgb(
+                                    colour), 0.35))
+            name = str(part.loc[part["regime"] == regime, "algorithm"].iloc[0]) if (
+                part["regime"] == regime).any() else regime
+            label = regime.upper() if name == regime else f"{name} ({regime})"
+            if label not in labels:
+                handles.append(Line2D([], [], color=colour, marker=marker, ls="-"))
+                labels.append(label)
+        threshold = success_threshold ** 2
+        top.axhline(threshold, color="0.2", ls=(0, (5, 3)), lw=0.9, zorder=1)
+        _log_x(bottom, part["n"].unique(), extra=sizes)
+        names = top.secondary_xaxis("top")  # the lines' names outside the data area
+        text = {size: f"C({d + order - 1},{order})={size}" for d, size in zip(dims, sizes)}
+        names.xaxis.set_major_locator(FixedLocator(sizes))
+        names.xaxis.set_major_formatter(FuncFormatter(
+            lambda v, pos, text=text: text.get(int(round(v)), "")))
+        names.xaxis.set_minor_locator(NullLocator())
+        names.tick_params(labelsize=7, length=3, pad=1, colors="0.3")
+        top.set_yscale("log")
+        top.set_ylim(y_lo, y_hi)
+        top.yaxis.set_major_locator(FixedLocator(
+            [10.0 ** e for e in range(math.ceil(math.log10(y_lo)), math.floor(
+                math.log10(y_hi)) + 1, 2)]))
+        top.yaxis.set_major_formatter(FuncFormatter(_decade_label))
+        top.yaxis.set_minor_locator(NullLocator())
+        styles = ", ".join(f"d = {d} {('solid', 'dashed', 'dotted', 'dash-dot')[j % 4]}"
+                           for j, d in enumerate(dims))
+        top.set_title(f"l = {order}: {styles}")
+        top.set_ylabel("test risk / teacher's (median, IQR)")
+        bottom.set_ylabel("success rate (95% CI)")
+        bottom.set_ylim(-0.04, 1.04)
+        bottom.set_xlabel("number of samples n")
+        for ax in (top, bottom):
+            ax.grid(True, color="0.92", lw=0.6)
+    handles += [Line2D([], [], color="0.35", ls=_DIM_LINES[0], marker="o", mfc="0.35"),
+                Line2D([], [], color="0.35", ls=_DIM_LINES[1], marker="o", mfc="white"),
+                Line2D([], [], color="0.2", ls=(0, (5, 3)), lw=0.9)]
+    labels += ["smaller d (solid)", "larger d (dashed)",
+               f"success: risk ≤ {success_threshold ** 2:g}"]
+    ranks = "/".join(map(str, sorted(table["rank"].unique())))
+    widths = "/".join(map(str, sorted(table["width"].unique())))
+    fig.suptitle(f"rank-{ranks} teacher, width m = {widths}, "
+                 f"{_seed_text(table['seeds'].unique())}; vertical lines: C(d+l−1, l)")
+    _legend_below(fig, handles, labels)
+    return fig

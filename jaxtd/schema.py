@@ -23,7 +23,7 @@ import typing
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 __all__ = ["ConfigError", "Param", "derive", "from_signature", "optimizer_params", "check",
-           "check_table", "build", "optax_factory", "UNSET"]
+           "check_table", "build", "largest_of_lists", "optax_factory", "UNSET"]
 
 
 class ConfigError(ValueError):
@@ -65,6 +65,10 @@ class Param:
       choices: accepted values of a ``choice``.
       hparam: the algorithm hyper-parameter this argument sets; such a key may be a list of
         numbers, swept by :func:`jaxtd.sweep` as one vmapped axis (no recompilation per value).
+      capacity: with ``hparam``, the argument is a size the hyper-parameter selects below (e.g.
+        the data set size ``samples`` of :func:`jaxtd.algorithms.network`, hparam
+        ``active_samples``): a list builds the constructor at its *largest* value, and each
+        swept value masks it down (:func:`largest_of_lists`).
     """
 
     name: str
@@ -78,10 +82,13 @@ class Param:
     choices: tuple = ()
     hparam: Optional[str] = None
     example: Any = None
+    capacity: bool = False
 
     def __post_init__(self):
         if self.kind not in PARAM_KINDS:
             raise ValueError(f"kind must be one of {PARAM_KINDS}, got {self.kind!r}")
+        if self.capacity and not self.hparam:
+            raise ValueError(f"capacity=True needs the hparam that selects below {self.name}")
 
     def describe(self) -> str:
         """``name (kind, range): help [default]`` in one line."""
@@ -271,7 +278,8 @@ def check(where: str, param: Param, value: Any) -> Any:
         if not value:
             raise ConfigError(where, "empty list", f"give one value or several to sweep, e.g. "
                               f"{param.name} = [{_toml_value(param.example_value())}]")
-        cleaned = tuple(check(where, dataclasses.replace(param, hparam=None), v) for v in value)
+        cleaned = tuple(check(where, dataclasses.replace(param, hparam=None, capacity=False), v)
+                        for v in value)
         if len(set(cleaned)) != len(cleaned):
             raise ConfigError(where, f"duplicate values in {list(cleaned)}", "list each once")
         return cleaned[0] if len(cleaned) == 1 else cleaned
@@ -448,6 +456,15 @@ def build(constructor: Callable, values: Mapping[str, Any], *, name: Optional[st
     if "optimizer_args" in values:
         kwargs.update(_optimizer_arguments(constructor, kwargs, where))
     return constructor(**kwargs)
+
+
+def largest_of_lists(schema: Sequence[Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the list of every ``capacity`` key replaced by its largest value: the
+    constructor is built once at the capacity the swept hyper-parameter selects below (a list
+    of any other key keeps its first value for :func:`build`)."""
+    capacity = {p.name for p in schema if p.capacity}
+    return {k: (max(v) if k in capacity and isinstance(v, tuple) else v)
+            for k, v in values.items()}
 
 
 def _optimizer_arguments(constructor: Callable, kwargs: dict, where: str) -> dict:

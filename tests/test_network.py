@@ -7,6 +7,7 @@ layer; a standalone run against a vmapped sweep cell.
 """
 
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,12 +136,16 @@ def test_gradients_match_finite_differences(order, x64):
     def pop(a, w):
         return network.population_loss(SymCP(a, w, order), teacher, 0.1)
 
-    for f in (emp, pop):
-        ga, gw = jax.jit(jax.grad(f, argnums=(0, 1)))(model.weights, model.factors)
-        analytic = float(jnp.sum(ga * va) + jnp.sum(gw * vw))
-        numeric = float(jax.jit(lambda a, w: _directional_fd(f, (a, w), (va, vw)))(
-            model.weights, model.factors))
-        np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+    @jax.jit  # one program for both losses, analytic and numeric
+    def both(a, w):
+        out = []
+        for f in (emp, pop):
+            ga, gw = jax.grad(f, argnums=(0, 1))(a, w)
+            out.append((jnp.sum(ga * va) + jnp.sum(gw * vw), _directional_fd(f, (a, w), (va, vw))))
+        return out
+
+    for analytic, numeric in both(model.weights, model.factors):
+        np.testing.assert_allclose(float(analytic), float(numeric), rtol=1e-6)
 
 
 @pytest.mark.parametrize("order", [2, 3])
@@ -153,16 +158,20 @@ def test_smooth_at_zero_row(order, x64):
     def emp(w):
         return network.empirical_loss(SymCP(model.weights, w, order), x, y)
 
-    grad_w = jax.jit(jax.grad(emp))(w)
+    v = jnp.zeros_like(w).at[1].set(jnp.array([0.3, -0.2, 0.5, 0.1]))
+
+    @jax.jit  # gradient, finite difference and Hessian in one program
+    def derivatives(w):
+        hess = jax.hessian(lambda r: network.features(
+            SymCP(model.weights, w.at[1].set(r), order), x[:1])[0, 1])(jnp.zeros(4))
+        return jax.grad(emp)(w), _directional_fd(emp, (w,), (v,)), hess
+
+    grad_w, numeric, hess = derivatives(w)
     assert np.all(np.isfinite(grad_w))
     # φ_w is homogeneous of degree l >= 2 in w: zero derivative at w = 0
     np.testing.assert_allclose(grad_w[1], 0.0, atol=1e-14)
-    v = jnp.zeros_like(w).at[1].set(jnp.array([0.3, -0.2, 0.5, 0.1]))
-    numeric = jax.jit(lambda w: _directional_fd(emp, (w,), (v,)))(w)
     np.testing.assert_allclose(numeric, 0.0, atol=1e-8)
     # second derivatives are finite too (order 2: d²φ/dw² = 2 (x x^T - I) at w = 0)
-    hess = jax.jit(jax.hessian(lambda r: network.features(
-        SymCP(model.weights, w.at[1].set(r), order), x[:1])[0, 1]))(jnp.zeros(4))
     assert np.all(np.isfinite(hess))
     if order == 2:
         np.testing.assert_allclose(hess, 2 * (np.outer(x[0], x[0]) - np.eye(4)), atol=1e-12)
@@ -221,12 +230,21 @@ def _teacher(dtype=jnp.float32):
     return SymCP(t.weights.astype(dtype), t.factors.astype(dtype), ORDER)
 
 
-def _steps(algorithm, target, width, steps, key=0, hparams=None):
-    """``steps`` steps by a plain scan: ``(final state, stacked metrics)``."""
+class Steps(NamedTuple):
+    initial: Any     # the state after init
+    state: Any       # after `steps` steps
+    history: dict    # their stacked metrics
+    next: tuple      # (state, metrics) of one more step from `state`
+
+
+def _steps(algorithm, target, width, steps, key=0, hparams=None) -> Steps:
+    """``steps`` steps by a plain scan, and one more step: one compiled program."""
     @jax.jit
     def go(key, hparams):
-        state = algorithm.init(key, target, width, hparams=hparams)
-        return jax.lax.scan(lambda s, _: algorithm.step(s, target), state, None, length=steps)
+        initial = algorithm.init(key, target, width, hparams=hparams)
+        state, history = jax.lax.scan(lambda s, _: algorithm.step(s, target), initial, None,
+                                      length=steps)
+        return Steps(initial, state, history, algorithm.step(state, target))
 
     return go(jax.random.PRNGKey(key), hparams)
 
@@ -263,8 +281,8 @@ def test_nt_is_the_network_of_the_linearized_tensor(x64):
     population loss the lazy module's exact twin."""
     target = _teacher(jnp.float64)
     algorithm = algorithms.network(0.02, regime="nt", samples=30, noise=0.1)
-    state, _ = _steps(algorithm, target, 6, 50)
-    _, metrics = jax.jit(algorithm.step)(state, target)
+    run = _steps(algorithm, target, 6, 50)
+    state, (_, metrics) = run.state, run.next
     lin = algorithm.tensor(state)
     assert lin.rank == 6 * 3 and float(jnp.linalg.norm(state.delta)) > 1e-2
     np.testing.assert_allclose(metrics["loss"], network.empirical_loss(lin, state.x, state.y),
@@ -284,8 +302,8 @@ def test_nn_metrics_and_minibatches(x64):
     target = _teacher(jnp.float64)
     algorithm = algorithms.network(0.01, regime="nn", samples=40, batch_size=10,
                                    train_output=True, noise=0.05)
-    state, _ = _steps(algorithm, target, 5, 0)
-    new, metrics = jax.jit(algorithm.step)(state, target)
+    run = _steps(algorithm, target, 5, 0)
+    state, (new, metrics) = run.state, run.next
     model = algorithm.tensor(state)
     np.testing.assert_allclose(metrics["empirical_loss"],
                                network.empirical_loss(model, state.x, state.y), rtol=1e-12)
@@ -308,9 +326,9 @@ def test_online_sgd_draws_fresh_samples(x64):
     target = _teacher(jnp.float64)
     noise = 0.05
     algorithm = algorithms.network(0.01, regime="nn", batch_size=64, noise=noise)
-    state0, _ = _steps(algorithm, target, 4, 0)
+    run = _steps(algorithm, target, 4, 300)
+    state0, history = run.initial, run.history
     assert state0.x.shape == (0, DIM)
-    state, history = _steps(algorithm, target, 4, 300)
     np.testing.assert_array_equal(history["empirical_loss"], history["loss"])
     for t in (0, 1):
         x, y = network.sample(jax.random.fold_in(state0.key, t), target, 64, noise)
@@ -347,7 +365,7 @@ def test_config_table_builds_the_network():
     """)
     # the same keys as a built-in table: the optimizer by name (default sgd), its rate apart
     built = config.build_algorithm("net", cfg.params["net"])
-    assert built == algorithms.network(0.01, regime="nt", samples=50)._replace(name="net")
+    assert built == algorithms.network(0.01, regime="nt", samples=50, name="net")
     assert built.name == "net"
     assert set(built.hparams) == {"init_scale", "noise", "learning_rate", "active_samples"}
 

@@ -295,8 +295,10 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
 SCHEMA = schema.derive(network, base.optimizer_params("step size of the empirical loss") + (
     schema.Param("regime", "choice", "nn (train the network), nt (its linearization in W at "
                  "W0) or rf (the output layer with W fixed)", choices=REGIMES),
-    schema.Param("samples", "int", "data set size, drawn once per run (absent: online SGD, "
-                 "fresh samples every step)", ge=1),
+    schema.Param("samples", "int", "data set size n, drawn once per run (absent: online SGD, "
+                 "fresh samples every step); a list sweeps n as one vmapped axis (the data set "
+                 "of the largest, masked to its first n rows: hparam active_samples)", ge=1,
+                 hparam="active_samples", capacity=True),
     schema.Param("batch_size", "int", "samples per step (absent: the whole data set)", ge=1),
     schema.Param("train_output", "bool", "also train the output layer (regime = nn)"),
     schema.Param("init", "choice", "initialization: standard (rows N(0, I/d) times "
