@@ -613,8 +613,12 @@ def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
     what = name if builtin else table["factory"]
     try:
         algorithm = schema.build(fn, values, name=name if named else None, where=name)
-    except ConfigError:
-        raise
+    except ConfigError as err:
+        if err.key.startswith("["):  # the table's own keys (schema.build): already placed
+            raise
+        # a constructor's schema check (jaxtd.schema.check_hparam) naming its argument
+        raise ConfigError(f"[{name}] {err.key}", err.problem + (f" (at {at})" if at else ""),
+                          err.fix) from err
     except Exception as err:  # the constructor's own checks, or the user's code failing
         if builtin and not isinstance(err, (ValueError, TypeError)):
             raise

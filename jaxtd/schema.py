@@ -23,7 +23,7 @@ import typing
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 __all__ = ["ConfigError", "Param", "derive", "from_signature", "optimizer_params", "check",
-           "check_table", "build", "optax_factory", "UNSET"]
+           "check_table", "hparam_params", "check_hparam", "LEARNING_RATE", "build", "optax_factory", "UNSET"]
 
 
 class ConfigError(ValueError):
@@ -31,7 +31,7 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, problem: str, fix: str):
         super().__init__(f"{key}: {problem}; fix: {fix}")
-        self.key = key
+        self.key, self.problem, self.fix = key, problem, fix
 
 
 class _Unset:
@@ -157,6 +157,12 @@ def derive(constructor: Callable, params: Sequence[Param]) -> tuple[Param, ...]:
     return tuple(out)
 
 
+# The learning rate of every optimizer spec (jaxtd.optimizers) and of the tables of the optax-based
+# algorithms: the one declaration of its range.
+LEARNING_RATE = Param("learning_rate", "float", "learning rate of the optimizer", gt=0,
+                      hparam="learning_rate")
+
+
 def optimizer_params(learning_rate_help: str, learning_rate_default: Any = UNSET,
                      optimizer_default: Any = "sgd") -> tuple[Param, ...]:
     """The keys ``learning_rate`` / ``optimizer`` / ``optimizer_args`` of a constructor whose
@@ -165,9 +171,8 @@ def optimizer_params(learning_rate_help: str, learning_rate_default: Any = UNSET
     :func:`build` turns them into that argument. ``learning_rate``'s default is the float default
     of ``optimizer`` unless given."""
     return (
-        Param("learning_rate", "float", learning_rate_help, default=learning_rate_default,
-              default_from="optimizer" if learning_rate_default is UNSET else None,
-              gt=0, hparam="learning_rate"),
+        dataclasses.replace(LEARNING_RATE, help=learning_rate_help, default=learning_rate_default,
+                            default_from="optimizer" if learning_rate_default is UNSET else None),
         Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
               "gradient descent)", default=optimizer_default),
         Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
@@ -326,6 +331,29 @@ def check(where: str, param: Param, value: Any) -> Any:
         raise ConfigError(where, f"must be <= {_bound(param.le)}, got {value}",
                           f"use a number <= {_bound(param.le)}")
     return value
+
+
+def hparam_params(params: Sequence[Param]) -> dict[str, Param]:
+    """``{hyper-parameter: the Param setting it}`` of a schema (e.g. deflation's ``learning_rate``
+    -> its ``step_size`` Param): what an :class:`~jaxtd.algorithms.Algorithm` carries as
+    ``ranges``, so an override of a hyper-parameter is checked against its one declaration."""
+    return {p.hparam: p for p in params if p.hparam}
+
+
+def check_hparam(where: str, param: Param, value: Any) -> float:
+    """``value`` as a float if it is a finite real number in ``param``'s range: a ``TypeError``
+    naming ``where`` for anything else than a real scalar (a string, a bool, an array), else a
+    :class:`ConfigError` (a ``ValueError``) naming ``where`` (e.g. ``hparams['learning_rate']``)
+    for a value out of range. Read as a float whatever the kind: a hyper-parameter lives in the
+    state as a float scalar. The one range check of constructors, runner and sweep."""
+    boolean = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    if isinstance(value, (str, bytes)) or boolean or getattr(value, "shape", ()) != ():
+        raise TypeError(f"{where} must be a real number, got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} must be a real number, got {value!r}") from None
+    return check(where, dataclasses.replace(param, kind="float", hparam=None), value)
 
 
 def check_table(section: str, schema: Sequence[Param], raw: Optional[Mapping[str, Any]],

@@ -116,8 +116,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
     if lr_scaling == "ntk" and not isinstance(model, str):
         raise ValueError("lr_scaling='ntk' needs the model's degree in W: use model='plain' or "
                          "'two_homogeneous', or lr_scaling='none' with a custom model")
-    base.check_positive(init_scale, "init_scale")
-    base.check_nonnegative(regularization, "regularization")
+    base.check_ranges(SCHEMA, init_scale=init_scale, regularization=regularization)
     opt = make_optimizer(optimizer, learning_rate)
     centred = init == "antisymmetric"  # (the name `init` is taken by the init function below)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
@@ -160,7 +159,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         return model_fn(state.params, state.order.value, state.signs, state.mask)
 
     return base.Algorithm(name or f"gd-{label}", init, step, tensor, lambda state: state.params,
-                          defaults)
+                          defaults, ranges=schema.hparam_params(SCHEMA))
 
 
 def degree(model: str, order: int) -> int:
