@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import re
@@ -604,8 +605,38 @@ def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
     built-in and user tables (:func:`jaxtd.schema.build`: the first value of a swept list,
     optimizer names turned into the ``optimizer`` argument). What the constructor raises is a
     :class:`ConfigError` naming the table (and the key, when its message starts with one);
-    ``at`` (e.g. ``"momentum = 0.9"``) says which value of a list was being built."""
+    ``at`` (e.g. ``"momentum = 0.9"``) says which value of a list was being built.
+
+    Built once per table: :func:`parse` builds every table to check it, and the experiment
+    asks again for the same table (equal tables, equal algorithms, see
+    :func:`jaxtd.algorithms.base.constructor`), so the algorithm built at load is returned
+    (a memo of this pure function, keyed by the table's values; errors are not kept)."""
+    return _built(name, _frozen(table), at)
+
+
+def _frozen(value: Any) -> tuple:
+    """A hashable, reversible (:func:`_thawed`) form of a validated table: tables, lists and
+    tuples (a swept list) keep their kind, and a scalar its type (``1`` is not ``1.0``)."""
+    if isinstance(value, Mapping):
+        return ("table", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    return (type(value).__name__, value)
+
+
+def _thawed(frozen: tuple) -> Any:
+    kind, value = frozen
+    if kind == "table":
+        return {k: _thawed(v) for k, v in value}
+    if kind in ("list", "tuple"):
+        return (list if kind == "list" else tuple)(_thawed(v) for v in value)
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def _built(name: str, frozen: tuple, at: str):
     from jaxtd.algorithms import Algorithm
+    table = _thawed(frozen)
     values = constructor_values(name, table)
     builtin = is_builtin(name)
     fn = constructor_of(name) if builtin else user_factory(name, table["factory"])

@@ -130,7 +130,8 @@ def make_target(target: cfg.Target, order: int, dim: int, rank: int):
 def make_algorithm(config: cfg.Config, name: str):
     """The :class:`~jaxtd.algorithms.Algorithm` of table ``[name]``, named ``name`` (so the
     sweep's files, the progress bar and the ``algorithm`` column all say the same); built-in
-    and user tables alike (:func:`jaxtd.config.build_algorithm`)."""
+    and user tables alike, and built once per table: the one :func:`jaxtd.config.parse` built
+    to check the table (:func:`jaxtd.config.build_algorithm`)."""
     return cfg.build_algorithm(name, config.params[name])
 
 

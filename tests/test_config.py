@@ -235,6 +235,22 @@ def test_swept_hyperparameter_list_round_trips():
     assert cfg.loads(cfg.dumps(c)) == c
 
 
+def test_each_table_is_built_once_by_the_config_and_the_experiment():
+    """parse builds every table to check it; the experiment gets that very algorithm back
+    instead of building the table again (counted at the one builder, jaxtd.schema.build)."""
+    from unittest import mock
+
+    from jaxtd import experiment
+    text = GOOD.replace("learning_rate = 0.2", "learning_rate = 0.2123")  # a table never built
+    with mock.patch.object(cfg.schema, "build", wraps=schema.build) as build:
+        c = cfg.loads(text)
+        first, again = experiment.make_algorithm(c, "gd"), experiment.make_algorithm(c, "gd")
+        assert cfg.loads(text) == c
+    built = [call.kwargs["name"] for call in build.call_args_list]
+    assert sorted(built) == sorted(set(built)) and "gd" in built  # once per table
+    assert first is again and first.hparams["learning_rate"] == 0.2123
+
+
 def test_optimizer_by_name_builds_an_optax_algorithm():
     import optax
     c = cfg.loads(GOOD.replace("learning_rate = 0.2", 'learning_rate = 0.01\noptimizer = "adam"\n'
