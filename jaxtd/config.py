@@ -100,8 +100,6 @@ LAZY_EXTRA = (
     Param("method", "choice", "solver of the exact best residual (jaxtd.lazy.best_residual)",
           default="auto", choices=("auto", "dense", "iterative")),
 )
-# keys renamed to the constructor's argument names
-_RENAMED = {"deflation": {"learning_rate": "step_size"}}
 
 
 TARGET_SCHEMA = (
@@ -698,8 +696,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
     target = _parse_target(raw["target"])
     params: dict[str, Mapping[str, Any]] = {}
     for table in ALGORITHMS:
-        params[table] = schema.check_table(table, schema_of(table), raw.get(table),
-                                           _RENAMED.get(table))
+        params[table] = schema.check_table(table, schema_of(table), raw.get(table))
     for table in user:
         params[table] = _user_table(table, raw.get(table))
     for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):

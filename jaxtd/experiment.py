@@ -145,21 +145,21 @@ def _column_value(value: Any) -> Any:
 
 
 def hyperparameters(config: cfg.Config, name: str, algorithm) -> dict[str, Any]:
-    """Every resolved argument of table ``[name]``, built-in or user: its keys (``optimizer_args``
-    and other tables as JSON text; ``None``, the lazy experiment keys and ``factory`` left out)
-    and the algorithm's effective ``hparams`` (e.g. deflation's ``regularization`` when left to
-    its default ``epsilon / 10``). Swept ones are omitted (the sweep adds them as columns)."""
+    """The CSV columns of table ``[name]``, built-in or user: each hyper-parameter once, under
+    the algorithm's name for it (deflation's ``step_size`` is ``learning_rate``, its ``delta0``
+    ``init_scale``), valued from ``algorithm.hparams`` (what the program runs with, e.g.
+    deflation's ``regularization`` left to ``epsilon / 10``); every other resolved key of the
+    table as it is (``optimizer_args`` and other tables as JSON text; ``None``, the lazy
+    experiment keys and ``factory`` left out). Swept hyper-parameters are omitted: the sweep
+    adds them as columns of the same name. Which key sets which hyper-parameter comes from the
+    table's schema (``Param.hparam``), the one place that knows it."""
     table = config.params[name]
+    hparams = dict(algorithm.hparams)
+    sets = {p.name: p.hparam for p in cfg.table_schema(name, table)}
     sweeping = {h for h, _ in cfg.swept(config, name)}
-    keys = {p.name: p.hparam for p in cfg.table_schema(name, table)}
-    out = {}
-    for k, v in cfg.constructor_values(name, table).items():
-        if keys.get(k) in sweeping or k in sweeping or v is None or isinstance(v, tuple):
-            continue
-        out[k] = _column_value(v)
-    for k, v in dict(algorithm.hparams).items():
-        if k not in sweeping and k not in out:
-            out[k] = float(v)
+    out = {k: _column_value(v) for k, v in cfg.constructor_values(name, table).items()
+           if v is not None and not isinstance(v, tuple) and sets.get(k) not in hparams}
+    out.update({k: float(v) for k, v in hparams.items() if k not in sweeping})
     return out
 
 

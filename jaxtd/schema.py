@@ -356,20 +356,21 @@ def check_hparam(where: str, param: Param, value: Any) -> float:
     return check(where, dataclasses.replace(param, kind="float", hparam=None), value)
 
 
-def check_table(section: str, schema: Sequence[Param], raw: Optional[Mapping[str, Any]],
-                renamed: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def check_table(section: str, schema: Sequence[Param],
+                raw: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """Validate TOML table ``[section]`` against ``schema``: every key known and checked,
-    absent keys take their default. ``renamed`` maps old key names to their new name (a clear
-    error instead of "unknown key")."""
+    absent keys take their default. A key named as the hyper-parameter another key sets (e.g.
+    ``learning_rate`` for deflation's ``step_size``) is told its name, read from the schema."""
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{section}]", f"must be a table, got {raw!r}",
                           f"write a [{section}] section")
     by_name = {p.name: p for p in schema}
+    renamed = {p.hparam: p.name for p in schema if p.hparam and p.hparam not in by_name}
     rest = by_name.pop("**", None)  # a **kwargs: any other key, passed on unchecked
     for key in raw:
         if key not in by_name and rest is None:
-            new = (renamed or {}).get(key)
+            new = renamed.get(key)
             fix = (f"rename it to {new}" if new else
                    f"remove it or use one of {', '.join(by_name)}")
             raise ConfigError(f"[{section}] {key}", "unknown key", fix)

@@ -479,3 +479,14 @@ def test_every_resolved_argument_is_a_results_column():
     assert adam["optimizer_args"] == '{"b1":0.8,"eps":1e-06}' and adam["optimizer"] == "adam"
     mine = experiment.hyperparameters(c, "mine", experiment.make_algorithm(c, "mine"))
     assert mine["momentum"] == 0.5 and mine["init_scale"] == 0.1  # the factory's defaults
+
+
+@pytest.mark.parametrize("key, name", [("learning_rate", "step_size"), ("init_scale", "delta0"),
+                                       ("threshold", "delta1")])
+def test_a_hyperparameter_name_in_the_deflation_table_is_told_its_key(key, name):
+    """The key that sets a hyper-parameter is read from the schema (Param.hparam), not from a
+    second table of renames."""
+    text = GOOD + f"[deflation]\n{key} = 0.1\n"
+    with pytest.raises(cfg.ConfigError, match=f"deflation. {key}: unknown key; fix: rename it to "
+                       f"{name}"):
+        cfg.loads(text)
