@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import initialization, models, schema
+from jaxtd._sizes import model_degree as degree  # re-exported (public before)
 from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec, make_optimizer  # re-exported (public before)
 from jaxtd.symcp import SymCP
@@ -160,16 +161,6 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
 
     return base.Algorithm(name or f"gd-{label}", init, step, tensor, lambda state: state.params,
                           defaults, ranges=schema.hparam_params(SCHEMA))
-
-
-def degree(model: str, order: int) -> int:
-    """Degree ``k`` of a named model in its parameters ``W``: ``order`` for ``"plain"``
-    (``w^{⊗l}``), 2 for ``"two_homogeneous"``."""
-    if model == "plain":
-        return int(order)
-    if model == "two_homogeneous":
-        return 2
-    raise ValueError(f"model must be one of {models.MODELS} to have a known degree, got {model!r}")
 
 
 def step_factor(init_scale, degree: int):
