@@ -191,7 +191,7 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
                                fit_fraction=fit_fraction, active_fraction=active_fraction,
                                checkpoint=checkpoint)
     half = metrics.half_residual_sq(final, target)
-    return with_final_loss(result, half, metrics._safe_sqrt(2.0 * half) / losses.norm(target))
+    return with_final_loss(result, half, metrics.safe_sqrt(2.0 * half) / losses.norm(target))
 
 
 def with_final_loss(result: RunResult, final_loss, final_relative_error) -> RunResult:

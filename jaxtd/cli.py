@@ -546,7 +546,7 @@ def _version() -> str:
 def _format_list(text: str) -> tuple[str, ...]:
     from jaxtd import plots
     try:
-        return plots._formats(text)
+        return plots.check_formats(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

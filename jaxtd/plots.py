@@ -61,7 +61,7 @@ from jaxtd.stats import method_rows as _method_rows
 from jaxtd.stats import quantile as _quantile
 from jaxtd.stats import setting_labels as _settings
 
-__all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "STYLE", "curves",
+__all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "check_formats", "STYLE", "curves",
            "critical_widths", "seed_critical_widths", "fit_slope", "wilson_interval",
            "swept_hyperparameters", "width_figure", "method_figure", "critical_figure",
            "deflation_figure", "init_scale_figure", "threshold_table", "local_slopes",
@@ -987,7 +987,7 @@ def _theory_rank(r: float, order: int) -> float:
     return r ** (2.5 * order)
 
 
-def _formats(formats) -> tuple[str, ...]:
+def check_formats(formats) -> tuple[str, ...]:
     """``"png,pdf"`` or ``["png", "pdf"]`` as a checked tuple of :data:`FORMATS`."""
     if isinstance(formats, str):
         formats = formats.split(",")
@@ -1018,7 +1018,7 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
     vectors whose text stays text (TrueType fonts embedded, SVG ``<text>`` elements).
     """
     out_dir = Path(out_dir)
-    formats = _formats(formats)
+    formats = check_formats(formats)
     if not (isinstance(dpi, (int, float)) and not isinstance(dpi, bool) and 10 <= dpi <= 2400):
         raise ValueError(f"dpi must be a number in [10, 2400] (300 for print), got {dpi!r}")
     if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation",
@@ -1184,7 +1184,7 @@ def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
     for kind in sorted(set(crit["kind"])):
         fig = phase_figure(crit, kind)
         with matplotlib.rc_context(STYLE):
-            for fmt in _formats(formats):
+            for fmt in check_formats(formats):
                 path = out_dir / f"phase_diagram_{kind}.{fmt}"
                 fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
                 paths.append(path)
