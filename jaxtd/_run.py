@@ -407,8 +407,8 @@ def full_hparams(algorithm: Algorithm, hparams) -> dict:
 def check_hparam(algorithm: Algorithm, name: str, value) -> None:
     """Refuse a concrete override that is not a real number (``TypeError``) or out of the range
     its algorithm's schema declares (``algorithm.ranges``; without one, any finite number):
-    :func:`jaxtd.schema.check_hparam`, naming ``hparams[name]``. Traced values (a vmapped sweep
-    axis) pass through."""
+    :func:`jaxtd.schema.check_hparam`, naming ``hparams[name]`` (:func:`hparam_param`). Traced
+    values (a vmapped sweep axis) pass through."""
     if isinstance(value, jax.core.Tracer):
         return
     if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
@@ -416,8 +416,17 @@ def check_hparam(algorithm: Algorithm, name: str, value) -> None:
             raise TypeError(f"hparams[{name!r}] must be a real number, got dtype "
                             f"{np.asarray(value).dtype}")
         value = float(value)
-    param = (algorithm.ranges or {}).get(name, schema.Param(name, "float", "a number"))
-    schema.check_hparam(f"hparams[{name!r}]", param, value)
+    schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
+
+
+def hparam_param(algorithm: Algorithm, name: str) -> schema.Param:
+    """The declared range of hyper-parameter ``name``: ``algorithm.ranges`` (its schema); for an
+    algorithm without one (assembled by hand), :data:`jaxtd.schema.LEARNING_RATE` for
+    ``learning_rate`` (the rate of every optimizer spec) and any finite number otherwise."""
+    param = (algorithm.ranges or {}).get(name)
+    if param is not None:
+        return param
+    return schema.LEARNING_RATE if name == "learning_rate" else schema.Param(name, "float", "")
 
 
 def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,

@@ -662,6 +662,10 @@ def _built(name: str, frozen: tuple, at: str):
         raise ConfigError(f"[{name}] factory", f"{what} returned "
                           f"{type(algorithm).__name__}, not a jaxtd Algorithm",
                           "return e.g. jaxtd.algorithms.gd(...)")
+    if algorithm.ranges is None:  # a user factory's: the ranges its table's schema declares
+        declared = schema.hparam_params(table_schema(name, table))
+        algorithm = algorithm._replace(ranges={h: p for h, p in declared.items()
+                                               if h in algorithm.hparams})
     return algorithm if algorithm.name == name else algorithm._replace(name=name)
 
 

@@ -313,3 +313,16 @@ def test_hparam_out_of_range_is_refused_by_run_and_sweep_with_the_schema_message
                     progress=False)
     for err in (from_run.value, from_sweep.value):
         assert str(err) == f"hparams[{name!r}]: {problem}"
+
+
+def test_hparam_ranges_of_an_algorithm_without_a_schema():
+    """A hand-assembled algorithm (no ``ranges``): the learning rate keeps the range every
+    optimizer spec declares (schema.LEARNING_RATE), any other hyper-parameter must be finite."""
+    alg, target, key = gd(0.1)._replace(ranges=None), _target(dim=3, rank=1), jax.random.PRNGKey(0)
+    kw = dict(width=2, steps=4, record_every=2)
+    with pytest.raises(ValueError, match=r"^hparams\['learning_rate'\]: must be > 0, got -0.1"):
+        jaxtd.run(alg, key, target, hparams={"learning_rate": -0.1}, **kw)
+    with pytest.raises(ValueError, match=r"^hparams\['init_scale'\]: must be finite"):
+        jaxtd.run(alg, key, target, hparams={"init_scale": float("inf")}, **kw)
+    with pytest.raises(TypeError, match=r"^hparams\['init_scale'\] must be a real number"):
+        jaxtd.run(alg, key, target, hparams={"init_scale": "big"}, **kw)
