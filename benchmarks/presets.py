@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from jaxtd.units import fmt_seconds  # the one spelling of a duration (README cells)
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "presets.json"
 README = ROOT / "README.md"
@@ -35,14 +37,6 @@ _SUMMARY = re.compile(r"compiled (\d+) programs in ([\d.]+) s(?: \(loaded (\d+) 
                       r"earlier run in ([\d.]+) s\))?, ran in ([\d.]+) s")
 _ROW = re.compile(r"^\| `(?P<name>[\w-]+)`(?P<mid>.*)\| (?P<cell>[^|]*) \|$")
 _SENTENCE = re.compile(r"^Wall times are whole `jaxtd run --preset NAME` processes.*$", re.M)
-
-
-def fmt_seconds(seconds: float) -> str:
-    """``"48 s"`` below two minutes, ``"3 min 5 s"`` above (the README's unit)."""
-    seconds = round(seconds)
-    if seconds < 120:
-        return f"{seconds} s"
-    return f"{seconds // 60} min {seconds % 60} s"
 
 
 def readme_cell(entry: dict) -> str:

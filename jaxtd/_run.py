@@ -61,9 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtd import losses, metrics
-from jaxtd._checks import (check_finite, check_int, check_nonnegative, check_positive, host_value,
-                           is_real)
+from jaxtd import losses, metrics, schema
+from jaxtd._checks import check_finite, check_int, check_positive, host_value, is_real
 from jaxtd._sizes import default_record_every  # re-exported (moved below JAX)
 from jaxtd.algorithms.base import Algorithm, check_target, check_width, row_mask
 from jaxtd.log import check_callback, history_records
@@ -192,7 +191,7 @@ def simulate(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int
                                fit_fraction=fit_fraction, active_fraction=active_fraction,
                                checkpoint=checkpoint)
     half = metrics.half_residual_sq(final, target)
-    return with_final_loss(result, half, metrics._safe_sqrt(2.0 * half) / losses.norm(target))
+    return with_final_loss(result, half, metrics.safe_sqrt(2.0 * half) / losses.norm(target))
 
 
 def with_final_loss(result: RunResult, final_loss, final_relative_error) -> RunResult:
@@ -401,19 +400,15 @@ def full_hparams(algorithm: Algorithm, hparams) -> dict:
         raise ValueError(f"hparams has unknown names {unknown}; algorithm {algorithm.name!r} "
                          f"accepts {sorted(algorithm.hparams)}")
     for name, value in hparams.items():
-        check_hparam(name, value)
+        check_hparam(algorithm, name, value)
     return {**dict(algorithm.hparams), **dict(hparams)}
 
 
-# Hyper-parameters of the built-in algorithms that must be > 0 (others: finite; regularization
-# and epsilon >= 0), checked like the constructors check them.
-_POSITIVE = ("learning_rate", "init_scale", "delta0", "delta1", "gamma", "tau0", "step_size")
-_NONNEGATIVE = ("regularization", "epsilon")
-
-
-def check_hparam(name: str, value) -> None:
-    """Refuse a concrete override that is not a finite real number, or out of the range its
-    constructor argument accepts; traced values (a vmapped sweep axis) pass through."""
+def check_hparam(algorithm: Algorithm, name: str, value) -> None:
+    """Refuse a concrete override that is not a real number (``TypeError``) or out of the range
+    its algorithm's schema declares (``algorithm.ranges``; without one, any finite number):
+    :func:`jaxtd.schema.check_hparam`, naming ``hparams[name]`` (:func:`hparam_param`). Traced
+    values (a vmapped sweep axis) pass through."""
     if isinstance(value, jax.core.Tracer):
         return
     if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
@@ -421,15 +416,17 @@ def check_hparam(name: str, value) -> None:
             raise TypeError(f"hparams[{name!r}] must be a real number, got dtype "
                             f"{np.asarray(value).dtype}")
         value = float(value)
-    if not is_real(value):
-        raise TypeError(f"hparams[{name!r}] must be a real number, got {value!r}")
-    label = f"hparams[{name!r}]"
-    if name in _POSITIVE:
-        check_positive(value, label)
-    elif name in _NONNEGATIVE:
-        check_nonnegative(value, label)
-    elif not np.isfinite(value):
-        raise ValueError(f"{label} must be finite, got {value!r}")
+    schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
+
+
+def hparam_param(algorithm: Algorithm, name: str) -> schema.Param:
+    """The declared range of hyper-parameter ``name``: ``algorithm.ranges`` (its schema); for an
+    algorithm without one (assembled by hand), :data:`jaxtd.schema.LEARNING_RATE` for
+    ``learning_rate`` (the rate of every optimizer spec) and any finite number otherwise."""
+    param = (algorithm.ranges or {}).get(name)
+    if param is not None:
+        return param
+    return schema.LEARNING_RATE if name == "learning_rate" else schema.Param(name, "float", "")
 
 
 def run(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: int,

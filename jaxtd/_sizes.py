@@ -13,7 +13,7 @@ from typing import Callable
 
 __all__ = ["sym_dim", "AH_EXCEPTIONS", "predicted_critical_width", "predicted_width",
            "MAX_WINDOW", "near_threshold_widths", "largest_divisor_at_most",
-           "default_record_every", "BUCKETINGS", "DEFAULT_BUCKETING"]
+           "default_record_every", "BUCKETINGS", "DEFAULT_BUCKETING", "model_degree"]
 
 
 def sym_dim(dim: int, order: int) -> int:
@@ -127,3 +127,15 @@ def default_record_every(steps: int, records: int = 100) -> int:
 # (:func:`jaxtd.bucket_widths`), and its default.
 BUCKETINGS = ("auto", "pow2", "exact", "single")
 DEFAULT_BUCKETING = "auto"
+
+
+def model_degree(model: str, order: int) -> int:
+    """Degree ``k`` of a named model (:data:`jaxtd.models.MODELS`) in its parameters ``W``:
+    ``order`` for ``"plain"`` (``w^{⊗l}``), 2 for ``"two_homogeneous"``. Used by gd's
+    ``lr_scaling="ntk"`` and by the init-scale figure's lazy-limit slope ``δ^-k``."""
+    if model == "plain":
+        return int(order)
+    if model == "two_homogeneous":
+        return 2
+    raise ValueError("model must be one of ('plain', 'two_homogeneous') to have a known degree, "
+                     f"got {model!r}")

@@ -273,7 +273,7 @@ def _check_hparams(algorithm: Algorithm, hparams) -> tuple[tuple[str, ...], tupl
         for v in vals:
             if isinstance(v, bool) or not isinstance(v, numbers.Real):
                 raise TypeError(f"hparams[{name!r}] must hold real numbers, got {v!r}")
-            check_hparam(str(name), v)  # finite, and in the constructor argument's range
+            check_hparam(algorithm, str(name), v)  # in its schema's range
         if len(set(vals)) != len(vals):
             raise ValueError(f"hparams[{name!r}] has duplicate values {vals}; list each once")
         names.append(str(name))

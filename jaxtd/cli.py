@@ -37,6 +37,7 @@ from typing import Sequence
 
 import jaxtd
 from jaxtd import config as cfg
+from jaxtd.units import fmt_bytes, fmt_seconds
 
 # The CLI's fast path: `jaxtd --version`, `--help`, `presets` and `params` import only the
 # configuration (no JAX, numpy or pandas). The engine (experiment, plots, results, ...) is
@@ -46,7 +47,6 @@ __all__ = ["main", "build_parser", "write_outputs", "UsageError", "EXIT_USAGE",
            "EXIT_INTERRUPTED", "EXIT_INTERNAL"]
 
 EXIT_USAGE = 2
-EXIT_CONFIG = EXIT_USAGE
 EXIT_INTERRUPTED = 130
 EXIT_INTERNAL = 1  # a bug in jaxtd only
 
@@ -307,8 +307,7 @@ def cmd_run(args) -> int:
         return _run_phase(args, config, out, main)
     seconds = _check_size(config, args.max_memory)
     if main and seconds > LONG_RUN_SECONDS:
-        from jaxtd.experiment import _fmt_seconds
-        _log(f"jaxtd: note: this run is estimated at ~{_fmt_seconds(seconds)} of compute on 2 "
+        _log(f"jaxtd: note: this run is estimated at ~{fmt_seconds(seconds)} of compute on 2 "
              "CPU cores (rough; `jaxtd run --dry-run` shows the plan); Ctrl-C keeps the finished "
              "chunks and `--resume` continues")
     if main:
@@ -498,10 +497,9 @@ def _check_size(config, max_memory) -> float:
     limit = parse_size(max_memory) if max_memory is not None else available_memory()
     peak, seconds = experiment.estimate(config)
     if limit is not None and peak > limit:
-        from jaxtd.experiment import _fmt_bytes, _fmt_seconds
-        raise UsageError("--max-memory", f"the run needs ~{_fmt_bytes(peak)} at its peak "
-                         f"(~{_fmt_seconds(seconds)} of compute) but "
-                         f"{_fmt_bytes(limit)} is {'allowed' if max_memory else 'available'}",
+        raise UsageError("--max-memory", f"the run needs ~{fmt_bytes(peak)} at its peak "
+                         f"(~{fmt_seconds(seconds)} of compute) but "
+                         f"{fmt_bytes(limit)} is {'allowed' if max_memory else 'available'}",
                          "use fewer or smaller widths, fewer seeds per chunk "
                          "(--set sweep.chunk_size=N) or fewer seeds; `jaxtd run --dry-run` "
                          "shows the plan")
@@ -598,7 +596,7 @@ def _version() -> str:
 def _format_list(text: str) -> tuple[str, ...]:
     from jaxtd import plots
     try:
-        return plots._formats(text)
+        return plots.check_formats(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

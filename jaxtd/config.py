@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import re
@@ -110,8 +111,6 @@ LAZY_EXTRA = (
     Param("method", "choice", "solver of the exact best residual (jaxtd.lazy.best_residual)",
           default="auto", choices=("auto", "dense", "iterative")),
 )
-# keys renamed to the constructor's argument names
-_RENAMED = {"deflation": {"learning_rate": "step_size"}}
 
 
 TARGET_SCHEMA = (
@@ -621,7 +620,7 @@ def _defaults(name: str) -> dict[str, Any]:
     """The values of built-in table ``[name]`` left empty. Such a table is not built unless it
     runs: ``[network]``'s defaults (online SGD with no batch size) build nothing, and an unused
     default table has nothing to check."""
-    return schema.check_table(name, schema_of(name), {}, _RENAMED.get(name))
+    return schema.check_table(name, schema_of(name), {})
 
 
 def constructor_values(name: str, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -636,8 +635,38 @@ def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
     built-in and user tables (:func:`jaxtd.schema.build`: the first value of a swept list,
     optimizer names turned into the ``optimizer`` argument). What the constructor raises is a
     :class:`ConfigError` naming the table (and the key, when its message starts with one);
-    ``at`` (e.g. ``"momentum = 0.9"``) says which value of a list was being built."""
+    ``at`` (e.g. ``"momentum = 0.9"``) says which value of a list was being built.
+
+    Built once per table: :func:`parse` builds every table to check it, and the experiment
+    asks again for the same table (equal tables, equal algorithms, see
+    :func:`jaxtd.algorithms.base.constructor`), so the algorithm built at load is returned
+    (a memo of this pure function, keyed by the table's values; errors are not kept)."""
+    return _built(name, _frozen(table), at)
+
+
+def _frozen(value: Any) -> tuple:
+    """A hashable, reversible (:func:`_thawed`) form of a validated table: tables, lists and
+    tuples (a swept list) keep their kind, and a scalar its type (``1`` is not ``1.0``)."""
+    if isinstance(value, Mapping):
+        return ("table", tuple(sorted((str(k), _frozen(v)) for k, v in value.items())))
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_frozen(v) for v in value))
+    return (type(value).__name__, value)
+
+
+def _thawed(frozen: tuple) -> Any:
+    kind, value = frozen
+    if kind == "table":
+        return {k: _thawed(v) for k, v in value}
+    if kind in ("list", "tuple"):
+        return (list if kind == "list" else tuple)(_thawed(v) for v in value)
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def _built(name: str, frozen: tuple, at: str):
     from jaxtd.algorithms import Algorithm
+    table = _thawed(frozen)
     builtin = is_builtin(name)
     values = schema.largest_of_lists(table_schema(name, table), constructor_values(name, table))
     fn = constructor_of(name) if builtin else user_factory(name, table["factory"])
@@ -645,8 +674,12 @@ def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
     what = name if builtin else table["factory"]
     try:
         algorithm = schema.build(fn, values, name=name if named else None, where=name)
-    except ConfigError:
-        raise
+    except ConfigError as err:
+        if err.key.startswith("["):  # the table's own keys (schema.build): already placed
+            raise
+        # a constructor's schema check (jaxtd.schema.check_hparam) naming its argument
+        raise ConfigError(f"[{name}] {err.key}", err.problem + (f" (at {at})" if at else ""),
+                          err.fix) from err
     except Exception as err:  # the constructor's own checks, or the user's code failing
         if builtin and not isinstance(err, (ValueError, TypeError)):
             raise
@@ -661,6 +694,10 @@ def build_algorithm(name: str, table: Mapping[str, Any], at: str = ""):
         raise ConfigError(f"[{name}] factory", f"{what} returned "
                           f"{type(algorithm).__name__}, not a jaxtd Algorithm",
                           "return e.g. jaxtd.algorithms.gd(...)")
+    if algorithm.ranges is None:  # a user factory's: the ranges its table's schema declares
+        declared = schema.hparam_params(table_schema(name, table))
+        algorithm = algorithm._replace(ranges={h: p for h, p in declared.items()
+                                               if h in algorithm.hparams})
     return algorithm if algorithm.name == name else algorithm._replace(name=name)
 
 
@@ -695,8 +732,7 @@ def parse(raw: Mapping[str, Any]) -> Config:
     target = _parse_target(raw["target"])
     params: dict[str, Mapping[str, Any]] = {}
     for table in ALGORITHMS:
-        params[table] = schema.check_table(table, schema_of(table), raw.get(table),
-                                           _RENAMED.get(table))
+        params[table] = schema.check_table(table, schema_of(table), raw.get(table))
     for table in user:
         params[table] = _user_table(table, raw.get(table))
     for table in dict.fromkeys(ALGORITHMS + sweep.algorithms):

@@ -35,8 +35,9 @@ from jaxtd.compile_cache import default_dir as default_cache_dir
 from jaxtd.lazy import DENSE_MAX_SIZE
 from jaxtd.phase import coarse_widths
 from jaxtd.results import Results
-from jaxtd.store import (_READ_ERRORS, ResultsError, _arrays_sha256, _jsonable, _read_json,
-                         _remove_stray_temporaries, _write_json, atomic_write,
+from jaxtd.units import fmt_bytes, fmt_seconds
+from jaxtd.store import (READ_ERRORS, ResultsError, arrays_sha256, jsonable, read_json,
+                         remove_stray_temporaries, write_json, atomic_write,
                          config_fingerprint, identity_diff, lock_dir)
 
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
@@ -130,7 +131,8 @@ def make_target(target: cfg.Target, order: int, dim: int, rank: int):
 def make_algorithm(config: cfg.Config, name: str):
     """The :class:`~jaxtd.algorithms.Algorithm` of table ``[name]``, named ``name`` (so the
     sweep's files, the progress bar and the ``algorithm`` column all say the same); built-in
-    and user tables alike (:func:`jaxtd.config.build_algorithm`)."""
+    and user tables alike, and built once per table: the one :func:`jaxtd.config.parse` built
+    to check the table (:func:`jaxtd.config.build_algorithm`)."""
     return cfg.build_algorithm(name, config.params[name])
 
 
@@ -144,21 +146,21 @@ def _column_value(value: Any) -> Any:
 
 
 def hyperparameters(config: cfg.Config, name: str, algorithm) -> dict[str, Any]:
-    """Every resolved argument of table ``[name]``, built-in or user: its keys (``optimizer_args``
-    and other tables as JSON text; ``None``, the lazy experiment keys and ``factory`` left out)
-    and the algorithm's effective ``hparams`` (e.g. deflation's ``regularization`` when left to
-    its default ``epsilon / 10``). Swept ones are omitted (the sweep adds them as columns)."""
+    """The CSV columns of table ``[name]``, built-in or user: each hyper-parameter once, under
+    the algorithm's name for it (deflation's ``step_size`` is ``learning_rate``, its ``delta0``
+    ``init_scale``), valued from ``algorithm.hparams`` (what the program runs with, e.g.
+    deflation's ``regularization`` left to ``epsilon / 10``); every other resolved key of the
+    table as it is (``optimizer_args`` and other tables as JSON text; ``None``, the lazy
+    experiment keys and ``factory`` left out). Swept hyper-parameters are omitted: the sweep
+    adds them as columns of the same name. Which key sets which hyper-parameter comes from the
+    table's schema (``Param.hparam``), the one place that knows it."""
     table = config.params[name]
+    hparams = dict(algorithm.hparams)
+    sets = {p.name: p.hparam for p in cfg.table_schema(name, table)}
     sweeping = {h for h, _ in cfg.swept(config, name)}
-    keys = {p.name: p.hparam for p in cfg.table_schema(name, table)}
-    out = {}
-    for k, v in cfg.constructor_values(name, table).items():
-        if keys.get(k) in sweeping or k in sweeping or v is None or isinstance(v, tuple):
-            continue
-        out[k] = _column_value(v)
-    for k, v in dict(algorithm.hparams).items():
-        if k not in sweeping and k not in out:
-            out[k] = float(v)
+    out = {k: _column_value(v) for k, v in cfg.constructor_values(name, table).items()
+           if v is not None and not isinstance(v, tuple) and sets.get(k) not in hparams}
+    out.update({k: float(v) for k, v in hparams.items() if k not in sweeping})
     return out
 
 
@@ -391,7 +393,7 @@ def describe(config: cfg.Config, *, compile_cache: bool = True,
         if _slope_pass(config, sub):
             extra += " + d error / d log init_scale (forward mode, the runs again)"
         lines.append(f"  {sub.folder}: {sub.seeds} seeds x {len(sub.widths)} widths{hp}: "
-                     f"{what}{extra}; {programs} program(s) to compile; ~{_fmt_bytes(mem)}")
+                     f"{what}{extra}; {programs} program(s) to compile; ~{fmt_bytes(mem)}")
         total_cells += cells if sub.train else lazy_cells
         total_programs += programs
     warm, cache = cache_state(compile_cache)
@@ -399,25 +401,13 @@ def describe(config: cfg.Config, *, compile_cache: bool = True,
     wall = estimate_wall(config, warm=warm, load=load)
     busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
     lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile, "
-                 f"peak memory ~{_fmt_bytes(peak)}")
+                 f"peak memory ~{fmt_bytes(peak)}")
     def sec(t):  # seconds up to 10 minutes: minutes would round a 2.4-minute run to 2
-        return f"{t:.0f} s" if t < 600 else _fmt_seconds(t)
+        return f"{t:.0f} s" if t < 600 else fmt_seconds(t)
     lines.append(f"time: ~{sec(wall['total'])} (compile ~{sec(wall['compile'])}, compute "
                  f"~{sec(wall['compute'])}, start-up and outputs ~{sec(wall['fixed'])}; rough); "
                  f"{cache}{busy}")
     return "\n".join(lines)
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def _fmt_seconds(t: float) -> str:
-    return f"{t:.0f} s" if t < 120 else f"{t / 60:.0f} min"
 
 
 # -- the exact lazy optimum -------------------------------------------------------------------
@@ -496,10 +486,10 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
                 arrays = {k: saved[k] for k in ("residual", "widths", "seeds")}
                 if (list(arrays["widths"]) == widths and list(arrays["seeds"]) == seeds
                         and str(saved["identity"]) == identity
-                        and str(saved["sha256"]) == _arrays_sha256(arrays)):
+                        and str(saved["sha256"]) == arrays_sha256(arrays)):
                     table = arrays["residual"]
                     notify(len(seeds) * len(widths))
-        except _READ_ERRORS:
+        except READ_ERRORS:
             table = None  # a damaged or foreign cache is recomputed, never trusted
     if table is None:
         p = table_params
@@ -517,7 +507,7 @@ def _lazy_column(results, algorithm, target, folder: Path, outcome: Outcome, not
                       "seeds": np.asarray(seeds)}
             with lock_dir(folder), atomic_write(str(cache)) as f:
                 np.savez(f, **arrays, identity=np.asarray(identity),
-                         sha256=np.asarray(_arrays_sha256(arrays)))
+                         sha256=np.asarray(arrays_sha256(arrays)))
     col = [table[seeds.index(int(s)), widths.index(int(w))]
            for s, w in zip(results.rows["seed"], results.rows["width"])]
     rows = results.rows.assign(lazy_best_residual=np.asarray(col, np.float64))
@@ -639,7 +629,7 @@ def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
     """The resolved config of one sub-sweep: what its saved folder was computed from (target,
     sweep keys, the algorithm's table), as written to ``sweeps/<sub>/sub.json``."""
     t, s = config.target, config.sweep
-    return _jsonable({
+    return jsonable({
         "target": {"order": sub.order, "dim": sub.dim, "rank": sub.rank, "kind": t.kind,
                    "weights": t.weights if isinstance(t.weights, str) else list(t.weights),
                    "seed": t.seed},
@@ -661,10 +651,10 @@ def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) ->
     if jax.process_index() == 0:
         folder.mkdir(parents=True, exist_ok=True)
         with lock_dir(folder):
-            _remove_stray_temporaries(str(folder))
+            remove_stray_temporaries(str(folder))
             if resume and path.is_file():
                 try:
-                    saved = _read_json(str(path), "sub.json", "")
+                    saved = read_json(str(path), "sub.json", "")
                     saved = saved.get("config") if isinstance(saved, dict) else None
                 except ResultsError as err:
                     saved, problem = None, str(err).split("; ")[0]
@@ -673,7 +663,7 @@ def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) ->
                                                    identity))
                     problem = f"was computed with another config (differs in {diff})"
             else:
-                _write_json(str(path), {"format": "jaxtd.sub/1", "config": identity})
+                write_json(str(path), {"format": "jaxtd.sub/1", "config": identity})
     problem = distributed.broadcast_json(problem)
     if problem is not None:
         raise ResumeError(str(folder), problem, "resume with the config it was run with, or "

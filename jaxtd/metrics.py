@@ -36,7 +36,7 @@ from jaxtd.shapes import FitTimes, History, Params, PerComponent, RowMask, Scala
 from jaxtd.symcp import SymCP, check_compatible
 
 __all__ = ["relative_error", "half_residual_sq", "aligned_half_residual_sq", "true_weights", "fitted_weights",
-           "best_correlation", "active_count", "distance", "fit_times", "record"]
+           "best_correlation", "active_count", "distance", "fit_times", "record", "safe_sqrt"]
 
 
 @jax.custom_jvp
@@ -66,7 +66,7 @@ def half_residual_sq(model: SymCP, target: SymCP) -> Scalar:
     return _with_derivative_of(accurate, losses.loss_autodiff(model, target).astype(accurate.dtype))
 
 
-def _safe_sqrt(x: jax.Array) -> jax.Array:
+def safe_sqrt(x: jax.Array) -> jax.Array:
     """``sqrt(max(x, 0))`` whose derivative at ``x <= 0`` is 0, not ``inf`` (double ``where``)."""
     positive = x > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
@@ -80,12 +80,12 @@ def relative_error(model: SymCP, target: SymCP) -> Scalar:
     it); the undifferentiated value costs one, as :func:`jaxtd.relative_error`.
     """
     accurate = losses.relative_error(jax.lax.stop_gradient(model), jax.lax.stop_gradient(target))
-    proxy = _safe_sqrt(2.0 * half_residual_sq(model, target)) / losses.norm(target)
+    proxy = safe_sqrt(2.0 * half_residual_sq(model, target)) / losses.norm(target)
     return _with_derivative_of(accurate, proxy.astype(accurate.dtype))
 
 
 def _unit(a: jax.Array) -> jax.Array:
-    n = _safe_sqrt(jnp.sum(a * a, axis=-1, keepdims=True))
+    n = safe_sqrt(jnp.sum(a * a, axis=-1, keepdims=True))
     return a / jnp.where(n > 0, n, 1.0)
 
 
@@ -122,8 +122,8 @@ def distance(params: Params, params0: Params, mask: Optional[RowMask] = None) ->
     non-zero (``||W - W0||_F`` if ``W0 = 0``); scalar."""
     live = jnp.ones(params.shape[:1], bool) if mask is None else mask != 0
     live = live[:, None]
-    den = _safe_sqrt(jnp.sum(jnp.where(live, params0 * params0, 0.0)))
-    num = _safe_sqrt(jnp.sum(jnp.where(live, (params - params0) ** 2, 0.0)))
+    den = safe_sqrt(jnp.sum(jnp.where(live, params0 * params0, 0.0)))
+    num = safe_sqrt(jnp.sum(jnp.where(live, (params - params0) ** 2, 0.0)))
     return num / jnp.where(den > 0, den, 1.0)
 
 
@@ -168,7 +168,7 @@ def record(model: SymCP, target: SymCP, params: Params, params0: Params, *, mask
     half = (half_residual_sq if precise else aligned_half_residual_sq)(model, target)
     return {
         "loss": half,
-        "relative_error": _safe_sqrt(2.0 * half) / losses.norm(target),
+        "relative_error": safe_sqrt(2.0 * half) / losses.norm(target),
         "distance": distance(params, params0, mask),
         "active_count": active_count(model, target, active_fraction),
         "fitted_weight": fitted_weights(model, target),

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxtd._checks import check_positive
+from jaxtd import schema
 
 __all__ = ["OptimizerSpec", "Optimizer", "make_optimizer", "check_optimizer",
            "with_learning_rate", "init_optimizer", "optimizer_step", "mask_rows", "is_rowwise"]
@@ -65,7 +65,7 @@ def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = No
       ``optax.inject_hyperparams``, default ``learning_rate=`` (required).
     """
     if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
-        check_positive(optimizer, "optimizer (a float learning rate)")
+        schema.check_hparam("optimizer (a float learning rate)", schema.LEARNING_RATE, optimizer)
         if learning_rate is not None:
             raise ValueError("learning_rate= is only for a factory optimizer; a float optimizer "
                              "already is the learning rate")
@@ -73,7 +73,8 @@ def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = No
                          float(optimizer), True)
     if hasattr(optimizer, "init") and hasattr(optimizer, "update"):
         check_optimizer(optimizer)
-        lr = 1.0 if learning_rate is None else check_positive(learning_rate, "learning_rate")
+        lr = 1.0 if learning_rate is None else schema.check_hparam(
+            "learning_rate", schema.LEARNING_RATE, learning_rate)
         return Optimizer(optimizer, float(lr), False)
     if callable(optimizer):
         return _from_factory(optimizer, learning_rate)
@@ -84,7 +85,7 @@ def _from_factory(factory: Callable, learning_rate: Optional[float]) -> Optimize
     if learning_rate is None:
         raise ValueError("learning_rate= is required with a factory optimizer, e.g. "
                          "gd(optax.adam, learning_rate=1e-3)")
-    check_positive(learning_rate, "learning_rate")
+    schema.check_hparam("learning_rate", schema.LEARNING_RATE, learning_rate)
     try:
         tx = optax.inject_hyperparams(factory)(learning_rate=float(learning_rate))
     except TypeError as err:

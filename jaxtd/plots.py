@@ -51,6 +51,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 # the statistics: public names re-exported (plots.curves, ...); the helpers under the short
 # private names the drawing code below uses
+from jaxtd._sizes import model_degree
 from jaxtd.stats import (REQUIRED_COLUMNS, SIZE, critical_widths, curves, fit_slope,
                          local_slopes, seed_critical_widths, swept_hyperparameters,
                          threshold_table, wilson_interval)
@@ -60,7 +61,7 @@ from jaxtd.stats import method_rows as _method_rows
 from jaxtd.stats import quantile as _quantile
 from jaxtd.stats import setting_labels as _settings
 
-__all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "STYLE", "curves",
+__all__ = ["REQUIRED_COLUMNS", "PAGE_WIDTH", "DPI", "FORMATS", "check_formats", "STYLE", "curves",
            "critical_widths", "seed_critical_widths", "fit_slope", "wilson_interval",
            "swept_hyperparameters", "width_figure", "method_figure", "critical_figure",
            "deflation_figure", "init_scale_figure", "threshold_table", "local_slopes",
@@ -75,7 +76,6 @@ STYLES = {"lazy best": ("tab:red", "v", "-"), "lazy GD": ("tab:orange", "^", "--
 PALETTE = [("tab:blue", "o"), ("tab:red", "v"), ("tab:green", "s"), ("tab:purple", "D"),
            ("tab:orange", "^"), ("tab:brown", "P"), ("tab:pink", "X"), ("tab:olive", "<"),
            ("tab:cyan", ">"), ("tab:gray", "h")]
-COLORS = {m: s[0] for m, s in STYLES.items()}  # kept for callers of earlier versions
 
 PAGE_WIDTH = 7.0  # inches: the text width of a journal page; every figure is at most this wide
 DPI = 300         # dots per inch of the PNG files save_figures writes (journals ask 300+)
@@ -811,13 +811,6 @@ def _lazy_optimum(df: pd.DataFrame, size: tuple) -> dict:
     return {int(w): float(g.median()) for w, g in lazy.groupby("width")["lazy_best_residual"]}
 
 
-def _scale_degree(rows: pd.DataFrame, order: int) -> int:
-    """The model's degree ``k`` in ``W`` (``l`` plain, 2 two-homogeneous): the lazy distance
-    falls like ``δ^-k``."""
-    model = rows["model"].iloc[0] if "model" in rows.columns else "plain"
-    return 2 if model == "two_homogeneous" else int(order)
-
-
 @_styled
 def init_scale_figure(df: pd.DataFrame, success_threshold: float,
                       transitions: pd.DataFrame | None = None) -> Figure:
@@ -900,7 +893,9 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
         ax_e.set_title(f"final error; dashed: lazy optimum of the width{note};\ndotted: "
                        f"success threshold {success_threshold:g}")
         # distance: the lazy limit ||W - W0|| / ||W0|| ∝ δ^-k through the last point
-        k = _scale_degree(grp, size[0])
+        # the model's degree k in W (lazy GD and tables without a model: the plain w^{⊗l})
+        model = grp["model"].iloc[0] if "model" in grp.columns else ""
+        k = model_degree(model if isinstance(model, str) and model else "plain", size[0])
         wide = grp[grp["width"] == widths[-1]]
         d_last = float(wide[wide["init_scale"] == scales[-1]]["distance"].median())
         if d_last > 0 and np.isfinite(d_last):
@@ -992,7 +987,7 @@ def _theory_rank(r: float, order: int) -> float:
     return r ** (2.5 * order)
 
 
-def _formats(formats) -> tuple[str, ...]:
+def check_formats(formats) -> tuple[str, ...]:
     """``"png,pdf"`` or ``["png", "pdf"]`` as a checked tuple of :data:`FORMATS`."""
     if isinstance(formats, str):
         formats = formats.split(",")
@@ -1024,7 +1019,7 @@ def save_figures(df: pd.DataFrame, out_dir: str | Path, *, plot: str, success_th
     vectors whose text stays text (TrueType fonts embedded, SVG ``<text>`` elements).
     """
     out_dir = Path(out_dir)
-    formats = _formats(formats)
+    formats = check_formats(formats)
     if not (isinstance(dpi, (int, float)) and not isinstance(dpi, bool) and 10 <= dpi <= 2400):
         raise ValueError(f"dpi must be a number in [10, 2400] (300 for print), got {dpi!r}")
     if plot not in ("width", "lazy-threshold", "beyond-lazy", "width-vs-rank", "deflation",
@@ -1253,7 +1248,7 @@ def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
             plain = weights is None or weights == "equal" or len(found) == 1
             stem = f"phase_diagram_{kind}" + ("" if plain else "_" + weights.replace("/", "-"))
             with matplotlib.rc_context(STYLE):
-                for fmt in _formats(formats):
+                for fmt in check_formats(formats):
                     path = out_dir / f"{stem}.{fmt}"
                     fig.savefig(path, dpi=dpi, metadata=_METADATA[fmt])
                     paths.append(path)

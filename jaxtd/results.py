@@ -40,8 +40,7 @@ from jaxtd.store import (CHUNK_FORMAT, HISTORY_PREFIX, LOCK_NAME, RESULTS_FORMAT
                          LockedError, ResultsError, algorithm_identity, atomic_write,
                          check_out_dir, config_fingerprint, lock_dir, unidentified,
                          verify_saved, versions)
-from jaxtd.store import (_HELD, _READ_ERRORS, _file_sha256, _jsonable,  # noqa: F401
-                         _load_npz, _save_npz, _write_json)
+from jaxtd.store import READ_ERRORS, file_sha256, jsonable, load_npz, save_npz, write_json
 
 __all__ = ["Results", "ChunkStore", "versions", "check_out_dir", "atomic_write", "lock_dir",
            "config_fingerprint", "progress_enabled", "ResultsError", "ChunkError",
@@ -120,8 +119,8 @@ class Results:
         if missing:
             raise ValueError(f"key_columns {missing} are not columns of rows")
         object.__setattr__(self, "histories", hist)
-        object.__setattr__(self, "config", _jsonable(dict(self.config)))
-        object.__setattr__(self, "info", _jsonable(dict(self.info)))
+        object.__setattr__(self, "config", jsonable(dict(self.config)))
+        object.__setattr__(self, "info", jsonable(dict(self.info)))
         object.__setattr__(self, "key_columns", tuple(self.key_columns))
 
     def __len__(self) -> int:
@@ -150,7 +149,7 @@ class Results:
 
     def to_json(self, path: str) -> None:
         """Write the table as a JSON list of records (NaN as null), atomically."""
-        _write_json(os.fspath(path), _records(self.rows))
+        write_json(os.fspath(path), _records(self.rows))
 
     # -- derived results --------------------------------------------------------------------
     def select(self, mask) -> "Results":
@@ -286,25 +285,25 @@ class Results:
         Temporary files left by a writer killed in an earlier save are removed."""
         out_dir = check_out_dir(out_dir)
         with lock_dir(out_dir):
-            _store._remove_stray_temporaries(out_dir)
+            _store.remove_stray_temporaries(out_dir)
             marker = os.path.join(out_dir, "config.json")
             if os.path.lexists(marker):  # incomplete until the new one is written
                 os.remove(marker)
             paths = {name: os.path.join(out_dir, name) for name in self._FILES}
-            _save_npz(paths["rows.npz"],
+            save_npz(paths["rows.npz"],
                       {c: _column_array(self.rows[c]) for c in self.rows.columns})
-            _save_npz(paths["histories.npz"], self.histories)
+            save_npz(paths["histories.npz"], self.histories)
             self.to_csv(paths["results.csv"])
             self.to_json(paths["results.json"])
             meta = {"format": RESULTS_FORMAT, "config": self.config,
                     "info": {**self.info, "versions": self.info.get("versions", versions())},
                     "columns": self._columns_meta(), "key_columns": list(self.key_columns),
                     "histories": sorted(self.histories),
-                    "sha256": {name: _file_sha256(p) for name, p in paths.items()}}
-            meta = _jsonable(meta)
+                    "sha256": {name: file_sha256(p) for name, p in paths.items()}}
+            meta = jsonable(meta)
             meta["sha256_self"] = _store.meta_sha256(meta)
             # config.json last: its presence marks a complete result
-            _write_json(marker, meta)
+            write_json(marker, meta)
         return out_dir
 
     @classmethod
@@ -333,7 +332,7 @@ class Results:
                "save the results again (Results.save) or restore the folder from a copy")
         meta = verify_saved(out_dir, fix)
         if sweep:  # the final files must be those of the folder's sweep
-            manifest = _store._read_json(os.path.join(out_dir, "sweep.json"), "sweep.json",
+            manifest = _store.read_json(os.path.join(out_dir, "sweep.json"), "sweep.json",
                                          "restore it, or load the files from a copy")
             if not isinstance(manifest, dict) or manifest.get("config") != meta.get("config"):
                 raise ResultsError(f"{path} describes another sweep than the folder's "
@@ -345,8 +344,8 @@ class Results:
                 if not os.path.isfile(file):
                     raise ResultsError(f"{file} is missing from a saved result; {fix}")
                 try:
-                    arrays[name] = _load_npz(file)
-                except _READ_ERRORS as err:
+                    arrays[name] = load_npz(file)
+                except READ_ERRORS as err:
                     raise ResultsError(f"{file} is unreadable ({type(err).__name__}: {err}); "
                                        f"{fix}") from None
             rows = _frame(arrays["rows.npz"], meta["columns"])

@@ -23,7 +23,8 @@ import typing
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 __all__ = ["ConfigError", "Param", "derive", "from_signature", "optimizer_params", "check",
-           "check_table", "build", "largest_of_lists", "optax_factory", "UNSET"]
+           "check_table", "hparam_params", "check_hparam", "LEARNING_RATE", "build",
+           "largest_of_lists", "optax_factory", "UNSET"]
 
 
 class ConfigError(ValueError):
@@ -31,7 +32,7 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, problem: str, fix: str):
         super().__init__(f"{key}: {problem}; fix: {fix}")
-        self.key = key
+        self.key, self.problem, self.fix = key, problem, fix
 
 
 class _Unset:
@@ -164,6 +165,12 @@ def derive(constructor: Callable, params: Sequence[Param]) -> tuple[Param, ...]:
     return tuple(out)
 
 
+# The learning rate of every optimizer spec (jaxtd.optimizers) and of the tables of the optax-based
+# algorithms: the one declaration of its range.
+LEARNING_RATE = Param("learning_rate", "float", "learning rate of the optimizer", gt=0,
+                      hparam="learning_rate")
+
+
 def optimizer_params(learning_rate_help: str, learning_rate_default: Any = UNSET,
                      optimizer_default: Any = "sgd") -> tuple[Param, ...]:
     """The keys ``learning_rate`` / ``optimizer`` / ``optimizer_args`` of a constructor whose
@@ -172,9 +179,8 @@ def optimizer_params(learning_rate_help: str, learning_rate_default: Any = UNSET
     :func:`build` turns them into that argument. ``learning_rate``'s default is the float default
     of ``optimizer`` unless given."""
     return (
-        Param("learning_rate", "float", learning_rate_help, default=learning_rate_default,
-              default_from="optimizer" if learning_rate_default is UNSET else None,
-              gt=0, hparam="learning_rate"),
+        dataclasses.replace(LEARNING_RATE, help=learning_rate_help, default=learning_rate_default,
+                            default_from="optimizer" if learning_rate_default is UNSET else None),
         Param("optimizer", "str", "an optax optimizer by name, e.g. adam (sgd: plain "
               "gradient descent)", default=optimizer_default),
         Param("optimizer_args", "table", "keyword arguments of the optax optimizer, "
@@ -336,20 +342,44 @@ def check(where: str, param: Param, value: Any) -> Any:
     return value
 
 
-def check_table(section: str, schema: Sequence[Param], raw: Optional[Mapping[str, Any]],
-                renamed: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def hparam_params(params: Sequence[Param]) -> dict[str, Param]:
+    """``{hyper-parameter: the Param setting it}`` of a schema (e.g. deflation's ``learning_rate``
+    -> its ``step_size`` Param): what an :class:`~jaxtd.algorithms.Algorithm` carries as
+    ``ranges``, so an override of a hyper-parameter is checked against its one declaration."""
+    return {p.hparam: p for p in params if p.hparam}
+
+
+def check_hparam(where: str, param: Param, value: Any) -> float:
+    """``value`` as a float if it is a finite real number in ``param``'s range: a ``TypeError``
+    naming ``where`` for anything else than a real scalar (a string, a bool, an array), else a
+    :class:`ConfigError` (a ``ValueError``) naming ``where`` (e.g. ``hparams['learning_rate']``)
+    for a value out of range. Read as a float whatever the kind: a hyper-parameter lives in the
+    state as a float scalar. The one range check of constructors, runner and sweep."""
+    boolean = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
+    if isinstance(value, (str, bytes)) or boolean or getattr(value, "shape", ()) != ():
+        raise TypeError(f"{where} must be a real number, got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where} must be a real number, got {value!r}") from None
+    return check(where, dataclasses.replace(param, kind="float", hparam=None), value)
+
+
+def check_table(section: str, schema: Sequence[Param],
+                raw: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     """Validate TOML table ``[section]`` against ``schema``: every key known and checked,
-    absent keys take their default. ``renamed`` maps old key names to their new name (a clear
-    error instead of "unknown key")."""
+    absent keys take their default. A key named as the hyper-parameter another key sets (e.g.
+    ``learning_rate`` for deflation's ``step_size``) is told its name, read from the schema."""
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{section}]", f"must be a table, got {raw!r}",
                           f"write a [{section}] section")
     by_name = {p.name: p for p in schema}
+    renamed = {p.hparam: p.name for p in schema if p.hparam and p.hparam not in by_name}
     rest = by_name.pop("**", None)  # a **kwargs: any other key, passed on unchecked
     for key in raw:
         if key not in by_name and rest is None:
-            new = (renamed or {}).get(key)
+            new = renamed.get(key)
             fix = (f"rename it to {new}" if new else
                    f"remove it or use one of {', '.join(by_name)}")
             raise ConfigError(f"[{section}] {key}", "unknown key", fix)

@@ -14,18 +14,15 @@ from typing import Union
 
 import jax
 import numpy as np
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 
-__all__ = ["ArrayLike", "Scalar", "Weights", "Factors", "Params", "RowMask", "Rows", "History",
-           "IntScalar", "BoolScalar", "Steps", "PerComponent", "FitTimes"]
+__all__ = ["ArrayLike", "Scalar", "Factors", "Params", "RowMask", "Rows", "History", "Steps",
+           "PerComponent", "FitTimes"]
 
 ArrayLike = Union[jax.Array, np.ndarray]
 """A jax or numpy array (and tracers, which are ``jax.Array`` instances)."""
 
 Scalar = Float[ArrayLike, ""]
-IntScalar = Int[ArrayLike, ""]
-BoolScalar = Bool[ArrayLike, ""]
-Weights = Float[ArrayLike, "k"]          # weights c of a SymCP with k components
 Factors = Float[ArrayLike, "k d"]        # factors U (one component per row)
 Params = Float[ArrayLike, "m d"]         # trained factors W of a width-m model
 RowMask = Float[ArrayLike, "m"]          # per-row 0/1 mask or fixed signs of a width-m model

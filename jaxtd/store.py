@@ -55,7 +55,10 @@ except ImportError:  # not POSIX: folders are not locked
 __all__ = ["ChunkStore", "versions", "check_out_dir", "atomic_write", "lock_dir",
            "config_fingerprint", "algorithm_identity", "describe_value", "unidentified",
            "verify_saved", "ResultsError", "ChunkError", "LockedError", "IdentityError",
-           "ChunkWarning", "SWEEP_FORMAT", "RESUME_MODES"]
+           "ChunkWarning", "SWEEP_FORMAT", "RESUME_MODES",
+           # file helpers shared with results, experiment and transition
+           "READ_ERRORS", "jsonable", "arrays_sha256", "file_sha256", "remove_stray_temporaries",
+           "read_json", "write_json", "load_npz", "save_npz"]
 
 HISTORY_PREFIX = "history/"
 _CHUNK_RE = re.compile(r"^chunk_(\d{5})\.npz$")
@@ -76,7 +79,7 @@ _SWEEP_ENTRIES = ("sweep.json", "config.json", "chunks", "rejected") + SAVED_FIL
 UNIDENTIFIED = "unidentified"
 _CHUNK_META = "meta"
 # what numpy/zipfile raise on a truncated, empty or corrupted .npz
-_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
 class ResultsError(ValueError):
@@ -120,7 +123,7 @@ def versions() -> dict[str, str]:
             "pandas": pd.__version__, "python": platform.python_version()}
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Plain JSON types (lists, not tuples; Python scalars), so a config compares equal after a
     JSON round trip."""
     return json.loads(json.dumps(obj, default=_json_default, allow_nan=True))
@@ -137,7 +140,7 @@ def _json_default(obj: Any):
 def config_fingerprint(config: Mapping[str, Any]) -> str:
     """sha256 (hex) of a configuration's canonical JSON (sorted keys): what a chunk records to say
     which sweep it belongs to."""
-    text = json.dumps(_jsonable(dict(config)), sort_keys=True, separators=(",", ":"),
+    text = json.dumps(jsonable(dict(config)), sort_keys=True, separators=(",", ":"),
                       allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -289,11 +292,11 @@ def identity_diff(saved: Mapping, requested: Mapping) -> list[str]:
     """The fields (dotted paths) where two configurations differ, as
     ``"field: saved X, requested Y"``."""
     out: list[str] = []
-    _diff_paths(_jsonable(dict(saved)), _jsonable(dict(requested)), "", out)
+    _diff_paths(jsonable(dict(saved)), jsonable(dict(requested)), "", out)
     return out
 
 
-def _file_sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -301,7 +304,7 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
+def arrays_sha256(arrays: Mapping[str, np.ndarray]) -> str:
     """sha256 of named arrays (name, dtype, shape and bytes, in name order)."""
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -369,7 +372,7 @@ def check_out_dir(out_dir: str, argname: str = "out_dir") -> str:
     return out_dir
 
 
-def _remove_stray_temporaries(folder: str) -> list[str]:
+def remove_stray_temporaries(folder: str) -> list[str]:
     """Delete ``.tmp-*`` files left in ``folder`` by a killed writer (call with the lock held)."""
     removed = []
     with contextlib.suppress(FileNotFoundError):
@@ -466,12 +469,12 @@ def lock_dir(out_dir):
         _release(path)
 
 
-def _save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
+def save_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     with atomic_write(path) as f:
         np.savez(f, **arrays)
 
 
-def _load_npz(path: str) -> dict[str, np.ndarray]:
+def load_npz(path: str) -> dict[str, np.ndarray]:
     # our own file object: np.load leaves its handle open when the file is not an archive
     with open(path, "rb") as f:
         data = np.load(f, allow_pickle=False)
@@ -481,7 +484,7 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
             return {k: data[k] for k in data.files}
 
 
-def _read_json(path: str, what: str, fix: str) -> Any:
+def read_json(path: str, what: str, fix: str) -> Any:
     """Parse a JSON file or raise a one-line :class:`ResultsError` naming it."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -491,7 +494,7 @@ def _read_json(path: str, what: str, fix: str) -> Any:
                            f"{str(err).splitlines()[0]}); {fix}") from None
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=1, allow_nan=False)
 
@@ -515,7 +518,7 @@ def verify_saved(out_dir: str, fix: str) -> dict:
     ending with ``fix``. Results written before checksums existed (format ``/1``) pass
     unchecked."""
     path = os.path.join(out_dir, "config.json")
-    meta = _read_json(path, "config.json", fix)
+    meta = read_json(path, "config.json", fix)
     if not isinstance(meta, dict) or "format" not in meta:
         raise ResultsError(f"{path} does not describe the saved files (no format); {fix}")
     fmt = meta["format"]
@@ -536,7 +539,7 @@ def verify_saved(out_dir: str, fix: str) -> dict:
             raise ResultsError(f"{path} records no sha256 of {name}; {fix}")
         if not os.path.isfile(file):
             raise ResultsError(f"{file} is missing from a saved result; {fix}")
-        if checksums[name] != _file_sha256(file):
+        if checksums[name] != file_sha256(file):
             raise ResultsError(f"{file} does not match the sha256 recorded in config.json "
                                f"(edited, damaged, truncated or from another result); {fix}")
     return meta
@@ -572,7 +575,7 @@ class ChunkStore:
         if not any(resume is m or (isinstance(m, str) and resume == m) for m in RESUME_MODES):
             raise ValueError(f"resume must be True, False or 'recompute', got {resume!r}")
         self.out_dir = check_out_dir(out_dir)
-        self.config = _jsonable(dict(config))
+        self.config = jsonable(dict(config))
         self.fingerprint = config_fingerprint(self.config)
         self.chunk_dir = os.path.join(self.out_dir, "chunks")
         self.rejected: list[tuple[str, str]] = []
@@ -613,11 +616,11 @@ class ChunkStore:
 
     def _open(self, resume) -> None:
         manifest = os.path.join(self.out_dir, "sweep.json")
-        _remove_stray_temporaries(self.out_dir)
+        remove_stray_temporaries(self.out_dir)
         if os.path.isfile(manifest) and resume == "recompute":
             self._clear()
         if os.path.isfile(manifest):
-            saved = _read_json(manifest, "sweep.json",
+            saved = read_json(manifest, "sweep.json",
                                "it identifies the sweep saved in this folder: restore it, or "
                                "choose a new out_dir")
             if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
@@ -637,10 +640,10 @@ class ChunkStore:
             self._verify_final()
         else:
             self._refuse_foreign_folder()  # again, under the lock
-            _write_json(manifest, {"format": SWEEP_FORMAT, "config": self.config,
+            write_json(manifest, {"format": SWEEP_FORMAT, "config": self.config,
                                    "fingerprint": self.fingerprint, "versions": versions()})
         os.makedirs(self.chunk_dir, exist_ok=True)
-        _remove_stray_temporaries(self.chunk_dir)
+        remove_stray_temporaries(self.chunk_dir)
 
     def _verify_final(self) -> None:
         """A finished sweep's final files must verify and describe this sweep (they are written
@@ -683,8 +686,8 @@ class ChunkStore:
         fix = ("delete it (or resume the sweep: jaxtd.sweep with the same out_dir sets it aside "
                "and recomputes it)")
         try:
-            data = _load_npz(path)
-        except _READ_ERRORS as err:
+            data = load_npz(path)
+        except READ_ERRORS as err:
             raise ChunkError(f"{path} is damaged ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); "
                              f"{fix}") from None
@@ -703,7 +706,7 @@ class ChunkStore:
                              f"{self.fingerprint[:12]}); {fix}")
         if meta.get("index") != index:
             raise ChunkError(f"{path} holds chunk {meta.get('index')}, not chunk {index}; {fix}")
-        if meta.get("sha256") != _arrays_sha256(data):
+        if meta.get("sha256") != arrays_sha256(data):
             raise ChunkError(f"{path} does not match its checksum (damaged); {fix}")
         expected = self._expected_seeds(index)
         if expected is not None and meta.get("seeds") != expected:
@@ -757,9 +760,9 @@ class ChunkStore:
                                  f"holds {seeds}")
             seeds = expected
         meta = {"format": CHUNK_FORMAT, "fingerprint": self.fingerprint, "index": index,
-                "seeds": seeds, "sha256": _arrays_sha256(arrays)}
+                "seeds": seeds, "sha256": arrays_sha256(arrays)}
         arrays[_CHUNK_META] = np.asarray(json.dumps(meta))
-        _save_npz(self._path(index), arrays)
+        save_npz(self._path(index), arrays)
 
     def read(self, index: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """``(columns, histories)`` of chunk ``index``, verified (:class:`ChunkError` if it is

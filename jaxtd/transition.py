@@ -160,13 +160,13 @@ def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_ever
     """Fingerprint of what determines a cached slope table (the algorithm's full identity, the
     target's values, steps, record cadence, the other hparams, dtype); ``None`` when the
     algorithm cannot be identified (its cache is then never reused)."""
-    from jaxtd.store import _arrays_sha256, algorithm_identity, config_fingerprint, unidentified
+    from jaxtd.store import arrays_sha256, algorithm_identity, config_fingerprint, unidentified
     from jaxtd.targets import default_dtype
     ident = algorithm_identity(algorithm)
     if unidentified(ident) is not None:
         return None
     arrays = {"weights": np.asarray(target.weights), "factors": np.asarray(target.factors)}
-    return config_fingerprint({"algorithm": ident, "target": _arrays_sha256(arrays),
+    return config_fingerprint({"algorithm": ident, "target": arrays_sha256(arrays),
                                "order": target.order, "steps": steps,
                                "record_every": record_every,
                                "hparams": {k: float(v) for k, v in hparams.items()},
@@ -176,7 +176,7 @@ def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_ever
 def _load_cache(path: Path, seeds, widths, scales, identity: Optional[str]):
     """The cached slopes when the file holds this very table (same grid and identity) and its
     arrays match their recorded sha256; else ``None`` (recomputed, never trusted)."""
-    from jaxtd.store import _READ_ERRORS, _arrays_sha256
+    from jaxtd.store import READ_ERRORS, arrays_sha256
     if identity is None:
         return None
     try:
@@ -185,9 +185,9 @@ def _load_cache(path: Path, seeds, widths, scales, identity: Optional[str]):
             if (list(arrays["seeds"]) == list(seeds) and list(arrays["widths"]) == list(widths)
                     and np.array_equal(arrays["scales"], np.asarray(scales))
                     and str(saved["identity"]) == identity
-                    and str(saved["sha256"]) == _arrays_sha256(arrays)):
+                    and str(saved["sha256"]) == arrays_sha256(arrays)):
                 return arrays["slopes"]
-    except _READ_ERRORS:
+    except READ_ERRORS:
         pass  # a missing, damaged or foreign cache is recomputed, never trusted
     return None
 
@@ -232,13 +232,13 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
                                      scales=scales, steps=steps, record_every=record_every,
                                      hparams=dict(zip(others, values)))
             if path is not None and identity is not None and jax.process_index() == 0:
-                from jaxtd.store import _arrays_sha256, atomic_write
+                from jaxtd.store import arrays_sha256, atomic_write
                 path.parent.mkdir(parents=True, exist_ok=True)
                 arrays = {"slopes": np.asarray(slopes), "seeds": np.asarray(seeds),
                           "widths": np.asarray(widths), "scales": np.asarray(scales)}
                 with atomic_write(str(path)) as f:
                     np.savez(f, **arrays, identity=np.asarray(identity),
-                             sha256=np.asarray(_arrays_sha256(arrays)))
+                             sha256=np.asarray(arrays_sha256(arrays)))
         idx = (np.searchsorted(seeds, part["seed"].to_numpy()),
                np.searchsorted(widths, part["width"].to_numpy()),
                np.searchsorted(scales, part["init_scale"].to_numpy().astype(np.float64)))

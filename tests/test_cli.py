@@ -626,14 +626,14 @@ def test_os_errors_are_one_line(tmp_path):
     assert line.startswith("/x/rows.npz: disk full; fix: ") and "--resume" in line
     assert "permission" in cli._os_error_line(PermissionError(errno.EACCES, "denied", "/y"))
     # a write failing for a full disk carries no filename: the file being written is named
-    from jaxtd import results
+    from jaxtd import results, store
     target = tmp_path / "rows.npz"
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with mock.patch.object(results.np, "savez", full), pytest.raises(OSError) as info:
-        results._save_npz(str(target), {"a": np.ones(2)})
+        store.save_npz(str(target), {"a": np.ones(2)})
     assert cli._os_error_line(info.value).startswith(f"{target}: disk full; fix: ")
     with mock.patch.object(results.os, "fsync", full), pytest.raises(OSError) as info:
         with atomic_write(str(target)) as f:

@@ -235,6 +235,22 @@ def test_swept_hyperparameter_list_round_trips():
     assert cfg.loads(cfg.dumps(c)) == c
 
 
+def test_each_table_is_built_once_by_the_config_and_the_experiment():
+    """parse builds every table to check it; the experiment gets that very algorithm back
+    instead of building the table again (counted at the one builder, jaxtd.schema.build)."""
+    from unittest import mock
+
+    from jaxtd import experiment
+    text = GOOD.replace("learning_rate = 0.2", "learning_rate = 0.2123")  # a table never built
+    with mock.patch.object(cfg.schema, "build", wraps=schema.build) as build:
+        c = cfg.loads(text)
+        first, again = experiment.make_algorithm(c, "gd"), experiment.make_algorithm(c, "gd")
+        assert cfg.loads(text) == c
+    built = [call.kwargs["name"] for call in build.call_args_list]
+    assert sorted(built) == sorted(set(built)) and "gd" in built  # once per table
+    assert first is again and first.hparams["learning_rate"] == 0.2123
+
+
 def test_optimizer_by_name_builds_an_optax_algorithm():
     import optax
     c = cfg.loads(GOOD.replace("learning_rate = 0.2", 'learning_rate = 0.01\noptimizer = "adam"\n'
@@ -463,3 +479,14 @@ def test_every_resolved_argument_is_a_results_column():
     assert adam["optimizer_args"] == '{"b1":0.8,"eps":1e-06}' and adam["optimizer"] == "adam"
     mine = experiment.hyperparameters(c, "mine", experiment.make_algorithm(c, "mine"))
     assert mine["momentum"] == 0.5 and mine["init_scale"] == 0.1  # the factory's defaults
+
+
+@pytest.mark.parametrize("key, name", [("learning_rate", "step_size"), ("init_scale", "delta0"),
+                                       ("threshold", "delta1")])
+def test_a_hyperparameter_name_in_the_deflation_table_is_told_its_key(key, name):
+    """The key that sets a hyper-parameter is read from the schema (Param.hparam), not from a
+    second table of renames."""
+    text = GOOD + f"[deflation]\n{key} = 0.1\n"
+    with pytest.raises(cfg.ConfigError, match=f"deflation. {key}: unknown key; fix: rename it to "
+                       f"{name}"):
+        cfg.loads(text)

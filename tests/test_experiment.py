@@ -118,7 +118,9 @@ def test_hyperparameters_are_resolved_values():
     c = cfg.loads(SMALL.replace('algorithms = ["lazy", "gd"]', 'algorithms = ["deflation"]'))
     alg = experiment.make_algorithm(c, "deflation")
     hp = experiment.hyperparameters(c, "deflation", alg)
-    assert hp["step_size"] == 0.05 and hp["delta0"] == 1e-3
+    # one column per hyper-parameter, named as the algorithm (and a swept column) names it
+    assert hp["learning_rate"] == 0.05 and hp["init_scale"] == 1e-3 and hp["threshold"] == 1e-2
+    assert not {"step_size", "delta0", "delta1"} & set(hp)
     assert hp["regularization"] == pytest.approx(1e-4)  # left to the constructor: epsilon / 10
     assert alg.name == "deflation"
 

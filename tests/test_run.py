@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import jaxtd
-from jaxtd.algorithms import Algorithm, gd
+from jaxtd import config as cfg
+from jaxtd.algorithms import Algorithm, deflation, gd
 from jaxtd._run import simulate
 from tests import oracles
 
@@ -287,3 +288,41 @@ def test_default_record_every_is_bounded_for_huge_steps():
         jaxtd.run(alg, key, target, width=2, steps=10 ** 12)
     with pytest.raises(ValueError, match="steps must be <= 2147483647"):
         jaxtd.sweep(alg, target, seeds=1, widths=[2], steps=10 ** 12, progress=False)
+
+
+@pytest.mark.parametrize("name, key, value", [("gamma", "gamma", 0.5),
+                                              ("learning_rate", "step_size", -0.1),
+                                              ("threshold", "delta1", 0.0)])
+def test_hparam_out_of_range_is_refused_by_run_and_sweep_with_the_schema_message(name, key, value):
+    """One range per hyper-parameter: an override of deflation's ``name`` (set by its argument
+    ``key``) is refused by run and sweep, before anything compiles, with the message the config
+    gives for the same value in a TOML table (one declaration: the algorithm's schema)."""
+    text = ('[target]\norder = 3\ndim = 3\nrank = 1\n[sweep]\nalgorithms = ["deflation"]\n'
+            f'widths = [2]\nseeds = 1\nsteps = 4\nsuccess_threshold = 0.1\n'
+            f'[deflation]\n{key} = {value}\n')
+    with pytest.raises(cfg.ConfigError) as from_config:
+        cfg.loads(text)
+    problem = str(from_config.value).split(": ", 1)[1]  # "must be > 1, got 0.5; fix: ..."
+    target, alg = _target(dim=3, rank=1), deflation()
+    with pytest.raises(ValueError) as from_run:
+        jaxtd.run(alg, jax.random.PRNGKey(0), target, width=2, steps=4, record_every=2,
+                  hparams={name: value})
+    with pytest.raises(ValueError) as from_sweep:
+        jaxtd.sweep(alg, target, seeds=1, widths=[2], steps=4, record_every=2,
+                    hparams={name: [0.1 if name == "learning_rate" else 3.0, value]},
+                    progress=False)
+    for err in (from_run.value, from_sweep.value):
+        assert str(err) == f"hparams[{name!r}]: {problem}"
+
+
+def test_hparam_ranges_of_an_algorithm_without_a_schema():
+    """A hand-assembled algorithm (no ``ranges``): the learning rate keeps the range every
+    optimizer spec declares (schema.LEARNING_RATE), any other hyper-parameter must be finite."""
+    alg, target, key = gd(0.1)._replace(ranges=None), _target(dim=3, rank=1), jax.random.PRNGKey(0)
+    kw = dict(width=2, steps=4, record_every=2)
+    with pytest.raises(ValueError, match=r"^hparams\['learning_rate'\]: must be > 0, got -0.1"):
+        jaxtd.run(alg, key, target, hparams={"learning_rate": -0.1}, **kw)
+    with pytest.raises(ValueError, match=r"^hparams\['init_scale'\]: must be finite"):
+        jaxtd.run(alg, key, target, hparams={"init_scale": float("inf")}, **kw)
+    with pytest.raises(TypeError, match=r"^hparams\['init_scale'\] must be a real number"):
+        jaxtd.run(alg, key, target, hparams={"init_scale": "big"}, **kw)

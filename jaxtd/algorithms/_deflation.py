@@ -24,12 +24,10 @@ used up.
 
 from __future__ import annotations
 
-import numbers
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxtd import models, schema
 from jaxtd.algorithms import base
@@ -147,12 +145,6 @@ def euler_step(params: jax.Array, grads: jax.Array, mask: jax.Array, learning_ra
     return params - learning_rate * mask[:, None] * grads
 
 
-def _check_real(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {value!r}")
-    return float(value)
-
-
 @base.constructor
 def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
               epsilon: float = 1e-3, regularization: Optional[float] = None, *,
@@ -182,27 +174,21 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
     Returns:
       An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (``L_λ`` of the
       iterate the update starts from, after any re-draw), ``epoch`` and ``stopped``. A stopped
-      run keeps that iterate. Overrides through ``hparams=`` are traced and so not validated
-      (keep ``δ1 > δ0``, ``γ > 1``).
+      run keeps that iterate. Concrete overrides through ``hparams=`` are checked against the
+      ranges of :data:`SCHEMA` (``γ > 1``, ...) by the runner; traced ones are not, and neither
+      is ``δ1 > δ0`` (keep it).
     """
-    delta0 = _check_real(delta0, "delta0")
-    delta1 = _check_real(delta1, "delta1")
-    gamma = _check_real(gamma, "gamma")
-    epsilon = _check_real(epsilon, "epsilon")
-    tau0 = _check_real(tau0, "tau0")
-    step_size = _check_real(step_size, "step_size")
-    for value, label in ((delta0, "delta0"), (delta1, "delta1"), (epsilon, "epsilon"),
-                         (tau0, "tau0"), (step_size, "step_size")):
-        base.check_positive(value, label)
+    base.check_ranges(SCHEMA, delta0=delta0, delta1=delta1, gamma=gamma, epsilon=epsilon,
+                      tau0=tau0, step_size=step_size)
+    delta0, delta1, gamma, epsilon, tau0, step_size = map(
+        float, (delta0, delta1, gamma, epsilon, tau0, step_size))
     if delta1 <= delta0:
         raise ValueError(f"delta1 (re-draw threshold, {delta1}) must be > delta0 (init norm, "
                          f"{delta0}): otherwise fresh rows are re-drawn forever; e.g. "
                          f"delta1 = 10 * delta0")
-    if not (np.isfinite(gamma) and gamma > 1):
-        raise ValueError(f"gamma must be a finite number > 1 (epochs must grow), got {gamma}")
     if regularization is None:
         regularization = epsilon / 10
-    base.check_nonnegative(_check_real(regularization, "regularization"), "regularization")
+    base.check_ranges(SCHEMA, regularization=regularization)
     if max_epochs is not None:
         max_epochs = check_int(max_epochs, "max_epochs", 1)
     check_choice(signs, "signs", models.SIGNS)
@@ -243,7 +229,7 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
         return model_fn(state.params, state.order.value, state.signs, state.mask)
 
     return base.Algorithm(name or "deflation", init, step, tensor, lambda state: state.params,
-                          defaults)
+                          defaults, ranges=schema.hparam_params(SCHEMA))
 
 
 # The configurable arguments of deflation (names and defaults come from its signature).

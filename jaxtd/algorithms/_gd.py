@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import initialization, models, schema
+from jaxtd._sizes import model_degree as degree  # re-exported (public before)
 from jaxtd.algorithms import base
 from jaxtd.algorithms.base import OptimizerSpec, make_optimizer  # re-exported (public before)
 from jaxtd.symcp import SymCP
@@ -116,8 +117,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
     if lr_scaling == "ntk" and not isinstance(model, str):
         raise ValueError("lr_scaling='ntk' needs the model's degree in W: use model='plain' or "
                          "'two_homogeneous', or lr_scaling='none' with a custom model")
-    base.check_positive(init_scale, "init_scale")
-    base.check_nonnegative(regularization, "regularization")
+    base.check_ranges(SCHEMA, init_scale=init_scale, regularization=regularization)
     opt = make_optimizer(optimizer, learning_rate)
     centred = init == "antisymmetric"  # (the name `init` is taken by the init function below)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
@@ -160,17 +160,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
         return model_fn(state.params, state.order.value, state.signs, state.mask)
 
     return base.Algorithm(name or f"gd-{label}", init, step, tensor, lambda state: state.params,
-                          defaults)
-
-
-def degree(model: str, order: int) -> int:
-    """Degree ``k`` of a named model in its parameters ``W``: ``order`` for ``"plain"``
-    (``w^{⊗l}``), 2 for ``"two_homogeneous"``."""
-    if model == "plain":
-        return int(order)
-    if model == "two_homogeneous":
-        return 2
-    raise ValueError(f"model must be one of {models.MODELS} to have a known degree, got {model!r}")
+                          defaults, ranges=schema.hparam_params(SCHEMA))
 
 
 def step_factor(init_scale, degree: int):

@@ -88,8 +88,7 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
     """
     base.check_choice(init, "init", LAZY_GD_INITS)
     base.check_choice(signs, "signs", models.SIGNS)
-    base.check_positive(init_scale, "init_scale")
-    base.check_nonnegative(regularization, "regularization")
+    base.check_ranges(SCHEMA, init_scale=init_scale, regularization=regularization)
     opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
                 "learning_rate": opt.learning_rate}
@@ -119,7 +118,7 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
 
     return base.Algorithm(name or f"lazy_gd-{init}", init_fn, step,
                           lambda state: polarize(state.model, state.delta),
-                          lambda state: state.model.factors + state.delta, defaults)
+                          lambda state: state.model.factors + state.delta, defaults, ranges=schema.hparam_params(SCHEMA))
 
 
 # The configurable arguments of lazy_gd (names and defaults come from its signature).

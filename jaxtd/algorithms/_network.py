@@ -166,8 +166,7 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
                          "in W with a fixed); leave train_output=False")
     base.check_choice(init, "init", NETWORK_INITS)
     base.check_choice(signs, "signs", models.SIGNS)
-    base.check_positive(init_scale, "init_scale")
-    base.check_nonnegative(noise, "noise")
+    base.check_ranges(SCHEMA, init_scale=init_scale, noise=noise)
     opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "noise": float(noise),
                 "learning_rate": opt.learning_rate}
@@ -288,7 +287,7 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
     def params(state: NetworkState) -> jax.Array:
         return state.factors + state.delta if regime == "nt" else state.factors
 
-    return base.Algorithm(name or f"network-{regime}", init_fn, step, tensor, params, defaults)
+    return base.Algorithm(name or f"network-{regime}", init_fn, step, tensor, params, defaults, ranges=schema.hparam_params(SCHEMA))
 
 
 # The configurable arguments of network (names and defaults come from its signature).

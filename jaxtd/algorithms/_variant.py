@@ -25,7 +25,6 @@ values, so a step jits once and vmaps over seeds, widths and hparams.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -201,17 +200,14 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
     check_choice(signs, "signs", models.SIGNS)
     check_choice(selection, "selection", SELECTIONS)
     check_choice(sign_rule, "sign_rule", SIGN_RULES)
-    base.check_positive(init_scale, "init_scale")
-    base.check_nonnegative(regularization, "regularization")
-    base.check_nonnegative(epsilon, "epsilon")
+    base.check_ranges(SCHEMA, init_scale=init_scale, regularization=regularization,
+                      epsilon=epsilon)
     h_amp = check_int(amplify_steps, "amplify_steps", 0)
     h_fit = check_int(fit_steps, "fit_steps", 0)
     if h_amp + h_fit < 1:
         raise ValueError("amplify_steps + fit_steps must be >= 1 (an epoch needs a step)")
     if epochs is not None:
         epochs = check_int(epochs, "epochs", 1)
-    if not (isinstance(epsilon, numbers.Real) and not isinstance(epsilon, bool)):
-        raise TypeError(f"epsilon must be a float >= 0, got {epsilon!r}")
     opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
                 "learning_rate": opt.learning_rate}
@@ -252,7 +248,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         return model_fn(state.params, state.order.value, state.signs, state.mask)
 
     return base.Algorithm(name or "variant", init, step, tensor, lambda state: state.params,
-                          defaults)
+                          defaults, ranges=schema.hparam_params(SCHEMA))
 
 
 # The configurable arguments of variant (names and defaults come from its signature).

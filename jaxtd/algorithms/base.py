@@ -39,7 +39,7 @@ from jaxtd.symcp import SymCP
 __all__ = ["Algorithm", "constructor", "Static",
            # validation
            "check_int", "check_choice", "check_width", "check_positive", "check_nonnegative",
-           "check_target", "check_optimizer", "resolve_hparams",
+           "check_ranges", "check_target", "check_optimizer", "resolve_hparams",
            # init
            "InitContext", "init_context", "small_rows",
            # optimizers
@@ -61,10 +61,15 @@ class _Fields(NamedTuple):
     params: Callable   # params(state) -> (width, d) factor matrix
     hparams: Mapping[str, float]
     static_key: Any = None
+    ranges: Optional[Mapping[str, schema.Param]] = None  # hparam -> its schema Param
 
 
 class Algorithm(_Fields):
     """An algorithm as a value: pure functions plus the defaults of its sweepable hparams.
+
+    ``ranges`` maps a hyper-parameter to the :class:`~jaxtd.schema.Param` of the constructor
+    argument that sets it (``schema.hparam_params(SCHEMA)``): the one declaration of its range,
+    which the runner and the sweep check overrides against (``None``: finite values only).
 
     ``static_key`` identifies the program the functions trace to. Constructors decorated with
     :func:`constructor` set it from their arguments, so two calls with equal arguments give equal
@@ -171,6 +176,16 @@ def check_width(width: Any, name: str = "width") -> int:
         raise ValueError(f"{name}={width} exceeds {MAX_WIDTH} (array dimensions are 32-bit); "
                          "use a smaller width")
     return int(width)
+
+
+def check_ranges(params, **values) -> None:
+    """Check constructor arguments against their :class:`~jaxtd.schema.Param` in ``params`` (the
+    algorithm's ``SCHEMA``, the one declaration of each range): a ``TypeError`` for a value that
+    is not a real number, else :func:`jaxtd.schema.check_hparam`'s ``ConfigError`` (a
+    ``ValueError``) naming the argument, e.g. ``init_scale: must be > 0, got 0.0; fix: ...``."""
+    by_name = {p.name: p for p in params}
+    for name, value in values.items():
+        schema.check_hparam(name, by_name[name], value)
 
 
 def check_target(target: Any) -> SymCP:
