@@ -362,7 +362,8 @@ def check_hparam(where: str, param: Param, value: Any) -> float:
         value = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{where} must be a real number, got {value!r}") from None
-    return check(where, dataclasses.replace(param, kind="float", hparam=None), value)
+    plain = dataclasses.replace(param, kind="float", hparam=None, capacity=False)
+    return check(where, plain, value)
 
 
 def check_table(section: str, schema: Sequence[Param],
