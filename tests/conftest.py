@@ -1,6 +1,9 @@
 import contextlib
 import os
 import tempfile
+import time
+
+_IMPORTED = time.time()  # the suite's wall time counts this file's JAX import and probe
 
 # Before JAX starts: a batched eigh (dense lazy optima over seeds) can deadlock XLA's
 # multi-threaded Eigen pool on a 2-core machine (both workers wait on work queued behind them).
@@ -123,7 +126,9 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_terminal_summary(terminalreporter):
     """Seconds per test file (setup, call and teardown summed), longest first: the measure that
-    orders LONG_FIRST and shows where the suite's time goes."""
+    orders LONG_FIRST and shows where the suite's time goes. The run's wall time, outcome counts
+    and per-file seconds are kept in pytest's cache (``jaxtd/suite``), where
+    ``benchmarks/goals.py`` reads the suite's row."""
     per_file: dict[str, float] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
@@ -136,3 +141,20 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("=", f"seconds per test file ({sum(per_file.values()):.0f} s)")
     for name, seconds in ranked[:20]:
         terminalreporter.write_line(f"{seconds:8.1f}s  {name}")
+    _record_suite(terminalreporter, per_file)
+
+
+def _record_suite(terminalreporter, per_file: dict[str, float]) -> None:
+    config = terminalreporter.config
+    if config.cache is None or hasattr(config, "workerinput"):
+        return
+    counts = {k: len(terminalreporter.stats.get(k, ())) for k in ("passed", "failed", "error",
+                                                                   "skipped")}
+    config.cache.set("jaxtd/suite", {
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "wall_s": time.time() - _IMPORTED,
+        "args": [str(a) for a in config.args],
+        "keyword": config.getoption("keyword", ""), "markexpr": config.getoption("markexpr", ""),
+        "workers": str(config.getoption("numprocesses", None) or 0),
+        "cpus": os.cpu_count(), "load_after": os.getloadavg()[0], "counts": counts,
+        "per_file_s": dict(sorted(per_file.items(), key=lambda kv: -kv[1]))})
