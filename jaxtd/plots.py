@@ -149,8 +149,7 @@ def _log_y_counts(ax: Axes, lo: float, hi: float) -> None:
     if len(ticks) < 2:  # one tick cannot say where the data sit: label the data's own range
         ticks = sorted({*ticks, lo, hi})
     ax.yaxis.set_major_locator(FixedLocator(ticks))
-    ax.yaxis.set_major_formatter(FuncFormatter(
-        _decade_label if math.log10(hi / lo) > 3 else _fmt_number))
+    ax.yaxis.set_major_formatter(FuncFormatter(_fmt_number))
     ax.yaxis.set_minor_locator(NullLocator())
 
 
@@ -548,6 +547,8 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
                                            f"(through {through})")
         _log_x(ax_theory, xs_all)
         _log_y_counts(ax_theory, min(ys_theory), max(ys_theory))
+        if max(ys_theory) > 1e3 * min(ys_theory):  # decades as 10^k, not 10000000
+            ax_theory.yaxis.set_major_formatter(FuncFormatter(_decade_label))
         ax_theory.grid(True, color="0.92", lw=0.6)
         ax_theory.set_xlabel("dimension d" if x == "dim" else "rank r")
         ax_theory.set_ylabel("critical width m (log scale)")
