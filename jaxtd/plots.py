@@ -142,12 +142,13 @@ def _nice_log_ticks(lo: float, hi: float) -> list[float]:
 
 def _log_y_counts(ax: Axes, lo: float, hi: float) -> None:
     """Log y axis for widths: 1-2-5 ticks labelled as plain numbers, range ``[lo, hi]``."""
+    data = {lo, hi}
     lo, hi = max(lo, 1e-300), max(hi, lo * 1.01)
     ax.set_yscale("log")
     ax.set_ylim(lo / 1.3, hi * 1.3)
     ticks = _nice_log_ticks(lo / 1.3, hi * 1.3)
     if len(ticks) < 2:  # one tick cannot say where the data sit: label the data's own range
-        ticks = sorted({*ticks, lo, hi})
+        ticks = sorted({*ticks, *data})
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(_fmt_number))
     ax.yaxis.set_minor_locator(NullLocator())

@@ -221,6 +221,16 @@ def test_width_vs_rank_draws_the_theory_as_a_slope_through_the_first_point():
     measured = plots.fit_slope(data.get_xdata(), data.get_ydata())[0]
     assert 0.5 < measured < 1.5
     assert f"slope {measured:.2f}" in data.get_label()
+    # no seed succeeds (a --quick run): lower bounds only, no empty series in the legend, two
+    # labelled ticks on a flat axis, and the theory still drawn (through the first lower bound)
+    fig = plots.critical_figure(df.assign(success=False, final_relative_error=0.5), 1e-2,
+                                x="rank", theory=lambda r, l: r ** (2.5 * l),
+                                theory_label="theory", theory_mode="slope")
+    FigureCanvasAgg(fig)
+    _assert_readable(fig)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["gd, l=3: > largest width",
+                      "theory, l=3: slope 7.50 (through the first lower bound)"]
 
 
 def test_deflation_figure_median_and_band_over_seeds():
