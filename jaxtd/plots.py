@@ -142,10 +142,13 @@ def _nice_log_ticks(lo: float, hi: float) -> list[float]:
 
 def _log_y_counts(ax: Axes, lo: float, hi: float) -> None:
     """Log y axis for widths: 1-2-5 ticks labelled as plain numbers, range ``[lo, hi]``."""
+    data = {lo, hi}
     lo, hi = max(lo, 1e-300), max(hi, lo * 1.01)
     ax.set_yscale("log")
     ax.set_ylim(lo / 1.3, hi * 1.3)
     ticks = _nice_log_ticks(lo / 1.3, hi * 1.3)
+    if len(ticks) < 2:  # one tick cannot say where the data sit: label the data's own range
+        ticks = sorted({*ticks, *data})
     ax.yaxis.set_major_locator(FixedLocator(ticks))
     ax.yaxis.set_major_formatter(FuncFormatter(_fmt_number))
     ax.yaxis.set_minor_locator(NullLocator())
@@ -466,9 +469,11 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
     label), and the fitted log-log slope of the medians in the legend. A triangle marks a point
     where the median seed never succeeded (drawn at the largest width tried, a lower bound).
     ``theory(x, order)`` is drawn dashed, as is (``theory_mode="curve"``) or, with
-    ``theory_mode="slope"``, only its log-log slope anchored at the series' first point and cut
-    where it leaves the axes (scaled to the data), so that a theory with a huge constant or a
-    steep exponent still reads as a reference slope. The legend is under the axes.
+    ``theory_mode="slope"``, only its log-log slope through the series' first point, over the
+    whole ``x`` range, in a second panel on the right whose ``y`` axis spans both the medians
+    and the theory (a steep exponent such as ``r^7.5`` would leave axes scaled to the data
+    within a fraction of the range); the left panel stays scaled to the data. The legend is
+    under the axes.
     """
     if x not in ("dim", "rank"):
         raise ValueError(f"x must be 'dim' or 'rank', got {x!r}")
@@ -477,8 +482,10 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
     per_seed = seed_critical_widths(df, success_threshold)
     if methods is not None:
         per_seed = per_seed[per_seed["method"].isin(methods)]
-    fig = Figure(figsize=(PAGE_WIDTH * 0.75, 4.4), layout="constrained")
-    ax = fig.subplots()
+    slope_panel = theory is not None and theory_mode == "slope"
+    fig = Figure(figsize=(PAGE_WIDTH if slope_panel else PAGE_WIDTH * 0.75, 4.4),
+                 layout="constrained")
+    ax, ax_theory = fig.subplots(1, 2) if slope_panel else (fig.subplots(), None)
     xs_all, ys_all, drawn, k = [], [], set(), 0
     theory_lines = []
     series = list(per_seed.groupby(["method", "setting", "order"], sort=False))
@@ -501,14 +508,16 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
                               f": slope {round(slope, 2) + 0.0:.2f}" if math.isfinite(slope) else "")
         if st["n"].max() > 1:
             ax.fill_between(st["x"], st["q25"], st["q75"], color=color, alpha=0.18, lw=0)
-        ax.plot(st.loc[ok, "x"], st.loc[ok, "med"], color=color, marker=marker, ms=5,
-                label=label)
-        if (~ok).any():  # no width succeeded: the largest width tried is a lower bound
-            ax.plot(st.loc[~ok, "x"], st.loc[~ok, "med"], ls="none", marker="^", ms=7,
-                    mfc="white", color=color, label=f"{method}, l={order}: > largest width")
+        for a in (ax, ax_theory) if slope_panel else (ax,):
+            if ok.any():  # (no empty series in the legend)
+                a.plot(st.loc[ok, "x"], st.loc[ok, "med"], color=color, marker=marker, ms=5,
+                       label=label)
+            if (~ok).any():  # no width succeeded: the largest width tried is a lower bound
+                a.plot(st.loc[~ok, "x"], st.loc[~ok, "med"], ls="none", marker="^", ms=7,
+                       mfc="white", color=color, label=f"{method}, l={order}: > largest width")
         xs_all += list(st["x"])
         ys_all += list(st["q25"]) + list(st["q75"]) + list(st["med"])
-        if theory is not None and order not in drawn and ok.any():
+        if theory is not None and order not in drawn and (ok.any() or slope_panel):
             drawn.add(order)
             theory_lines.append((order, st, ok))
     styles = ["--", ":", "-.", (0, (5, 1, 1, 1))]
@@ -522,31 +531,44 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
     _log_x(ax, xs_all)
     ys = [v for v in ys_all if np.isfinite(v) and v > 0]
     _log_y_counts(ax, min(ys) if ys else 1, max(ys) if ys else 10)
-    if theory is not None and theory_mode == "slope":
-        y_lo, y_hi = ax.get_ylim()
+    if slope_panel:
+        ys_theory = list(ys)
         for i, (order, st, ok) in enumerate(theory_lines):
-            # the theory's exponent through the first measured point, cut at the axes' edge
+            # the theory's exponent through the first point (a lower bound where none succeeded)
             xv = np.asarray(st["x"], np.float64)
-            x0, y0 = float(st.loc[ok, "x"].iloc[0]), float(st.loc[ok, "med"].iloc[0])
+            first = st.loc[ok].iloc[0] if ok.any() else st.iloc[0]
+            x0, y0 = float(first["x"]), float(first["med"])
             expo, _ = fit_slope(xv, [theory(v, int(order)) for v in xv])
-            x_end = xv.max()
-            if expo > 0:
-                x_end = min(x_end, x0 * (y_hi / y0) ** (1 / expo))
-            elif expo < 0:
-                x_end = min(x_end, x0 * (y_lo / y0) ** (1 / expo))
-            line_x = np.geomspace(x0, max(x_end, x0 * (1 + 1e-9)), 50)
-            ax.plot(line_x, y0 * (line_x / x0) ** expo, ls=styles[i % len(styles)], color="0.2",
-                    lw=1.3, zorder=4, label=f"{theory_label}, l={order}: slope {expo:.2f} "
-                                            f"(through the first point)")
-        ax.set_ylim(y_lo, y_hi)
+            line_x = np.geomspace(xv.min(), xv.max(), 50)
+            line_y = y0 * (line_x / x0) ** expo
+            ys_theory += list(line_y)
+            through = "the first point" if ok.any() else "the first lower bound"
+            ax_theory.plot(line_x, line_y, ls=styles[i % len(styles)], color="0.2", lw=1.3,
+                           zorder=4, label=f"{theory_label}, l={order}: slope {expo:.2f} "
+                                           f"(through {through})")
+        _log_x(ax_theory, xs_all)
+        _log_y_counts(ax_theory, min(ys_theory), max(ys_theory))
+        if max(ys_theory) > 1e3 * min(ys_theory):  # decades as 10^k, not 10000000
+            ax_theory.yaxis.set_major_formatter(FuncFormatter(_decade_label))
+        ax_theory.grid(True, color="0.92", lw=0.6)
+        ax_theory.set_xlabel("dimension d" if x == "dim" else "rank r")
+        ax_theory.set_ylabel("critical width m (log scale)")
+        ax_theory.set_title("the medians against the theory's slope")
     ax.grid(True, color="0.92", lw=0.6)
     ax.set_xlabel("dimension d" if x == "dim" else "rank r")
     ax.set_ylabel("critical width m (median over seeds)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1, frameon=False)
     what = "dimension d" if x == "dim" else "rank r"
-    ax.set_title(f"Critical width vs {what}: smallest m from which a seed succeeds "
-                 f"(error ≤ {success_threshold:g});\nline: median over seeds, band: "
-                 "interquartile range")
+    title = (f"Critical width vs {what}: smallest m from which a seed succeeds "
+             f"(error ≤ {success_threshold:g});\nline: median over seeds, band: "
+             "interquartile range")
+    if slope_panel:
+        handles, labels = ax_theory.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=1, frameon=False)
+        fig.suptitle(title)
+        ax.set_title("the medians and their spread")
+    else:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1, frameon=False)
+        ax.set_title(title)
     return fig
 
 

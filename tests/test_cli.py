@@ -155,12 +155,15 @@ def test_show_reprints_and_redraws(tiny_run, capsys):
     _, out = tiny_run
     png = out / "success_vs_width.png"
     png.unlink()
-    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    def state():  # every file under DIR (the saved sub-sweeps too): name, mtime and bytes
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+
+    before = state()
     assert cli.main(["show", str(out)]) == 0
     text = capsys.readouterr().out
     assert "l=3 d=4 r=2" in text and "lazy threshold m = 5" in text and "lazy best" in text
     assert not png.exists()
-    assert {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == before
+    assert state() == before
     assert cli.main(["show", str(out), "--out", str(out)]) == 0
     assert png.is_file()
 

@@ -109,3 +109,52 @@ def test_readme_preset_times_quote_the_measurement_file():
         assert cell == bench.readme_cell(data["presets"][name]), name
     assert bench.readme_sentence(data) in readme
     assert bench.rewrite_readme(data, readme) == readme
+
+
+# a duration: "74 s", "2 min 9 s", "19–21 min", "8.5 ms", or spelled out ("about two minutes")
+DURATION = re.compile(r"(?<![\w.^-])(\d+(?:\.\d+)?)(?:\s?[–-]\s?\d+(?:\.\d+)?)?\s?"
+                      r"(?:ms|s|sec|seconds|min|minutes|h|hours)\b(?!\w)|"
+                      r"\b(?:one|two|three|four|five|ten|a few|several|a couple of)\s"
+                      r"(?:seconds|minutes|hours)\b", re.I)
+MEASUREMENT_FILE = re.compile(r"benchmarks/results/[\w.-]+")
+
+
+def _help_texts() -> str:
+    """Every help text of the ``jaxtd`` command (the parser and each subcommand's)."""
+    from jaxtd import cli
+    parser = cli.build_parser()
+    subs = [a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict)]
+    return "\n\n".join([parser.format_help()] + [p.format_help() for a in subs
+                                                 for p in a.choices.values()])
+
+
+def test_every_wall_time_in_the_docs_comes_from_a_measurement_file():
+    """README, docs, preset files and `jaxtd ... --help` quote no duration that a benchmark did
+    not write: the README's preset cells are checked against presets.json above; any other
+    duration must stand in a paragraph that names its file under benchmarks/results/, and that
+    file must hold the number. The one setting quoted as a duration (the chunk size's target
+    seconds) is checked against the code."""
+    from jaxtd import experiment
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import presets as bench
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for cell in bench.readme_cells(readme).values():
+        readme = readme.replace(f"| {cell} |", "| |")
+    setting = f"~{experiment._SECONDS_PER_CHUNK:g} s of work each"
+    sources = {"README.md": readme, "jaxtd --help": _help_texts()}
+    sources.update({p.name: p.read_text(encoding="utf-8").replace(setting, "")
+                    for p in DOCS + sorted((ROOT / "jaxtd" / "presets").glob("*.toml"))})
+    unbacked = []
+    for name, text in sources.items():
+        for paragraph in re.split(r"\n\s*\n", text):
+            files = [ROOT / f for f in MEASUREMENT_FILE.findall(paragraph)]
+            measured = " ".join(f.read_text(encoding="utf-8") for f in files if f.is_file())
+            for m in DURATION.finditer(paragraph):
+                number = m.group(1)
+                if number is None or not re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])",
+                                                    measured):
+                    unbacked.append(f"{name}: {m.group(0)!r} in {paragraph.strip()[:90]!r}")
+    assert not unbacked, "durations no benchmark file holds:\n" + "\n".join(unbacked)

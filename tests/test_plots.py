@@ -198,27 +198,39 @@ def test_width_vs_rank_draws_the_theory_as_a_slope_through_the_first_point():
                                 theory_label="theory", theory_mode="slope")
     FigureCanvasAgg(fig)
     _assert_readable(fig)
-    ax = fig.axes[0]
+    ax, ax_theory = fig.axes
     (data,) = _data_lines(ax)
-    theory = [ln for ln in ax.get_lines() if ln.get_label().startswith("theory")][0]
+    assert not [ln for ln in ax.get_lines() if ln.get_label().startswith("theory")]
+    theory = [ln for ln in ax_theory.get_lines() if ln.get_label().startswith("theory")][0]
     tx, ty = np.asarray(theory.get_xdata()), np.asarray(theory.get_ydata())
-    assert tx[0] == data.get_xdata()[0] and ty[0] == pytest.approx(data.get_ydata()[0])
+    x0, y0 = data.get_xdata()[0], data.get_ydata()[0]
+    assert ty[np.argmin(abs(tx - x0))] == pytest.approx(y0)
     slope = np.polyfit(np.log(tx), np.log(ty), 1)[0]
     assert slope == pytest.approx(7.5)
-    # the axes are scaled to the data, and the theory's r^7.5 is cut where it leaves them:
-    # every point of it lies inside the axes' limits
-    (y_lo, y_hi), (x_lo, x_hi) = ax.get_ylim(), ax.get_xlim()
-    assert y_hi < 100 and ty.max() == pytest.approx(y_hi)
-    assert np.all((ty >= y_lo) & (ty <= y_hi * (1 + 1e-9)))
-    assert np.all((tx >= x_lo) & (tx <= x_hi)) and tx[-1] > tx[0] * 1.3
+    # the left axes are scaled to the data; the right one shows r^7.5 over every plotted rank
+    assert ax.get_ylim()[1] < 100
+    (y_lo, y_hi), (x_lo, x_hi) = ax_theory.get_ylim(), ax_theory.get_xlim()
+    assert tx.min() == pytest.approx(1) and tx.max() == pytest.approx(6)
+    assert np.all((ty >= y_lo) & (ty <= y_hi)) and np.all((tx >= x_lo) & (tx <= x_hi))
+    assert ty.max() == pytest.approx(y0 * 6 ** 7.5)
     # the legend is under the axes, at most as wide as the figure's page
     fig.draw_without_rendering()
-    legend = ax.get_legend()
-    assert not _overlaps(legend, ax)
+    legend = fig.legends[0]
+    assert not _overlaps(legend, ax) and not _overlaps(legend, ax_theory)
     assert legend.get_window_extent().width < 0.9 * fig.bbox.width
     measured = plots.fit_slope(data.get_xdata(), data.get_ydata())[0]
     assert 0.5 < measured < 1.5
     assert f"slope {measured:.2f}" in data.get_label()
+    # no seed succeeds (a --quick run): lower bounds only, no empty series in the legend, two
+    # labelled ticks on a flat axis, and the theory still drawn (through the first lower bound)
+    fig = plots.critical_figure(df.assign(success=False, final_relative_error=0.5), 1e-2,
+                                x="rank", theory=lambda r, l: r ** (2.5 * l),
+                                theory_label="theory", theory_mode="slope")
+    FigureCanvasAgg(fig)
+    _assert_readable(fig)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["gd, l=3: > largest width",
+                      "theory, l=3: slope 7.50 (through the first lower bound)"]
 
 
 def test_deflation_figure_median_and_band_over_seeds():
