@@ -146,7 +146,7 @@ def pytest_terminal_summary(terminalreporter):
 
 def _record_suite(terminalreporter, per_file: dict[str, float]) -> None:
     config = terminalreporter.config
-    if config.cache is None or hasattr(config, "workerinput"):
+    if getattr(config, "cache", None) is None or hasattr(config, "workerinput"):
         return
     counts = {k: len(terminalreporter.stats.get(k, ())) for k in ("passed", "failed", "error",
                                                                    "skipped")}
