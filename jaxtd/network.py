@@ -41,7 +41,7 @@ from jaxtd._precision import matmul
 from jaxtd.symcp import SymCP, check_compatible
 
 __all__ = ["sample", "hermite", "features", "predict", "empirical_loss", "population_loss",
-           "rf_least_squares"]
+           "rf_least_squares", "nt_least_squares"]
 
 
 # -- validation (plain Python, before tracing) ----------------------------------------------------
@@ -231,3 +231,38 @@ def rf_least_squares(model: SymCP, x: jax.Array, y: jax.Array, rcond=None) -> Sy
     phi = _features(w, x, model.order)
     a = jnp.linalg.lstsq(phi, y, rcond=rcond)[0]
     return SymCP(a, w, model.order)
+
+
+def nt_least_squares(model: SymCP, x: jax.Array, y: jax.Array, rcond=None) -> jax.Array:
+    """The tangent model in closed form: the min-norm least-squares perturbation ``Δ``.
+
+    The network linearized in ``W`` at ``W0``, ``f(x; W0) + J(x) vec(Δ)`` with
+    ``J[j] = ∂_W f(x_j; W0)`` ``(n, m d)``, is linear in ``Δ``: ``vec(Δ) = J^+ (y - f(x; W0))``
+    (``jnp.linalg.lstsq``) is the limit of gradient descent on the empirical loss of the
+    linearized network from ``Δ = 0`` (:func:`jaxtd.algorithms.network` with ``regime="nt"``,
+    whose state holds ``Δ`` as ``delta``). Its population risk is exact:
+    ``l! · jaxtd.lazy.lazy_loss(model, Δ, teacher)``, the tensor of the linearized network being
+    ``jaxtd.lazy.polarize(model, Δ)``. With ``n >= C(d+l-1, l)`` generic noise-free samples of a
+    teacher inside the tangent space, every interpolant, this one included, is the teacher.
+
+    Args:
+      model: the network ``SymCP(a, W0, l)`` (``a`` fixed).
+      x: ``(n, d)`` inputs.
+      y: ``(n,)`` labels.
+      rcond: cut-off of the small singular values of ``J`` (``jnp.linalg.lstsq``).
+    Returns:
+      ``Δ`` ``(m, d)``.
+    """
+    _check_model(model)
+    _check_points(x, model.dim)
+    _check_labels(y, x.shape[0])
+    a, w, x, y = _common(model.weights, model.factors, x, y)
+    return _nt_lstsq(a, w, x, y, rcond, order=model.order)
+
+
+@functools.partial(jax.jit, static_argnames=("rcond", "order"))
+def _nt_lstsq(a, w, x, y, rcond, *, order: int):
+    f0 = _predict(a, w, x, order)
+    jac = jax.jacfwd(lambda v: _predict(a, v, x, order))(w)  # (n, m, d)
+    delta = jnp.linalg.lstsq(jac.reshape(x.shape[0], -1), y - f0, rcond=rcond)[0]
+    return delta.reshape(w.shape)

@@ -276,6 +276,34 @@ def test_rf_converges_to_least_squares(x64):
             assert history["loss"][-1] < 1e-10
 
 
+def test_nt_converges_to_least_squares(x64):
+    """Full-batch GD on the linearized network from Δ = 0 reaches nt_least_squares, the min-norm
+    fit (n = 5 < m d = 16: it interpolates), whose tensor is the lazy module's polarization."""
+    target = _teacher(jnp.float64)
+    samples, width = 5, 4
+    algorithm = algorithms.network(1.0, regime="nt", samples=samples, init="antisymmetric")
+
+    @jax.jit
+    def go(key):
+        # the step 1 / λ_max(J^T J / n), J the Jacobian of the outputs in W at W0
+        state = algorithm.init(key, target, width)
+        jac = jax.jacfwd(lambda w: network.predict(SymCP(state.weights, w, ORDER), state.x))(
+            state.factors).reshape(samples, -1)
+        rate = 1.0 / jnp.linalg.eigvalsh(jac @ jac.T / samples)[-1]
+        state = algorithm.init(key, target, width, hparams={"learning_rate": rate})
+        return jax.lax.scan(lambda s, _: algorithm.step(s, target), state, None, length=4000)
+
+    state, history = go(jax.random.PRNGKey(0))
+    model0 = SymCP(state.weights, state.factors, ORDER)
+    delta = network.nt_least_squares(model0, state.x, state.y)
+    np.testing.assert_allclose(state.delta, delta, atol=1e-6)
+    assert history["loss"][-1] < 1e-10
+    lin = jaxtd.lazy.polarize(model0, delta)
+    np.testing.assert_allclose(network.predict(lin, state.x), state.y, atol=1e-8)
+    np.testing.assert_allclose(network.population_loss(lin, target),
+                               2.0 * jaxtd.lazy.lazy_loss(model0, delta, target), rtol=1e-9)
+
+
 def test_nt_is_the_network_of_the_linearized_tensor(x64):
     """The NT regime's outputs are the network of its polarized tensor T(W0) + JΔ, and its
     population loss the lazy module's exact twin."""

@@ -115,7 +115,7 @@ def test_a_stuck_cell_fails_fast_and_leaves_no_kernel(tmp_path):
 def test_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
     assert {"01_quickstart.ipynb", "02_lazy_threshold.ipynb", "03_beyond_lazy.ipynb",
-            "04_deflation.ipynb"} <= names, names
+            "04_deflation.ipynb", "05_init_scale.ipynb", "06_network.ipynb"} <= names, names
 
 
 def test_kernel_env_disables_the_nested_pool(monkeypatch):

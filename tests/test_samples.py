@@ -169,3 +169,17 @@ def test_samples_figure_has_one_column_per_order_and_the_kernel_dimension_lines(
                       "success: risk ≤ 0.0001"]
     assert [ax.get_title() for ax in axes[:2]] == ["l = 2: d = 4 solid, d = 8 dashed",
                                                    "l = 3: d = 4 solid, d = 8 dashed"]
+
+
+def test_quick_samples_preset_is_one_size_with_every_regime():
+    """--quick compiles one program per size and regime: one size, l = 2 at its smallest d (the
+    order where the network separates from the kernel regimes within the quick run's steps)."""
+    full = cfg.preset("samples")
+    quick = cfg.quick(full)
+    assert quick.target.sizes == ((2, min(dict(full.target.dims_per_order)[2]), 1),)
+    assert quick.sweep.algorithms == ("rf", "nt", "nn") and quick.sweep.steps <= 300
+    assert quick.params["nt"]["samples"] == full.params["nt"]["samples"]
+    assert len(experiment.plan(quick)) == 3
+    # an explicit --set of the orders wins over the reduction
+    kept = cfg.quick(full, keep=cfg.set_keys(["target.order=[2, 3]"]))
+    assert kept.target.orders == (2, 3)
