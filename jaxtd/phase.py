@@ -28,11 +28,10 @@ array ``success`` of shape ``(n_seeds, n_widths)`` over sorted distinct ``widths
   bisection in batches between the last failing and the first succeeding probed width), calling a
   user ``evaluate(widths) -> success table`` (e.g. :func:`sweep_evaluator`, one
   :func:`jaxtd.sweep` per call) with the same seeds at every probe.
-- :func:`explicit_loss` and :func:`cheaper_representation`: the loss through the dense ``d^l``
-  tensor, and the cost model saying when it is cheaper than the Gram form.
+- The loss of the probed runs takes the dense ``d^l`` form where a width bucket is wide enough
+  for it to be cheaper (:mod:`jaxtd.representation`, chosen inside the step).
 
-Everything except :func:`sweep_evaluator` and :func:`explicit_loss` computes with numpy/pandas
-only.
+Everything except :func:`sweep_evaluator` computes with numpy/pandas only.
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ __all__ = ["CELL_COLUMNS", "CRITICAL_WIDTH_COLUMNS", "EXPONENT_COLUMNS", "Critic
            "Exponent", "Search", "clopper_pearson", "bootstrap_critical_widths",
            "critical_width", "success_table", "critical_widths", "fit_exponent", "exponents",
            "SAMPLE_COUNT_COLUMNS", "critical_sample_counts",
-           "coarse_widths", "search_critical_width", "sweep_evaluator", "explicit_loss",
-           "cheaper_representation"]
+           "coarse_widths", "search_critical_width", "sweep_evaluator"]
 
 #: the columns that identify one cell of the phase diagram
 CELL_COLUMNS = ("algorithm", "order", "dim", "rank", "kind", "weights")
@@ -644,52 +642,3 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
         return table
 
     return evaluate
-
-
-# -- the explicit representation --------------------------------------------------------------
-
-def explicit_loss(model, target):
-    """``1/2 ||T(model) - T(target)||_F^2`` through the dense ``(d,) * l`` tensors.
-
-    Same value and gradient as :func:`jaxtd.loss` (the Gram form), computed as the explicit
-    representation would: ``T(W) = sum_i c_i u_i^{⊗l}`` built entry by entry
-    (:func:`jaxtd.to_dense`, ``O(k d^l)`` time and memory). Differentiable with ``jax.grad``.
-    For small ``d`` only (``to_dense`` refuses more than ``2^28`` entries).
-
-    Args:
-      model: a :class:`~jaxtd.SymCP` (``k`` components).
-      target: a :class:`~jaxtd.SymCP` of the same order and dimension.
-
-    Returns:
-      scalar.
-    """
-    import jax.numpy as jnp
-
-    from jaxtd.symcp import check_compatible, to_dense
-    check_compatible(model, target, ("model", "target"))
-    diff = to_dense(model) - to_dense(target).astype(model.factors.dtype)
-    return 0.5 * jnp.sum(diff * diff)
-
-
-def cheaper_representation(m: int, d: int, r: int, order: int) -> str:
-    """Which form of the loss costs fewer operations per step: ``"gram"`` or ``"explicit"``.
-
-    The Gram form of ``1/2 ||T(W) - T*||^2`` costs ``(m + r)^2 d`` (the Gram matrix of the
-    ``m + r`` stacked rows); the explicit one ``(m + r) d^l`` (building ``d^l`` entries from
-    each row). The explicit form wins when ``m + r > d^(l-1)``: near and above the lazy
-    threshold ``m ~ d^(l-1)``. Ties go to ``"gram"`` (no ``d^l`` memory). A model of leading
-    terms, not a measurement: constants and memory traffic are ignored.
-
-    Args:
-      m: model width, ``>= 1``.
-      d: dimension, ``>= 1``.
-      r: target rank, ``>= 1``.
-      order: tensor order ``l``, ``>= 2``.
-
-    Returns:
-      ``"gram"`` or ``"explicit"``.
-    """
-    m, d = check_int(m, "m", 1), check_int(d, "d", 1)
-    r, order = check_int(r, "r", 1), check_int(order, "order", 2)
-    k = m + r
-    return "explicit" if k * d ** order < k * k * d else "gram"
