@@ -612,7 +612,7 @@ def search_critical_width(evaluate: Callable[[list], np.ndarray], lo: int, hi: i
     return Search(widths, success, crit, calls)
 
 
-def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
+def sweep_evaluator(algorithm, target, *, seeds, steps: int, out_dir=None, **sweep_kwargs):
     """An ``evaluate`` for :func:`search_critical_width`: one :func:`jaxtd.sweep` per call.
 
     Args:
@@ -620,8 +620,15 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
       target: the ground truth :class:`~jaxtd.SymCP`.
       seeds: the seed count or indices, the same at every call.
       steps: steps per cell.
+      out_dir: a folder for the search's runs, or None. Call ``k`` (from 0) saves its sweep in
+        ``out_dir/probe_<k>`` (:func:`jaxtd.sweep`'s ``out_dir``), so an interrupted search
+        rerun with ``resume=True`` (a sweep argument) reuses every saved probe whose
+        configuration (algorithm, target values, seeds, widths, steps, dtype, ...) is identical
+        and refuses a folder holding another one (:class:`jaxtd.store.IdentityError`). The
+        search asks for the same widths in the same order given the same outcomes, so a rerun
+        meets its probes again.
       **sweep_kwargs: further :func:`jaxtd.sweep` arguments (``success_threshold``,
-        ``bucketing``, ``progress``, ...); not ``hparams`` (one setting per search).
+        ``bucketing``, ``progress``, ``resume``, ...); not ``hparams`` (one setting per search).
 
     Returns:
       ``evaluate(widths) -> success (n_seeds, len(widths))`` (rows in seed order).
@@ -630,12 +637,20 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
         raise ValueError("sweep_evaluator runs one setting at the widths the search asks for: "
                          "fix hyper-parameters in the algorithm (e.g. gd(0.1)), not through "
                          "hparams=, and do not pass widths=")
+    import os
+
     from jaxtd._sweep import sweep
     sweep_kwargs.setdefault("progress", False)
+    calls = [0]
 
     def evaluate(widths) -> np.ndarray:
+        folder = None
+        if out_dir is not None:
+            folder = os.path.join(os.fspath(out_dir), f"probe_{calls[0]}")
+            os.makedirs(folder, exist_ok=True)
+        calls[0] += 1
         res = sweep(algorithm, target, seeds=seeds, widths=list(widths), steps=steps,
-                    **sweep_kwargs)
+                    out_dir=folder, **sweep_kwargs)
         found, _, table = success_table(res.rows)
         if found.tolist() != sorted(widths):
             raise RuntimeError(f"sweep returned widths {found.tolist()} for {sorted(widths)}")
