@@ -15,11 +15,12 @@ components) can be compared in two ways:
 The Gram cost grows with ``m^2``, the explicit one with ``m``. Counting multiply-adds the
 explicit form is cheaper once ``m > (2/3) d^(l-1)`` (for ``l = 3`` about four times the lazy
 threshold ``m* = ceil(C(d+2, 3)/d) ~ d^2/6``, so in the wide, lazy-side buckets); on XLA:CPU its
-multiply-adds run 2-5x slower than the Gram form's, which moves the crossover to ``m ~ 5
-d^(l-1)`` there. :func:`choose` applies this cost model to one program's static shapes (a
-sweep's width bucket runs at its padded width, so the choice is per bucket), with a memory cap
-on ``d^l`` and a floor below which a step is dispatch-bound and the Gram form is kept (the form
-every other part of jaxtd uses, so small problems compute exactly as before).
+multiply-adds run 3-9x slower than the Gram form's (measured at ``l = 3, d = 16``, ``m = 256 ..
+1400``), which moves the crossover to ``m ~ 7.5 d^(l-1)`` there. :func:`choose` applies this
+cost model to one program's static shapes (a sweep's width bucket runs at its padded width, so
+the choice is per bucket), with a memory cap on ``d^l`` and a floor below which a step is
+dispatch-bound and the Gram form is kept (the form every other part of jaxtd uses, so small
+problems compute exactly as before).
 
 The target's dense tensor is built inside the step from its ``r`` components (``r d^l``
 multiply-adds, counted in :func:`explicit_cost`; ``r << m`` wherever the explicit form is
@@ -50,7 +51,7 @@ MAX_DENSE_ENTRIES = 2 ** 20
 MIN_STEP_FLOPS = 2 ** 18
 #: cost of an explicit-form multiply-add in Gram-form ones, per platform (measured on XLA:CPU;
 #: other platforms: 1, the leading-term model)
-EXPLICIT_PENALTY = {"cpu": 4.0}
+EXPLICIT_PENALTY = {"cpu": 5.0}
 
 
 def gram_cost(m: int, d: int, r: int, order: int) -> int:
@@ -72,9 +73,10 @@ def choose(m: int, d: int, r: int, order: int, *, max_entries: int = MAX_DENSE_E
     Explicit when ``penalty * explicit_cost < gram_cost``, ``d^l <= max_entries`` (memory) and
     ``gram_cost >= min_flops`` (a smaller step is dispatch-bound: switching buys nothing).
     ``penalty`` (:data:`EXPLICIT_PENALTY`) is how much slower a multiply-add of the explicit
-    form runs than one of the Gram form on ``platform``: measured 2-5 on XLA:CPU
-    (``benchmarks/representation.py``: the reshapes and outer products around the matmul are
-    memory-bound), so on a CPU the explicit form wins only from ``m ~ 5 d^(l-1)``; elsewhere
+    form runs than one of the Gram form on ``platform``: measured 3-9 on XLA:CPU, 5 near the
+    crossover (``benchmarks/representation.py``: the reshapes and outer products around the
+    matmul are memory-bound), so on a CPU the explicit form wins only from ``m ~ 7.5
+    d^(l-1)``; elsewhere
     (unmeasured) the plain leading-term comparison, ``m > (2/3) d^(l-1)``. Ties go to the Gram
     form.
 

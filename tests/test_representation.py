@@ -108,8 +108,8 @@ def _counts(m, d, r, order, penalty):
 
 @pytest.mark.parametrize("m, d, r, order, platform, want", [
     (715, 16, 2, 3, "gpu", "explicit"),   # lazy-side bucket at d = 16: flop counts favour dense
-    (715, 16, 2, 3, "cpu", "gram"),       # ... but XLA:CPU's dense form is 4x slower per flop
-    (2000, 16, 2, 3, "cpu", "explicit"),  # far above d^(l-1) = 256
+    (715, 16, 2, 3, "cpu", "gram"),       # ... but XLA:CPU's dense form is 5x slower per flop
+    (3000, 16, 2, 3, "cpu", "explicit"),  # far above d^(l-1) = 256
     (200, 16, 2, 3, "gpu", "gram"),       # below (2/3) d^(l-1)
     (715, 64, 2, 3, "gpu", "gram"),       # d = 64: the lazy threshold is far below d^(l-1)
     (20000, 128, 2, 3, "gpu", "gram"),    # d^l = 2^21 entries: over the memory cap
