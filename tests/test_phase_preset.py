@@ -214,7 +214,7 @@ def test_phase_figure_draws_one_weight_profile(quick_run):
     relabelled = crit.assign(kind="random")  # --quick runs one kind
     assert "equal" in plots.phase_figure(relabelled, "random")._suptitle.get_text()
     with pytest.raises(ValueError, match=r"weights 'decaying'.*geometric"):
-        plots.phase_figure(crit, "random", "decaying")
+        plots.phase_figure(relabelled, "random", "decaying")
 
 
 def _tiny_phase(steps=300):
