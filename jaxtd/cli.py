@@ -412,13 +412,11 @@ class _PhaseProgress:
 
 
 def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
-    """``jaxtd run`` of a phase-diagram config: adaptive searches, no resumable chunks."""
+    """``jaxtd run`` of a phase-diagram config: adaptive searches, each probe saved under
+    ``DIR/searches`` as it finishes, so ``--resume`` continues an interrupted run."""
     from jaxtd import experiment
-    if args.resume:
-        raise UsageError("--resume", "a phase-diagram run does not resume (its searches are "
-                         "not saved chunk by chunk)", "rerun it into a new --out")
     if main:
-        _check_out(config, out, False)
+        _check_out(config, out, args.resume)
     if not args.no_compile_cache:
         from jaxtd import compile_cache
         compile_cache.enable()
@@ -433,12 +431,14 @@ def _run_phase(args, config: cfg.Config, out: Path, main: bool) -> int:
     outcome = None
     try:
         try:
-            outcome = experiment.run_phase(config, on_cell=on_cell)
+            outcome = experiment.run_phase(config, on_cell=on_cell,
+                                           out_dir=out if main else None, resume=args.resume)
         finally:
             progress.close(finished=outcome is not None)
     except KeyboardInterrupt:
         _drain()
-        _log("\n[jaxtd] interrupted: a phase-diagram run does not resume; rerun it")
+        _log(f"\n[jaxtd] interrupted: finished probes are saved in {out / 'searches'}; "
+             f"resume with:\n  jaxtd run --out {out} --resume")
         return EXIT_INTERRUPTED
     if not main:
         return 0

@@ -905,9 +905,12 @@ def quick(config: Config, keep=frozenset()) -> Config:
         sweep = dataclasses.replace(sweep, widths=pick("sweep.widths", tuple(sorted(
             {s.widths[0], max(s.widths[0], min(s.widths[-1], 16))})), s.widths),
             seeds=pick("sweep.seeds", min(s.seeds, 2), s.seeds))
+        # one kind of components (both weight profiles): the kinds share every compiled
+        # program, so a second kind only repeats the searches
         phase = dataclasses.replace(
             phase, dim=pick("phase.dim", target.dims[0], phase.dim),
-            lazy_check=pick("phase.lazy_check", target.dims[:1], phase.lazy_check))
+            lazy_check=pick("phase.lazy_check", target.dims[:1], phase.lazy_check),
+            kinds=pick("phase.kinds", phase.kinds[:1], phase.kinds))
     params = {k: dict(v) for k, v in config.params.items()}
     for name, table in params.items():
         for key in ("amplify_steps", "fit_steps"):

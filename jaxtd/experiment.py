@@ -923,7 +923,8 @@ def _fixed_shape(evaluate: Callable, coarse) -> Callable:
     return padded
 
 
-def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], None]] = None) -> PhaseOutcome:
+def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], None]] = None,
+              out_dir: Path | str | None = None, resume: bool = False) -> PhaseOutcome:
     """Run a phase-diagram config (``plot = "phase-diagram"``, a ``[phase]`` table).
 
     For each cell of :func:`phase_cells` and each searched algorithm (all but ``lazy``), the
@@ -942,6 +943,15 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
     ``d`` over the d sweep, in ``r`` over the r sweep). ``on_cell(algorithm, cell)`` (``cell``
     as in :func:`phase_cells`) is called before each search (the caller writes the outputs:
     :func:`jaxtd.cli.write_phase_outputs`).
+
+    With ``out_dir`` every probe of every search is saved as it finishes, in
+    ``out_dir/searches/<algorithm>-<kind>-<weights>-l<order>-d<dim>-r<rank>/probe_<k>`` (a
+    :func:`jaxtd.sweep` folder, see :func:`jaxtd.phase.sweep_evaluator`); ``resume=True`` reuses
+    the saved probes whose configuration is identical (algorithm and its arguments, target
+    values, seeds, widths, steps, record cadence, success threshold, dtype, key) and refuses one
+    holding another (:class:`jaxtd.store.IdentityError`), so an interrupted run continues from
+    its last finished probe. ``resume=False`` refuses a folder that already holds a probe. The
+    lazy cells (the exact threshold and its check) are recomputed.
     """
     if config.phase is None:
         raise ValueError("run_phase needs a config with a [phase] table (plot = "
@@ -972,10 +982,13 @@ def run_phase(config: cfg.Config, *, on_cell: Optional[Callable[[str, tuple], No
             problem = (name, kind, order, dim, rank, tuple(np.asarray(target.weights).tolist()))
             found = searched.get(problem)
             if found is None:
+                folder = None if out_dir is None else Path(out_dir) / "searches" / (
+                    f"{name}-{kind}-{_weights_label(weights).replace('/', '-')}-l{order}-d{dim}"
+                    f"-r{rank}")
                 evaluate = _fixed_shape(phase.sweep_evaluator(
                     algorithm, target, seeds=s.seeds, steps=s.steps,
                     success_threshold=s.success_threshold, record_every=s.record_every,
-                    bucketing="single"),
+                    bucketing="single", out_dir=folder, resume=bool(resume)),
                     phase.coarse_widths(min(s.widths), max(s.widths), p.factor))
                 t0 = time.perf_counter()
                 found = searched[problem] = phase.search_critical_width(

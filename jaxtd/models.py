@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxtd import losses
+from jaxtd import representation as representation_
 from jaxtd._checks import check_int
 from jaxtd.shapes import ArrayLike, Params, RowMask
 from jaxtd.symcp import SymCP
@@ -134,18 +135,25 @@ def draw_signs(key, width: int, order: int, rule: str = "auto", dtype=None) -> j
 
 
 def regularized_loss(model: Union[str, ModelFn], params: Params, target: SymCP, *,
-                     signs=None, mask=None, regularization=0.0) -> jax.Array:
+                     signs=None, mask=None, regularization=0.0,
+                     representation: str = "auto") -> jax.Array:
     """``L_λ(W) = 1/2 ||T(W) - T*||_F^2 + λ/2 sum_i mask_i ||w_i||^2`` (scalar, differentiable).
 
     ``regularization`` (``λ >= 0``) may be a traced scalar. Masked rows contribute nothing and get
-    a zero gradient.
+    a zero gradient. ``representation``: how the fit term is computed, ``"gram"``
+    (:func:`jaxtd.loss`), ``"explicit"`` (dense ``d^l`` tensors,
+    :func:`jaxtd.representation.explicit_loss`) or ``"auto"`` (the cheaper one for these static
+    shapes, :func:`jaxtd.representation.choose`: explicit only for wide models, ``m`` above about
+    ``d^(l-1)``). Both give the same value and gradient up to rounding.
     """
     fn = get(model)
     if not isinstance(target, SymCP):
         raise TypeError(f"target must be a jaxtd.SymCP, got {type(target).__name__}")
-    t = fn(params, target.order, signs, mask)
     m = params.shape[0]
+    form = representation_.resolve(representation, m, target)
+    t = fn(params, target.order, signs, mask)
     lam = jnp.asarray(regularization).astype(params.dtype)
     mask = _fixed(mask, m, params.dtype, "mask")
     penalty = 0.5 * lam * jnp.sum(mask * jnp.sum(params * params, axis=-1))
-    return losses.loss(t, target) + penalty
+    fit = representation_.explicit_loss(t, target) if form == "explicit" else losses.loss(t, target)
+    return fit + penalty

@@ -28,11 +28,10 @@ array ``success`` of shape ``(n_seeds, n_widths)`` over sorted distinct ``widths
   bisection in batches between the last failing and the first succeeding probed width), calling a
   user ``evaluate(widths) -> success table`` (e.g. :func:`sweep_evaluator`, one
   :func:`jaxtd.sweep` per call) with the same seeds at every probe.
-- :func:`explicit_loss` and :func:`cheaper_representation`: the loss through the dense ``d^l``
-  tensor, and the cost model saying when it is cheaper than the Gram form.
+- The loss of the probed runs takes the dense ``d^l`` form where a width bucket is wide enough
+  for it to be cheaper (:mod:`jaxtd.representation`, chosen inside the step).
 
-Everything except :func:`sweep_evaluator` and :func:`explicit_loss` computes with numpy/pandas
-only.
+Everything except :func:`sweep_evaluator` computes with numpy/pandas only.
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ __all__ = ["CELL_COLUMNS", "CRITICAL_WIDTH_COLUMNS", "EXPONENT_COLUMNS", "Critic
            "Exponent", "Search", "clopper_pearson", "bootstrap_critical_widths",
            "critical_width", "success_table", "critical_widths", "fit_exponent", "exponents",
            "SAMPLE_COUNT_COLUMNS", "critical_sample_counts",
-           "coarse_widths", "search_critical_width", "sweep_evaluator", "explicit_loss",
-           "cheaper_representation"]
+           "coarse_widths", "search_critical_width", "sweep_evaluator"]
 
 #: the columns that identify one cell of the phase diagram
 CELL_COLUMNS = ("algorithm", "order", "dim", "rank", "kind", "weights")
@@ -614,7 +612,7 @@ def search_critical_width(evaluate: Callable[[list], np.ndarray], lo: int, hi: i
     return Search(widths, success, crit, calls)
 
 
-def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
+def sweep_evaluator(algorithm, target, *, seeds, steps: int, out_dir=None, **sweep_kwargs):
     """An ``evaluate`` for :func:`search_critical_width`: one :func:`jaxtd.sweep` per call.
 
     Args:
@@ -622,8 +620,15 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
       target: the ground truth :class:`~jaxtd.SymCP`.
       seeds: the seed count or indices, the same at every call.
       steps: steps per cell.
+      out_dir: a folder for the search's runs, or None. Call ``k`` (from 0) saves its sweep in
+        ``out_dir/probe_<k>`` (:func:`jaxtd.sweep`'s ``out_dir``), so an interrupted search
+        rerun with ``resume=True`` (a sweep argument) reuses every saved probe whose
+        configuration (algorithm, target values, seeds, widths, steps, dtype, ...) is identical
+        and refuses a folder holding another one (:class:`jaxtd.store.IdentityError`). The
+        search asks for the same widths in the same order given the same outcomes, so a rerun
+        meets its probes again.
       **sweep_kwargs: further :func:`jaxtd.sweep` arguments (``success_threshold``,
-        ``bucketing``, ``progress``, ...); not ``hparams`` (one setting per search).
+        ``bucketing``, ``progress``, ``resume``, ...); not ``hparams`` (one setting per search).
 
     Returns:
       ``evaluate(widths) -> success (n_seeds, len(widths))`` (rows in seed order).
@@ -632,64 +637,23 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
         raise ValueError("sweep_evaluator runs one setting at the widths the search asks for: "
                          "fix hyper-parameters in the algorithm (e.g. gd(0.1)), not through "
                          "hparams=, and do not pass widths=")
+    import os
+
     from jaxtd._sweep import sweep
     sweep_kwargs.setdefault("progress", False)
+    calls = [0]
 
     def evaluate(widths) -> np.ndarray:
+        folder = None
+        if out_dir is not None:
+            folder = os.path.join(os.fspath(out_dir), f"probe_{calls[0]}")
+            os.makedirs(folder, exist_ok=True)
+        calls[0] += 1
         res = sweep(algorithm, target, seeds=seeds, widths=list(widths), steps=steps,
-                    **sweep_kwargs)
+                    out_dir=folder, **sweep_kwargs)
         found, _, table = success_table(res.rows)
         if found.tolist() != sorted(widths):
             raise RuntimeError(f"sweep returned widths {found.tolist()} for {sorted(widths)}")
         return table
 
     return evaluate
-
-
-# -- the explicit representation --------------------------------------------------------------
-
-def explicit_loss(model, target):
-    """``1/2 ||T(model) - T(target)||_F^2`` through the dense ``(d,) * l`` tensors.
-
-    Same value and gradient as :func:`jaxtd.loss` (the Gram form), computed as the explicit
-    representation would: ``T(W) = sum_i c_i u_i^{⊗l}`` built entry by entry
-    (:func:`jaxtd.to_dense`, ``O(k d^l)`` time and memory). Differentiable with ``jax.grad``.
-    For small ``d`` only (``to_dense`` refuses more than ``2^28`` entries).
-
-    Args:
-      model: a :class:`~jaxtd.SymCP` (``k`` components).
-      target: a :class:`~jaxtd.SymCP` of the same order and dimension.
-
-    Returns:
-      scalar.
-    """
-    import jax.numpy as jnp
-
-    from jaxtd.symcp import check_compatible, to_dense
-    check_compatible(model, target, ("model", "target"))
-    diff = to_dense(model) - to_dense(target).astype(model.factors.dtype)
-    return 0.5 * jnp.sum(diff * diff)
-
-
-def cheaper_representation(m: int, d: int, r: int, order: int) -> str:
-    """Which form of the loss costs fewer operations per step: ``"gram"`` or ``"explicit"``.
-
-    The Gram form of ``1/2 ||T(W) - T*||^2`` costs ``(m + r)^2 d`` (the Gram matrix of the
-    ``m + r`` stacked rows); the explicit one ``(m + r) d^l`` (building ``d^l`` entries from
-    each row). The explicit form wins when ``m + r > d^(l-1)``: near and above the lazy
-    threshold ``m ~ d^(l-1)``. Ties go to ``"gram"`` (no ``d^l`` memory). A model of leading
-    terms, not a measurement: constants and memory traffic are ignored.
-
-    Args:
-      m: model width, ``>= 1``.
-      d: dimension, ``>= 1``.
-      r: target rank, ``>= 1``.
-      order: tensor order ``l``, ``>= 2``.
-
-    Returns:
-      ``"gram"`` or ``"explicit"``.
-    """
-    m, d = check_int(m, "m", 1), check_int(d, "d", 1)
-    r, order = check_int(r, "r", 1), check_int(order, "order", 2)
-    k = m + r
-    return "explicit" if k * d ** order < k * k * d else "gram"

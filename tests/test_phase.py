@@ -1,9 +1,8 @@
-"""jaxtd.phase: critical widths with intervals, exponent fits, adaptive search, explicit form."""
+"""jaxtd.phase: critical widths with intervals, exponent fits, adaptive search."""
 
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -303,30 +302,3 @@ def test_search_with_a_real_sweep_agrees_with_the_exhaustive_sweep():
     assert found.widths.size < 8
     with pytest.raises(ValueError, match="hparams"):
         phase.sweep_evaluator(gd, target, seeds=3, steps=4, hparams={"learning_rate": [0.1]})
-
-
-# -- explicit representation ------------------------------------------------------------------
-
-def test_explicit_loss_and_gradient_equal_the_gram_form(x64):
-    k1, k2 = jax.random.split(jax.random.key(1))
-    target = jaxtd.targets.random_unit(k1, dim=4, rank=2, order=3, weights=[1.0, 0.5])
-    model = jaxtd.SymCP(jax.random.normal(k2, (5,), jnp.float64),
-                        jax.random.normal(jax.random.fold_in(k2, 1), (5, 4), jnp.float64), 3)
-    # one jitted program per form: eager dispatch of the small ops costs more than compiling
-    (v_exp, g_exp), (v_gram, g_gram) = (jax.jit(jax.value_and_grad(f))(model, target)
-                                        for f in (phase.explicit_loss, jaxtd.loss))
-    np.testing.assert_allclose(v_exp, v_gram, rtol=1e-12)
-    np.testing.assert_allclose(g_exp.weights, g_gram.weights, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(g_exp.factors, g_gram.factors, rtol=1e-10, atol=1e-12)
-
-
-def test_cheaper_representation_compares_the_leading_costs():
-    for m, d, r, order in [(10, 64, 2, 3), (5000, 8, 2, 3), (62, 8, 2, 3), (63, 8, 2, 3),
-                           (200, 5, 3, 4), (1, 2, 1, 2)]:
-        gram, explicit = (m + r) ** 2 * d, (m + r) * d ** order
-        want = "explicit" if explicit < gram else "gram"
-        assert phase.cheaper_representation(m, d, r, order) == want
-    assert phase.cheaper_representation(62, 8, 2, 3) == "gram"  # m + r = d^(l-1): a tie
-    assert phase.cheaper_representation(63, 8, 2, 3) == "explicit"
-    with pytest.raises(ValueError, match="order must be >= 2"):
-        phase.cheaper_representation(4, 4, 1, 1)

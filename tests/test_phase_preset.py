@@ -120,13 +120,21 @@ def test_unequal_weights_are_their_own_cells(quick_run):
                                [1.0, 0.5])
 
 
-def test_figures_are_written_page_wide(quick_run):
+def test_figures_are_written_page_wide(quick_run, tmp_path):
+    """One figure per kind and weight profile: the quick run's kind (--quick runs the first
+    one), and the random kind from the same table relabelled (no second run needed)."""
     import matplotlib.image as mpimg
-    for kind in ("orthonormal", "random"):
-        for stem in (f"phase_diagram_{kind}", f"phase_diagram_{kind}_geometric"):
-            png = quick_run / f"{stem}.png"
-            assert png.is_file()
-            assert mpimg.imread(png).shape[1] == 7 * 300  # 7 in at 300 dpi
+    from jaxtd import plots
+    assert cfg.quick(cfg.preset("phase-diagram")).phase.kinds == ("orthonormal",)
+    crit = pd.read_csv(quick_run / "critical_widths.csv")
+    plots.save_phase_figures(crit.assign(kind="random"), tmp_path, search_top=16)
+    for folder, kinds in ((quick_run, ("orthonormal",)), (tmp_path, ("random",))):
+        for kind in kinds:
+            for stem in (f"phase_diagram_{kind}", f"phase_diagram_{kind}_geometric"):
+                png = folder / f"{stem}.png"
+                assert png.is_file()
+                assert mpimg.imread(png).shape[1] == 7 * 300  # 7 in at 300 dpi
+    assert not (quick_run / "phase_diagram_random.png").exists()
 
 
 def test_dry_run_and_config(capsys, tmp_path):
@@ -203,6 +211,47 @@ def test_phase_figure_draws_one_weight_profile(quick_run):
         finite = cells["critical_width"].notna().to_numpy()
         np.testing.assert_allclose(gd.lines[0].get_ydata(),
                                    cells["critical_width"].to_numpy()[finite])
-    assert "equal" in plots.phase_figure(crit, "random")._suptitle.get_text()
+    relabelled = crit.assign(kind="random")  # --quick runs one kind
+    assert "equal" in plots.phase_figure(relabelled, "random")._suptitle.get_text()
     with pytest.raises(ValueError, match=r"weights 'decaying'.*geometric"):
-        plots.phase_figure(crit, "random", "decaying")
+        plots.phase_figure(relabelled, "random", "decaying")
+
+
+def _tiny_phase(steps=300):
+    """gd on one cell (orthonormal, equal weights, l=3 d=8 r=2): a few probes, one program."""
+    import dataclasses
+    quick = cfg.quick(cfg.preset("phase-diagram"))
+    return dataclasses.replace(
+        quick, target=dataclasses.replace(quick.target, dims=(8,), dims_per_order=((3, (8,)),),
+                                          ranks=(2,)),
+        sweep=dataclasses.replace(quick.sweep, algorithms=("gd",), steps=steps),
+        phase=dataclasses.replace(quick.phase, kinds=("orthonormal",), weights=("equal",)))
+
+
+def test_phase_run_resumes_from_its_saved_probes(tmp_path, monkeypatch):
+    """Every probe is saved as it finishes; a rerun with resume=True computes only the probes
+    missing (here the last, as after Ctrl-C) and gives the same tables; another configuration
+    in the folder is refused, and so is a fresh run into it."""
+    from jaxtd import _sweep, experiment
+    from jaxtd.store import IdentityError, ResultsError
+    config = _tiny_phase()
+    first = experiment.run_phase(config, out_dir=tmp_path)
+    search = tmp_path / "searches" / "gd-orthonormal-equal-l3-d8-r2"
+    probes = sorted(search.iterdir())
+    assert len(probes) >= 2 and all((p / "sweep.json").is_file() for p in probes)
+    import shutil
+    shutil.rmtree(probes[-1])  # interrupted during the last probe
+    computed = []
+    real = _sweep._run_chunk
+    monkeypatch.setattr(_sweep, "_run_chunk",
+                        lambda *a, **k: computed.append(1) or real(*a, **k))
+    again = experiment.run_phase(config, out_dir=tmp_path, resume=True)
+    assert len(computed) == 1  # only the missing probe ran
+    pd.testing.assert_frame_equal(again.results.rows, first.results.rows)
+    pd.testing.assert_frame_equal(again.critical_widths, first.critical_widths)
+    computed.clear()
+    with pytest.raises(IdentityError, match="steps"):
+        experiment.run_phase(_tiny_phase(steps=150), out_dir=tmp_path, resume=True)
+    with pytest.raises(ResultsError, match="resume"):
+        experiment.run_phase(config, out_dir=tmp_path, resume=False)
+    assert computed == []  # refused before any compute
