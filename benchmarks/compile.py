@@ -146,11 +146,11 @@ def _slope_program(config, sub, algorithm, target) -> tuple[str, dict]:
     import jax.numpy as jnp
 
     from jaxtd import transition
-    from jaxtd._sweep import _base_key
+    from jaxtd._sweep import base_key_of
     hp = transition.full_hparams(algorithm, {})
     hp.pop("init_scale")
     scales = list(dict(sub.hparams)["init_scale"])
-    base = _base_key(None)
+    base = base_key_of(None)
     padded, steps, record_every = transition.validate(algorithm, base, target,
                                                       width=max(sub.widths), steps=sub.steps,
                                                       record_every=config.sweep.record_every)

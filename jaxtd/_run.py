@@ -67,6 +67,7 @@ from jaxtd._sizes import default_record_every  # re-exported (moved below JAX)
 from jaxtd.algorithms.base import Algorithm, check_target, check_width, row_mask
 from jaxtd.log import check_callback, history_records
 from jaxtd.symcp import SymCP
+from jaxtd.targets import check_key  # one key policy for the whole package
 
 __all__ = ["RunResult", "simulate", "trajectory", "with_final_loss", "run", "default_record_every", "with_init_params"]
 
@@ -346,11 +347,6 @@ def check_active(active, width: int) -> None:
         raise ValueError(f"active must be in [1, width={width}], got {active}")
 
 
-def _check_key(key) -> None:
-    from jaxtd.targets import check_key  # one key policy for the whole package
-    check_key(key)
-
-
 def _check_init_params(init_params, width: int, target: SymCP):
     shape = getattr(init_params, "shape", None)
     if shape is None:
@@ -372,7 +368,7 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
         raise TypeError(f"algorithm must be a jaxtd.algorithms.Algorithm (e.g. "
                         f"jaxtd.algorithms.gd(0.1)), got {type(algorithm).__name__}")
     check_target(target)
-    _check_key(key)
+    check_key(key)
     width = check_width(width)
     steps = check_steps(steps)
     record_every = check_int(record_every, "record_every", 1)

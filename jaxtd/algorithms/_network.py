@@ -202,8 +202,7 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
             x, y = hermite_net.sample(data_key, target, samples, hp["noise"])
         state = NetworkState(a0, w0, jnp.zeros_like(w0), ctx.mask, x, y, batch_key, None, hp,
                              jnp.zeros((), jnp.int32), base.Static(target.order))
-        return state._replace(opt_state=base.init_optimizer(opt, trained(state),
-                                                            hp["learning_rate"]))
+        return state._replace(opt_state=base.init_optimizer(opt, trained(state)))
 
     def trained(state: NetworkState):
         """The trained variables (a pytree whose leaves lead with the width)."""

@@ -218,7 +218,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         params, row_signs = base.small_rows(ctx, target, signs)
         return VariantState(
             params=params, signs=row_signs, mask=ctx.mask,
-            opt_state=base.init_optimizer(opt, params, ctx.hparams["learning_rate"]),
+            opt_state=base.init_optimizer(opt, params),
             hparams=ctx.hparams, count=jnp.zeros((), jnp.int32), key=redraw_key(key),
             selected=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
             order=base.Static(target.order))
@@ -228,7 +228,8 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         halted = epochs_done(state.stopped, epoch, epochs)
         # a stopped run is frozen as it is: no more re-draws, so its loss stays put
         state = redraw_selected(state, target, epoch, (phase == 0) & ~halted, model_fn=model_fn,
-                                reset=opt.tx.init, selection=selection, sign_rule=sign_rule)
+                                reset=lambda p: base.init_optimizer(opt, p), selection=selection,
+                                sign_rule=sign_rule)
         lam = state.hparams["regularization"]
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,

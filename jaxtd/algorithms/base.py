@@ -32,8 +32,7 @@ from jaxtd._precision import matmul
 # (jaxtd._checks) and the one optimizer plumbing (jaxtd.optimizers)
 from jaxtd._checks import check_choice, check_int, check_nonnegative, check_positive, is_real
 from jaxtd.optimizers import (Optimizer, OptimizerSpec, check_optimizer, init_optimizer,
-                              is_rowwise, make_optimizer, mask_rows, optimizer_step,
-                              with_learning_rate)
+                              is_rowwise, make_optimizer, mask_rows, optimizer_step)
 from jaxtd.symcp import SymCP
 
 __all__ = ["Algorithm", "constructor", "Static",
@@ -43,7 +42,7 @@ __all__ = ["Algorithm", "constructor", "Static",
            # init
            "InitContext", "init_context", "small_rows",
            # optimizers
-           "OptimizerSpec", "Optimizer", "make_optimizer", "with_learning_rate", "init_optimizer",
+           "OptimizerSpec", "Optimizer", "make_optimizer", "init_optimizer",
            "optimizer_step", "optimizer_params",
            # masks, re-draws, stops
            "row_mask", "mask_rows", "where_rows", "redraw_key", "redraw_rows", "SIGN_RULES",
