@@ -40,11 +40,15 @@ from __future__ import annotations
 import math
 from typing import Callable, NamedTuple, Optional
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from jaxtd._checks import check_choice, check_int
+from jaxtd._sizes import sym_dim
+from jaxtd._sweep import sweep
 from jaxtd.results import critical_width_of
+from jaxtd.symcp import check_compatible, to_dense
 
 __all__ = ["CELL_COLUMNS", "CRITICAL_WIDTH_COLUMNS", "EXPONENT_COLUMNS", "CriticalWidth",
            "Exponent", "Search", "clopper_pearson", "bootstrap_critical_widths",
@@ -356,7 +360,6 @@ def critical_sample_counts(rows: pd.DataFrame, *, method: str = "bootstrap",
       fit, :func:`jaxtd.lazy.predicted_critical_width`'s numerator) and ``ratio`` is
       ``critical_samples / sym_dim``.
     """
-    from jaxtd._sizes import sym_dim
     keys = ["algorithm", "order", "dim", "rank", "width"]
     _require(rows, keys + ["seed", "active_samples", "success"])
     rng = np.random.default_rng(seed)
@@ -632,7 +635,6 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, **sweep_kwargs):
         raise ValueError("sweep_evaluator runs one setting at the widths the search asks for: "
                          "fix hyper-parameters in the algorithm (e.g. gd(0.1)), not through "
                          "hparams=, and do not pass widths=")
-    from jaxtd._sweep import sweep
     sweep_kwargs.setdefault("progress", False)
 
     def evaluate(widths) -> np.ndarray:
@@ -663,9 +665,6 @@ def explicit_loss(model, target):
     Returns:
       scalar.
     """
-    import jax.numpy as jnp
-
-    from jaxtd.symcp import check_compatible, to_dense
     check_compatible(model, target, ("model", "target"))
     diff = to_dense(model) - to_dense(target).astype(model.factors.dtype)
     return 0.5 * jnp.sum(diff * diff)
