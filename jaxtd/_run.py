@@ -407,11 +407,6 @@ def check_hparam(algorithm: Algorithm, name: str, value) -> None:
     values (a vmapped sweep axis) pass through."""
     if isinstance(value, jax.core.Tracer):
         return
-    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
-        if not np.issubdtype(np.asarray(value).dtype, np.floating):
-            raise TypeError(f"hparams[{name!r}] must be a real number, got dtype "
-                            f"{np.asarray(value).dtype}")
-        value = float(value)
     schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
 
 

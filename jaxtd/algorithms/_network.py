@@ -99,10 +99,10 @@ class NetworkState(NamedTuple):
 
 def _check_sizes(samples, batch_size):
     if samples is not None:
-        samples = base.check_int(samples, "samples", 1, why=" (the data set size) or None "
-                                 "(online SGD: fresh samples every step)")
+        samples = base.check_int_range(SCHEMA, "samples", samples, why=" (the data set size) or "
+                                       "None (online SGD: fresh samples every step)")
     if batch_size is not None:
-        batch_size = base.check_int(batch_size, "batch_size", 1)
+        batch_size = base.check_int_range(SCHEMA, "batch_size", batch_size)
         if samples is not None and batch_size > samples:
             raise ValueError(f"batch_size={batch_size} exceeds samples={samples}; use "
                              f"batch_size <= samples, or None for full-batch steps")

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.base import SIGN_RULES, check_choice, check_int, freeze, redraw_key
+from jaxtd.algorithms.base import SIGN_RULES, check_choice, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
 __all__ = ["variant", "VariantState", "SELECTIONS", "select_row", "draw_row",
@@ -202,12 +202,12 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
     check_choice(sign_rule, "sign_rule", SIGN_RULES)
     base.check_ranges(SCHEMA, init_scale=init_scale, regularization=regularization,
                       epsilon=epsilon)
-    h_amp = check_int(amplify_steps, "amplify_steps", 0)
-    h_fit = check_int(fit_steps, "fit_steps", 0)
+    h_amp = base.check_int_range(SCHEMA, "amplify_steps", amplify_steps)
+    h_fit = base.check_int_range(SCHEMA, "fit_steps", fit_steps)
     if h_amp + h_fit < 1:
         raise ValueError("amplify_steps + fit_steps must be >= 1 (an epoch needs a step)")
     if epochs is not None:
-        epochs = check_int(epochs, "epochs", 1)
+        epochs = base.check_int_range(SCHEMA, "epochs", epochs)
     opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
                 "learning_rate": opt.learning_rate}

@@ -38,7 +38,7 @@ from jaxtd.symcp import SymCP
 __all__ = ["Algorithm", "constructor", "Static",
            # validation
            "check_int", "check_choice", "check_width", "check_positive", "check_nonnegative",
-           "check_ranges", "check_target", "check_optimizer", "resolve_hparams",
+           "check_ranges", "check_int_range", "check_target", "check_optimizer", "resolve_hparams",
            # init
            "InitContext", "init_context", "small_rows",
            # optimizers
@@ -185,6 +185,14 @@ def check_ranges(params, **values) -> None:
     by_name = {p.name: p for p in params}
     for name, value in values.items():
         schema.check_hparam(name, by_name[name], value)
+
+
+def check_int_range(params, name: str, value: Any, *, why: str = "") -> int:
+    """``value`` as an int ``>=`` the ``ge=`` bound that ``params`` (the algorithm's ``SCHEMA``)
+    declares for the integer argument ``name``, by :func:`check_int` (its ``TypeError`` or
+    ``ValueError``): the bound is written once, in the schema."""
+    param = next(p for p in params if p.name == name)
+    return check_int(value, name, int(param.ge), why=why)
 
 
 def check_target(target: Any) -> SymCP:
