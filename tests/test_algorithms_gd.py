@@ -15,8 +15,8 @@ import pytest
 import jaxtd
 from jaxtd import lazy, models
 from jaxtd.algorithms import gd, lazy_gd
-from jaxtd.algorithms._lazy_gd import polarize
-from jaxtd._run import simulate
+from jaxtd.algorithms import polarize
+from jaxtd import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"

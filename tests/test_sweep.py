@@ -15,7 +15,7 @@ import pytest
 import jaxtd
 from jaxtd import algorithms
 from jaxtd.results import ChunkStore, Results
-from jaxtd._run import run as standalone_run
+from jaxtd import run as standalone_run
 from jaxtd import BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
 
 DIM, RANK, ORDER = 6, 2, 3
