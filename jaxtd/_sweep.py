@@ -619,6 +619,32 @@ def _check_devices(devices) -> list:
     return devices
 
 
+def _hparam_inputs(spec: SweepSpec, algorithm: Algorithm) -> dict:
+    """``{hparam: (H,) values}`` over the ``H`` combinations of the grid, in the default dtype.
+
+    Every hparam is an input of the program, swept or not (not swept: its default repeated), so
+    a cell traces exactly as ``jaxtd.run`` does (it passes them all) and no value is a constant.
+    numpy, not jnp: building the grid must not trigger an eager XLA compilation.
+    """
+    dtype = np.dtype(default_dtype())
+    return {name: np.asarray([c[spec.hparam_names.index(name)] if name in spec.hparam_names
+                              else float(default) for c in spec.hparam_grid], dtype)
+            for name, default in dict(algorithm.hparams).items()}
+
+
+def _program_info(buckets) -> dict:
+    """The ``info`` entries about the buckets' programs: compiled here, reused from this
+    process, loaded from disk, and their seconds."""
+    compiled = [b for b in buckets if b.fresh]
+    return {"n_compiles": len(compiled), "n_buckets": len(buckets),
+            "n_programs_reused": sum(1 for b in buckets if b.compiled is not None and not b.fresh),
+            "n_programs_loaded": sum(1 for b in buckets if b.how == "disk"),
+            "load_seconds": sum(b.compile_seconds for b in buckets if b.how == "disk"),
+            "compile_seconds": sum(b.compile_seconds for b in compiled),
+            "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
+            "padded_widths": [b.padded_width for b in buckets]}
+
+
 def _execute(spec, algorithm, target, base_key, config, store, progress, devices,
              multi=False, on_event=None, callback=None) -> Results:
     tqdm = tqdm_class()
@@ -626,14 +652,8 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
     n_dev = len(devices)
     mesh = _mesh(devices)
     shardings = (NamedSharding(mesh, PartitionSpec(_SEED_AXIS)), NamedSharding(mesh, PartitionSpec()))
-    dtype = default_dtype()
-    # numpy, not jnp: building the grid must not trigger an eager XLA compilation
-    # Every hparam is an input of the program, swept or not (not swept: its default repeated), so
-    # a cell traces exactly as `jaxtd.run` does (it passes them all) and no value is a constant.
     combos = spec.hparam_grid
-    grid = {name: np.asarray([c[spec.hparam_names.index(name)] if name in spec.hparam_names
-                              else float(default) for c in combos], np.dtype(dtype))
-            for name, default in dict(algorithm.hparams).items()}
+    grid = _hparam_inputs(spec, algorithm)
     grid_names = tuple(grid)
     buckets = [_Bucket(ws) for ws in _buckets.plan_buckets(
         spec.widths, spec.bucketing, platform=devices[0].platform, dim=target.dim,
@@ -682,16 +702,8 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
         bar.close()
     columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
     histories = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-    compiled = [b for b in buckets if b.fresh]
-    info = {"n_compiles": len(compiled), "n_buckets": len(buckets),
-            "n_programs_reused": sum(1 for b in buckets if b.compiled is not None and not b.fresh),
-            "n_programs_loaded": sum(1 for b in buckets if b.how == "disk"),
-            "load_seconds": sum(b.compile_seconds for b in buckets if b.how == "disk"),
-            "compile_seconds": sum(b.compile_seconds for b in compiled),
-            "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
-            "padded_widths": [b.padded_width for b in buckets],
-            "run_seconds": run_seconds, "chunks_resumed": len(done), "n_devices": n_dev,
-            "n_processes": len({d.process_index for d in devices}),
+    info = {**_program_info(buckets), "run_seconds": run_seconds, "chunks_resumed": len(done),
+            "n_devices": n_dev, "n_processes": len({d.process_index for d in devices}),
             "seed_shards": seed_shards, "chunk_len": chunk_len,
             "platform": devices[0].platform, "versions": versions()}
     results = Results(_order_columns(columns, spec), histories, config=config, info=info,
