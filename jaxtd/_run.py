@@ -409,14 +409,14 @@ def full_hparams(algorithm: Algorithm, hparams) -> dict:
     return {**dict(algorithm.hparams), **dict(hparams)}
 
 
-def check_hparam(algorithm: Algorithm, name: str, value) -> None:
+def check_hparam(algorithm: Algorithm, name: str, value):
     """Refuse a concrete override that is not a real number (``TypeError``) or out of the range
     its algorithm's schema declares (``algorithm.ranges``; without one, any finite number):
     :func:`jaxtd.schema.check_hparam`, naming ``hparams[name]`` (:func:`hparam_param`). Traced
-    values (a vmapped sweep axis) pass through."""
+    values (a vmapped sweep axis) pass through. Returns the value as a float (a tracer as is)."""
     if isinstance(value, jax.core.Tracer):
-        return
-    schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
+        return value
+    return schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
 
 
 def hparam_param(algorithm: Algorithm, name: str) -> schema.Param:

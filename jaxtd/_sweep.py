@@ -184,14 +184,12 @@ def _check_hparams(algorithm: Algorithm, hparams) -> tuple[tuple[str, ...], tupl
         vals = list(vals)
         if not vals:
             raise ValueError(f"hparams[{name!r}] is empty; give at least one value")
-        for v in vals:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                raise TypeError(f"hparams[{name!r}] must hold real numbers, got {v!r}")
-            check_hparam(algorithm, str(name), v)  # in its schema's range
+        # each a real number in its schema's range (a TypeError or ValueError naming it)
+        vals = [check_hparam(algorithm, str(name), v) for v in vals]
         if len(set(vals)) != len(vals):
             raise ValueError(f"hparams[{name!r}] has duplicate values {vals}; list each once")
         names.append(str(name))
-        values.append(tuple(float(v) for v in vals))
+        values.append(tuple(vals))
     return tuple(names), tuple(values)
 
 
