@@ -292,3 +292,18 @@ def test_function_local_imports_are_only_the_allowed_ones():
     assert not extra, f"move these imports to the top of their module: {extra}"
     stale = sorted(set(LOCAL_IMPORTS) - found)
     assert not stale, f"no longer imported inside a function, drop from LOCAL_IMPORTS: {stale}"
+
+
+def test_the_module_map_lists_every_module():
+    """docs/architecture.md's module map has one row per module of the package, and no row
+    for a module that is gone."""
+    import pathlib
+    import re
+    root = pathlib.Path(jaxtd.__file__).parent
+    text = (root.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([\w/]+\.py)` \|", section, re.M)
+    modules = sorted(str(p.relative_to(root)) for p in root.rglob("*.py"))
+    assert len(listed) == len(set(listed)), "a module listed twice"
+    assert sorted(listed) == modules, (sorted(set(modules) - set(listed)),
+                                       sorted(set(listed) - set(modules)))
