@@ -124,7 +124,7 @@ def _lazy_program(config, sub, target) -> tuple[str, dict]:
     import numpy as np
 
     from jaxtd.lazy import _optimum as lo
-    from jaxtd._sweep import key_for_seed
+    from jaxtd import key_for_seed
     p = config.params["lazy"]
     scale = p["init_scale"][0] if isinstance(p["init_scale"], tuple) else p["init_scale"]
     keys = jax.numpy.stack([key_for_seed(s) for s in range(sub.seeds)])
@@ -142,15 +142,14 @@ def _lazy_program(config, sub, target) -> tuple[str, dict]:
 
 def _slope_program(config, sub, algorithm, target) -> tuple[str, dict]:
     """The init-scale derivative pass (``transition.scale_slopes``) of ``sub``."""
-    import jax
     import jax.numpy as jnp
 
     from jaxtd import transition
-    from jaxtd._sweep import _base_key
+    from jaxtd._sweep import base_key_of
     hp = transition.full_hparams(algorithm, {})
     hp.pop("init_scale")
     scales = list(dict(sub.hparams)["init_scale"])
-    base = _base_key(None)
+    base = base_key_of(None)
     padded, steps, record_every = transition.validate(algorithm, base, target,
                                                       width=max(sub.widths), steps=sub.steps,
                                                       record_every=config.sweep.record_every)

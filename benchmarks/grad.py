@@ -32,7 +32,7 @@ import jax.numpy as jnp
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jaxtd  # noqa: E402
-from jaxtd._run import simulate  # noqa: E402
+from jaxtd import simulate  # noqa: E402
 from _common import machine, median_time  # noqa: E402
 
 M, D, ORDER, RANK = 8, 16, 3, 3

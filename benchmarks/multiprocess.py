@@ -46,7 +46,7 @@ def _worker(pid: int, nproc: int, port: int, seeds: int, steps: int) -> None:
 
     import jaxtd
     from jaxtd import algorithms
-    from jaxtd._sweep import sweep
+    from jaxtd import sweep
     target = jaxtd.targets.orthonormal(jax.random.PRNGKey(0), SIZE["dim"], SIZE["rank"],
                                        SIZE["order"])
     runs = []

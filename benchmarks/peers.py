@@ -100,7 +100,7 @@ def run_jaxtd(factors, seed, width, steps, learning_rate, init_scale):
     import jax.numpy as jnp
 
     import jaxtd
-    from jaxtd._run import simulate
+    from jaxtd import simulate
 
     algorithm = jaxtd.algorithms.gd(learning_rate, model="plain", init_scale=init_scale)
     record_every = steps

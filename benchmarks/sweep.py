@@ -28,8 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jaxtd  # noqa: E402
 from jaxtd import algorithms  # noqa: E402
-from jaxtd._run import run as standalone_run  # noqa: E402
-from jaxtd._sweep import key_for_seed, sweep  # noqa: E402
+from jaxtd import key_for_seed, sweep  # noqa: E402
+from jaxtd import run as standalone_run  # noqa: E402
 
 from _common import block, machine  # noqa: E402
 

@@ -40,9 +40,9 @@ _EXPORTS = {
     "run": ("jaxtd._run", "run"),
     "simulate": ("jaxtd._run", "simulate"),
     "with_init_params": ("jaxtd._run", "with_init_params"),
-    "BUCKETINGS": ("jaxtd._sweep", "BUCKETINGS"),
-    "BucketCost": ("jaxtd._sweep", "BucketCost"),
-    "bucket_widths": ("jaxtd._sweep", "bucket_widths"),
+    "BUCKETINGS": ("jaxtd._sizes", "BUCKETINGS"),
+    "BucketCost": ("jaxtd._buckets", "BucketCost"),
+    "bucket_widths": ("jaxtd._buckets", "bucket_widths"),
     "clear_cache": ("jaxtd._sweep", "clear_cache"),
     "key_for_seed": ("jaxtd._sweep", "key_for_seed"),
     "sweep": ("jaxtd._sweep", "sweep"),
@@ -79,8 +79,9 @@ if TYPE_CHECKING:  # static tools see the eager imports
     from jaxtd import algorithms, initialization, metrics, models, network, targets
     from jaxtd._run import RunResult, run, simulate, with_init_params
     from jaxtd._sizes import default_record_every
-    from jaxtd._sweep import (BUCKETINGS, BucketCost, bucket_widths, clear_cache, key_for_seed,
-                              sweep)
+    from jaxtd._buckets import BucketCost, bucket_widths
+    from jaxtd._sizes import BUCKETINGS
+    from jaxtd._sweep import clear_cache, key_for_seed, sweep
     from jaxtd.initialization import init_factors
     from jaxtd.losses import inner, loss, norm, relative_error, residual_sq
     from jaxtd.results import Results

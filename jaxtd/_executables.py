@@ -39,13 +39,16 @@ import tempfile
 import threading
 import time
 import types
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import jax
 import jax.monitoring
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
+from jax.experimental import serialize_executable
 
 from jaxtd import store
 from jaxtd.algorithms.base import Algorithm
@@ -139,8 +142,9 @@ COMPILER_OPTIONS = {"cpu": {"xla_cpu_use_fusion_emitters": False}}
 
 
 def compile_lowered(lowered) -> Any:
-    """``lowered.compile()`` with :data:`COMPILER_OPTIONS` of the lowered program's platform;
-    an XLA build that does not know an option compiles with its defaults instead."""
+    """``lowered.compile()`` with the :data:`COMPILER_OPTIONS` of the default backend's platform
+    (``jax.devices()[0]``, where jaxtd's grid programs run); an XLA build that does not know an
+    option compiles with its defaults instead."""
     options = COMPILER_OPTIONS.get(jax.devices()[0].platform)
     if not options:
         return lowered.compile()
@@ -177,7 +181,6 @@ def _path(disk_key) -> Optional[Path]:
 def _load(path: Path):
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-        from jax.experimental import serialize_executable
         return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
     except FileNotFoundError:
         return None
@@ -191,7 +194,6 @@ def _load(path: Path):
 
 def _save(path: Path, executable) -> None:
     try:
-        from jax.experimental import serialize_executable
         blob = pickle.dumps(serialize_executable.serialize(executable))
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
@@ -277,7 +279,6 @@ def _module_digest(module: str) -> Optional[str]:
     if not path or not any(part in ("site-packages", "dist-packages") for part in Path(path).parts):
         return None
     try:
-        from importlib import metadata
         top = module.split(".")[0]
         dists = metadata.packages_distributions().get(top, [])
         versions = ",".join(f"{d}={metadata.version(d)}" for d in sorted(dists))
@@ -318,8 +319,4 @@ def _tree_digest(root: Path) -> str:
 
 
 def _jaxlib_version() -> str:
-    try:
-        import jaxlib
-        return str(jaxlib.__version__)
-    except (ImportError, AttributeError):
-        return "?"
+    return str(getattr(jaxlib, "__version__", "?"))

@@ -64,11 +64,13 @@ import numpy as np
 from jaxtd import losses, metrics, schema
 from jaxtd._checks import check_finite, check_int, check_positive, host_value, is_real
 from jaxtd._sizes import default_record_every  # re-exported (moved below JAX)
-from jaxtd.algorithms.base import Algorithm, check_target, check_width, row_mask
+from jaxtd.algorithms.base import Algorithm, check_target, check_width, freeze, row_mask
 from jaxtd.log import check_callback, history_records
 from jaxtd.symcp import SymCP
+from jaxtd.targets import check_key  # one key policy for the whole package
 
-__all__ = ["RunResult", "simulate", "trajectory", "with_final_loss", "run", "default_record_every", "with_init_params"]
+__all__ = ["RunResult", "simulate", "trajectory", "guarded_step", "with_final_loss", "run",
+           "default_record_every", "with_init_params"]
 
 
 class RunResult(NamedTuple):
@@ -123,8 +125,32 @@ class _Carry(NamedTuple):
     count: Any
 
 
-def _where(pred, a, b):
-    return jax.tree_util.tree_map(lambda x, y: jnp.where(pred, x, y), a, b)
+def guarded_step(carry: _Carry, algorithm: Algorithm, target: SymCP, divergence_factor,
+                 target_sq) -> _Carry:
+    """One ``algorithm.step`` under the divergence watch.
+
+    The step's ``loss`` (before its update) is bad when it is not finite or exceeds
+    ``divergence_factor * (loss_0 + ||T*||^2)`` (``target_sq = ||T*||^2``, in the loss's dtype).
+    At the first bad step the run freezes at the last iterate whose loss passed (``prev``) and
+    records that step in ``diverged_step``; a frozen run stays put. The test selects, it is not
+    differentiated.
+    """
+    new, m = algorithm.step(carry.state, target)
+    loss = jax.lax.stop_gradient(m["loss"]).astype(target_sq.dtype)
+    reference = jnp.where(carry.count == 0, loss + target_sq, carry.reference)
+    bad = ~jnp.isfinite(loss) | (loss > divergence_factor * reference)
+    newly = bad & ~carry.diverged
+    diverged = carry.diverged | bad
+    frozen = freeze(newly, carry.prev, carry.state)
+    return _Carry(
+        state=freeze(diverged, frozen, new),
+        prev=freeze(diverged, carry.prev, carry.state),
+        last=freeze(diverged, carry.last, m),
+        diverged=diverged,
+        diverged_step=jnp.where(newly, carry.count, carry.diverged_step),
+        reference=reference,
+        count=carry.count + 1,
+    )
 
 
 def with_init_params(algorithm: Algorithm, state, params):
@@ -245,23 +271,7 @@ def trajectory(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: i
                          "(the runner watches it for divergence)")
 
     def one_step(carry: _Carry, _):
-        new, m = algorithm.step(carry.state, target)
-        # The divergence test is an event: it selects, it is not differentiated.
-        loss = jax.lax.stop_gradient(m["loss"]).astype(dtype)
-        reference = jnp.where(carry.count == 0, loss + target_sq, carry.reference)
-        bad = ~jnp.isfinite(loss) | (loss > divergence_factor * reference)
-        newly = bad & ~carry.diverged
-        diverged = carry.diverged | bad
-        frozen = _where(newly, carry.prev, carry.state)
-        return _Carry(
-            state=_where(diverged, frozen, new),
-            prev=_where(diverged, carry.prev, carry.state),
-            last=_where(diverged, carry.last, m),
-            diverged=diverged,
-            diverged_step=jnp.where(newly, carry.count, carry.diverged_step),
-            reference=reference,
-            count=carry.count + 1,
-        ), None
+        return guarded_step(carry, algorithm, target, divergence_factor, target_sq), None
 
     def advance(carry: _Carry) -> _Carry:
         return jax.lax.scan(one_step, carry, None, length=record_every)[0]
@@ -346,11 +356,6 @@ def check_active(active, width: int) -> None:
         raise ValueError(f"active must be in [1, width={width}], got {active}")
 
 
-def _check_key(key) -> None:
-    from jaxtd.targets import check_key  # one key policy for the whole package
-    check_key(key)
-
-
 def _check_init_params(init_params, width: int, target: SymCP):
     shape = getattr(init_params, "shape", None)
     if shape is None:
@@ -372,7 +377,7 @@ def validate(algorithm, key, target, *, width, steps, record_every, divergence_f
         raise TypeError(f"algorithm must be a jaxtd.algorithms.Algorithm (e.g. "
                         f"jaxtd.algorithms.gd(0.1)), got {type(algorithm).__name__}")
     check_target(target)
-    _check_key(key)
+    check_key(key)
     width = check_width(width)
     steps = check_steps(steps)
     record_every = check_int(record_every, "record_every", 1)
@@ -404,19 +409,14 @@ def full_hparams(algorithm: Algorithm, hparams) -> dict:
     return {**dict(algorithm.hparams), **dict(hparams)}
 
 
-def check_hparam(algorithm: Algorithm, name: str, value) -> None:
+def check_hparam(algorithm: Algorithm, name: str, value):
     """Refuse a concrete override that is not a real number (``TypeError``) or out of the range
     its algorithm's schema declares (``algorithm.ranges``; without one, any finite number):
     :func:`jaxtd.schema.check_hparam`, naming ``hparams[name]`` (:func:`hparam_param`). Traced
-    values (a vmapped sweep axis) pass through."""
+    values (a vmapped sweep axis) pass through. Returns the value as a float (a tracer as is)."""
     if isinstance(value, jax.core.Tracer):
-        return
-    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:
-        if not np.issubdtype(np.asarray(value).dtype, np.floating):
-            raise TypeError(f"hparams[{name!r}] must be a real number, got dtype "
-                            f"{np.asarray(value).dtype}")
-        value = float(value)
-    schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
+        return value
+    return schema.check_hparam(f"hparams[{name!r}]", hparam_param(algorithm, name), value)
 
 
 def hparam_param(algorithm: Algorithm, name: str) -> schema.Param:

@@ -10,7 +10,8 @@ one jit-compiled, vmapped computation per *width bucket*:
   an ``active = m`` mask: masked rows carry zero weight and receive zero gradient, and
   initialization is prefix-consistent, so the first ``m`` rows evolve exactly as the width-``m``
   run. One bucket is one compiled program. The default grouping (``"auto"``) weighs each
-  program's compilation against the padded work it runs (:class:`BucketCost`): on small problems
+  program's compilation against the padded work it runs (:class:`jaxtd.BucketCost`, the cost
+  model of ``jaxtd._buckets``): on small problems
   one program for all widths is cheapest, on large ones the widths split. ``"pow2"`` bounds
   padding below 2× in width.
 - **Compile once.** Compiled grid programs are kept for the process: a second sweep with an
@@ -58,7 +59,7 @@ import numpy as np
 import pandas as pd
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxtd import _executables, distributed
+from jaxtd import _buckets, _executables, distributed
 from jaxtd._checks import check_int
 from jaxtd.algorithms.base import Algorithm, check_width
 from jaxtd.log import check_callback, history_records
@@ -71,13 +72,12 @@ from jaxtd._sizes import BUCKETINGS, DEFAULT_BUCKETING, default_record_every
 from jaxtd.symcp import SymCP
 from jaxtd.targets import default_dtype
 
-__all__ = ["sweep", "key_for_seed", "bucket_widths", "SweepSpec", "BUCKETINGS", "BucketCost",
-           "clear_cache"]
+__all__ = ["sweep", "key_for_seed", "base_key_of", "SweepSpec", "clear_cache"]
 
 _SEED_AXIS = "seed"
 
 
-# -- keys and buckets -------------------------------------------------------------------------
+# -- keys ---------------------------------------------------------------------------------
 
 def _default_base_key():
     return jax.random.PRNGKey(0)
@@ -95,103 +95,17 @@ def key_for_seed(seed, base_key=None):
         raise TypeError(f"seed must be an int >= 0, got {seed!r}")
     if isinstance(seed, numbers.Integral) and seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    return jax.random.fold_in(_base_key(base_key), seed)
+    return jax.random.fold_in(base_key_of(base_key), seed)
 
 
-def _base_key(base_key):
+def base_key_of(base_key):
+    """The base key a sweep folds seeds into: ``PRNGKey(0)`` for None, ``PRNGKey(n)`` for an int
+    ``n``, else ``base_key`` itself (a key)."""
     if base_key is None:
         return _default_base_key()
     if isinstance(base_key, numbers.Integral) and not isinstance(base_key, bool):
         return jax.random.PRNGKey(int(base_key))
     return base_key
-
-
-def bucket_widths(widths: Sequence[int], bucketing: str = "pow2", *,
-                  cost: Optional["BucketCost"] = None) -> tuple[tuple[int, ...], ...]:
-    """Group sorted ``widths`` into buckets that share one compiled computation.
-
-    ``"pow2"``: width ``m`` goes to bucket ``k = ceil(log2 m)``, i.e. ``(2^(k-1), 2^k]``; a bucket
-    runs at its largest member, so every width is padded by less than 2×. ``"exact"``: one bucket
-    per width (no padding, one compilation each). ``"single"``: one bucket for all widths.
-    ``"auto"``: the contiguous grouping of least estimated cost (:class:`BucketCost`: each
-    program's compilation against the padded work it runs), found by dynamic programming;
-    ``cost`` defaults to ``BucketCost()``.
-    """
-    if bucketing not in BUCKETINGS:
-        raise ValueError(f"bucketing must be one of {BUCKETINGS}, got {bucketing!r}")
-    widths = sorted(widths)
-    if bucketing == "single":
-        return (tuple(widths),)
-    if bucketing == "exact":
-        return tuple((m,) for m in widths)
-    if bucketing == "auto":
-        return _cheapest_buckets(widths, cost or BucketCost())
-    groups: dict[int, list[int]] = {}
-    for m in widths:
-        groups.setdefault((m - 1).bit_length(), []).append(m)
-    return tuple(tuple(g) for _, g in sorted(groups.items()))
-
-
-@dataclasses.dataclass(frozen=True)
-class BucketCost:
-    """A rough cost model of one width bucket, in seconds.
-
-    A bucket of widths ``ws`` padded to ``M = max(ws)`` costs ``compile_seconds`` plus
-    ``cell_steps * len(ws) * (step_overhead + flop_seconds * (M + rank)^2 * dim)``, where
-    ``cell_steps`` is the number of (seed, hparam) cells times the steps. One step of every
-    algorithm is dominated by a few ``(M + r) x (M + r) x d`` Gram products; the constants were
-    measured for plain GD on a 2-core CPU (compile ~2 s per program, ~0.1 ns per unit of
-    ``(M + r)^2 d``). Accelerators make padding cheaper: pass ``flop_seconds`` smaller there
-    (:meth:`for_platform`).
-    """
-
-    cell_steps: float = 1e4
-    dim: int = 16
-    rank: int = 4
-    compile_seconds: float = 2.0
-    step_overhead: float = 2e-6
-    flop_seconds: float = 1e-10
-
-    @classmethod
-    def for_platform(cls, platform: str, **fields) -> "BucketCost":
-        if platform != "cpu":
-            fields = {"compile_seconds": 1.0, "step_overhead": 2e-7, "flop_seconds": 1e-12,
-                      **fields}
-        return cls(**fields)
-
-    def __call__(self, bucket: Sequence[int]) -> float:
-        padded = max(bucket)
-        per_cell = self.step_overhead + self.flop_seconds * (padded + self.rank) ** 2 * self.dim
-        return self.compile_seconds + self.cell_steps * len(bucket) * per_cell
-
-
-def _cheapest_buckets(widths: Sequence[int], cost: BucketCost) -> tuple[tuple[int, ...], ...]:
-    """Contiguous partition of sorted ``widths`` minimizing the summed bucket cost, by dynamic
-    programming over the last cut (O(n^2) bucket costs, one numpy expression per end point for a
-    :class:`BucketCost`)."""
-    n = len(widths)
-    best = np.full(n + 1, math.inf)   # best[j]: cheapest cost of widths[:j]
-    best[0] = 0.0
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        total = best[:j] + _bucket_costs(widths, j, cost)
-        cut[j] = int(np.argmin(total))  # the first minimum: ties go to the earliest cut
-        best[j] = total[cut[j]]
-    buckets, j = [], n
-    while j > 0:
-        buckets.append(tuple(widths[cut[j]:j]))
-        j = cut[j]
-    return tuple(reversed(buckets))
-
-
-def _bucket_costs(widths: Sequence[int], j: int, cost) -> np.ndarray:
-    """``(j,)``: the cost of the bucket ``widths[i:j]`` for every ``i < j``. A
-    :class:`BucketCost` depends only on a bucket's size and largest width, so all ``i`` at once
-    (the same arithmetic as :meth:`BucketCost.__call__`); any other callable bucket by bucket."""
-    if not isinstance(cost, BucketCost):
-        return np.asarray([cost(widths[i:j]) for i in range(j)], np.float64)
-    per_cell = cost.step_overhead + cost.flop_seconds * (widths[j - 1] + cost.rank) ** 2 * cost.dim
-    return cost.compile_seconds + cost.cell_steps * (j - np.arange(j)) * per_cell
 
 
 # -- validated configuration ------------------------------------------------------------------
@@ -270,14 +184,12 @@ def _check_hparams(algorithm: Algorithm, hparams) -> tuple[tuple[str, ...], tupl
         vals = list(vals)
         if not vals:
             raise ValueError(f"hparams[{name!r}] is empty; give at least one value")
-        for v in vals:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                raise TypeError(f"hparams[{name!r}] must hold real numbers, got {v!r}")
-            check_hparam(algorithm, str(name), v)  # in its schema's range
+        # each a real number in its schema's range (a TypeError or ValueError naming it)
+        vals = [check_hparam(algorithm, str(name), v) for v in vals]
         if len(set(vals)) != len(vals):
             raise ValueError(f"hparams[{name!r}] has duplicate values {vals}; list each once")
         names.append(str(name))
-        values.append(tuple(float(v) for v in vals))
+        values.append(tuple(vals))
     return tuple(names), tuple(values)
 
 
@@ -632,7 +544,7 @@ def sweep(algorithm: Algorithm, target: SymCP, *, seeds, widths, steps: int,
     spec = _spec(algorithm, target, seeds, widths, steps, record_every, hparams,
                  success_threshold, chunk_size, bucketing, metadata)
     check_callback(callback)
-    base_key = _base_key(base_key)
+    base_key = base_key_of(base_key)
     devices = _check_devices(devices)
     multi = distributed.spans_processes(devices)
     config = _config(spec, algorithm, target, base_key)
@@ -705,6 +617,32 @@ def _check_devices(devices) -> list:
     return devices
 
 
+def _hparam_inputs(spec: SweepSpec, algorithm: Algorithm) -> dict:
+    """``{hparam: (H,) values}`` over the ``H`` combinations of the grid, in the default dtype.
+
+    Every hparam is an input of the program, swept or not (not swept: its default repeated), so
+    a cell traces exactly as ``jaxtd.run`` does (it passes them all) and no value is a constant.
+    numpy, not jnp: building the grid must not trigger an eager XLA compilation.
+    """
+    dtype = np.dtype(default_dtype())
+    return {name: np.asarray([c[spec.hparam_names.index(name)] if name in spec.hparam_names
+                              else float(default) for c in spec.hparam_grid], dtype)
+            for name, default in dict(algorithm.hparams).items()}
+
+
+def _program_info(buckets) -> dict:
+    """The ``info`` entries about the buckets' programs: compiled here, reused from this
+    process, loaded from disk, and their seconds."""
+    compiled = [b for b in buckets if b.fresh]
+    return {"n_compiles": len(compiled), "n_buckets": len(buckets),
+            "n_programs_reused": sum(1 for b in buckets if b.compiled is not None and not b.fresh),
+            "n_programs_loaded": sum(1 for b in buckets if b.how == "disk"),
+            "load_seconds": sum(b.compile_seconds for b in buckets if b.how == "disk"),
+            "compile_seconds": sum(b.compile_seconds for b in compiled),
+            "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
+            "padded_widths": [b.padded_width for b in buckets]}
+
+
 def _execute(spec, algorithm, target, base_key, config, store, progress, devices,
              multi=False, on_event=None, callback=None) -> Results:
     tqdm = tqdm_class()
@@ -712,19 +650,13 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
     n_dev = len(devices)
     mesh = _mesh(devices)
     shardings = (NamedSharding(mesh, PartitionSpec(_SEED_AXIS)), NamedSharding(mesh, PartitionSpec()))
-    dtype = default_dtype()
-    # numpy, not jnp: building the grid must not trigger an eager XLA compilation
-    # Every hparam is an input of the program, swept or not (not swept: its default repeated), so
-    # a cell traces exactly as `jaxtd.run` does (it passes them all) and no value is a constant.
     combos = spec.hparam_grid
-    grid = {name: np.asarray([c[spec.hparam_names.index(name)] if name in spec.hparam_names
-                              else float(default) for c in combos], np.dtype(dtype))
-            for name, default in dict(algorithm.hparams).items()}
+    grid = _hparam_inputs(spec, algorithm)
     grid_names = tuple(grid)
-    cost = BucketCost.for_platform(
-        devices[0].platform, dim=target.dim, rank=target.rank,
-        cell_steps=spec.steps * len(spec.hparam_grid) * math.ceil(spec.chunk_size / n_dev))
-    buckets = [_Bucket(ws) for ws in bucket_widths(spec.widths, spec.bucketing, cost=cost)]
+    buckets = [_Bucket(ws) for ws in _buckets.plan_buckets(
+        spec.widths, spec.bucketing, platform=devices[0].platform, dim=target.dim,
+        rank=target.rank, steps=spec.steps, n_hparams=len(spec.hparam_grid),
+        chunk_size=spec.chunk_size, n_devices=n_dev)]
 
     def fn_for(b):  # called on an executable-cache miss, just before tracing and compiling
         if on_event is not None:
@@ -768,16 +700,8 @@ def _execute(spec, algorithm, target, base_key, config, store, progress, devices
         bar.close()
     columns = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
     histories = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-    compiled = [b for b in buckets if b.fresh]
-    info = {"n_compiles": len(compiled), "n_buckets": len(buckets),
-            "n_programs_reused": sum(1 for b in buckets if b.compiled is not None and not b.fresh),
-            "n_programs_loaded": sum(1 for b in buckets if b.how == "disk"),
-            "load_seconds": sum(b.compile_seconds for b in buckets if b.how == "disk"),
-            "compile_seconds": sum(b.compile_seconds for b in compiled),
-            "compile_seconds_by_width": {str(b.padded_width): b.compile_seconds for b in compiled},
-            "padded_widths": [b.padded_width for b in buckets],
-            "run_seconds": run_seconds, "chunks_resumed": len(done), "n_devices": n_dev,
-            "n_processes": len({d.process_index for d in devices}),
+    info = {**_program_info(buckets), "run_seconds": run_seconds, "chunks_resumed": len(done),
+            "n_devices": n_dev, "n_processes": len({d.process_index for d in devices}),
             "seed_shards": seed_shards, "chunk_len": chunk_len,
             "platform": devices[0].platform, "versions": versions()}
     results = Results(_order_columns(columns, spec), histories, config=config, info=info,

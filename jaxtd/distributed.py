@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 __all__ = ["initialize", "is_main_process", "process_index", "process_count", "spans_processes",
            "global_array", "gather", "broadcast_bytes", "broadcast_json", "agree"]
@@ -178,14 +179,12 @@ def global_array(tree, sharding):
 
 def gather(tree):
     """Arrays that span processes → the full numpy arrays, in every process."""
-    from jax.experimental import multihost_utils
     return jax.tree_util.tree_map(np.asarray,
                                   multihost_utils.process_allgather(tree, tiled=True))
 
 
 def broadcast_bytes(payload: Optional[bytes]) -> bytes:
     """Process 0's ``payload`` → every process (the others pass ``None``)."""
-    from jax.experimental import multihost_utils
     main = is_main_process()
     if main and not isinstance(payload, bytes):
         raise TypeError("process 0 must pass bytes to broadcast_bytes")
@@ -211,7 +210,6 @@ def broadcast_json(value: Any = None) -> Any:
 def agree(text: str, what: str) -> None:
     """Check that every process passes the same ``text`` (e.g. a configuration fingerprint);
     raises the same ``ValueError`` in every process otherwise, naming the processes that differ."""
-    from jax.experimental import multihost_utils
     digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
     every = np.asarray(multihost_utils.process_allgather(digest))  # (processes, 32)
     differ = [p for p in range(every.shape[0]) if not np.array_equal(every[p], every[0])]

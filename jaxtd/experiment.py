@@ -29,8 +29,9 @@ import pandas as pd
 
 from jaxtd import config as cfg
 from jaxtd import distributed, lazy, log, phase, targets, transition
+from jaxtd._buckets import plan_buckets
 from jaxtd._checks import largest_divisor_at_most
-from jaxtd._sweep import BucketCost, bucket_widths, key_for_seed, sweep
+from jaxtd._sweep import key_for_seed, sweep
 from jaxtd.compile_cache import default_dir as default_cache_dir
 from jaxtd.lazy import DENSE_MAX_SIZE
 from jaxtd.phase import coarse_widths
@@ -172,14 +173,13 @@ def _seeds(config: cfg.Config, name: str) -> int:
 
 
 def _buckets(config: cfg.Config, name: str, dim: int, rank: int, chunk: int, widths=None):
-    """The width buckets :func:`jaxtd.sweep` forms for a chunk of ``chunk`` seeds (the same
-    cost model for ``bucketing = "auto"``) over ``widths`` (default ``[sweep] widths``)."""
+    """The width buckets :func:`jaxtd.sweep` forms for a chunk of ``chunk`` seeds over ``widths``
+    (default ``[sweep] widths``): the sweep's own plan (:func:`jaxtd._buckets.plan_buckets`)."""
     s = config.sweep
     n_h = math.prod(len(v) for _, v in cfg.swept(config, name)) or 1
-    n_dev = len(jax.devices())
-    cost = BucketCost.for_platform(jax.devices()[0].platform, dim=dim, rank=rank,
-                                   cell_steps=s.steps * n_h * math.ceil(chunk / n_dev))
-    return bucket_widths(s.widths if widths is None else widths, s.bucketing, cost=cost)
+    return plan_buckets(s.widths if widths is None else widths, s.bucketing,
+                        platform=jax.devices()[0].platform, dim=dim, rank=rank, steps=s.steps,
+                        n_hparams=n_h, chunk_size=chunk, n_devices=len(jax.devices()))
 
 
 def _seed_cost(config: cfg.Config, name: str, order: int, dim: int, rank: int) -> float:

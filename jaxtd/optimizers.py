@@ -2,9 +2,12 @@
 
 Every algorithm that trains a ``(width, d)`` array with optax (gd, the variant, lazy GD) goes
 through :func:`make_optimizer` (what an ``optimizer=`` argument accepts), :func:`init_optimizer`
-and :func:`optimizer_step`. The learning rate is a traced scalar kept in the algorithm's state,
-so one compiled program serves every value of a swept learning rate. Masked rows (the padding of
-a width bucket) stay exactly inert: their gradients, moments and updates are zero.
+and :func:`optimizer_step`. The learning rate has one home: the ``learning_rate`` hparam of the
+algorithm's state, a traced scalar, so one compiled program serves every value of a swept
+learning rate. The optax state holds no copy of it: an injected optimizer
+(``optax.inject_hyperparams``) gets the rate for the one update that uses it, and the state
+keeps only the optimizer's other hyper-parameters. Masked rows (the padding of a width bucket)
+stay exactly inert: their gradients, moments and updates are zero.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import optax
 from jaxtd import schema
 
 __all__ = ["OptimizerSpec", "Optimizer", "make_optimizer", "check_optimizer",
-           "with_learning_rate", "init_optimizer", "optimizer_step", "mask_rows", "is_rowwise"]
+           "init_optimizer", "optimizer_step", "mask_rows", "is_rowwise"]
 
 
 def check_optimizer(optimizer: Any, name: str = "optimizer") -> optax.GradientTransformation:
@@ -45,9 +48,9 @@ class Optimizer(NamedTuple):
     Attributes:
       tx: the optax transformation.
       learning_rate: default of the ``learning_rate`` hparam.
-      injected: True when the learning rate sits in ``opt_state.hyperparams`` (float or factory
-        spec, via ``optax.inject_hyperparams``); False when it multiplies the updates of a ready
-        transformation.
+      injected: True when ``tx`` takes the learning rate as an injected hyper-parameter (float or
+        factory spec, via ``optax.inject_hyperparams``); False when it multiplies the updates of
+        a ready transformation.
     """
 
     tx: optax.GradientTransformation
@@ -62,7 +65,8 @@ def make_optimizer(optimizer: OptimizerSpec, learning_rate: Optional[float] = No
     - a ready ``GradientTransformation``: its learning rate is baked in, the hparam is a
       multiplier of its updates (default ``learning_rate`` or 1);
     - a factory ``learning_rate -> GradientTransformation`` (e.g. ``optax.adam``): wrapped in
-      ``optax.inject_hyperparams``, default ``learning_rate=`` (required).
+      ``optax.inject_hyperparams`` (the rate given at each update), default ``learning_rate=``
+      (required).
     """
     if isinstance(optimizer, numbers.Real) and not isinstance(optimizer, bool):
         schema.check_hparam("optimizer (a float learning rate)", schema.LEARNING_RATE, optimizer)
@@ -93,20 +97,25 @@ def _from_factory(factory: Callable, learning_rate: Optional[float]) -> Optimize
     return Optimizer(check_optimizer(tx), float(learning_rate), True)
 
 
-def with_learning_rate(opt_state: Any, lr: jax.Array, injected: bool) -> Any:
-    """``opt_state`` with its injected learning rate set to the scalar ``lr`` (possibly traced;
-    cast to the stored dtype); unchanged when the rate is not injected."""
-    if not injected:
-        return opt_state
-    hp = dict(opt_state.hyperparams)
-    hp["learning_rate"] = lr.astype(jnp.asarray(hp["learning_rate"]).dtype)
+def _with_rate(opt_state: Any, lr: jax.Array, params: Any) -> Any:
+    """An injected state given the learning rate ``lr`` for one update, in the dtype
+    ``optax.inject_hyperparams`` keeps its hyper-parameters in (the params' widest float)."""
+    rate = jnp.asarray(lr).astype(optax.tree.dtype(params, "highest"))
+    return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": rate})
+
+
+def _without_rate(opt_state: Any) -> Any:
+    """An injected state without its copy of the learning rate (the hparams keep the rate)."""
+    hp = {k: v for k, v in opt_state.hyperparams.items() if k != "learning_rate"}
     return opt_state._replace(hyperparams=hp)
 
 
-def init_optimizer(optimizer: Optimizer, params: Any, lr: jax.Array) -> Any:
-    """``optimizer.tx.init(params)`` with the learning rate ``lr`` (scalar, may be traced: the
-    hparam lives in the state, so one compiled program serves every value)."""
-    return with_learning_rate(optimizer.tx.init(params), lr, optimizer.injected)
+def init_optimizer(optimizer: Optimizer, params: Any) -> Any:
+    """``optimizer.tx.init(params)``, without the injected learning rate: the rate's one home is
+    the algorithm's ``learning_rate`` hparam, which :func:`optimizer_step` passes to each
+    update (so one compiled program serves every value)."""
+    opt_state = optimizer.tx.init(params)
+    return _without_rate(opt_state) if optimizer.injected else opt_state
 
 
 def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, opt_state: Any,
@@ -114,7 +123,8 @@ def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, op
     """One masked optimizer step: ``(new params, new opt_state)``.
 
     ``params`` and ``grads`` are ``(m, d)``, ``mask`` is ``(m,)`` 0/1 and ``lr`` a scalar (may be
-    traced). With ``u = tx.update(mask ∘ g)`` (times ``lr`` unless injected), the new params are
+    traced). With ``u = tx.update(mask ∘ g)`` (the rate injected for this update, or ``u`` times
+    ``lr`` for a ready transformation), the new params are
     ``params + mask ∘ u``. Masking the gradient keeps the optimizer's moments of masked rows at
     zero; masking the update keeps those rows fixed under weight decay or any update that is not
     proportional to the gradient: masked rows stay exactly inert.
@@ -123,8 +133,12 @@ def optimizer_step(optimizer: Optimizer, params: jax.Array, grads: jax.Array, op
     # optax's own arithmetic (e.g. adam's bias correction, float ** int32 count) is written for
     # standard promotion; jaxtd's code stays strict-clean, the optimizer gets its default.
     with jax.numpy_dtype_promotion("standard"):
-        updates, opt_state = optimizer.tx.update(
-            grads, with_learning_rate(opt_state, lr, optimizer.injected), params)
+        if optimizer.injected:
+            updates, opt_state = optimizer.tx.update(
+                grads, _with_rate(opt_state, lr, params), params)
+            opt_state = _without_rate(opt_state)
+        else:
+            updates, opt_state = optimizer.tx.update(grads, opt_state, params)
     if not optimizer.injected:
         updates = jax.tree_util.tree_map(lambda u: lr * u, updates)
     updates = mask_rows(updates, mask)

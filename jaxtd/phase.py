@@ -37,12 +37,15 @@ Everything except :func:`sweep_evaluator` computes with numpy/pandas only.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
 
 from jaxtd._checks import check_choice, check_int
+from jaxtd._sizes import sym_dim
+from jaxtd._sweep import sweep
 from jaxtd.results import critical_width_of
 
 __all__ = ["CELL_COLUMNS", "CRITICAL_WIDTH_COLUMNS", "EXPONENT_COLUMNS", "CriticalWidth",
@@ -354,7 +357,6 @@ def critical_sample_counts(rows: pd.DataFrame, *, method: str = "bootstrap",
       fit, :func:`jaxtd.lazy.predicted_critical_width`'s numerator) and ``ratio`` is
       ``critical_samples / sym_dim``.
     """
-    from jaxtd._sizes import sym_dim
     keys = ["algorithm", "order", "dim", "rank", "width"]
     _require(rows, keys + ["seed", "active_samples", "success"])
     rng = np.random.default_rng(seed)
@@ -637,9 +639,6 @@ def sweep_evaluator(algorithm, target, *, seeds, steps: int, out_dir=None, **swe
         raise ValueError("sweep_evaluator runs one setting at the widths the search asks for: "
                          "fix hyper-parameters in the algorithm (e.g. gd(0.1)), not through "
                          "hparams=, and do not pass widths=")
-    import os
-
-    from jaxtd._sweep import sweep
     sweep_kwargs.setdefault("progress", False)
     calls = [0]
 

@@ -45,13 +45,16 @@ from typing import Callable, Mapping, Sequence
 import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 # the statistics: public names re-exported (plots.curves, ...); the helpers under the short
 # private names the drawing code below uses
-from jaxtd._sizes import model_degree
+from jaxtd import transition as tr
+from jaxtd._sizes import model_degree, sym_dim
 from jaxtd.stats import (REQUIRED_COLUMNS, SIZE, critical_widths, curves, fit_slope,
                          local_slopes, seed_critical_widths, swept_hyperparameters,
                          threshold_table, wilson_interval)
@@ -257,7 +260,6 @@ def _series_styles(keys: Sequence[tuple[str, str]]) -> dict:
     """``{(method, setting): (colour, marker, line style)}``: a method's own style when it has
     one setting; a method split by a swept hyper-parameter keeps its style for the first value
     and takes unused palette entries (distinct colour and marker) for the others."""
-    from matplotlib import colormaps
     keys = list(dict.fromkeys(keys))
     methods = [m for m, _ in keys]
     taken = {STYLES[m][0] for m in methods if m in STYLES}
@@ -853,9 +855,6 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
 
     A single seed per point has no band; the block's title says so.
     """
-    from matplotlib import colormaps
-
-    from jaxtd import transition as tr
     _check(df)
     rows = _scale_rows(df)
     has_slope = tr.COLUMN in rows.columns and rows[tr.COLUMN].notna().any()
@@ -1333,9 +1332,6 @@ def samples_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
     kernel regimes (RF, NT) fit; the dashed horizontal line is the success threshold on the
     risk, ``success_threshold ** 2``.
     """
-    from matplotlib.lines import Line2D
-
-    from jaxtd._sizes import sym_dim
     table = sample_risk_curves(df)
     orders = sorted(table["order"].unique())
     fig = Figure(figsize=(PAGE_WIDTH, 5.2), layout="constrained")

@@ -28,6 +28,7 @@ import dataclasses
 import math
 import os
 import sys
+import warnings
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -404,8 +405,6 @@ def tqdm_class():
     otherwise. Without ipywidgets, ``tqdm.auto`` falls back to the text bar by itself but first
     warns with the path of the installed package; that warning says nothing to act on inside
     a run's output, so it is silenced here."""
-    import warnings
-
     from tqdm import TqdmWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TqdmWarning)

@@ -355,8 +355,10 @@ def check_hparam(where: str, param: Param, value: Any) -> float:
     :class:`ConfigError` (a ``ValueError``) naming ``where`` (e.g. ``hparams['learning_rate']``)
     for a value out of range. Read as a float whatever the kind: a hyper-parameter lives in the
     state as a float scalar. The one range check of constructors, runner and sweep."""
-    boolean = isinstance(value, bool) or getattr(getattr(value, "dtype", None), "kind", "") == "b"
-    if isinstance(value, (str, bytes)) or boolean or getattr(value, "shape", ()) != ():
+    # a bool (Python or array) is not a number here; a complex array would lose its imaginary part
+    kind = getattr(getattr(value, "dtype", None), "kind", "")
+    not_real = isinstance(value, bool) or kind in ("b", "c")
+    if isinstance(value, (str, bytes)) or not_real or getattr(value, "shape", ()) != ():
         raise TypeError(f"{where} must be a real number, got {value!r}")
     try:
         value = float(value)

@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -46,6 +47,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+
+from jaxtd import __version__
 
 try:
     import fcntl
@@ -117,9 +120,7 @@ class ChunkWarning(UserWarning):
 def versions() -> dict[str, str]:
     """Versions of the libraries that produced a result (stored beside every saved result)."""
     import jax  # local: results files can be read without initializing JAX
-
-    import jaxtd
-    return {"jaxtd": jaxtd.__version__, "jax": jax.__version__, "numpy": np.__version__,
+    return {"jaxtd": __version__, "jax": jax.__version__, "numpy": np.__version__,
             "pandas": pd.__version__, "python": platform.python_version()}
 
 
@@ -605,7 +606,6 @@ class ChunkStore:
 
     def _clear(self) -> None:
         """Remove the saved sweep (its known files only), for ``resume="recompute"``."""
-        import shutil
         for name in _SWEEP_ENTRIES:
             path = os.path.join(self.out_dir, name)
             if os.path.isdir(path) and not os.path.islink(path):

@@ -21,6 +21,7 @@ that cancel in pairs, so its rounding noise grows like ``δ^l`` eps: derivatives
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from pathlib import Path
@@ -29,10 +30,15 @@ from typing import Any, Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from jaxtd.algorithms.base import Algorithm
 from jaxtd._run import full_hparams, simulate, validate
+from jaxtd._sweep import base_key_of
+from jaxtd.store import (READ_ERRORS, algorithm_identity, arrays_sha256, atomic_write,
+                         config_fingerprint, unidentified)
 from jaxtd.symcp import SymCP
+from jaxtd.targets import default_dtype
 
 __all__ = ["COLUMN", "scale_slopes", "add_slope_column", "locate"]
 
@@ -134,8 +140,7 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
         raise ValueError("hparams must not set init_scale: the scales are given by scales=")
     hp = full_hparams(algorithm, hparams)
     hp.pop("init_scale")
-    from jaxtd._sweep import _base_key
-    base = _base_key(base_key)
+    base = base_key_of(base_key)
     padded, steps, record_every = validate(algorithm, base, target, width=max(widths),
                                            steps=steps, record_every=record_every)
     dtype = target.factors.dtype
@@ -160,8 +165,6 @@ def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_ever
     """Fingerprint of what determines a cached slope table (the algorithm's full identity, the
     target's values, steps, record cadence, the other hparams, dtype); ``None`` when the
     algorithm cannot be identified (its cache is then never reused)."""
-    from jaxtd.store import arrays_sha256, algorithm_identity, config_fingerprint, unidentified
-    from jaxtd.targets import default_dtype
     ident = algorithm_identity(algorithm)
     if unidentified(ident) is not None:
         return None
@@ -176,7 +179,6 @@ def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_ever
 def _load_cache(path: Path, seeds, widths, scales, identity: Optional[str]):
     """The cached slopes when the file holds this very table (same grid and identity) and its
     arrays match their recorded sha256; else ``None`` (recomputed, never trusted)."""
-    from jaxtd.store import READ_ERRORS, arrays_sha256
     if identity is None:
         return None
     try:
@@ -206,7 +208,6 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
     recompute them; an edited, damaged or foreign file is recomputed; an algorithm that cannot
     be identified is never cached).
     """
-    import dataclasses
     rows = results.rows
     missing = [c for c in ("seed", "width", "init_scale") if c not in rows.columns]
     if missing:
@@ -232,7 +233,6 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
                                      scales=scales, steps=steps, record_every=record_every,
                                      hparams=dict(zip(others, values)))
             if path is not None and identity is not None and jax.process_index() == 0:
-                from jaxtd.store import arrays_sha256, atomic_write
                 path.parent.mkdir(parents=True, exist_ok=True)
                 arrays = {"slopes": np.asarray(slopes), "seeds": np.asarray(seeds),
                           "widths": np.asarray(widths), "scales": np.asarray(scales)}
@@ -287,7 +287,6 @@ def locate(df, success_threshold: Optional[float] = None, column: str = COLUMN) 
     error over the scales) and ``n_seeds``. Rows without the column's values (e.g. the lazy rows)
     are left out.
     """
-    import pandas as pd
     if column not in df.columns:
         raise ValueError(f"the table has no column {column!r}; run the sweep with the "
                          "init-scale plot (or add_slope_column) to compute it")

@@ -1,15 +1,35 @@
 import contextlib
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
 _IMPORTED = time.time()  # the suite's wall time counts this file's JAX import and probe
 
-# Before JAX starts: a batched eigh (dense lazy optima over seeds) can deadlock XLA's
-# multi-threaded Eigen pool on a 2-core machine (both workers wait on work queued behind them).
-if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_cpu_multi_thread_eigen=false").strip()
+
+def _add_xla_flag(flag: str, probe: bool = False) -> None:
+    """Append ``--name=value`` to ``XLA_FLAGS`` (before JAX starts) unless the user set that
+    option already; with ``probe``, only if a child process accepts it (an XLA that does not
+    know a flag aborts the process)."""
+    current = os.environ.get("XLA_FLAGS", "")
+    if flag.split("=")[0].lstrip("-") in current:
+        return
+    flags = f"{current} {flag}".strip()
+    if not probe or _flags_accepted(flags):
+        os.environ["XLA_FLAGS"] = flags
+
+
+def _flags_accepted(flags: str) -> bool:
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    code = "import jax.numpy as jnp; jnp.zeros(2).block_until_ready()"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          timeout=120).returncode == 0
+
+
+# A batched eigh (dense lazy optima over seeds) can deadlock XLA's multi-threaded Eigen pool on
+# a 2-core machine (both workers wait on work queued behind them).
+_add_xla_flag("--xla_cpu_multi_thread_eigen=false")
 
 # XLA:CPU's fusion emitters are much of its compile time, and the suite compiles hundreds of
 # small programs: the suite compiles without them, as jaxtd's own grid programs do by default
@@ -17,22 +37,7 @@ if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
 # level 0 would save more but changes the rounding of the extended-precision metrics that the
 # near-zero tests check, so the level stays XLA's. An XLA that does not know a flag aborts the
 # process, so the flag is tried in a child process first.
-_FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
-
-
-def _flags_accepted(flags: str) -> bool:
-    import subprocess
-    import sys
-    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-    probe = "import jax.numpy as jnp; jnp.zeros(2).block_until_ready()"
-    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
-                          timeout=120).returncode == 0
-
-
-if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    _flags = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
-    if _flags_accepted(_flags):
-        os.environ["XLA_FLAGS"] = _flags
+_add_xla_flag("--xla_cpu_use_fusion_emitters=false", probe=True)
 
 import jax  # noqa: E402
 import jax.monitoring  # noqa: E402

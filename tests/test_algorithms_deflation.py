@@ -18,7 +18,7 @@ from jaxtd.algorithms import DeflationState, deflation, gd
 from jaxtd.algorithms._deflation import (advance_epoch, epoch_start, epochs_done, euler_step,
                                          redraw_small, rows_to_redraw)
 from jaxtd.algorithms.base import Static, redraw_key
-from jaxtd._run import simulate
+from jaxtd import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"

@@ -15,8 +15,8 @@ import pytest
 import jaxtd
 from jaxtd import lazy, models
 from jaxtd.algorithms import gd, lazy_gd
-from jaxtd.algorithms._lazy_gd import polarize
-from jaxtd._run import simulate
+from jaxtd.algorithms import polarize
+from jaxtd import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"
@@ -154,6 +154,10 @@ def test_learning_rate_hparam_for_every_optimizer_form():
         pa = _steps(ready, ready.init(key, target, 5), target, 4)[0].params
         pf = _steps(fact, fact.init(key, target, 5, hparams={"learning_rate": 0.01}), target, 4)[0]
     np.testing.assert_allclose(pa, pf.params, rtol=1e-4, atol=1e-6)
+    # The rate has one home, the hparams: the optax state keeps adam's other
+    # hyper-parameters, and no copy of the learning rate.
+    assert "learning_rate" not in pf.opt_state.hyperparams and "b1" in pf.opt_state.hyperparams
+    assert float(pf.hparams["learning_rate"]) == np.float32(0.01)
     assert not np.allclose(pa, a)
     # A ready transformation: the hparam multiplies its updates.
     tx = gd(optax.sgd(0.1))

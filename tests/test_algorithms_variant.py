@@ -17,7 +17,7 @@ from jaxtd import models
 from jaxtd.algorithms import VariantState, gd, variant
 from jaxtd.algorithms._variant import clock, epochs_done, moving_rows, redraw_selected
 from jaxtd.algorithms.base import Static, redraw_key
-from jaxtd._run import simulate
+from jaxtd import simulate
 from tests import oracles
 
 CI = os.environ.get("JAXTD_CI") == "1"

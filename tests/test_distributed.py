@@ -21,7 +21,7 @@ import pytest
 import jaxtd
 from jaxtd import algorithms, distributed
 from jaxtd.results import Results
-from jaxtd._sweep import sweep
+from jaxtd import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM, ORDER, RANK = 4, 3, 2
@@ -42,7 +42,7 @@ WORKER = textwrap.dedent("""
     import jax
     import jaxtd
     from jaxtd import algorithms
-    from jaxtd._sweep import sweep
+    from jaxtd import sweep
 
     kwargs = json.loads(sys.argv[7])
     if mode == "mismatch" and pid == 1:

@@ -11,7 +11,7 @@ import pytest
 
 import jaxtd
 from jaxtd.algorithms import deflation, gd, lazy_gd, variant
-from jaxtd._run import simulate
+from jaxtd import simulate
 
 pytestmark = pytest.mark.timeout(600)
 

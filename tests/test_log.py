@@ -18,7 +18,7 @@ import jaxtd
 from jaxtd import experiment, log
 from jaxtd import config as cfg
 from jaxtd.results import ChunkStore
-from jaxtd._sweep import sweep
+from jaxtd import sweep
 
 SMALL = """
 name = "small"

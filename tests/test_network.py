@@ -17,7 +17,7 @@ from numpy.polynomial import hermite_e
 
 import jaxtd
 from jaxtd import SymCP, algorithms, network
-from jaxtd._sweep import key_for_seed
+from jaxtd import key_for_seed
 
 N_MC = 10 ** 6
 MAX_SE = 5.0  # a deviation beyond 5 standard errors has probability < 1e-6 under the identity

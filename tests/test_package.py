@@ -207,7 +207,7 @@ def test_the_imports_of_the_package_have_no_cycle():
 # own row or of the rows above it.
 LAYERS = (
     ("jaxtd._sizes", "jaxtd.units", "jaxtd.schema", "jaxtd.config"),
-    ("jaxtd.store", "jaxtd.results", "jaxtd.stats"),
+    ("jaxtd.store", "jaxtd.results", "jaxtd.stats", "jaxtd._buckets"),
     ("jaxtd._precision", "jaxtd._checks", "jaxtd.shapes", "jaxtd.symcp", "jaxtd._extended",
      "jaxtd._aligned", "jaxtd.losses", "jaxtd.representation", "jaxtd.targets",
      "jaxtd.initialization", "jaxtd.models", "jaxtd.optimizers"),
@@ -234,3 +234,76 @@ def test_every_import_points_up_the_layers_of_the_architecture_page():
     down = sorted((m, d) for m, deps in graph.items() for d in deps
                   if row[d] > row[m] and (m, d) not in CONFIG_HOOKS)
     assert not down, down
+
+
+# The only imports made inside a function, each with its reason: (module, what it imports) ->
+# why. Every other import sits at the top of its module, where a reader sees it (an import
+# inside a function hides a dependency and makes nothing lazier once the module above has
+# loaded it anyway).
+LOCAL_IMPORTS = {
+    # optional dependencies, imported where they are used
+    ("jaxtd.results", "tqdm"): "optional progress bar",
+    ("jaxtd.log", "tensorboardX"): "optional TensorBoard writer",
+    ("jaxtd.symcp", "tensorly"): "optional conversion to a tensorly CPTensor",
+    # plain-data layers that must load without JAX (tested above and in test_cli.py)
+    ("jaxtd.config", "jax"): "config builds and traces a table's algorithm (CONFIG_HOOKS)",
+    ("jaxtd.config", "jaxtd.algorithms"): "config builds a table's algorithm (CONFIG_HOOKS)",
+    ("jaxtd.config", "jaxtd.symcp"): "config traces a user algorithm on a SymCP (CONFIG_HOOKS)",
+    ("jaxtd.schema", "jax"): "the schema traces an optimizer's init and update to probe it",
+    ("jaxtd.schema", "optax"): "the schema resolves an optax optimizer name when asked",
+    ("jaxtd.store", "jax"): "saved results are read without starting JAX (versions() only)",
+    # the CLI's fast paths: --version, --help, presets, params and show load no JAX
+    **{("jaxtd.cli", m): "CLI fast path" for m in (
+        "jax", "jaxtd.compile_cache", "jaxtd.distributed", "jaxtd.experiment", "jaxtd.phase",
+        "jaxtd.plots", "jaxtd.results", "jaxtd.targets", "jaxtd.transition")},
+}
+
+
+def _local_imports() -> set:
+    """``{(module, imported)}`` for every import inside a function of the package; ``imported``
+    is the top-level package for a third-party import, the module for one of jaxtd's."""
+    import ast
+    import pathlib
+    root = pathlib.Path(jaxtd.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        parts = ("jaxtd",) + path.relative_to(root).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module == "jaxtd":
+                    names = [f"jaxtd.{a.name}" for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                found.update((module, n if n.startswith("jaxtd") else n.split(".")[0])
+                             for n in names)
+    return found
+
+
+def test_function_local_imports_are_only_the_allowed_ones():
+    found = _local_imports()
+    extra = sorted(found - set(LOCAL_IMPORTS))
+    assert not extra, f"move these imports to the top of their module: {extra}"
+    stale = sorted(set(LOCAL_IMPORTS) - found)
+    assert not stale, f"no longer imported inside a function, drop from LOCAL_IMPORTS: {stale}"
+
+
+def test_the_module_map_lists_every_module():
+    """docs/architecture.md's module map has one row per module of the package, and no row
+    for a module that is gone."""
+    import pathlib
+    import re
+    root = pathlib.Path(jaxtd.__file__).parent
+    text = (root.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([\w/]+\.py)` \|", section, re.M)
+    modules = sorted(str(p.relative_to(root)) for p in root.rglob("*.py"))
+    assert len(listed) == len(set(listed)), "a module listed twice"
+    assert sorted(listed) == modules, (sorted(set(modules) - set(listed)),
+                                       sorted(set(listed) - set(modules)))

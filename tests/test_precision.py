@@ -15,7 +15,7 @@ import pytest
 import jaxtd
 from jaxtd import lazy, metrics
 from jaxtd.algorithms import deflation, gd, lazy_gd, variant
-from jaxtd._run import simulate
+from jaxtd import simulate
 
 pytestmark = pytest.mark.timeout(300)
 

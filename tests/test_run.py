@@ -8,7 +8,7 @@ import pytest
 import jaxtd
 from jaxtd import config as cfg
 from jaxtd.algorithms import Algorithm, deflation, gd
-from jaxtd._run import simulate
+from jaxtd import simulate
 from tests import oracles
 
 

@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     import jaxtd
     from jaxtd import algorithms
-    from jaxtd._sweep import sweep
+    from jaxtd import sweep
 
     assert len(jax.devices()) == 4, jax.devices()
     target = jaxtd.targets.orthonormal(jax.random.PRNGKey(7), 6, 2, 3)

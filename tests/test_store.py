@@ -158,7 +158,7 @@ def test_identity_is_stable_text():
 def test_unidentifiable_algorithm_is_never_reused(tmp_path, monkeypatch, build, fragment):
     """An algorithm whose identity cannot be written down: a folder it started is refused on
     resume (one line saying why), and recomputed only when asked (resume='recompute')."""
-    from jaxtd import _sweep as sweep_module
+    from jaxtd import _sweep as sweep_module  # on purpose: its _execute is stubbed
     algorithm = build()
     assert fragment in unidentified(algorithm_identity(algorithm))
 

@@ -15,8 +15,8 @@ import pytest
 import jaxtd
 from jaxtd import algorithms
 from jaxtd.results import ChunkStore, Results
-from jaxtd._run import run as standalone_run
-from jaxtd._sweep import BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
+from jaxtd import run as standalone_run
+from jaxtd import BucketCost, bucket_widths, clear_cache, key_for_seed, sweep
 
 DIM, RANK, ORDER = 6, 2, 3
 STEPS, RECORD = 240, 40
@@ -401,7 +401,7 @@ def test_auto_buckets_are_fast_for_many_widths_and_unchanged():
     import random
     import time
 
-    from jaxtd._sweep import BucketCost, _cheapest_buckets
+    from jaxtd._buckets import _cheapest_buckets  # the private DP, on purpose
 
     def reference(widths, cost):
         n = len(widths)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.base import SIGN_RULES, check_choice, check_int, freeze, redraw_key
+from jaxtd.algorithms.base import SIGN_RULES, check_choice, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
 __all__ = ["deflation", "DeflationState", "epoch_start", "advance_epoch",
@@ -190,7 +190,7 @@ def deflation(delta0: float = 1e-3, delta1: float = 1e-2, gamma: float = 2.0,
         regularization = epsilon / 10
     base.check_ranges(SCHEMA, regularization=regularization)
     if max_epochs is not None:
-        max_epochs = check_int(max_epochs, "max_epochs", 1)
+        max_epochs = base.check_int_range(SCHEMA, "max_epochs", max_epochs)
     check_choice(signs, "signs", models.SIGNS)
     check_choice(sign_rule, "sign_rule", SIGN_RULES)
     model_fn = models.get(model)

@@ -26,13 +26,15 @@ Learning rate as a sweepable hyper-parameter. ``optimizer`` may be
 
 - a float ``η``: plain SGD, ``W <- W - η ∇L_λ``; ``hparams["learning_rate"]`` is ``η``;
 - a factory ``learning_rate -> GradientTransformation`` (e.g. ``optax.adam``): it is wrapped in
-  ``optax.inject_hyperparams`` so ``hparams["learning_rate"]`` is the optimizer's own learning rate
+  ``optax.inject_hyperparams`` and each update gets ``hparams["learning_rate"]`` as its own
+  learning rate
   (exact for every optax optimizer, schedules and weight decay included); pass its default as
   ``learning_rate=``;
 - a ready ``GradientTransformation``: its learning rate is baked in, so ``hparams["learning_rate"]``
   is a *multiplier* of its updates, default 1.
 
-In every case the hparam lives in the state, so one compiled step serves a whole sweep.
+In every case the hparam lives in the state's ``hparams`` only (the optax state holds no copy),
+so one compiled step serves a whole sweep.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def gd(optimizer: OptimizerSpec = 0.1, *, model: str = "plain", init_scale: floa
             params, row_signs = pairs.factors, pairs.weights
         else:
             params, row_signs = base.small_rows(ctx, target, signs)
-        opt_state = base.init_optimizer(opt, params, step_size(hp, target.order))
+        opt_state = base.init_optimizer(opt, params)
         return GDState(params, row_signs, ctx.mask, opt_state, hp, jnp.zeros((), jnp.int32),
                        base.Static(target.order))
 

@@ -106,7 +106,7 @@ def lazy_gd(optimizer: OptimizerSpec = 0.01, *, init: str = "antisymmetric",
             c = models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
         model = SymCP(c * ctx.mask, hp["init_scale"] * w0, target.order)
         delta = jnp.zeros_like(model.factors)
-        return LazyGDState(delta, model, base.init_optimizer(opt, delta, hp["learning_rate"]),
+        return LazyGDState(delta, model, base.init_optimizer(opt, delta),
                            hp, jnp.zeros((), jnp.int32))
 
     def step(state: LazyGDState, target: SymCP):

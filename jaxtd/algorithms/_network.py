@@ -37,6 +37,7 @@ in the history (``loss`` as ``objective``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, NamedTuple, Optional
 
@@ -51,7 +52,9 @@ from jaxtd.lazy import polarize
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
-__all__ = ["network", "NetworkState", "REGIMES", "NETWORK_INITS", "SCHEMA"]
+__all__ = ["network", "NetworkState", "REGIMES", "NETWORK_INITS", "SCHEMA", "Layout",
+           "initial_layers", "trained", "with_trained", "outputs", "sample_mask", "draw_batch",
+           "empirical_loss", "network_tensor", "population_loss"]
 
 REGIMES = ("nn", "nt", "rf")
 NETWORK_INITS = ("standard", "antisymmetric", "small")
@@ -99,10 +102,10 @@ class NetworkState(NamedTuple):
 
 def _check_sizes(samples, batch_size):
     if samples is not None:
-        samples = base.check_int(samples, "samples", 1, why=" (the data set size) or None "
-                                 "(online SGD: fresh samples every step)")
+        samples = base.check_int_range(SCHEMA, "samples", samples, why=" (the data set size) or "
+                                       "None (online SGD: fresh samples every step)")
     if batch_size is not None:
-        batch_size = base.check_int(batch_size, "batch_size", 1)
+        batch_size = base.check_int_range(SCHEMA, "batch_size", batch_size)
         if samples is not None and batch_size > samples:
             raise ValueError(f"batch_size={batch_size} exceeds samples={samples}; use "
                              f"batch_size <= samples, or None for full-batch steps")
@@ -172,122 +175,179 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
                 "learning_rate": opt.learning_rate}
     if samples is not None:
         defaults["active_samples"] = float(samples)
-    online = samples is None
-    minibatch = not online and batch_size is not None and batch_size < samples
+    layout = Layout(regime, train_output, samples, batch_size)
 
     def init_fn(key, target: SymCP, width: int, *, active=None,
                 hparams=None) -> NetworkState:
         ctx = base.init_context(key, target, width, defaults, active=active, hparams=hparams)
-        hp = ctx.hparams
-        if not online:
+        if not layout.online:
             _check_active_samples((hparams or {}).get("active_samples"), samples)
-        if init == "small":
-            w0, a0 = base.small_rows(ctx, target, signs)
-        elif init == "antisymmetric":
-            pairs = initialization.antisymmetric(ctx.row_key, ctx.width, target.dim,
-                                                 target.order, scale="standard", dtype=ctx.dtype)
-            w0, a0 = hp["init_scale"] * pairs.factors, pairs.weights
-        else:
-            w0 = hp["init_scale"] * initialization.init_factors(
-                ctx.row_key, ctx.width, target.dim, scale="standard", dtype=ctx.dtype)
-            a0 = models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
-        if regime == "rf":
-            a0 = jnp.zeros_like(a0)
-        a0 = a0 * ctx.mask
+        w0, a0 = initial_layers(ctx, target, init, signs, regime)
         data_key, batch_key = jax.random.split(jax.random.fold_in(key, _DATA_STREAM))
-        if online:
+        if layout.online:
             x = jnp.zeros((0, target.dim), ctx.dtype)
             y = jnp.zeros((0,), ctx.dtype)
         else:
-            x, y = hermite_net.sample(data_key, target, samples, hp["noise"])
-        state = NetworkState(a0, w0, jnp.zeros_like(w0), ctx.mask, x, y, batch_key, None, hp,
-                             jnp.zeros((), jnp.int32), base.Static(target.order))
-        return state._replace(opt_state=base.init_optimizer(opt, trained(state),
-                                                            hp["learning_rate"]))
-
-    def trained(state: NetworkState):
-        """The trained variables (a pytree whose leaves lead with the width)."""
-        if regime == "nt":
-            return state.delta
-        if regime == "rf":
-            return state.weights
-        return (state.factors, state.weights) if train_output else state.factors
-
-    def with_trained(state: NetworkState, value) -> NetworkState:
-        if regime == "nt":
-            return state._replace(delta=value)
-        if regime == "rf":
-            return state._replace(weights=value)
-        if train_output:
-            return state._replace(factors=value[0], weights=value[1])
-        return state._replace(factors=value)
-
-    def outputs(state: NetworkState, value, x):
-        """``(b,)`` outputs on ``x`` ``(b, d)`` of the model with trained variables ``value``."""
-        l = state.order.value
-        if regime == "nt":
-            f0, lin = jax.linearize(lambda w: hermite_net._predict(state.weights, w, x, l),
-                                    state.factors)
-            return f0 + lin(value)
-        s = with_trained(state, value)
-        return hermite_net._predict(s.weights, s.factors, x, l)
-
-    def sample_mask(state: NetworkState):
-        """``(n,)`` 0/1: the first ``active_samples`` rows of the data set (all online)."""
-        n = state.x.shape[0]
-        if online:
-            return jnp.ones((n,), state.x.dtype)
-        rows = jnp.arange(n, dtype=state.x.dtype)
-        return (rows < state.hparams["active_samples"]).astype(state.x.dtype)
-
-    def batch(state: NetworkState, target: SymCP):
-        """``(x, y, weights)`` of this step's batch (weights 0/1: masked samples count 0)."""
-        step_key = jax.random.fold_in(state.key, state.count)
-        if online:
-            x, y = hermite_net.sample(step_key, target, batch_size, state.hparams["noise"])
-            return x, y, jnp.ones_like(y)
-        mask = sample_mask(state)
-        if not minibatch:
-            return state.x, state.y, mask
-        # b distinct active rows, uniformly: the b smallest of per-row uniforms keyed by the row
-        # index (so the choice among the first n rows does not depend on the capacity)
-        u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(step_key, j)))(
-            jnp.arange(samples))
-        idx = jax.lax.top_k(-jnp.where(mask > 0, u, 2.0), batch_size)[1]
-        return state.x[idx], state.y[idx], mask[idx]
-
-    def empirical(state, value, x, y, weights):
-        sq = weights * (outputs(state, value, x) - y) ** 2
-        return 0.5 * jnp.sum(sq) / jnp.maximum(jnp.sum(weights), 1.0)
-
-    def population(state: NetworkState, target: SymCP):
-        noise = state.hparams["noise"]
-        if regime == "nt":
-            model0 = SymCP(state.weights, state.factors, state.order.value)
-            fit = math.factorial(state.order.value) * lazy.lazy_loss(model0, state.delta, target)
-            return fit + 0.5 * noise ** 2
-        return hermite_net.population_loss(tensor(state), target, noise)
+            x, y = hermite_net.sample(data_key, target, samples, ctx.hparams["noise"])
+        state = NetworkState(a0, w0, jnp.zeros_like(w0), ctx.mask, x, y, batch_key, None,
+                             ctx.hparams, jnp.zeros((), jnp.int32), base.Static(target.order))
+        return state._replace(opt_state=base.init_optimizer(opt, trained(state, layout)))
 
     def step(state: NetworkState, target: SymCP):
-        x, y, weights = batch(state, target)
-        value = trained(state)
-        loss, grads = jax.value_and_grad(empirical, argnums=1)(state, value, x, y, weights)
-        whole = (empirical(state, value, state.x, state.y, sample_mask(state)) if minibatch
-                 else loss)
+        x, y, weights = draw_batch(state, target, layout)
+        value = trained(state, layout)
+        loss, grads = jax.value_and_grad(empirical_loss, argnums=1)(state, value, x, y, weights,
+                                                                     layout)
+        whole = (empirical_loss(state, value, state.x, state.y, sample_mask(state, layout),
+                                layout) if layout.minibatch else loss)
         new, opt_state = base.optimizer_step(opt, value, grads, state.opt_state,
                                              state.hparams["learning_rate"], state.mask)
-        state_new = with_trained(state, new)._replace(opt_state=opt_state, count=state.count + 1)
+        state_new = with_trained(state, new, layout)._replace(opt_state=opt_state,
+                                                              count=state.count + 1)
         return state_new, {"loss": loss, "empirical_loss": whole,
-                           "population_loss": population(state, target)}
-
-    def tensor(state: NetworkState) -> SymCP:
-        model = SymCP(state.weights, state.factors, state.order.value)
-        return polarize(model, state.delta) if regime == "nt" else model
+                           "population_loss": population_loss(state, target, regime)}
 
     def params(state: NetworkState) -> jax.Array:
         return state.factors + state.delta if regime == "nt" else state.factors
 
-    return base.Algorithm(name or f"network-{regime}", init_fn, step, tensor, params, defaults, ranges=schema.hparam_params(SCHEMA))
+    return base.Algorithm(name or f"network-{regime}", init_fn, step,
+                          lambda state: network_tensor(state, regime), params, defaults,
+                          ranges=schema.hparam_params(SCHEMA))
+
+
+# -- the pieces of a step (static choices in a Layout) ----------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The static choices a step depends on: ``regime``, ``train_output``, the data set size
+    ``samples`` (``None``: online) and ``batch_size`` (``None``: the whole data set)."""
+
+    regime: str
+    train_output: bool
+    samples: Optional[int]
+    batch_size: Optional[int]
+
+    @property
+    def online(self) -> bool:
+        """Fresh samples every step (no data set)."""
+        return self.samples is None
+
+    @property
+    def minibatch(self) -> bool:
+        """A data set, and steps on batches smaller than it."""
+        return (self.samples is not None and self.batch_size is not None
+                and self.batch_size < self.samples)
+
+
+def initial_layers(ctx: base.InitContext, target: SymCP, init: str, signs: str,
+                   regime: str) -> tuple:
+    """``(W0, a0)``: ``(m, d)`` inner weights and ``(m,)`` output layer at initialization.
+
+    ``init="small"``: rows of norm ``δ = init_scale`` with signs by ``signs``
+    (:func:`jaxtd.algorithms.base.small_rows`); ``"antisymmetric"``: ``δ`` times the pairs of
+    :func:`jaxtd.initialization.antisymmetric` with weights ``+1, -1``; ``"standard"``: ``δ``
+    times rows ``N(0, I/d)``, signs by ``signs``. ``rf`` starts from ``a0 = 0``; masked rows
+    have ``a0 = 0``.
+    """
+    hp = ctx.hparams
+    if init == "small":
+        w0, a0 = base.small_rows(ctx, target, signs)
+    elif init == "antisymmetric":
+        pairs = initialization.antisymmetric(ctx.row_key, ctx.width, target.dim, target.order,
+                                             scale="standard", dtype=ctx.dtype)
+        w0, a0 = hp["init_scale"] * pairs.factors, pairs.weights
+    else:
+        w0 = hp["init_scale"] * initialization.init_factors(
+            ctx.row_key, ctx.width, target.dim, scale="standard", dtype=ctx.dtype)
+        a0 = models.draw_signs(ctx.sign_key, ctx.width, target.order, signs, ctx.dtype)
+    if regime == "rf":
+        a0 = jnp.zeros_like(a0)
+    return w0, a0 * ctx.mask
+
+
+def trained(state: NetworkState, layout: Layout):
+    """The trained variables (a pytree whose leaves lead with the width): ``Δ`` (``nt``), ``a``
+    (``rf``), ``W`` or ``(W, a)`` (``nn``, with ``train_output``)."""
+    if layout.regime == "nt":
+        return state.delta
+    if layout.regime == "rf":
+        return state.weights
+    return (state.factors, state.weights) if layout.train_output else state.factors
+
+
+def with_trained(state: NetworkState, value, layout: Layout) -> NetworkState:
+    """``state`` with its trained variables (:func:`trained`) set to ``value``."""
+    if layout.regime == "nt":
+        return state._replace(delta=value)
+    if layout.regime == "rf":
+        return state._replace(weights=value)
+    if layout.train_output:
+        return state._replace(factors=value[0], weights=value[1])
+    return state._replace(factors=value)
+
+
+def outputs(state: NetworkState, value, x: jax.Array, layout: Layout) -> jax.Array:
+    """``(b,)`` outputs on ``x`` ``(b, d)`` of the network with trained variables ``value``
+    (``nt``: the first-order expansion ``f(W0) + J_W f(W0) Δ``)."""
+    l = state.order.value
+    if layout.regime == "nt":
+        f0, lin = jax.linearize(lambda w: hermite_net._predict(state.weights, w, x, l),
+                                state.factors)
+        return f0 + lin(value)
+    s = with_trained(state, value, layout)
+    return hermite_net._predict(s.weights, s.factors, x, l)
+
+
+def sample_mask(state: NetworkState, layout: Layout) -> jax.Array:
+    """``(n,)`` 0/1: the first ``active_samples`` rows of the data set (all online)."""
+    n = state.x.shape[0]
+    if layout.online:
+        return jnp.ones((n,), state.x.dtype)
+    rows = jnp.arange(n, dtype=state.x.dtype)
+    return (rows < state.hparams["active_samples"]).astype(state.x.dtype)
+
+
+def draw_batch(state: NetworkState, target: SymCP, layout: Layout) -> tuple:
+    """``(x, y, weights)`` of step ``count``'s batch, keyed by ``fold_in(key, count)``: fresh
+    samples online, the active data set without minibatches, else ``batch_size`` distinct
+    active rows drawn uniformly; ``weights`` 0/1 (masked samples count 0)."""
+    step_key = jax.random.fold_in(state.key, state.count)
+    if layout.online:
+        x, y = hermite_net.sample(step_key, target, layout.batch_size, state.hparams["noise"])
+        return x, y, jnp.ones_like(y)
+    mask = sample_mask(state, layout)
+    if not layout.minibatch:
+        return state.x, state.y, mask
+    # b distinct active rows, uniformly: the b smallest of per-row uniforms keyed by the row
+    # index (so the choice among the first n rows does not depend on the capacity)
+    u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(step_key, j)))(
+        jnp.arange(layout.samples))
+    idx = jax.lax.top_k(-jnp.where(mask > 0, u, 2.0), layout.batch_size)[1]
+    return state.x[idx], state.y[idx], mask[idx]
+
+
+def empirical_loss(state: NetworkState, value, x, y, weights, layout: Layout) -> jax.Array:
+    """``1/2 sum_j w_j (f(x_j) - y_j)^2 / max(sum_j w_j, 1)`` at trained variables ``value``."""
+    sq = weights * (outputs(state, value, x, layout) - y) ** 2
+    return 0.5 * jnp.sum(sq) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def network_tensor(state: NetworkState, regime: str) -> SymCP:
+    """The model's tensor ``sum_i a_i w_i^{⊗l}`` (``nt``: of the linearized network,
+    :func:`jaxtd.algorithms.polarize`)."""
+    model = SymCP(state.weights, state.factors, state.order.value)
+    return polarize(model, state.delta) if regime == "nt" else model
+
+
+def population_loss(state: NetworkState, target: SymCP, regime: str) -> jax.Array:
+    """The exact population loss (:func:`jaxtd.network.population_loss`; ``nt``: ``l!`` times
+    the lazy loss plus ``σ^2 / 2``)."""
+    noise = state.hparams["noise"]
+    if regime == "nt":
+        model0 = SymCP(state.weights, state.factors, state.order.value)
+        fit = math.factorial(state.order.value) * lazy.lazy_loss(model0, state.delta, target)
+        return fit + 0.5 * noise ** 2
+    return hermite_net.population_loss(network_tensor(state, regime), target, noise)
 
 
 # The configurable arguments of network (names and defaults come from its signature).

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxtd import models, schema
 from jaxtd.algorithms import base
-from jaxtd.algorithms.base import SIGN_RULES, check_choice, check_int, freeze, redraw_key
+from jaxtd.algorithms.base import SIGN_RULES, check_choice, freeze, redraw_key
 from jaxtd.symcp import SymCP
 
 __all__ = ["variant", "VariantState", "SELECTIONS", "select_row", "draw_row",
@@ -202,12 +202,12 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
     check_choice(sign_rule, "sign_rule", SIGN_RULES)
     base.check_ranges(SCHEMA, init_scale=init_scale, regularization=regularization,
                       epsilon=epsilon)
-    h_amp = check_int(amplify_steps, "amplify_steps", 0)
-    h_fit = check_int(fit_steps, "fit_steps", 0)
+    h_amp = base.check_int_range(SCHEMA, "amplify_steps", amplify_steps)
+    h_fit = base.check_int_range(SCHEMA, "fit_steps", fit_steps)
     if h_amp + h_fit < 1:
         raise ValueError("amplify_steps + fit_steps must be >= 1 (an epoch needs a step)")
     if epochs is not None:
-        epochs = check_int(epochs, "epochs", 1)
+        epochs = base.check_int_range(SCHEMA, "epochs", epochs)
     opt = base.make_optimizer(optimizer, learning_rate)
     defaults = {"init_scale": float(init_scale), "regularization": float(regularization),
                 "learning_rate": opt.learning_rate}
@@ -218,7 +218,7 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         params, row_signs = base.small_rows(ctx, target, signs)
         return VariantState(
             params=params, signs=row_signs, mask=ctx.mask,
-            opt_state=base.init_optimizer(opt, params, ctx.hparams["learning_rate"]),
+            opt_state=base.init_optimizer(opt, params),
             hparams=ctx.hparams, count=jnp.zeros((), jnp.int32), key=redraw_key(key),
             selected=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
             order=base.Static(target.order))
@@ -228,7 +228,8 @@ def variant(optimizer: Any = 0.05, *, model: str = "two_homogeneous", init_scale
         halted = epochs_done(state.stopped, epoch, epochs)
         # a stopped run is frozen as it is: no more re-draws, so its loss stays put
         state = redraw_selected(state, target, epoch, (phase == 0) & ~halted, model_fn=model_fn,
-                                reset=opt.tx.init, selection=selection, sign_rule=sign_rule)
+                                reset=lambda p: base.init_optimizer(opt, p), selection=selection,
+                                sign_rule=sign_rule)
         lam = state.hparams["regularization"]
         value, grads = jax.value_and_grad(models.regularized_loss, argnums=1)(
             model_fn, state.params, target, signs=state.signs, mask=state.mask,

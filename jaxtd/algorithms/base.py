@@ -32,18 +32,17 @@ from jaxtd._precision import matmul
 # (jaxtd._checks) and the one optimizer plumbing (jaxtd.optimizers)
 from jaxtd._checks import check_choice, check_int, check_nonnegative, check_positive, is_real
 from jaxtd.optimizers import (Optimizer, OptimizerSpec, check_optimizer, init_optimizer,
-                              is_rowwise, make_optimizer, mask_rows, optimizer_step,
-                              with_learning_rate)
+                              is_rowwise, make_optimizer, mask_rows, optimizer_step)
 from jaxtd.symcp import SymCP
 
 __all__ = ["Algorithm", "constructor", "Static",
            # validation
            "check_int", "check_choice", "check_width", "check_positive", "check_nonnegative",
-           "check_ranges", "check_target", "check_optimizer", "resolve_hparams",
+           "check_ranges", "check_int_range", "check_target", "check_optimizer", "resolve_hparams",
            # init
            "InitContext", "init_context", "small_rows",
            # optimizers
-           "OptimizerSpec", "Optimizer", "make_optimizer", "with_learning_rate", "init_optimizer",
+           "OptimizerSpec", "Optimizer", "make_optimizer", "init_optimizer",
            "optimizer_step", "optimizer_params",
            # masks, re-draws, stops
            "row_mask", "mask_rows", "where_rows", "redraw_key", "redraw_rows", "SIGN_RULES",
@@ -186,6 +185,14 @@ def check_ranges(params, **values) -> None:
     by_name = {p.name: p for p in params}
     for name, value in values.items():
         schema.check_hparam(name, by_name[name], value)
+
+
+def check_int_range(params, name: str, value: Any, *, why: str = "") -> int:
+    """``value`` as an int ``>=`` the ``ge=`` bound that ``params`` (the algorithm's ``SCHEMA``)
+    declares for the integer argument ``name``, by :func:`check_int` (its ``TypeError`` or
+    ``ValueError``): the bound is written once, in the schema."""
+    param = next(p for p in params if p.name == name)
+    return check_int(value, name, int(param.ge), why=why)
 
 
 def check_target(target: Any) -> SymCP:
