@@ -495,15 +495,7 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
         color, marker = PALETTE[k % len(PALETTE)] if len(series) > 1 or method not in STYLES \
             else STYLES[method][:2]
         k += 1
-        stats = []
-        for xv, g in grp.groupby(x, sort=True):
-            # a seed that never succeeds counts at its largest width (a lower bound) in the IQR
-            w = np.where(np.isnan(g["critical_width"]), g["max_width"], g["critical_width"])
-            stats.append(dict(x=float(xv), med=float(np.median(w)), n=len(g),
-                              q25=float(np.quantile(w, 0.25)), q75=float(np.quantile(w, 0.75)),
-                              lower_bound=bool(np.median(np.isnan(g["critical_width"])) > 0.5)
-                              or bool(np.isnan(np.median(g["critical_width"])))))
-        st = pd.DataFrame(stats)
+        st = _critical_stats(grp, x)
         ok = ~st["lower_bound"]
         slope, _ = fit_slope(st.loc[ok, "x"], st.loc[ok, "med"])
         label = _series_label(f"{method}, l={order}", setting, st["n"],
@@ -534,28 +526,7 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
     ys = [v for v in ys_all if np.isfinite(v) and v > 0]
     _log_y_counts(ax, min(ys) if ys else 1, max(ys) if ys else 10)
     if slope_panel:
-        ys_theory = list(ys)
-        for i, (order, st, ok) in enumerate(theory_lines):
-            # the theory's exponent through the first point (a lower bound where none succeeded)
-            xv = np.asarray(st["x"], np.float64)
-            first = st.loc[ok].iloc[0] if ok.any() else st.iloc[0]
-            x0, y0 = float(first["x"]), float(first["med"])
-            expo, _ = fit_slope(xv, [theory(v, int(order)) for v in xv])
-            line_x = np.geomspace(xv.min(), xv.max(), 50)
-            line_y = y0 * (line_x / x0) ** expo
-            ys_theory += list(line_y)
-            through = "the first point" if ok.any() else "the first lower bound"
-            ax_theory.plot(line_x, line_y, ls=styles[i % len(styles)], color="0.2", lw=1.3,
-                           zorder=4, label=f"{theory_label}, l={order}: slope {expo:.2f} "
-                                           f"(through {through})")
-        _log_x(ax_theory, xs_all)
-        _log_y_counts(ax_theory, min(ys_theory), max(ys_theory))
-        if max(ys_theory) > 1e3 * min(ys_theory):  # decades as 10^k, not 10000000
-            ax_theory.yaxis.set_major_formatter(FuncFormatter(_decade_label))
-        ax_theory.grid(True, color="0.92", lw=0.6)
-        ax_theory.set_xlabel("dimension d" if x == "dim" else "rank r")
-        ax_theory.set_ylabel("critical width m (log scale)")
-        ax_theory.set_title("the medians against the theory's slope")
+        _theory_slope_panel(ax_theory, theory_lines, theory, theory_label, xs_all, ys, x, styles)
     ax.grid(True, color="0.92", lw=0.6)
     ax.set_xlabel("dimension d" if x == "dim" else "rank r")
     ax.set_ylabel("critical width m (median over seeds)")
@@ -572,6 +543,47 @@ def critical_figure(df: pd.DataFrame, success_threshold: float, *, x: str = "dim
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1, frameon=False)
         ax.set_title(title)
     return fig
+
+
+def _critical_stats(grp: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per value of ``x``: median, quartiles and count of the seeds' critical widths (a seed
+    that never succeeds counts at its largest width, a lower bound, in the IQR), and whether
+    the median seed never succeeded (``lower_bound``)."""
+    stats = []
+    for xv, g in grp.groupby(x, sort=True):
+        w = np.where(np.isnan(g["critical_width"]), g["max_width"], g["critical_width"])
+        stats.append(dict(x=float(xv), med=float(np.median(w)), n=len(g),
+                          q25=float(np.quantile(w, 0.25)), q75=float(np.quantile(w, 0.75)),
+                          lower_bound=bool(np.median(np.isnan(g["critical_width"])) > 0.5)
+                          or bool(np.isnan(np.median(g["critical_width"])))))
+    return pd.DataFrame(stats)
+
+
+def _theory_slope_panel(ax: Axes, theory_lines: list, theory: Callable, theory_label: str,
+                        xs_all: list, ys: list, x: str, styles: list) -> None:
+    """The right panel of :func:`critical_figure` with ``theory_mode="slope"``: the theory's
+    log-log slope through each order's first point (a lower bound where none succeeded), on a
+    ``y`` axis spanning both the medians already drawn there and the theory."""
+    ys_theory = list(ys)
+    for i, (order, st, ok) in enumerate(theory_lines):
+        xv = np.asarray(st["x"], np.float64)
+        first = st.loc[ok].iloc[0] if ok.any() else st.iloc[0]
+        x0, y0 = float(first["x"]), float(first["med"])
+        expo, _ = fit_slope(xv, [theory(v, int(order)) for v in xv])
+        line_x = np.geomspace(xv.min(), xv.max(), 50)
+        line_y = y0 * (line_x / x0) ** expo
+        ys_theory += list(line_y)
+        through = "the first point" if ok.any() else "the first lower bound"
+        ax.plot(line_x, line_y, ls=styles[i % len(styles)], color="0.2", lw=1.3, zorder=4,
+                label=f"{theory_label}, l={order}: slope {expo:.2f} (through {through})")
+    _log_x(ax, xs_all)
+    _log_y_counts(ax, min(ys_theory), max(ys_theory))
+    if max(ys_theory) > 1e3 * min(ys_theory):  # decades as 10^k, not 10000000
+        ax.yaxis.set_major_formatter(FuncFormatter(_decade_label))
+    ax.grid(True, color="0.92", lw=0.6)
+    ax.set_xlabel("dimension d" if x == "dim" else "rank r")
+    ax.set_ylabel("critical width m (log scale)")
+    ax.set_title("the medians against the theory's slope")
 
 
 @_styled
@@ -709,48 +721,64 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
     fig = Figure(figsize=(PAGE_WIDTH, 5.6), layout="constrained")
     names = [f"s{i}" for i in range(len(panels))]
     axd = fig.subplot_mosaic([names, ["fit"] * len(names)], height_ratios=[1.15, 1])
-    handles = []
-    fit_series = []
+    handles, fit_series = [], []
     for name, (algorithm, setting) in zip(names, panels):
-        ax = axd[name]
         sel = np.flatnonzero(((df["algorithm"] == algorithm) & (df["_setting"] == setting))
                              .to_numpy())
         widths = df["width"].to_numpy()[sel]
-        sel = sel[widths == widths.max()]
-        t = np.asarray(steps[sel[0]], np.float64)
-        keep = np.isfinite(t) & (t > 0)
-        w = np.asarray(fitted_weight[sel], np.float64)[:, keep, :]   # (seeds, records, r)
-        for j in range(rank):
-            color, marker = PALETTE[j % len(PALETTE)]
-            lo, med, hi = np.nanquantile(w[:, :, j], [0.25, 0.5, 0.75], axis=0)
-            if len(sel) > 1:
-                ax.fill_between(t[keep], lo, hi, color=color, alpha=0.2, lw=0)
-            label = f"component {j}" + (f": a={true_weights[j]:g}" if true_weights is not None
-                                        else "")
-            line = ax.plot(t[keep], med, color=color, marker=marker, ms=3.5,
-                           markevery=0.1, label=label)[0]
-            if name == names[0]:
-                handles.append(line)
-            if true_weights is not None:
-                ax.axhline(true_weights[j], color=color, ls=":", lw=0.9)
-        tt = t[keep]
-        ax.set_xscale("log")
-        ax.set_xlim(tt.min(), tt.max())
-        ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(tt.min(), tt.max())))
-        ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.grid(True, color="0.92", lw=0.6)
-        ax.set_xlabel("step (log scale)")
-        ax.set_ylabel("fitted weight along a_j")
-        row = df.iloc[sel[0]]
-        what = _series_label(algorithm, setting, [len(sel)])
-        ax.set_title(f"{what}\n{_size_label(row['order'], row['dim'], row['rank'])} "
-                     f"m={row['width']}: median, IQR band" if len(sel) > 1 else
-                     f"{what}\n{_size_label(row['order'], row['dim'], row['rank'])} "
-                     f"m={row['width']}")
-        fit_series.append((what, _fit_steps(df.iloc[sel], w, t[keep][None, :].repeat(len(sel), 0),
-                                            rank, true_weights), len(sel)))
-    ax = axd["fit"]
+        lines, series = _staircase_panel(axd[name], df, sel[widths == widths.max()],
+                                         fitted_weight, steps, true_weights, algorithm, setting)
+        handles += lines if name == names[0] else []
+        fit_series.append(series)
+    handles += _fit_time_panel(axd["fit"], fit_series, rank, true_weights)
+    _legend_below(fig, handles, [h.get_label() for h in handles])
+    fig.suptitle("Deflation: components fitted one at a time, largest weight first "
+                 "(dotted: true weights)")
+    return fig
+
+
+def _staircase_panel(ax: Axes, df: pd.DataFrame, sel: np.ndarray, fitted_weight: np.ndarray,
+                     steps: np.ndarray, true_weights, algorithm: str, setting: str):
+    """One algorithm's staircase (rows ``sel`` of ``df``, one width): fitted weight of each
+    component vs step, median and IQR band over the seeds. Returns its lines (one per
+    component) and ``(label, fit steps (seeds, r), seeds)`` for the fit-time panel."""
+    rank = fitted_weight.shape[-1]
+    t = np.asarray(steps[sel[0]], np.float64)
+    keep = np.isfinite(t) & (t > 0)
+    w = np.asarray(fitted_weight[sel], np.float64)[:, keep, :]   # (seeds, records, r)
+    lines = []
+    for j in range(rank):
+        color, marker = PALETTE[j % len(PALETTE)]
+        lo, med, hi = np.nanquantile(w[:, :, j], [0.25, 0.5, 0.75], axis=0)
+        if len(sel) > 1:
+            ax.fill_between(t[keep], lo, hi, color=color, alpha=0.2, lw=0)
+        label = f"component {j}" + (f": a={true_weights[j]:g}" if true_weights is not None
+                                    else "")
+        lines.append(ax.plot(t[keep], med, color=color, marker=marker, ms=3.5,
+                             markevery=0.1, label=label)[0])
+        if true_weights is not None:
+            ax.axhline(true_weights[j], color=color, ls=":", lw=0.9)
+    tt = t[keep]
+    ax.set_xscale("log")
+    ax.set_xlim(tt.min(), tt.max())
+    ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(tt.min(), tt.max())))
+    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_number))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.grid(True, color="0.92", lw=0.6)
+    ax.set_xlabel("step (log scale)")
+    ax.set_ylabel("fitted weight along a_j")
+    row = df.iloc[sel[0]]
+    what = _series_label(algorithm, setting, [len(sel)])
+    ax.set_title(f"{what}\n{_size_label(row['order'], row['dim'], row['rank'])} "
+                 f"m={row['width']}" + (": median, IQR band" if len(sel) > 1 else ""))
+    fit = _fit_steps(df.iloc[sel], w, tt[None, :].repeat(len(sel), 0), rank, true_weights)
+    return lines, (what, fit, len(sel))
+
+
+def _fit_time_panel(ax: Axes, fit_series: list, rank: int, true_weights) -> list:
+    """Each component's fit time against its true weight (or index), one grey series per
+    staircase: median over the seeds that fit it, IQR bars, hollow where fewer than half did.
+    Returns the legend handles of its series."""
     xs = np.asarray(true_weights, np.float64) if true_weights is not None else \
         np.arange(rank, dtype=np.float64)
     drawn = False
@@ -793,11 +821,7 @@ def deflation_figure(df: pd.DataFrame, fitted_weight: np.ndarray, steps: np.ndar
     ax.set_title("fit time of each component: first step with fitted weight ≥ ½ its true "
                  "weight\n(median over the seeds that fit it; hollow: fit by fewer than half "
                  "of the seeds)")
-    handles += ax.get_legend_handles_labels()[0]
-    _legend_below(fig, handles, [h.get_label() for h in handles])
-    fig.suptitle("Deflation: components fitted one at a time, largest weight first "
-                 "(dotted: true weights)")
-    return fig
+    return ax.get_legend_handles_labels()[0]
 
 
 def _log_x_scales(ax: Axes, scales: np.ndarray) -> None:
@@ -863,109 +887,140 @@ def init_scale_figure(df: pd.DataFrame, success_threshold: float,
     fig = Figure(figsize=(PAGE_WIDTH, 5.6 * len(groups) + 0.3), layout="constrained")
     blocks = fig.subfigures(len(groups), 1, squeeze=False)[:, 0]
     for block, ((name, setting, *size), grp) in zip(blocks, groups):
-        ax_s, ax_d, ax_e, ax_g = block.subplots(2, 2).ravel()
-        seeds = int(grp.groupby(["width", "init_scale"]).size().max())
-        spread = seeds > 1
-        widths = sorted(grp["width"].unique())
-        cmap = colormaps["viridis"]
-        colors = {w: cmap(0.9 * i / max(len(widths) - 1, 1)) for i, w in enumerate(widths)}
-        optimum = _lazy_optimum(df, tuple(size))
-        scales = np.sort(grp["init_scale"].unique().astype(np.float64))
-        err_all = []
-        for i, w in enumerate(widths):
-            g = grp[grp["width"] == w]
-            c, marker = colors[w], PALETTE[i % len(PALETTE)][1]
-            by = g.groupby("init_scale", sort=True)
-            x = np.asarray(list(by.groups), np.float64)
-            err = by.apply(lambda r: _errors(r.assign(error=r["final_relative_error"])),
-                           include_groups=False)
-            ok = np.array([np.mean(e <= success_threshold) for e in err])
-            n = by.size().to_numpy()
-            lo, hi = wilson_interval(np.round(ok * n), n)
-            if spread:
-                ax_s.fill_between(x, lo, hi, color=c, alpha=0.08, lw=0)
-            ax_s.plot(x, ok, color=c, marker=marker, label=f"m = {w}")
-            dist = by["distance"].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
-            if spread:
-                ax_d.fill_between(x, dist[:, 0], dist[:, 2], color=c, alpha=0.12, lw=0)
-            ax_d.plot(x, dist[:, 1], color=c, marker=marker)
-            q = np.array([[_quantile(e, p) for p in (0.25, 0.5, 0.75)] for e in err])
-            err_all.append(q.ravel())
-            if has_slope:
-                slope = by[tr.COLUMN].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
-                if spread:
-                    ax_g.fill_between(x, slope[:, 0], slope[:, 2], color=c, alpha=0.12, lw=0)
-                ax_g.plot(x, slope[:, 1], color=c, marker=marker)
-        positive = [v for w, v in optimum.items() if w in widths and v > 0]
-        axis = _ErrorAxis(np.concatenate(err_all + [np.asarray(positive)]), success_threshold)
-        for i, (w, q) in enumerate(zip(widths, err_all)):
-            c, marker = colors[w], PALETTE[i % len(PALETTE)][1]
-            q = axis.place(q.reshape(-1, 3))
-            if spread:
-                ax_e.fill_between(scales, q[:, 0], q[:, 2], color=c, alpha=0.12, lw=0)
-            ax_e.plot(scales, q[:, 1], color=c, marker=marker)
-            if optimum.get(int(w), 0) > 0:
-                ax_e.axhline(optimum[int(w)], color=c, ls="--", lw=1.1)
-        axis.apply(ax_e)
-        ax_e.axhline(success_threshold, color="0.5", ls=":", lw=1)
-        zero = [w for w in widths if optimum.get(int(w), None) == 0]
-        note = f"; lazy optimum 0 at m ≥ {min(zero)}" if zero else ""
-        ax_e.set_ylabel("final relative error (median, IQR)")
-        ax_e.set_title(f"final error; dashed: lazy optimum of the width{note};\ndotted: "
-                       f"success threshold {success_threshold:g}")
-        # distance: the lazy limit ||W - W0|| / ||W0|| ∝ δ^-k through the last point
-        # the model's degree k in W (lazy GD and tables without a model: the plain w^{⊗l})
-        model = grp["model"].iloc[0] if "model" in grp.columns else ""
-        k = model_degree(model if isinstance(model, str) and model else "plain", size[0])
-        wide = grp[grp["width"] == widths[-1]]
-        d_last = float(wide[wide["init_scale"] == scales[-1]]["distance"].median())
-        if d_last > 0 and np.isfinite(d_last):
-            xs = scales[scales >= scales[-1] / 10]  # the last decade
-            ax_d.plot(xs, d_last * (xs / scales[-1]) ** (-k), color="0.2", ls="--", lw=1.2)
-        ax_d.set_yscale("log")
-        ax_d.set_ylabel("distance ||W − W0|| / ||W0||")
-        ax_d.set_title(f"distance moved (median, IQR);\ndashed: lazy limit ∝ δ^-{k}")
-        ax_s.set_ylim(-0.03, 1.03)
-        ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
-        ax_s.set_title("success rate" + (", band: 95% Wilson interval" if spread else ""))
-        block.suptitle(_series_label(name, setting, [seeds]) + f": {_size_label(*size)}")
-        handles, labels = ax_s.get_legend_handles_labels()
-        if has_slope:
-            ax_g.axhline(0, color="0.6", lw=0.8)
-            # symlog: the peaks (~1) and the flat ends (~1e-3) both readable, and a run at the
-            # float32 rounding floor (a large, meaningless derivative) does not flatten the rest
-            ax_g.set_yscale("symlog", linthresh=1e-2)
-            lines = []
-            # located per block: locate() would pool the values of another swept setting
-            sel = transitions if transitions is not None else tr.locate(
-                grp.drop(columns="_setting"), success_threshold)
-            for key, v in zip(["algorithm"] + SIZE, [name, *size]):
-                if sel is not None and key in sel.columns:
-                    sel = sel[sel[key] == v]
-            for t in (sel.itertuples(index=False) if sel is not None else ()):
-                if math.isfinite(t.transition_scale) and t.width in colors:
-                    edge = " (edge)" if t.at_edge else ""
-                    lines.append(ax_g.axvline(
-                        t.transition_scale, color=colors[t.width], ls=":", lw=1.2,
-                        label=f"m={t.width}: δ* = {t.transition_scale:.3g}{edge}"))
-            ax_g.set_ylabel("dE / d log δ")
-            ax_g.set_title("dE/d log δ through the runs (median, IQR);\n" + (
-                "dotted: located transition δ* (peak of the median)" if lines else
-                "no δ* located (the error never crosses the threshold)"))
-            handles += lines
-            labels += [ln.get_label() for ln in lines]
-        else:
-            ax_g.text(0.5, 0.5, f"no {tr.COLUMN} column\n(run with plot = \"init-scale\")",
-                      transform=ax_g.transAxes, ha="center", va="center")
-        block.legend(handles, labels, loc="outside lower center", frameon=False,
-                     ncols=min(len(handles), 4))
-        for ax in (ax_s, ax_d, ax_e, ax_g):
-            _log_x_scales(ax, scales)
-            ax.set_xlabel("init scale δ")
-            ax.grid(True, color="0.92", lw=0.6)
+        _init_scale_block(block, name, setting, tuple(size), grp, _lazy_optimum(df, tuple(size)),
+                          success_threshold, transitions, has_slope)
     fig.suptitle("Init scale: rich (small δ, far from W0) to lazy (large δ, the linearized "
                  "model's optimum)")
     return fig
+
+
+def _init_scale_block(block, name: str, setting: str, size: tuple, grp: pd.DataFrame,
+                      optimum: dict, success_threshold: float, transitions, has_slope: bool):
+    """One (algorithm, setting, size) block of :func:`init_scale_figure`: its four panels, its
+    title and its legend."""
+    ax_s, ax_d, ax_e, ax_g = block.subplots(2, 2).ravel()
+    seeds = int(grp.groupby(["width", "init_scale"]).size().max())
+    spread = seeds > 1
+    widths = sorted(grp["width"].unique())
+    cmap = colormaps["viridis"]
+    colors = {w: cmap(0.9 * i / max(len(widths) - 1, 1)) for i, w in enumerate(widths)}
+    scales = np.sort(grp["init_scale"].unique().astype(np.float64))
+    err_all = [_init_scale_width(ax_s, ax_d, ax_g, grp[grp["width"] == w], colors[w],
+                                 PALETTE[i % len(PALETTE)][1], w, spread, success_threshold,
+                                 has_slope) for i, w in enumerate(widths)]
+    _init_scale_errors(ax_e, widths, err_all, colors, scales, optimum, spread, success_threshold)
+    _init_scale_distance(ax_d, grp, widths, scales, size)
+    ax_s.set_ylim(-0.03, 1.03)
+    ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
+    ax_s.set_title("success rate" + (", band: 95% Wilson interval" if spread else ""))
+    block.suptitle(_series_label(name, setting, [seeds]) + f": {_size_label(*size)}")
+    handles, labels = ax_s.get_legend_handles_labels()
+    if has_slope:
+        lines = _init_scale_slope(ax_g, grp, name, size, colors, success_threshold, transitions)
+        handles += lines
+        labels += [ln.get_label() for ln in lines]
+    else:
+        ax_g.text(0.5, 0.5, f"no {tr.COLUMN} column\n(run with plot = \"init-scale\")",
+                  transform=ax_g.transAxes, ha="center", va="center")
+    block.legend(handles, labels, loc="outside lower center", frameon=False,
+                 ncols=min(len(handles), 4))
+    for ax in (ax_s, ax_d, ax_e, ax_g):
+        _log_x_scales(ax, scales)
+        ax.set_xlabel("init scale δ")
+        ax.grid(True, color="0.92", lw=0.6)
+
+
+def _init_scale_width(ax_s: Axes, ax_d: Axes, ax_g: Axes, g: pd.DataFrame, c, marker, w,
+                      spread: bool, success_threshold: float, has_slope: bool) -> np.ndarray:
+    """One width's curves in the success, distance and slope panels; returns its final-error
+    quartiles per scale, flattened ``(scales * 3,)``, for the error panel (drawn once every
+    width's errors fix the axis)."""
+    by = g.groupby("init_scale", sort=True)
+    x = np.asarray(list(by.groups), np.float64)
+    err = by.apply(lambda r: _errors(r.assign(error=r["final_relative_error"])),
+                   include_groups=False)
+    ok = np.array([np.mean(e <= success_threshold) for e in err])
+    n = by.size().to_numpy()
+    lo, hi = wilson_interval(np.round(ok * n), n)
+    if spread:
+        ax_s.fill_between(x, lo, hi, color=c, alpha=0.08, lw=0)
+    ax_s.plot(x, ok, color=c, marker=marker, label=f"m = {w}")
+    dist = by["distance"].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
+    if spread:
+        ax_d.fill_between(x, dist[:, 0], dist[:, 2], color=c, alpha=0.12, lw=0)
+    ax_d.plot(x, dist[:, 1], color=c, marker=marker)
+    if has_slope:
+        slope = by[tr.COLUMN].quantile([0.25, 0.5, 0.75]).unstack().to_numpy(np.float64)
+        if spread:
+            ax_g.fill_between(x, slope[:, 0], slope[:, 2], color=c, alpha=0.12, lw=0)
+        ax_g.plot(x, slope[:, 1], color=c, marker=marker)
+    return np.array([[_quantile(e, p) for p in (0.25, 0.5, 0.75)] for e in err]).ravel()
+
+
+def _init_scale_errors(ax: Axes, widths, err_all, colors, scales, optimum: dict, spread: bool,
+                       success_threshold: float) -> None:
+    """The final-error panel: each width's median and IQR beside its lazy optimum (dashed)."""
+    positive = [v for w, v in optimum.items() if w in widths and v > 0]
+    axis = _ErrorAxis(np.concatenate(err_all + [np.asarray(positive)]), success_threshold)
+    for i, (w, q) in enumerate(zip(widths, err_all)):
+        c, marker = colors[w], PALETTE[i % len(PALETTE)][1]
+        q = axis.place(q.reshape(-1, 3))
+        if spread:
+            ax.fill_between(scales, q[:, 0], q[:, 2], color=c, alpha=0.12, lw=0)
+        ax.plot(scales, q[:, 1], color=c, marker=marker)
+        if optimum.get(int(w), 0) > 0:
+            ax.axhline(optimum[int(w)], color=c, ls="--", lw=1.1)
+    axis.apply(ax)
+    ax.axhline(success_threshold, color="0.5", ls=":", lw=1)
+    zero = [w for w in widths if optimum.get(int(w), None) == 0]
+    note = f"; lazy optimum 0 at m ≥ {min(zero)}" if zero else ""
+    ax.set_ylabel("final relative error (median, IQR)")
+    ax.set_title(f"final error; dashed: lazy optimum of the width{note};\ndotted: "
+                 f"success threshold {success_threshold:g}")
+
+
+def _init_scale_distance(ax: Axes, grp: pd.DataFrame, widths, scales, size: tuple) -> None:
+    """The distance panel's axes and its lazy limit ``||W - W0|| / ||W0|| ∝ δ^-k`` (``k`` the
+    model's degree in ``W``; lazy GD and tables without a model: the plain ``w^{⊗l}``) through
+    the widest width's largest scale."""
+    model = grp["model"].iloc[0] if "model" in grp.columns else ""
+    k = model_degree(model if isinstance(model, str) and model else "plain", size[0])
+    wide = grp[grp["width"] == widths[-1]]
+    d_last = float(wide[wide["init_scale"] == scales[-1]]["distance"].median())
+    if d_last > 0 and np.isfinite(d_last):
+        xs = scales[scales >= scales[-1] / 10]  # the last decade
+        ax.plot(xs, d_last * (xs / scales[-1]) ** (-k), color="0.2", ls="--", lw=1.2)
+    ax.set_yscale("log")
+    ax.set_ylabel("distance ||W − W0|| / ||W0||")
+    ax.set_title(f"distance moved (median, IQR);\ndashed: lazy limit ∝ δ^-{k}")
+
+
+def _init_scale_slope(ax: Axes, grp: pd.DataFrame, name: str, size: tuple, colors: dict,
+                      success_threshold: float, transitions) -> list:
+    """The ``dE / d log δ`` panel's axes and each width's located transition ``δ*`` (dotted);
+    returns those lines for the legend."""
+    ax.axhline(0, color="0.6", lw=0.8)
+    # symlog: the peaks (~1) and the flat ends (~1e-3) both readable, and a run at the
+    # float32 rounding floor (a large, meaningless derivative) does not flatten the rest
+    ax.set_yscale("symlog", linthresh=1e-2)
+    lines = []
+    # located per block: locate() would pool the values of another swept setting
+    sel = transitions if transitions is not None else tr.locate(
+        grp.drop(columns="_setting"), success_threshold)
+    for key, v in zip(["algorithm"] + SIZE, [name, *size]):
+        if sel is not None and key in sel.columns:
+            sel = sel[sel[key] == v]
+    for t in (sel.itertuples(index=False) if sel is not None else ()):
+        if math.isfinite(t.transition_scale) and t.width in colors:
+            edge = " (edge)" if t.at_edge else ""
+            lines.append(ax.axvline(
+                t.transition_scale, color=colors[t.width], ls=":", lw=1.2,
+                label=f"m={t.width}: δ* = {t.transition_scale:.3g}{edge}"))
+    ax.set_ylabel("dE / d log δ")
+    ax.set_title("dE/d log δ through the runs (median, IQR);\n" + (
+        "dotted: located transition δ* (peak of the median)" if lines else
+        "no δ* located (the error never crosses the threshold)"))
+    return lines
 
 
 # -- terminal table -----------------------------------------------------------------------------
