@@ -344,54 +344,17 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
         err_axis = _ErrorAxis(np.concatenate([sel[c].to_numpy() for c in
                                               ("median_error", "q25_error", "q75_error")]),
                               reference=success_threshold)
-        m_star = lazy_threshold(int(dim), int(order)) if lazy_threshold is not None else None
         for k, key in enumerate(keys):
             grp = sel[(sel["method"] == key[0]) & (sel["setting"] == key[1])].sort_values(
                 "width")
-            if not len(grp):
-                continue
-            color, marker, ls = styles[key]
-            x = grp["width"].to_numpy(np.float64) * _dodge(k, len(keys),
-                                                           min(0.035, 0.2 / len(keys)))
-            n = sorted(set(grp["n"]))
-            label = _series_label(*key, n)
-            rate = grp["success_rate"].to_numpy(np.float64)
-            med = err_axis.place(grp["median_error"])
-            if max(n) > 1 and not bars:  # one seed has no spread; its label says so
-                ax_s.fill_between(x, grp["success_low"], grp["success_high"], color=color,
-                                  alpha=0.12, lw=0)
-                ax_e.fill_between(x, err_axis.place(grp["q25_error"]),
-                                  err_axis.place(grp["q75_error"]), color=color, alpha=0.12,
-                                  lw=0)
-            elif max(n) > 1:  # many series: overlapping bands would hide each other
-                ax_s.errorbar(x, rate, yerr=[rate - grp["success_low"],
-                                             grp["success_high"] - rate],
-                              color=color, ls="none", lw=0.8, capsize=0)
-                ax_e.errorbar(x, med, yerr=[med - err_axis.place(grp["q25_error"]),
-                                            err_axis.place(grp["q75_error"]) - med],
-                              color=color, ls="none", lw=0.8, capsize=0)
-            line = ax_s.plot(x, rate, color=color, marker=marker, ls=ls, label=label)[0]
-            handles.setdefault(label, line)
-            ax_e.plot(x, med, color=color, marker=marker, ls=ls, label=label)
-            zero = grp["median_error"].to_numpy() == 0
-            if zero.any():  # hollow markers on the zero row: "exactly 0", not "very small"
-                ax_e.plot(x[zero], med[zero], ls="none", marker=marker, ms=7, mfc="white",
-                          color=color)
-        widths = sel["width"].unique()
-        for ax in (ax_s, ax_e):
-            _log_x(ax, widths, extra=[m_star] if m_star else ())
-            ax.set_xlabel("width m (number of components)")
-            ax.grid(True, which="major", color="0.92", lw=0.6)
-            if m_star is not None:
-                _threshold_line(ax, m_star, f"m*={m_star}")
-        ax_s.set_ylim(-0.04, 1.04)
-        ax_s.set_yticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "0.25", "0.5", "0.75", "1"])
-        ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
-        ax_s.set_title(f"{_size_label(order, dim, rank)}: success rate")
-        err_axis.apply(ax_e)
-        threshold = ax_e.axhline(success_threshold, color="k", ls=":", lw=0.8)
-        ax_e.set_ylabel("relative error ||T − T*|| / ||T*||")
-        ax_e.set_title(f"{_size_label(order, dim, rank)}: median error")
+            if len(grp):
+                label, line = _width_series(ax_s, ax_e, grp, key, styles[key], err_axis,
+                                            _dodge(k, len(keys), min(0.035, 0.2 / len(keys))),
+                                            bars)
+                handles.setdefault(label, line)
+        m_star = lazy_threshold(int(dim), int(order)) if lazy_threshold is not None else None
+        threshold = _width_axes(ax_s, ax_e, sel["width"].unique(), (order, dim, rank), m_star,
+                                err_axis, success_threshold)
     handles[f"success threshold {success_threshold:g}"] = threshold
     if lazy_threshold is not None:
         handles["lazy threshold m* = ⌈C(d+l−1,l)/d⌉"] = matplotlib.lines.Line2D(
@@ -400,6 +363,57 @@ def width_figure(df: pd.DataFrame, success_threshold: float,
     fig.suptitle(f"Success and error vs width ({'bars' if bars else 'bands'}: 95% Wilson "
                  "interval of the success rate, IQR of the error)")
     return fig
+
+
+def _width_series(ax_s: Axes, ax_e: Axes, grp: pd.DataFrame, key: tuple, style: tuple,
+                  err_axis: "_ErrorAxis", dodge: float, bars: bool):
+    """One series of :func:`width_figure` in its row: success rate (left) and median error
+    (right) vs width, with their intervals as bands (or bars); returns its label and line."""
+    color, marker, ls = style
+    x = grp["width"].to_numpy(np.float64) * dodge
+    n = sorted(set(grp["n"]))
+    label = _series_label(*key, n)
+    rate = grp["success_rate"].to_numpy(np.float64)
+    med = err_axis.place(grp["median_error"])
+    if max(n) > 1 and not bars:  # one seed has no spread; its label says so
+        ax_s.fill_between(x, grp["success_low"], grp["success_high"], color=color,
+                          alpha=0.12, lw=0)
+        ax_e.fill_between(x, err_axis.place(grp["q25_error"]),
+                          err_axis.place(grp["q75_error"]), color=color, alpha=0.12, lw=0)
+    elif max(n) > 1:  # many series: overlapping bands would hide each other
+        ax_s.errorbar(x, rate, yerr=[rate - grp["success_low"], grp["success_high"] - rate],
+                      color=color, ls="none", lw=0.8, capsize=0)
+        ax_e.errorbar(x, med, yerr=[med - err_axis.place(grp["q25_error"]),
+                                    err_axis.place(grp["q75_error"]) - med],
+                      color=color, ls="none", lw=0.8, capsize=0)
+    line = ax_s.plot(x, rate, color=color, marker=marker, ls=ls, label=label)[0]
+    ax_e.plot(x, med, color=color, marker=marker, ls=ls, label=label)
+    zero = grp["median_error"].to_numpy() == 0
+    if zero.any():  # hollow markers on the zero row: "exactly 0", not "very small"
+        ax_e.plot(x[zero], med[zero], ls="none", marker=marker, ms=7, mfc="white", color=color)
+    return label, line
+
+
+def _width_axes(ax_s: Axes, ax_e: Axes, widths, size: tuple, m_star, err_axis: "_ErrorAxis",
+                success_threshold: float):
+    """Axes, labels and the lazy threshold ``m_star`` of one row of :func:`width_figure`;
+    returns the success-threshold line (for the legend)."""
+    order, dim, rank = size
+    for ax in (ax_s, ax_e):
+        _log_x(ax, widths, extra=[m_star] if m_star else ())
+        ax.set_xlabel("width m (number of components)")
+        ax.grid(True, which="major", color="0.92", lw=0.6)
+        if m_star is not None:
+            _threshold_line(ax, m_star, f"m*={m_star}")
+    ax_s.set_ylim(-0.04, 1.04)
+    ax_s.set_yticks([0, 0.25, 0.5, 0.75, 1.0], labels=["0", "0.25", "0.5", "0.75", "1"])
+    ax_s.set_ylabel(f"success rate (error ≤ {success_threshold:g})")
+    ax_s.set_title(f"{_size_label(order, dim, rank)}: success rate")
+    err_axis.apply(ax_e)
+    threshold = ax_e.axhline(success_threshold, color="k", ls=":", lw=0.8)
+    ax_e.set_ylabel("relative error ||T − T*|| / ||T*||")
+    ax_e.set_title(f"{_size_label(order, dim, rank)}: median error")
+    return threshold
 
 
 @_styled
