@@ -1258,48 +1258,7 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
     algorithms = [a for a in ("lazy", "gd", "variant") if a in set(t["algorithm"])] + sorted(
         set(t["algorithm"]) - {"lazy", "gd", "variant"})
     for ax, x, fixed, value in ((axes[0], "dim", "rank", rank0), (axes[1], "rank", "dim", dim0)):
-        part = t[t[fixed] == value]
-        xs = np.sort(part[x].unique()).astype(np.float64)
-        for k, name in enumerate(algorithms):
-            series = part[part["algorithm"] == name]
-            if len(series):
-                _phase_series(ax, series, x, k, len(algorithms), name, search_top)
-        ys = part[["critical_width", "ci_low", "ci_high"]].to_numpy(np.float64).ravel()
-        ys = ys[np.isfinite(ys) & (ys > 0)]
-        searched = part[part["algorithm"] != "lazy"]
-        if search_top is not None and len(searched):
-            ax.axhline(search_top, color="0.55", lw=0.8, ls=(0, (1, 3)), zorder=0,
-                       label=f"largest searched width ({search_top:g})")
-            if searched["critical_width"].isna().any() or np.isinf(searched["ci_high"]).any():
-                ys = np.append(ys, search_top * 1.35)
-        y_lo, y_hi = (max(0.7, ys.min() / 1.5), ys.max() * 1.8) if ys.size else (0.7, 100)
-
-        def first(name):
-            s = part[(part["algorithm"] == name) & np.isfinite(part["critical_width"])]
-            s = s.sort_values(x)
-            return (float(s[x].iloc[0]), float(s["critical_width"].iloc[0])) if len(s) else None
-        if len(xs) >= 2 and x == "dim":
-            if first("lazy"):
-                _reference(ax, *first("lazy"), xs, lambda v: v ** (order - 1),
-                           f"$d^{{l-1}} = d^{{{order - 1}}}$: lazy lower bound", "--")
-            anchor = first("variant") or first("gd")
-            if anchor:
-                _reference(ax, *anchor, xs, np.log, r"$\log d$: variant's sufficient width, d part",
-                           ":")
-        if len(xs) >= 2 and x == "rank":
-            anchor = first("variant") or first("gd")
-            if anchor:
-                expo = 2.5 * order
-                x_end = min(xs.max(), anchor[0] * (y_hi / anchor[1]) ** (1 / expo))
-                _reference(ax, *anchor, np.array([anchor[0], max(x_end, anchor[0] * 1.001)]),
-                           lambda v: v ** expo, f"$r^{{2.5l}} = r^{{{expo:g}}}$: variant's "
-                           "sufficient width, r part", "-.")
-        _log_x(ax, xs)
-        _log_y_counts(ax, y_lo, y_hi)
-        ax.grid(True, color="0.92", lw=0.6)
-        ax.set_xlabel("dimension $d$" if x == "dim" else "rank $r$")
-        ax.set_ylabel("critical width $m_c$")
-        ax.set_title(f"vs {'d' if x == 'dim' else 'r'} at l={order}, {fixed[0]}={value}")
+        _phase_panel(ax, t[t[fixed] == value], x, fixed, value, order, algorithms, search_top)
     profile = {None: "", "equal": ", equal weights $c_j = 1$",
                "geometric": ", geometric weights $c_j = 2^{-j}$"}.get(weights,
                                                                      f", weights {weights}")
@@ -1315,6 +1274,59 @@ def phase_figure(crit: pd.DataFrame, kind: str = "orthonormal",
     fig.legend([handles[lab] for lab in labels], labels, loc="outside lower center", ncols=2,
                frameon=False)
     return fig
+
+
+def _phase_panel(ax: Axes, part: pd.DataFrame, x: str, fixed: str, value: int, order: int,
+                 algorithms: list, search_top: float | None) -> None:
+    """One panel of :func:`phase_figure`: each algorithm's critical widths vs ``x`` (at
+    ``fixed = value``), the largest searched width and the theory's references."""
+    xs = np.sort(part[x].unique()).astype(np.float64)
+    for k, name in enumerate(algorithms):
+        series = part[part["algorithm"] == name]
+        if len(series):
+            _phase_series(ax, series, x, k, len(algorithms), name, search_top)
+    ys = part[["critical_width", "ci_low", "ci_high"]].to_numpy(np.float64).ravel()
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    searched = part[part["algorithm"] != "lazy"]
+    if search_top is not None and len(searched):
+        ax.axhline(search_top, color="0.55", lw=0.8, ls=(0, (1, 3)), zorder=0,
+                   label=f"largest searched width ({search_top:g})")
+        if searched["critical_width"].isna().any() or np.isinf(searched["ci_high"]).any():
+            ys = np.append(ys, search_top * 1.35)
+    y_lo, y_hi = (max(0.7, ys.min() / 1.5), ys.max() * 1.8) if ys.size else (0.7, 100)
+    if len(xs) >= 2:
+        _phase_references(ax, part, x, xs, order, y_hi)
+    _log_x(ax, xs)
+    _log_y_counts(ax, y_lo, y_hi)
+    ax.grid(True, color="0.92", lw=0.6)
+    ax.set_xlabel("dimension $d$" if x == "dim" else "rank $r$")
+    ax.set_ylabel("critical width $m_c$")
+    ax.set_title(f"vs {'d' if x == 'dim' else 'r'} at l={order}, {fixed[0]}={value}")
+
+
+def _phase_references(ax: Axes, part: pd.DataFrame, x: str, xs: np.ndarray, order: int,
+                      y_hi: float) -> None:
+    """The theory's references through an algorithm's first point: vs d the lazy lower bound
+    ``d^(l-1)`` and the variant's ``log d``; vs r the variant's ``r^(2.5 l)``, cut at the top
+    of the axes (``y_hi``)."""
+    def first(name):
+        s = part[(part["algorithm"] == name) & np.isfinite(part["critical_width"])]
+        s = s.sort_values(x)
+        return (float(s[x].iloc[0]), float(s["critical_width"].iloc[0])) if len(s) else None
+    anchor = first("variant") or first("gd")
+    if x == "dim":
+        if first("lazy"):
+            _reference(ax, *first("lazy"), xs, lambda v: v ** (order - 1),
+                       f"$d^{{l-1}} = d^{{{order - 1}}}$: lazy lower bound", "--")
+        if anchor:
+            _reference(ax, *anchor, xs, np.log, r"$\log d$: variant's sufficient width, d part",
+                       ":")
+    elif anchor:
+        expo = 2.5 * order
+        x_end = min(xs.max(), anchor[0] * (y_hi / anchor[1]) ** (1 / expo))
+        _reference(ax, *anchor, np.array([anchor[0], max(x_end, anchor[0] * 1.001)]),
+                   lambda v: v ** expo, f"$r^{{2.5l}} = r^{{{expo:g}}}$: variant's "
+                   "sufficient width, r part", "-.")
 
 
 def save_phase_figures(crit: pd.DataFrame, out_dir: str | Path,
