@@ -1401,6 +1401,53 @@ def sample_risk_curves(df: pd.DataFrame) -> pd.DataFrame:
                         success_high=high)
 
 
+def _samples_series(top: Axes, bottom: Axes, s: pd.DataFrame, colour, marker, j: int,
+                    dodge: float, y_lo: float, y_hi: float) -> None:
+    """One regime at one dim (the ``j``-th of its order: its line style, filled for the first):
+    median risk with its IQR band (top), success rate with its Wilson interval (bottom)."""
+    x = s["n"].to_numpy(np.float64) * dodge
+    ls = _DIM_LINES[j % len(_DIM_LINES)]
+    fill = colour if j == 0 else "white"
+    top.fill_between(x, np.clip(s["q25_risk"], y_lo, y_hi), np.clip(s["q75_risk"], y_lo, y_hi),
+                     color=colour, alpha=0.13, lw=0)
+    top.plot(x, np.clip(s["median_risk"].to_numpy(np.float64), y_lo, y_hi), color=colour,
+             marker=marker, ls=ls, mfc=fill)
+    rate = s["success_rate"].to_numpy(np.float64)
+    bottom.errorbar(x, rate, yerr=[rate - s["success_low"], s["success_high"] - rate],
+                    color=colour, marker=marker, ls=ls, mfc=fill, lw=1.0, elinewidth=0.6,
+                    capsize=1.5, ecolor=(*matplotlib.colors.to_rgb(colour), 0.35))
+
+
+def _samples_axes(top: Axes, bottom: Axes, part: pd.DataFrame, order: int, dims: list,
+                  sizes: list, y_lo: float, y_hi: float) -> None:
+    """Axes of one order's column: ``n`` on a log axis, each ``C(d+l-1, l)`` named on the top
+    edge (outside the data), the risk in decades, labels and titles."""
+    _log_x(bottom, part["n"].unique(), extra=sizes)
+    names = top.secondary_xaxis("top")  # the lines' names outside the data area
+    text = {size: f"C({d + order - 1},{order})={size}" for d, size in zip(dims, sizes)}
+    names.xaxis.set_major_locator(FixedLocator(sizes))
+    names.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, pos, text=text: text.get(int(round(v)), "")))
+    names.xaxis.set_minor_locator(NullLocator())
+    names.tick_params(labelsize=7, length=3, pad=1, colors="0.3")
+    top.set_yscale("log")
+    top.set_ylim(y_lo, y_hi)
+    top.yaxis.set_major_locator(FixedLocator(
+        [10.0 ** e for e in range(math.ceil(math.log10(y_lo)), math.floor(
+            math.log10(y_hi)) + 1, 2)]))
+    top.yaxis.set_major_formatter(FuncFormatter(_decade_label))
+    top.yaxis.set_minor_locator(NullLocator())
+    styles = ", ".join(f"d = {d} {('solid', 'dashed', 'dotted', 'dash-dot')[j % 4]}"
+                       for j, d in enumerate(dims))
+    top.set_title(f"l = {order}: {styles}")
+    top.set_ylabel("test risk / teacher's (median, IQR)")
+    bottom.set_ylabel("success rate (95% CI)")
+    bottom.set_ylim(-0.04, 1.04)
+    bottom.set_xlabel("number of samples n")
+    for ax in (top, bottom):
+        ax.grid(True, color="0.92", lw=0.6)
+
+
 @_styled
 def samples_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
     """Relative test risk (top) and success rate (bottom) against the number of samples ``n``.
@@ -1437,53 +1484,17 @@ def samples_figure(df: pd.DataFrame, success_threshold: float) -> Figure:
             colour, marker = _REGIME_STYLES.get(regime, PALETTE[k % len(PALETTE)])
             for j, dim in enumerate(dims):
                 s = part[(part["regime"] == regime) & (part["dim"] == dim)].sort_values("n")
-                if s.empty:
-                    continue
-                x = s["n"].to_numpy(np.float64) * _dodge(k, len(regimes), 0.04)
-                ls = _DIM_LINES[j % len(_DIM_LINES)]
-                fill = colour if j == 0 else "white"
-                top.fill_between(x, np.clip(s["q25_risk"], y_lo, y_hi),
-                                 np.clip(s["q75_risk"], y_lo, y_hi), color=colour,
-                                 alpha=0.13, lw=0)
-                top.plot(x, np.clip(s["median_risk"].to_numpy(np.float64), y_lo, y_hi),
-                         color=colour, marker=marker, ls=ls, mfc=fill)
-                rate = s["success_rate"].to_numpy(np.float64)
-                bottom.errorbar(x, rate, yerr=[rate - s["success_low"], s["success_high"] - rate],
-                                color=colour, marker=marker, ls=ls, mfc=fill, lw=1.0,
-                                elinewidth=0.6, capsize=1.5, ecolor=(*matplotlib.colors.to_rgb(
-                                    colour), 0.35))
+                if not s.empty:
+                    _samples_series(top, bottom, s, colour, marker, j,
+                                    _dodge(k, len(regimes), 0.04), y_lo, y_hi)
             name = str(part.loc[part["regime"] == regime, "algorithm"].iloc[0]) if (
                 part["regime"] == regime).any() else regime
             label = regime.upper() if name == regime else f"{name} ({regime})"
             if label not in labels:
                 handles.append(Line2D([], [], color=colour, marker=marker, ls="-"))
                 labels.append(label)
-        threshold = success_threshold ** 2
-        top.axhline(threshold, color="0.2", ls=(0, (5, 3)), lw=0.9, zorder=1)
-        _log_x(bottom, part["n"].unique(), extra=sizes)
-        names = top.secondary_xaxis("top")  # the lines' names outside the data area
-        text = {size: f"C({d + order - 1},{order})={size}" for d, size in zip(dims, sizes)}
-        names.xaxis.set_major_locator(FixedLocator(sizes))
-        names.xaxis.set_major_formatter(FuncFormatter(
-            lambda v, pos, text=text: text.get(int(round(v)), "")))
-        names.xaxis.set_minor_locator(NullLocator())
-        names.tick_params(labelsize=7, length=3, pad=1, colors="0.3")
-        top.set_yscale("log")
-        top.set_ylim(y_lo, y_hi)
-        top.yaxis.set_major_locator(FixedLocator(
-            [10.0 ** e for e in range(math.ceil(math.log10(y_lo)), math.floor(
-                math.log10(y_hi)) + 1, 2)]))
-        top.yaxis.set_major_formatter(FuncFormatter(_decade_label))
-        top.yaxis.set_minor_locator(NullLocator())
-        styles = ", ".join(f"d = {d} {('solid', 'dashed', 'dotted', 'dash-dot')[j % 4]}"
-                           for j, d in enumerate(dims))
-        top.set_title(f"l = {order}: {styles}")
-        top.set_ylabel("test risk / teacher's (median, IQR)")
-        bottom.set_ylabel("success rate (95% CI)")
-        bottom.set_ylim(-0.04, 1.04)
-        bottom.set_xlabel("number of samples n")
-        for ax in (top, bottom):
-            ax.grid(True, color="0.92", lw=0.6)
+        top.axhline(success_threshold ** 2, color="0.2", ls=(0, (5, 3)), lw=0.9, zorder=1)
+        _samples_axes(top, bottom, part, order, dims, sizes, y_lo, y_hi)
     handles += [Line2D([], [], color="0.35", ls=_DIM_LINES[0], marker="o", mfc="0.35"),
                 Line2D([], [], color="0.35", ls=_DIM_LINES[1], marker="o", mfc="white"),
                 Line2D([], [], color="0.2", ls=(0, (5, 3)), lw=0.9)]
