@@ -49,7 +49,10 @@ def measure(preset: str, quick: bool) -> list[dict]:
             est = _seconds(line[len("time: ~"):])
             m = re.search(r"compile ~([0-9.]+ (?:s|min)), compute ~([0-9.]+ (?:s|min))", line)
             wall, text = _jaxtd(["run", *flags, "--out", f"{out}/{state}"], home)
-            done = re.search(r"compiled (\d+) programs in ([0-9.]+) s, ran in ([0-9.]+) s", text)
+            # a warm run names the programs it loaded: "compiled N programs in X s (loaded K
+            # saved by an earlier run in Y s), ran in Z s"
+            done = re.search(r"compiled (\d+) programs in ([0-9.]+) s(?: \(loaded \d+ saved by "
+                             r"an earlier run in [0-9.]+ s\))?, ran in ([0-9.]+) s", text)
             programs = re.search(r"(\d+) programs to compile", plan)
             rows.append({"preset": preset + (" --quick" if quick else ""), "cache": state,
                          "estimate_s": est, "est_compile_s": _seconds(m[1]),
