@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import run_summary  # noqa: E402
 
 
 def _jaxtd(args: list[str], cache_home: str) -> tuple[float, str]:
@@ -49,17 +51,14 @@ def measure(preset: str, quick: bool) -> list[dict]:
             est = _seconds(line[len("time: ~"):])
             m = re.search(r"compile ~([0-9.]+ (?:s|min)), compute ~([0-9.]+ (?:s|min))", line)
             wall, text = _jaxtd(["run", *flags, "--out", f"{out}/{state}"], home)
-            # a warm run names the programs it loaded: "compiled N programs in X s (loaded K
-            # saved by an earlier run in Y s), ran in Z s"
-            done = re.search(r"compiled (\d+) programs in ([0-9.]+) s(?: \(loaded \d+ saved by "
-                             r"an earlier run in [0-9.]+ s\))?, ran in ([0-9.]+) s", text)
+            done = run_summary(text)
             programs = re.search(r"(\d+) programs to compile", plan)
             rows.append({"preset": preset + (" --quick" if quick else ""), "cache": state,
                          "estimate_s": est, "est_compile_s": _seconds(m[1]),
                          "est_compute_s": _seconds(m[2]), "wall_s": wall,
                          "programs_announced": int(programs[1]),
-                         "programs_compiled": int(done[1]), "compile_s": float(done[2]),
-                         "run_s": float(done[3]), "load": os.getloadavg()[0],
+                         "programs_compiled": done["programs"], "compile_s": done["compile"],
+                         "run_s": done["run"], "load": os.getloadavg()[0],
                          "busy": (re.search(r"load x([0-9.]+)", line) or [None, "1.0"])[1]})
             r = rows[-1]
             print(f"| {r['preset']} | {state} | {est:.0f} ({r['est_compile_s']:.0f} + "

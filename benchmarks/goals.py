@@ -41,9 +41,8 @@ ROOT = HERE.parent
 
 # The presets the "≤ 60 s cold" goal covers. The phase-diagram and samples presets are studies
 # with budgets of their own (minutes, not seconds); their rows are printed but not judged here.
-QUICK_GOAL_PRESETS = ("headline", "beyond-lazy", "deflation", "init-scale", "lazy-threshold",
+JUDGED_PRESETS = ("headline", "beyond-lazy", "deflation", "init-scale", "lazy-threshold",
                       "width-vs-rank")
-DEFAULT_PRESETS = QUICK_GOAL_PRESETS
 SUITE_CACHE = ROOT / ".pytest_cache" / "v" / "jaxtd" / "suite"
 
 # name: (before, goal, how the goal reads). Values are ratios or seconds as the name says.
@@ -129,7 +128,7 @@ def rows(ratio: dict | None, presets: list[dict], cli: dict, suite: dict | None)
     for p in presets:
         name = p["preset"]
         if p["cache"] == "cold":
-            judged = name in QUICK_GOAL_PRESETS
+            judged = name in JUDGED_PRESETS
             add("preset cold wall s", p["wall_s"] if judged else None,
                 f"{name}: {p['wall_s']:.0f} s, load {p['load']:.1f}"
                 + ("" if judged else " (a study with its own budget)"),
@@ -172,7 +171,7 @@ def _write_atomic(path: Path, data: dict) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default=",".join(DEFAULT_PRESETS),
+    parser.add_argument("--presets", default=",".join(JUDGED_PRESETS),
                         help="comma-separated presets to run cold and warm (default: %(default)s)")
     parser.add_argument("--suite", action="store_true", help="run the full test suite here")
     parser.add_argument("--no-ratio", action="store_true", help="skip jaxtd.sweep vs the floor")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 from jaxtd.units import fmt_seconds  # the one spelling of a duration (README cells)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_summary  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "presets.json"
 README = ROOT / "README.md"
-# the run's last line (jaxtd/cli.py)
-_SUMMARY = re.compile(r"compiled (\d+) programs in ([\d.]+) s(?: \(loaded (\d+) saved by an "
-                      r"earlier run in ([\d.]+) s\))?, ran in ([\d.]+) s")
 _ROW = re.compile(r"^\| `(?P<name>[\w-]+)`(?P<mid>.*)\| (?P<cell>[^|]*) \|$")
 _SENTENCE = re.compile(r"^Wall times are whole `jaxtd run --preset NAME` processes.*$", re.M)
 
@@ -68,13 +68,11 @@ def _one(preset: str, cache: Path, quick: bool) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{preset}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
-    match = _SUMMARY.search(proc.stdout + proc.stderr)
-    if match is None:
+    summary = run_summary(proc.stdout + proc.stderr)
+    if summary is None:
         raise RuntimeError(f"{preset}: no 'compiled ... ran in' line in its output")
-    n, compile_s, loaded, load_s, run_s = match.groups()
-    return {"wall": wall, "programs": int(n), "compile": float(compile_s),
-            "loaded": int(loaded or 0), "load": float(load_s or 0.0), "run": float(run_s),
-            "load_before": load_before, "load_after": os.getloadavg()[0]}
+    return {"wall": wall, **summary, "load_before": load_before,
+            "load_after": os.getloadavg()[0]}
 
 
 def measure(preset: str, quick: bool = False) -> dict:

@@ -274,13 +274,15 @@ def _config(spec: SweepSpec, algorithm: Algorithm, target: SymCP, base_key) -> d
     """What identifies a sweep's results: everything that determines its numbers (compared on
     every reuse by :class:`jaxtd.store.ChunkStore`). The algorithm enters with its full static
     identity (:func:`jaxtd.store.algorithm_identity`: constructor and every argument, optimizer
-    included); the seeds with their split into chunks."""
+    included); the seeds with their split into chunks; the platform, which rounds differently
+    and picks the loss's form (:func:`jaxtd.representation.choose`)."""
     return {"format": SWEEP_FORMAT,
             "algorithm": algorithm_identity(algorithm),
             "target": {"order": target.order, "dim": target.dim, "rank": target.rank,
                        "dtype": str(target.factors.dtype),
                        "sha256": _fingerprint(target.weights, target.factors)},
             "dtype": str(default_dtype()), "x64": bool(jax.config.jax_enable_x64),
+            "platform": jax.default_backend(),
             "base_key": _fingerprint(_key_data(base_key)), "key_impl": _key_impl(base_key),
             "seeds": list(spec.seeds), "widths": list(spec.widths), "steps": spec.steps,
             "record_every": spec.record_every,

@@ -72,7 +72,7 @@ RESULTS_FORMAT = "jaxtd.results/3"
 RESULTS_FORMATS = ("jaxtd.results/1", "jaxtd.results/2", RESULTS_FORMAT)
 CHUNK_FORMAT = "jaxtd.chunk/2"
 # part of every sweep's identity: /3 = the full algorithm identity, x64, key implementation
-SWEEP_FORMAT = "jaxtd.sweep/3"
+SWEEP_FORMAT = "jaxtd.sweep/4"
 RESUME_MODES = (True, False, "recompute")
 # the files a finished result holds besides config.json (their sha256 is in config.json)
 SAVED_FILES = ("rows.npz", "histories.npz", "results.csv", "results.json")

@@ -11,6 +11,14 @@ import jaxtd
 from jaxtd import models, representation
 
 
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Each test in float32 and in float64 (x64 on for the latter)."""
+    if request.param == "float64":
+        request.getfixturevalue("x64")
+    return jnp.dtype(request.param)
+
+
 def _problem(dtype, m=6, d=4, order=3):
     k1, k2 = jax.random.split(jax.random.key(1))
     target = jaxtd.targets.random_unit(k1, dim=d, rank=2, order=order, weights=[1.0, 0.5])
@@ -19,12 +27,8 @@ def _problem(dtype, m=6, d=4, order=3):
     return target, params
 
 
-@pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_dense_is_the_oracle_tensor_and_the_losses_agree(precision, request):
-    if precision == "float64":
-        request.getfixturevalue("x64")
-    dtype = jnp.dtype(precision)
-    rtol = 1e-12 if precision == "float64" else 2e-5
+def test_dense_is_the_oracle_tensor_and_the_losses_agree(dtype):
+    rtol = 1e-12 if dtype == jnp.float64 else 2e-5
     for order in (2, 4):  # (order 3: the tests below)
         target, params = _problem(dtype, order=order)
         model = jaxtd.SymCP(jnp.linspace(-1.0, 1.0, 6, dtype=dtype), params, order)
@@ -43,13 +47,9 @@ def test_dense_is_the_oracle_tensor_and_the_losses_agree(precision, request):
             representation.explicit_loss(model, jaxtd.to_dense(target)), v_gram, rtol=rtol)
 
 
-@pytest.mark.parametrize("precision", ["float32", "float64"])
-def test_regularized_loss_and_a_gd_trajectory_agree_between_the_forms(precision, request):
+def test_regularized_loss_and_a_gd_trajectory_agree_between_the_forms(dtype):
     """Both models, a mask and weight decay; then 25 plain GD steps in each form."""
-    if precision == "float64":
-        request.getfixturevalue("x64")
-    dtype = jnp.dtype(precision)
-    rtol = 1e-11 if precision == "float64" else 5e-5
+    rtol = 1e-11 if dtype == jnp.float64 else 5e-5
     target, params = _problem(dtype)
     mask = jnp.array([1, 1, 1, 1, 0, 0], dtype)
     signs = jnp.array([1, -1, 1, 1, -1, 1], dtype)
@@ -79,10 +79,9 @@ def test_regularized_loss_and_a_gd_trajectory_agree_between_the_forms(precision,
     np.testing.assert_allclose(w_exp, w_gram, rtol=10 * rtol, atol=10 * rtol)
 
 
-def test_a_real_algorithm_switches_form_by_width_with_the_same_run(monkeypatch, request):
+def test_a_real_algorithm_switches_form_by_width_with_the_same_run(monkeypatch, x64):
     """gd at d = 4, width 200 (l = 3): the cost model picks the explicit form; forcing the Gram
     form (an infinite penalty) reruns the same trajectory to rounding."""
-    request.getfixturevalue("x64")
     target, _ = _problem(jnp.float64)
     platform = jax.default_backend()
     assert representation.choose(200, 4, 2, 3) == "explicit"
