@@ -263,6 +263,8 @@ def trajectory(algorithm: Algorithm, key, target: SymCP, *, width: int, steps: i
         out = metrics.record(algorithm.tensor(state), target, algorithm.params(state), params0,
                              mask=mask, active_fraction=active_fraction, precise=False)
         extra = {("objective" if k == "loss" else k): v for k, v in last.items()}
+        if algorithm.measure is not None:
+            extra.update(algorithm.measure(state, target))
         out.update({k: v for k, v in extra.items() if k not in out})
         return out
 

@@ -600,6 +600,11 @@ def check_user_algorithm(name: str, spec: str, algorithm, order: int, dim: int,
         for k, v in metrics.items():
             if getattr(v, "shape", None) != ():
                 fail(f"step's metrics[{k!r}] must be a scalar, got {v!r}")
+        if algorithm.measure is not None:
+            measured = call("measure(state, target)", algorithm.measure, new, target)
+            if not isinstance(measured, dict) or any(getattr(v, "shape", None) != ()
+                                                     for v in measured.values()):
+                fail(f"measure(state, target) must return a dict of scalars, got {measured!r}")
         tensor = call("tensor(state)", algorithm.tensor, new)
         if not isinstance(tensor, SymCP):
             fail(f"tensor(state) must return a jaxtd.SymCP, got {type(tensor).__name__}")

@@ -43,6 +43,25 @@ def test_history_layout_and_fit_times_follow_history():
     assert int(res.diverged_step) == -1
 
 
+def test_measure_is_recorded_for_each_recorded_iterate(x64):
+    """An algorithm's optional ``measure`` enters the history at each record, evaluated on the
+    recorded iterate (here: the squared norm of the factors, against plain stepping)."""
+    target = _target(dim=4)
+    base_alg = gd(0.05, init_scale=0.3)
+    alg = base_alg._replace(measure=lambda state, t: {
+        "params_sq": jnp.sum(base_alg.params(state) ** 2), "order": jnp.asarray(t.order)})
+    key, steps, every = jax.random.PRNGKey(3), 6, 2
+    h = jaxtd.run(alg, key, target, width=3, steps=steps, record_every=every).history
+    state, want = alg.init(key, target, 3), []
+    for t in range(steps + 1):
+        if t % every == 0:
+            want.append(float(jnp.sum(alg.params(state) ** 2)))
+        state = alg.step(state, target)[0]
+    np.testing.assert_allclose(h["params_sq"], want, rtol=1e-12)
+    np.testing.assert_array_equal(h["order"], 3)
+    assert alg != base_alg  # another function: another program
+
+
 def _scripted_loss(alg, first, later):
     """``alg`` whose step reports ``first`` at step 0 and ``later`` afterwards (its iterates are
     plain GD's): the divergence test sees exactly these numbers."""

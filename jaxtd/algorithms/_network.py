@@ -30,9 +30,11 @@ tensor of the linearized network, :func:`jaxtd.algorithms.polarize`: ``φ_w`` is
 ``w^{⊗l}``, so the linearized network is the network of the linearized tensor). The runner's
 ``loss``/``relative_error`` are therefore those of the population: the population risk is
 ``l!`` times the recorded ``loss`` plus ``½ σ^2``. ``step`` reports, before its update, ``loss``
-(the batch's empirical loss), ``empirical_loss`` (on the whole data set; the batch's when online)
-and ``population_loss`` (exact, :func:`jaxtd.network.population_loss`), which the runner records
-in the history (``loss`` as ``objective``).
+(the batch's empirical loss; the history's ``objective``). ``measure``, which the runner calls at
+each record only, reports the recorded iterate's ``empirical_loss`` (on the active data set;
+online, on the batch the next step draws) and ``population_loss`` (exact,
+:func:`jaxtd.network.population_loss`): at every step they would cost as much again as the step
+(the exact risk is a Gram-form loss of the ``m``-row model).
 """
 
 from __future__ import annotations
@@ -156,8 +158,9 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
       signs: see :func:`jaxtd.algorithms.gd`.
       name: see :func:`jaxtd.algorithms.gd` (default ``"network-<regime>"``).
     Returns:
-      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (batch empirical loss),
-      ``empirical_loss`` and ``population_loss`` before the update; ``tensor`` the model's tensor
+      An :class:`~jaxtd.algorithms.Algorithm`; ``step`` reports ``loss`` (batch empirical loss)
+      before the update; ``measure`` the ``empirical_loss`` and the exact ``population_loss`` of
+      the iterate, at each record; ``tensor`` the model's tensor
       (``nt``: of the linearized network); ``params`` the inner weights (``nt``: ``W0 + Δ``).
     """
     base.check_choice(regime, "regime", REGIMES)
@@ -198,21 +201,26 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
         value = trained(state, layout)
         loss, grads = jax.value_and_grad(empirical_loss, argnums=1)(state, value, x, y, weights,
                                                                      layout)
-        whole = (empirical_loss(state, value, state.x, state.y, sample_mask(state, layout),
-                                layout) if layout.minibatch else loss)
         new, opt_state = base.optimizer_step(opt, value, grads, state.opt_state,
                                              state.hparams["learning_rate"], state.mask)
         state_new = with_trained(state, new, layout)._replace(opt_state=opt_state,
                                                               count=state.count + 1)
-        return state_new, {"loss": loss, "empirical_loss": whole,
-                           "population_loss": population_loss(state, target, regime)}
+        return state_new, {"loss": loss}
+
+    def measure(state: NetworkState, target: SymCP) -> dict:
+        # online: the batch the next step trains on (there is no data set)
+        x, y, weights = (draw_batch(state, target, layout) if layout.online
+                         else (state.x, state.y, sample_mask(state, layout)))
+        return {"empirical_loss": empirical_loss(state, trained(state, layout), x, y, weights,
+                                                 layout),
+                "population_loss": population_loss(state, target, regime)}
 
     def params(state: NetworkState) -> jax.Array:
         return state.factors + state.delta if regime == "nt" else state.factors
 
     return base.Algorithm(name or f"network-{regime}", init_fn, step,
                           lambda state: network_tensor(state, regime), params, defaults,
-                          ranges=schema.hparam_params(SCHEMA))
+                          ranges=schema.hparam_params(SCHEMA), measure=measure)
 
 
 # -- the pieces of a step (static choices in a Layout) ----------------------------------------

@@ -49,7 +49,7 @@ __all__ = ["Algorithm", "constructor", "Static",
            "residual_along", "residual_signs", "relative_from_fit", "relative_from_loss", "freeze"]
 
 
-_FUNCTIONS = ("init", "step", "tensor", "params")
+_FUNCTIONS = ("init", "step", "tensor", "params", "measure")
 
 
 class _Fields(NamedTuple):
@@ -61,6 +61,9 @@ class _Fields(NamedTuple):
     hparams: Mapping[str, float]
     static_key: Any = None
     ranges: Optional[Mapping[str, schema.Param]] = None  # hparam -> its schema Param
+    # measure(state, target) -> dict of scalars: metrics of the current iterate that the history
+    # records but the step does not need (evaluated at each record only, not at every step)
+    measure: Optional[Callable] = None
 
 
 class Algorithm(_Fields):
@@ -70,11 +73,15 @@ class Algorithm(_Fields):
     argument that sets it (``schema.hparam_params(SCHEMA)``): the one declaration of its range,
     which the runner and the sweep check overrides against (``None``: finite values only).
 
+    ``measure`` (optional) returns metrics of the current iterate that the history records and
+    the step does not need; the runner calls it at each record only, so an exact but costly
+    metric (the network's population risk) is not paid at every step.
+
     ``static_key`` identifies the program the functions trace to. Constructors decorated with
     :func:`constructor` set it from their arguments, so two calls with equal arguments give equal
     algorithms with equal hashes: ``jax.jit`` (the algorithm is a static argument) and the sweep's
     executable cache then reuse compiled programs instead of compiling again. Without a key
-    (``None``, e.g. a hand-assembled algorithm) equality falls back to the identity of the four
+    (``None``, e.g. a hand-assembled algorithm) equality falls back to the identity of the
     functions. ``_replace`` of any function drops the key, since it no longer describes them.
     """
 
