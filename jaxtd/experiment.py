@@ -400,8 +400,10 @@ def describe(config: cfg.Config, *, compile_cache: bool = True,
     load = machine_load() if load is None else load
     wall = estimate_wall(config, warm=warm, load=load)
     busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
-    lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile, "
-                 f"peak memory ~{fmt_bytes(peak)}")
+    loaded = (" (or to load: a warm cache holds those an earlier run of the same configuration "
+              "saved)") if warm else ""
+    lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile"
+                 f"{loaded}, peak memory ~{fmt_bytes(peak)}")
     def sec(t):  # seconds up to 10 minutes: minutes would round a 2.4-minute run to 2
         return f"{t:.0f} s" if t < 600 else fmt_seconds(t)
     lines.append(f"time: ~{sec(wall['total'])} (compile ~{sec(wall['compile'])}, compute "
