@@ -2,9 +2,9 @@
 
 A sweep runs each *width bucket* as one program at its largest width (the smaller widths
 masked). :func:`bucket_widths` groups the widths; for ``bucketing="auto"`` it weighs each
-program's compilation against the padded work it runs (:class:`BucketCost`). :func:`plan_buckets` is the
-one bucket plan of a sweep, used by :func:`jaxtd.sweep` and by the run plan of
-:mod:`jaxtd.experiment` alike, so the estimate and the run never disagree.
+program's compilation against the padded work it runs (:class:`BucketCost`).
+:func:`plan_buckets` is the one bucket plan of a sweep, used by :func:`jaxtd.sweep` and by the
+run plan of :mod:`jaxtd.experiment` alike, so the estimate and the run never disagree.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def _bucket_costs(widths: Sequence[int], j: int, cost) -> np.ndarray:
 
 
 def plan_buckets(widths: Sequence[int], bucketing: str, *, platform: str, dim: int, rank: int,
-         steps: int, n_hparams: int, chunk_size: int, n_devices: int) -> tuple[tuple[int, ...], ...]:
+                 steps: int, n_hparams: int, chunk_size: int,
+                 n_devices: int) -> tuple[tuple[int, ...], ...]:
     """The buckets :func:`jaxtd.sweep` runs ``widths`` in, for chunks of ``chunk_size`` seeds
     sharded over ``n_devices`` devices of ``platform`` (``"cpu"``, ``"gpu"``, ...): each device
     runs ``ceil(chunk_size / n_devices)`` seeds times ``n_hparams`` combinations times ``steps``
