@@ -270,20 +270,28 @@ def _key_impl(key) -> str:
     return str(jax.config.jax_default_prng_impl)
 
 
+def numerics_identity(base_key=None) -> dict:
+    """What besides a configuration determines a saved result's numbers: the default float dtype
+    and x64, the platform (it rounds differently and picks the loss's form,
+    :func:`jaxtd.representation.choose`) and the PRNG implementation of ``base_key`` (default:
+    JAX's). Part of the identity of every saved sweep, slope table and lazy-optimum table."""
+    return {"dtype": str(default_dtype()), "x64": bool(jax.config.jax_enable_x64),
+            "platform": jax.default_backend(),
+            "key_impl": _key_impl(base_key_of(base_key))}
+
+
 def _config(spec: SweepSpec, algorithm: Algorithm, target: SymCP, base_key) -> dict:
     """What identifies a sweep's results: everything that determines its numbers (compared on
     every reuse by :class:`jaxtd.store.ChunkStore`). The algorithm enters with its full static
     identity (:func:`jaxtd.store.algorithm_identity`: constructor and every argument, optimizer
-    included); the seeds with their split into chunks; the platform, which rounds differently
-    and picks the loss's form (:func:`jaxtd.representation.choose`)."""
+    included); the seeds with their split into chunks; :func:`numerics_identity`."""
     return {"format": SWEEP_FORMAT,
             "algorithm": algorithm_identity(algorithm),
             "target": {"order": target.order, "dim": target.dim, "rank": target.rank,
                        "dtype": str(target.factors.dtype),
                        "sha256": _fingerprint(target.weights, target.factors)},
-            "dtype": str(default_dtype()), "x64": bool(jax.config.jax_enable_x64),
-            "platform": jax.default_backend(),
-            "base_key": _fingerprint(_key_data(base_key)), "key_impl": _key_impl(base_key),
+            **numerics_identity(base_key),
+            "base_key": _fingerprint(_key_data(base_key)),
             "seeds": list(spec.seeds), "widths": list(spec.widths), "steps": spec.steps,
             "record_every": spec.record_every,
             "hparams": {k: list(v) for k, v in zip(spec.hparam_names, spec.hparam_values)},

@@ -31,7 +31,7 @@ from jaxtd import config as cfg
 from jaxtd import distributed, lazy, log, phase, targets, transition
 from jaxtd._buckets import plan_buckets
 from jaxtd._checks import largest_divisor_at_most
-from jaxtd._sweep import key_for_seed, sweep
+from jaxtd._sweep import key_for_seed, numerics_identity, sweep
 from jaxtd.compile_cache import default_dir as default_cache_dir
 from jaxtd.lazy import DENSE_MAX_SIZE
 from jaxtd.phase import coarse_widths
@@ -629,7 +629,8 @@ class _SubLog:
 
 def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
     """The resolved config of one sub-sweep: what its saved folder was computed from (target,
-    sweep keys, the algorithm's table), as written to ``sweeps/<sub>/sub.json``."""
+    sweep keys, the algorithm's table, and :func:`jaxtd._sweep.numerics_identity`: dtype, x64,
+    platform, PRNG implementation), as written to ``sweeps/<sub>/sub.json``."""
     t, s = config.target, config.sweep
     return jsonable({
         "target": {"order": sub.order, "dim": sub.dim, "rank": sub.rank, "kind": t.kind,
@@ -639,7 +640,9 @@ def _sub_identity(config: cfg.Config, sub: SubSweep) -> dict:
                   "record_every": s.record_every, "success_threshold": s.success_threshold,
                   "bucketing": s.bucketing, "chunk_size": sub.chunk_size,
                   "hparams": {k: list(v) for k, v in sub.hparams}},
-        sub.algorithm: dict(config.params[sub.algorithm])})
+        sub.algorithm: dict(config.params[sub.algorithm]),
+        # the lazy-optimum cache beside the sweep is reused under this identity too
+        "numerics": numerics_identity()})
 
 
 def _check_sub(config: cfg.Config, sub: SubSweep, folder: Path, resume: bool) -> str:

@@ -71,7 +71,8 @@ LOCK_NAME = ".lock"
 RESULTS_FORMAT = "jaxtd.results/3"
 RESULTS_FORMATS = ("jaxtd.results/1", "jaxtd.results/2", RESULTS_FORMAT)
 CHUNK_FORMAT = "jaxtd.chunk/2"
-# part of every sweep's identity: /3 = the full algorithm identity, x64, key implementation
+# part of every sweep's identity: /3 = the full algorithm identity, x64, key implementation;
+# /4 = the platform
 SWEEP_FORMAT = "jaxtd.sweep/4"
 RESUME_MODES = (True, False, "recompute")
 # the files a finished result holds besides config.json (their sha256 is in config.json)

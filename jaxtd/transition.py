@@ -34,11 +34,10 @@ import pandas as pd
 
 from jaxtd.algorithms.base import Algorithm
 from jaxtd._run import full_hparams, simulate, validate
-from jaxtd._sweep import base_key_of
+from jaxtd._sweep import base_key_of, numerics_identity
 from jaxtd.store import (READ_ERRORS, algorithm_identity, arrays_sha256, atomic_write,
                          config_fingerprint, unidentified)
 from jaxtd.symcp import SymCP
-from jaxtd.targets import default_dtype
 
 __all__ = ["COLUMN", "scale_slopes", "add_slope_column", "locate"]
 
@@ -163,7 +162,8 @@ def _group_values(rows, names: Sequence[str]):
 def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_every: int,
                     hparams: Mapping[str, Any]) -> Optional[str]:
     """Fingerprint of what determines a cached slope table (the algorithm's full identity, the
-    target's values, steps, record cadence, the other hparams, dtype); ``None`` when the
+    target's values, steps, record cadence, the other hparams, dtype, x64, platform and PRNG
+    implementation: :func:`jaxtd._sweep.numerics_identity`); ``None`` when the
     algorithm cannot be identified (its cache is then never reused)."""
     ident = algorithm_identity(algorithm)
     if unidentified(ident) is not None:
@@ -173,7 +173,7 @@ def _cache_identity(algorithm: Algorithm, target: SymCP, steps: int, record_ever
                                "order": target.order, "steps": steps,
                                "record_every": record_every,
                                "hparams": {k: float(v) for k, v in hparams.items()},
-                               "dtype": str(default_dtype())})
+                               **numerics_identity()})
 
 
 def _load_cache(path: Path, seeds, widths, scales, identity: Optional[str]):

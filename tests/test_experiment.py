@@ -1,6 +1,7 @@
 """The experiment layer (jaxtd/experiment.py): plan, chunking, progress counts, hyper-parameter
 columns, compile/run totals."""
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -181,3 +182,16 @@ success_threshold = 1e-2
     long = small.replace("steps = 40", "steps = 1000000000")
     assert experiment.estimate(cfg.loads(long))[1] > 3600 > experiment.estimate(
         cfg.loads(small))[1]
+
+
+def test_a_sub_sweep_saved_on_another_platform_is_refused(tmp_path, monkeypatch):
+    """sub.json names the numerics (dtype, x64, platform, PRNG implementation): the lazy-optimum
+    cache kept beside a sweep is never reused by a run that would round differently."""
+    config = cfg.loads(SMALL)
+    sub = experiment.plan(config)[0]
+    experiment._check_sub(config, sub, tmp_path, resume=False)
+    assert experiment._check_sub(config, sub, tmp_path, resume=True)  # same: reused
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(experiment.ResumeError, match="numerics.platform"):
+        experiment._check_sub(config, sub, tmp_path, resume=True)
+

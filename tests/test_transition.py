@@ -240,6 +240,13 @@ def test_slope_column_lands_on_its_rows_and_is_cached(tmp_path):
                                         cache=tmp_path / "slopes")
         finally:
             transition.scale_slopes = real
+    # nor the cache of another platform, which rounds differently
+    with pytest.raises(AssertionError, match="recomputed"), \
+            pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jax, "default_backend", lambda: "gpu")
+        patch.setattr(transition, "scale_slopes", no_recompute)
+        transition.add_slope_column(res, alg, target, steps=60, record_every=20,
+                                    cache=tmp_path / "slopes")
 
 
 def test_scale_slopes_bad_input_is_named():
