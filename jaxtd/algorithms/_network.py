@@ -7,8 +7,10 @@ empirical loss ``½ mean (f(x) - y)^2`` on labelled samples ``y = f*(x) + σ ε`
 
 - ``regime="nn"``: the network itself, in ``W`` (and ``a`` with ``train_output=True``);
 - ``regime="nt"``: its linearization in ``W`` around ``W0`` (``a`` fixed),
-  ``f(x; W0) + ∂_W f(x; W0) Δ``, evaluated with ``jax.linearize`` of the network's output; the
-  trained variable is ``Δ``;
+  ``f(x; W0) + ∂_W f(x; W0) Δ``; the trained variable is ``Δ``. With a data set its
+  coefficients on the data (:class:`jaxtd.network.Tangent`) are computed once, in ``init``, and
+  kept in the state (a step then costs two small products, not a linearization); online, the
+  step linearizes the network's output on its batch (``jax.linearize``);
 - ``regime="rf"``: the output layer ``a`` alone, ``W = W0`` fixed, from ``a = 0`` (so full-batch
   GD converges to :func:`jaxtd.network.rf_least_squares`, the min-norm least-squares fit).
 
@@ -54,7 +56,7 @@ from jaxtd.lazy import polarize
 from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
-__all__ = ["network", "NetworkState", "REGIMES", "NETWORK_INITS", "SCHEMA", "Layout",
+__all__ = ["network", "NetworkState", "Batch", "REGIMES", "NETWORK_INITS", "SCHEMA", "Layout",
            "initial_layers", "trained", "with_trained", "outputs", "sample_mask", "draw_batch",
            "empirical_loss", "network_tensor", "population_loss"]
 
@@ -76,6 +78,8 @@ class NetworkState(NamedTuple):
       mask: ``(m,)`` 0/1 activity mask.
       x: ``(n, d)`` the data set (``(0, d)`` online).
       y: ``(n,)`` its labels.
+      tangent: ``nt`` with a data set: the linearization at ``W0`` on it
+        (:class:`jaxtd.network.Tangent`, computed in ``init``); ``None`` otherwise.
       key: the batch stream (minibatch indices or fresh samples of step ``t``: ``fold_in(key, t)``).
       opt_state: the optimizer state of the trained variables.
       hparams: dict of scalar arrays (``init_scale``, ``noise``, ``learning_rate``, and with a
@@ -90,6 +94,7 @@ class NetworkState(NamedTuple):
     mask: jax.Array
     x: jax.Array
     y: jax.Array
+    tangent: Optional[hermite_net.Tangent]
     key: jax.Array
     opt_state: Any
     hparams: dict
@@ -99,7 +104,10 @@ class NetworkState(NamedTuple):
     def with_init_params(self, params: jax.Array) -> "NetworkState":
         """This state with initial inner weights ``params`` ``(m, d)`` (``W`` of ``nn``, the
         linearization point / fixed features ``W0`` of ``nt`` / ``rf``; ``Δ = 0`` at init)."""
-        return self._replace(factors=params.astype(self.factors.dtype))
+        factors = params.astype(self.factors.dtype)
+        return self._replace(factors=factors,
+                             tangent=_data_tangent(self.weights, factors, self.x, self.order.value,
+                                                   self.tangent is not None))
 
 
 def _check_sizes(samples, batch_size):
@@ -192,15 +200,15 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
             y = jnp.zeros((0,), ctx.dtype)
         else:
             x, y = hermite_net.sample(data_key, target, samples, ctx.hparams["noise"])
-        state = NetworkState(a0, w0, jnp.zeros_like(w0), ctx.mask, x, y, batch_key, None,
-                             ctx.hparams, jnp.zeros((), jnp.int32), base.Static(target.order))
+        tangent = _data_tangent(a0, w0, x, target.order, regime == "nt" and not layout.online)
+        state = NetworkState(a0, w0, jnp.zeros_like(w0), ctx.mask, x, y, tangent, batch_key,
+                             None, ctx.hparams, jnp.zeros((), jnp.int32), base.Static(target.order))
         return state._replace(opt_state=base.init_optimizer(opt, trained(state, layout)))
 
     def step(state: NetworkState, target: SymCP):
-        x, y, weights = draw_batch(state, target, layout)
+        batch = draw_batch(state, target, layout)
         value = trained(state, layout)
-        loss, grads = jax.value_and_grad(empirical_loss, argnums=1)(state, value, x, y, weights,
-                                                                     layout)
+        loss, grads = jax.value_and_grad(empirical_loss, argnums=1)(state, value, batch, layout)
         new, opt_state = base.optimizer_step(opt, value, grads, state.opt_state,
                                              state.hparams["learning_rate"], state.mask)
         state_new = with_trained(state, new, layout)._replace(opt_state=opt_state,
@@ -209,10 +217,9 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
 
     def measure(state: NetworkState, target: SymCP) -> dict:
         # online: the batch the next step trains on (there is no data set)
-        x, y, weights = (draw_batch(state, target, layout) if layout.online
-                         else (state.x, state.y, sample_mask(state, layout)))
-        return {"empirical_loss": empirical_loss(state, trained(state, layout), x, y, weights,
-                                                 layout),
+        batch = (draw_batch(state, target, layout) if layout.online
+                 else Batch(state.x, state.y, sample_mask(state, layout), state.tangent))
+        return {"empirical_loss": empirical_loss(state, trained(state, layout), batch, layout),
                 "population_loss": population_loss(state, target, regime)}
 
     def params(state: NetworkState) -> jax.Array:
@@ -294,10 +301,31 @@ def with_trained(state: NetworkState, value, layout: Layout) -> NetworkState:
     return state._replace(factors=value)
 
 
-def outputs(state: NetworkState, value, x: jax.Array, layout: Layout) -> jax.Array:
+class Batch(NamedTuple):
+    """A step's samples: ``x`` ``(b, d)``, ``y`` ``(b,)``, ``weights`` ``(b,)`` 0/1 (masked
+    samples count 0), and ``tangent``: the state's :class:`jaxtd.network.Tangent` on these rows
+    (``nt`` with a data set; else ``None``)."""
+
+    x: jax.Array
+    y: jax.Array
+    weights: jax.Array
+    tangent: Optional[hermite_net.Tangent] = None
+
+
+def _data_tangent(a, w0, x, order: int, wanted: bool):
+    # nt's outputs on a fixed data set are linear in Δ with coefficients fixed by W0: computed
+    # once here, a step then costs two small products instead of a linearization of the network
+    return hermite_net._tangent(a, w0, x, order) if wanted else None
+
+
+def outputs(state: NetworkState, value, x: jax.Array, layout: Layout,
+            tangent: Optional[hermite_net.Tangent] = None) -> jax.Array:
     """``(b,)`` outputs on ``x`` ``(b, d)`` of the network with trained variables ``value``
-    (``nt``: the first-order expansion ``f(W0) + J_W f(W0) Δ``)."""
+    (``nt``: the first-order expansion ``f(W0) + J_W f(W0) Δ``: from ``tangent``, the
+    linearization's coefficients on these ``x``, if given; else by ``jax.linearize``)."""
     l = state.order.value
+    if layout.regime == "nt" and tangent is not None:
+        return hermite_net._tangent_predict(tangent, state.factors, x, value)
     if layout.regime == "nt":
         f0, lin = jax.linearize(lambda w: hermite_net._predict(state.weights, w, x, l),
                                 state.factors)
@@ -315,29 +343,32 @@ def sample_mask(state: NetworkState, layout: Layout) -> jax.Array:
     return (rows < state.hparams["active_samples"]).astype(state.x.dtype)
 
 
-def draw_batch(state: NetworkState, target: SymCP, layout: Layout) -> tuple:
-    """``(x, y, weights)`` of step ``count``'s batch, keyed by ``fold_in(key, count)``: fresh
-    samples online, the active data set without minibatches, else ``batch_size`` distinct
-    active rows drawn uniformly; ``weights`` 0/1 (masked samples count 0)."""
+def draw_batch(state: NetworkState, target: SymCP, layout: Layout) -> Batch:
+    """Step ``count``'s :class:`Batch`, keyed by ``fold_in(key, count)``: fresh samples
+    online, the active data set without minibatches, else ``batch_size`` distinct active rows
+    drawn uniformly."""
     step_key = jax.random.fold_in(state.key, state.count)
     if layout.online:
         x, y = hermite_net.sample(step_key, target, layout.batch_size, state.hparams["noise"])
-        return x, y, jnp.ones_like(y)
+        return Batch(x, y, jnp.ones_like(y))
     mask = sample_mask(state, layout)
     if not layout.minibatch:
-        return state.x, state.y, mask
+        return Batch(state.x, state.y, mask, state.tangent)
     # b distinct active rows, uniformly: the b smallest of per-row uniforms keyed by the row
     # index (so the choice among the first n rows does not depend on the capacity)
     u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(step_key, j)))(
         jnp.arange(layout.samples))
     idx = jax.lax.top_k(-jnp.where(mask > 0, u, 2.0), layout.batch_size)[1]
-    return state.x[idx], state.y[idx], mask[idx]
+    rows = jax.tree.map(lambda v: v[idx], (state.x, state.y, mask, state.tangent))
+    return Batch(*rows)
 
 
-def empirical_loss(state: NetworkState, value, x, y, weights, layout: Layout) -> jax.Array:
-    """``1/2 sum_j w_j (f(x_j) - y_j)^2 / max(sum_j w_j, 1)`` at trained variables ``value``."""
-    sq = weights * (outputs(state, value, x, layout) - y) ** 2
-    return 0.5 * jnp.sum(sq) / jnp.maximum(jnp.sum(weights), 1.0)
+def empirical_loss(state: NetworkState, value, batch: Batch, layout: Layout) -> jax.Array:
+    """``1/2 sum_j w_j (f(x_j) - y_j)^2 / max(sum_j w_j, 1)`` on ``batch`` at trained
+    variables ``value``."""
+    f = outputs(state, value, batch.x, layout, batch.tangent)
+    sq = batch.weights * (f - batch.y) ** 2
+    return 0.5 * jnp.sum(sq) / jnp.maximum(jnp.sum(batch.weights), 1.0)
 
 
 def network_tensor(state: NetworkState, regime: str) -> SymCP:
