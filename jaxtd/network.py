@@ -115,13 +115,38 @@ def hermite(order: int, s: jax.Array, r=1.0) -> jax.Array:
     """
     order = check_int(order, "order", 0)
     s = jnp.asarray(s)
-    r = jnp.asarray(r).astype(s.dtype)
-    prev, cur = jnp.ones_like(s), s
-    if order == 0:
-        return prev
+    return _hermite(order, s, jnp.asarray(r).astype(s.dtype))
+
+
+def _hermites(order: int, s, r) -> list:
+    """``[h_0, ..., h_order]`` of :func:`hermite`, broadcast to a common shape."""
+    s, r = jnp.broadcast_arrays(s, r)
+    h = [jnp.ones_like(s), s]
     for k in range(1, order):
-        prev, cur = cur, s * cur - k * r * prev
-    return cur
+        h.append(s * h[k] - k * r * h[k - 1])
+    return h[:order + 1]
+
+
+# The derivatives in closed form, ∂_s h_l = l h_{l-1} and ∂_r h_l = -l (l-1)/2 h_{l-2} (the
+# heat equation of the Hermite polynomials), both already computed by the recurrence: the
+# network's gradient then costs a few products, where differentiating the recurrence step by
+# step stores and revisits every h_k.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _hermite(order: int, s, r):
+    return _hermites(order, s, r)[order]
+
+
+@_hermite.defjvp
+def _hermite_jvp(order: int, primals, tangents):
+    s, r = primals
+    ds, dr = tangents
+    h = _hermites(order, s, r)
+    if order == 0:
+        return h[0], jnp.zeros_like(h[0])
+    dh = order * h[order - 1] * ds
+    if order >= 2:
+        dh = dh - (order * (order - 1) / 2) * h[order - 2] * dr
+    return h[order], dh
 
 
 @functools.partial(jax.jit, static_argnums=2)  # eager calls: one program, not op by op

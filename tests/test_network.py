@@ -53,6 +53,28 @@ def test_hermite_matches_numpy(order, x64):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("order", [0, 1, 2, 3, 4, 5])
+def test_hermite_derivatives_match_numpy(order, x64):
+    """First derivatives in ``s`` and ``r`` against numpy by a complex step (``r^{l/2}
+    He_l(s / sqrt(r))`` is analytic in both for ``r > 0``), and the second in ``s`` against
+    ``hermite_e.hermeder``, through jax's own differentiation of :func:`hermite`."""
+    coef = [0.0] * order + [1.0]
+
+    def numpy_h(s, r):
+        return r ** (order / 2) * hermite_e.hermeval(s / np.sqrt(r), coef)
+
+    s, r, eps = np.linspace(-2.0, 2.5, 7), 1.7, 1e-30
+    ds, dr = jax.vmap(jax.grad(lambda s, r: network.hermite(order, s, r), argnums=(0, 1)),
+                      in_axes=(0, None))(jnp.asarray(s), r)
+    np.testing.assert_allclose(ds, np.imag(numpy_h(s + 1j * eps, r)) / eps, rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(dr, np.imag(numpy_h(s, r + 1j * eps)) / eps, rtol=1e-12,
+                               atol=1e-12)
+    d2 = jax.vmap(jax.grad(jax.grad(lambda s: network.hermite(order, s))))(jnp.asarray(s))
+    np.testing.assert_allclose(d2, hermite_e.hermeval(s, hermite_e.hermeder(coef, 2)),
+                               rtol=1e-12, atol=1e-12)
+
+
 def test_features_are_hermite_of_the_projection(x64):
     model = _model(0, 3, 4, 3)
     x = _rows(1, 5, 4) * 2.0
