@@ -141,16 +141,29 @@ def guarded_step(carry: _Carry, algorithm: Algorithm, target: SymCP, divergence_
     bad = ~jnp.isfinite(loss) | (loss > divergence_factor * reference)
     newly = bad & ~carry.diverged
     diverged = carry.diverged | bad
-    frozen = freeze(newly, carry.prev, carry.state)
+    # The leaves the step hands back untouched (a data set, masks, hparams) are equal in state
+    # and prev at every step, so they are carried through as they are: a select would make them
+    # loop-variant, and XLA would then copy them at every step and recompute at every step
+    # what depends on them alone (random features' feature matrix) instead of hoisting it.
+    moving = [n is not o for n, o in zip(jax.tree_util.tree_leaves(new),
+                                         jax.tree_util.tree_leaves(carry.state))]
+    frozen = _freeze_moving(newly, carry.prev, carry.state, moving, carry.state)
     return _Carry(
-        state=freeze(diverged, frozen, new),
-        prev=freeze(diverged, carry.prev, carry.state),
+        state=_freeze_moving(diverged, frozen, new, moving, new),
+        prev=_freeze_moving(diverged, carry.prev, carry.state, moving, carry.prev),
         last=freeze(diverged, carry.last, m),
         diverged=diverged,
         diverged_step=jnp.where(newly, carry.count, carry.diverged_step),
         reference=reference,
         count=carry.count + 1,
     )
+
+
+def _freeze_moving(halt, old, new, moving: list, fixed):
+    """:func:`freeze` on the leaves flagged ``moving``; ``fixed``'s leaves elsewhere."""
+    olds, treedef = jax.tree_util.tree_flatten(old)
+    pairs = zip(olds, jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(fixed), moving)
+    return treedef.unflatten([jnp.where(halt, o, n) if m else f for o, n, f, m in pairs])
 
 
 def with_init_params(algorithm: Algorithm, state, params):
