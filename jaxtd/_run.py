@@ -133,7 +133,7 @@ def guarded_step(carry: _Carry, algorithm: Algorithm, target: SymCP, divergence_
     ``divergence_factor * (loss_0 + ||T*||^2)`` (``target_sq = ||T*||^2``, in the loss's dtype).
     At the first bad step the run freezes at the last iterate whose loss passed (``prev``) and
     records that step in ``diverged_step``; a frozen run stays put. The test selects, it is not
-    differentiated.
+    differentiated. Leaves the step returns unchanged (the same object) skip the select.
     """
     new, m = algorithm.step(carry.state, target)
     loss = jax.lax.stop_gradient(m["loss"]).astype(target_sq.dtype)
