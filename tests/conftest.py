@@ -8,16 +8,25 @@ import time
 _IMPORTED = time.time()  # the suite's wall time counts this file's JAX import and probe
 
 
-def _add_xla_flag(flag: str, probe: bool = False) -> None:
-    """Append ``--name=value`` to ``XLA_FLAGS`` (before JAX starts) unless the user set that
-    option already; with ``probe``, only if a child process accepts it (an XLA that does not
-    know a flag aborts the process)."""
-    current = os.environ.get("XLA_FLAGS", "")
-    if flag.split("=")[0].lstrip("-") in current:
-        return
-    flags = f"{current} {flag}".strip()
-    if not probe or _flags_accepted(flags):
-        os.environ["XLA_FLAGS"] = flags
+def _unset(flag: str) -> bool:
+    """Whether the user's ``XLA_FLAGS`` leaves the option of ``--name=value`` unset."""
+    return flag.split("=")[0].lstrip("-") not in os.environ.get("XLA_FLAGS", "")
+
+
+def _add_xla_flags(*flags: str, probe: bool = False) -> None:
+    """Append each ``--name=value`` to ``XLA_FLAGS`` (before JAX starts) unless the user set that
+    option already; with ``probe``, only the flags a child process accepts (an XLA that does not
+    know a flag aborts the process). All flags are probed in one child (a Python start-up costs
+    seconds per pytest process); only if that fails, each flag in a child of its own."""
+    flags = [f for f in flags if _unset(f)]
+    if probe and flags and not _flags_accepted(_joined(flags)):
+        flags = [f for f in flags if _flags_accepted(_joined([f]))]
+    if flags:
+        os.environ["XLA_FLAGS"] = _joined(flags)
+
+
+def _joined(flags) -> str:
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
 
 
 def _flags_accepted(flags: str) -> bool:
@@ -29,16 +38,15 @@ def _flags_accepted(flags: str) -> bool:
 
 # A batched eigh (dense lazy optima over seeds) can deadlock XLA's multi-threaded Eigen pool on
 # a 2-core machine (both workers wait on work queued behind them).
-_add_xla_flag("--xla_cpu_multi_thread_eigen=false")
+_add_xla_flags("--xla_cpu_multi_thread_eigen=false")
 
 # XLA:CPU's fusion emitters are much of its compile time, and the suite compiles hundreds of
 # small programs: the suite compiles without them, as jaxtd's own grid programs do by default
 # (jaxtd._executables.COMPILER_OPTIONS), so standalone programs match the grids. Optimization
 # level 0 would save more but changes the rounding of the extended-precision metrics that the
-# near-zero tests check, so the level stays XLA's. An XLA that does not know a flag aborts the
-# process, so the flag is tried in a child process first.
-_add_xla_flag("--xla_cpu_use_fusion_emitters=false", probe=True)
-
+# near-zero tests check; the suite's level is 1 (below). An XLA that does not know a flag aborts
+# the process, so both flags are tried in a child process first (one child for the two).
+#
 # LLVM's optimization level 1 instead of XLA's default: the suite's programs are compiled many
 # times and run briefly, and level 1 halves their LLVM time (the headline GD grid compiled in
 # 1.6 s instead of 3.0 s, with bit-identical results and equal run time; the variant's grid in
@@ -47,7 +55,8 @@ _add_xla_flag("--xla_cpu_use_fusion_emitters=false", probe=True)
 # test_sweep, test_lazy_cg: 720 s instead of 885 s of test time on 2 cores). Level 0 would save
 # more but runs 4x slower and changes the rounding the near-zero tests check. The product's
 # default level is what the CI smoke run, the benchmarks and the notebooks' committed outputs use.
-_add_xla_flag("--xla_backend_optimization_level=1", probe=True)
+_add_xla_flags("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1",
+               probe=True)
 
 import jax  # noqa: E402
 import jax.monitoring  # noqa: E402

@@ -34,12 +34,12 @@ def test_masked_rows_contribute_nothing(x64):
     small = jaxtd.SymCP(model.weights[:4], model.factors[:4], 3)
     # garbage in the masked rows' perturbation must not matter either
     noisy = delta.at[4:].set(1e3)
-    np.testing.assert_allclose(lazy.lazy_loss(masked, noisy, target),
-                               lazy.lazy_loss(small, delta[:4], target), rtol=1e-12)
-    g = jax.grad(lazy.lazy_loss, argnums=1)(masked, noisy, target)
+    value_and_grad = jax.jit(jax.value_and_grad(lazy.lazy_loss, argnums=1))
+    value, g = value_and_grad(masked, noisy, target)
+    small_value, small_g = value_and_grad(small, delta[:4], target)
+    np.testing.assert_allclose(value, small_value, rtol=1e-12)
     np.testing.assert_array_equal(g[4:], 0.0)
-    np.testing.assert_allclose(g[:4], jax.grad(lazy.lazy_loss, argnums=1)(small, delta[:4], target),
-                               rtol=1e-10)
+    np.testing.assert_allclose(g[:4], small_g, rtol=1e-10)
 
 
 def test_lazy_loss_jit_vmap_grad():
@@ -120,17 +120,24 @@ def test_antisymmetric_init(width, x64):
 
 # -- agreement of the two linearizations ----------------------------------------------------------
 
+@jax.jit  # the factored and the dense form and their gradients in one program
+def _linearized(model, delta, target):
+    lin = lazy.linearize(model)
+    t_dense = jaxtd.to_dense(target)
+    dense_loss = lambda dl: 0.5 * jnp.sum((lin(dl) - t_dense) ** 2)  # noqa: E731
+    loss, grad = jax.value_and_grad(lazy.lazy_loss, argnums=1)(model, delta, target)
+    dense, dense_grad = jax.value_and_grad(dense_loss)(delta)
+    return lin(delta), loss, dense, grad, dense_grad
+
+
 @pytest.mark.parametrize("order", [2, 3, 4, 5])
 def test_linearize_agrees_with_factored_form(order, x64):
     model, delta, target = _case(order, d=3 if order == 5 else 4, seed=1)
-    lin = lazy.linearize(model)
-    np.testing.assert_allclose(lin(delta), oracles.dense_lazy(model.weights, model.factors, delta,
-                                                              order), rtol=1e-10, atol=1e-12)
-    t_dense = jaxtd.to_dense(target)
-    dense_loss = lambda dl: 0.5 * jnp.sum((lin(dl) - t_dense) ** 2)
-    np.testing.assert_allclose(lazy.lazy_loss(model, delta, target), dense_loss(delta), rtol=1e-10)
-    np.testing.assert_allclose(jax.grad(lazy.lazy_loss, argnums=1)(model, delta, target),
-                               jax.grad(dense_loss)(delta), rtol=1e-10, atol=1e-12)
+    linear, loss, dense, grad, dense_grad = _linearized(model, delta, target)
+    np.testing.assert_allclose(linear, oracles.dense_lazy(model.weights, model.factors, delta,
+                                                          order), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(loss, dense, rtol=1e-10)
+    np.testing.assert_allclose(grad, dense_grad, rtol=1e-10, atol=1e-12)
 
 
 def _gram(c, u, b, v, order):

@@ -100,14 +100,19 @@ def _assert_trees_close(got, want, rtol, atol=0.0):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
 
 
+@jax.jit  # oracle and tested gradient in one program per shape
+def _dense_and_gram_grads(a, b):
+    return (jax.grad(_dense_loss, argnums=(0, 1))(a, b),
+            jax.grad(jaxtd.loss, argnums=(0, 1))(a, b))
+
+
 @pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("dim,ka,kb", [(3, 5, 2), (6, 3, 4)])
 def test_gradients_match_dense_loss(order, dim, ka, kb, x64):
     k1, k2 = jax.random.split(jax.random.PRNGKey(7 * order + dim))
     a = _random_symcp(k1, ka, dim, order, zero_from=ka - 1)
     b = _random_symcp(k2, kb, dim, order)
-    want = jax.grad(_dense_loss, argnums=(0, 1))(a, b)
-    got = jax.grad(jaxtd.loss, argnums=(0, 1))(a, b)
+    want, got = _dense_and_gram_grads(a, b)
     scale = max(float(jnp.max(jnp.abs(x))) for x in jax.tree_util.tree_leaves(want))
     _assert_trees_close(got, want, rtol=1e-9, atol=1e-12 * scale)
 
@@ -128,6 +133,15 @@ def test_custom_vjp_matches_plain_autodiff(order, x64):
         np.testing.assert_array_equal(got[0].factors[active:], 0.0)
 
 
+@jax.jit  # one program for every cotangent (it is an argument)
+def _pullbacks(a, b, ct):
+    _, pull = jax.vjp(jaxtd.loss, a, b)
+    _, pull_oracle = jax.vjp(losses.loss_autodiff, a, b)
+    squared = jax.grad(lambda x: jaxtd.loss(x, b) ** 2)(a)
+    want = jax.grad(lambda x: losses.loss_autodiff(x, b) ** 2)(a)
+    return pull(ct), pull_oracle(ct), squared, want
+
+
 @pytest.mark.parametrize("cotangent", [2.5, -0.75, 0.0])
 def test_custom_vjp_scales_by_its_cotangent(cotangent, x64):
     """The backward pass multiplies by the incoming cotangent (every gradient of a bare loss
@@ -135,20 +149,17 @@ def test_custom_vjp_scales_by_its_cotangent(cotangent, x64):
     plain-autodiff oracle."""
     a = _random_symcp(jax.random.PRNGKey(3), 7, 5, 3, zero_from=5)
     b = _random_symcp(jax.random.PRNGKey(4), 2, 5, 3)
-    _, pull = jax.vjp(jaxtd.loss, a, b)
-    _, pull_oracle = jax.vjp(losses.loss_autodiff, a, b)
     ct = jnp.asarray(cotangent, a.factors.dtype)
-    _assert_trees_close(pull(ct), pull_oracle(ct), rtol=1e-10, atol=1e-12)
-    squared = jax.grad(lambda x: jaxtd.loss(x, b) ** 2)(a)
-    want = jax.grad(lambda x: losses.loss_autodiff(x, b) ** 2)(a)
+    pulled, pulled_oracle, squared, want = _pullbacks(a, b, ct)
+    _assert_trees_close(pulled, pulled_oracle, rtol=1e-10, atol=1e-12)
     _assert_trees_close(squared, want, rtol=1e-10, atol=1e-12)
 
 
 def test_custom_vjp_float32_close_to_autodiff():
     a = _random_symcp(jax.random.PRNGKey(0), 16, 8, 4, zero_from=12)
     b = _random_symcp(jax.random.PRNGKey(1), 3, 8, 4)
-    got = jax.grad(jaxtd.loss)(a, b)
-    want = jax.grad(losses.loss_autodiff)(a, b)
+    got, want = jax.jit(lambda a, b: (jax.grad(jaxtd.loss)(a, b),
+                                      jax.grad(losses.loss_autodiff)(a, b)))(a, b)
     assert got.factors.dtype == jnp.float32
     scale = float(jnp.max(jnp.abs(want.factors)))
     _assert_trees_close(got, want, rtol=1e-4, atol=1e-5 * scale)
@@ -159,14 +170,16 @@ def test_gram_loss_vjp_under_jit_and_vmap(x64):
     models = jax.vmap(lambda k: _random_symcp(k, 6, 4, 3))(keys)
     target = _random_symcp(jax.random.PRNGKey(6), 2, 4, 3)
     grads = jax.jit(jax.vmap(jax.grad(jaxtd.loss), in_axes=(0, None)))(models, target)
+    oracle = jax.jit(jax.grad(losses.loss_autodiff))
     for i in range(3):
         model = jax.tree_util.tree_map(lambda x: x[i], models)
-        want = jax.grad(losses.loss_autodiff)(model, target)
-        _assert_trees_close(jax.tree_util.tree_map(lambda x: x[i], grads), want, rtol=1e-10)
+        _assert_trees_close(jax.tree_util.tree_map(lambda x: x[i], grads),
+                            oracle(model, target), rtol=1e-10)
 
 
 # -- relative error in float32 near a fit ---------------------------------------------------------
 
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))  # one program per shape, not one per op
 def _near_fit(key, order, dim, rank, extra, eps):
     """A float32 (estimate, target) pair at relative error ~eps, mixing the cases that stress the
     metric: orthonormal or random components, equal or decaying weights, plain-model style
@@ -208,7 +221,8 @@ def test_relative_error_float32_accurate_near_fit(order, dim, rank, extra):
     n = 8 if CI else 16
     keys = jax.random.split(jax.random.PRNGKey(order * 1000 + dim), n)
     eps = jnp.where(jnp.arange(n) % 2 == 0, 1e-6, 1e-5).astype(jnp.float32)
-    est, tgt = jax.vmap(lambda k, e: _near_fit(k, order, dim, rank, extra, e))(keys, eps)
+    est, tgt = jax.jit(jax.vmap(lambda k, e: _near_fit(k, order, dim, rank, extra, e)))(keys,
+                                                                                          eps)
     assert est.factors.dtype == jnp.float32
     want = _oracle_errors(est, tgt)
     assert np.all((want > 2e-7) & (want < 1e-4))  # the regime we mean to test
@@ -253,7 +267,7 @@ def test_relative_error_float64_direct(x64):
 
 def test_relative_error_has_no_gradient():
     est, tgt = _near_fit(jax.random.PRNGKey(5), 3, 8, 2, 1, jnp.float32(1e-2))
-    g = jax.grad(jaxtd.relative_error, argnums=(0, 1))(est, tgt)
+    g = jax.jit(jax.grad(jaxtd.relative_error, argnums=(0, 1)))(est, tgt)
     for leaf in jax.tree_util.tree_leaves(g):
         np.testing.assert_array_equal(leaf, 0.0)
 
@@ -391,6 +405,17 @@ def test_order_above_the_maximum_is_refused_at_once():
             targets.orthonormal(jax.random.key(0), 3, 1, order)
 
 
+@jax.jit  # every mode and its oracle in one program
+def _forward_modes(a, b, da):
+    got = jax.jvp(lambda x: jaxtd.loss(x, b), (a,), (da,))
+    want = jax.jvp(lambda x: losses.loss_autodiff(x, b), (a,), (da,))
+    hess = jax.hessian(lambda f: jaxtd.loss(jaxtd.SymCP(a.weights, f, 3), b))(a.factors)
+    oracle = jax.hessian(lambda f: losses.loss_autodiff(jaxtd.SymCP(a.weights, f, 3), b))(
+        a.factors)
+    _, lin = jax.linearize(lambda x: jaxtd.loss(x, b), a)
+    return got, want, hess, oracle, lin(da)
+
+
 def test_loss_supports_forward_mode_and_hessians(x64):
     """``jax.jvp`` of ``jaxtd.loss`` used to fail inside JAX's custom-VJP machinery ("can't apply
     forward-mode autodiff (jvp) to a custom_vjp function"); its rule is now a custom JVP, so
@@ -398,15 +423,10 @@ def test_loss_supports_forward_mode_and_hessians(x64):
     a = _random_symcp(jax.random.PRNGKey(11), 5, 4, 3, zero_from=4)
     b = _random_symcp(jax.random.PRNGKey(12), 2, 4, 3)
     da = _random_symcp(jax.random.PRNGKey(13), 5, 4, 3)
-    got = jax.jvp(lambda x: jaxtd.loss(x, b), (a,), (da,))
-    want = jax.jvp(lambda x: losses.loss_autodiff(x, b), (a,), (da,))
+    got, want, hess, oracle, linear = _forward_modes(a, b, da)
     np.testing.assert_allclose(got, want, rtol=1e-12)
-    hess = jax.hessian(lambda f: jaxtd.loss(jaxtd.SymCP(a.weights, f, 3), b))(a.factors)
-    oracle = jax.hessian(lambda f: losses.loss_autodiff(jaxtd.SymCP(a.weights, f, 3), b))(
-        a.factors)
     np.testing.assert_allclose(hess, oracle, rtol=1e-10, atol=1e-12)
-    _, lin = jax.linearize(lambda x: jaxtd.loss(x, b), a)
-    np.testing.assert_allclose(lin(da), want[1], rtol=1e-12)
+    np.testing.assert_allclose(linear, want[1], rtol=1e-12)
 
 
 def test_loss_gradient_is_the_gram_formula_float32():

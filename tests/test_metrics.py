@@ -104,6 +104,18 @@ def _record_fn(model, target, params, params0):
                             rec["fitted_weight"], rec["best_correlation"]])
 
 
+@jax.jit  # both modes in one program (op by op, the x64 metrics compile hundreds)
+def _forward_and_reverse(primal, direction):
+    """The derivative of ``_record_fn`` along ``direction`` by ``jvp`` and by full reverse-mode
+    Jacobian rows contracted with it."""
+    out, fwd = jax.jvp(_record_fn, primal, direction)
+    _, pullback = jax.vjp(_record_fn, *primal)
+    jac_rows = jax.vmap(pullback)(jnp.eye(out.shape[0], dtype=out.dtype))
+    rev = sum(jnp.tensordot(g, v, axes=v.ndim) for g, v in
+              zip(jax.tree_util.tree_leaves(jac_rows), jax.tree_util.tree_leaves(direction)))
+    return fwd, rev
+
+
 def test_record_derivatives_match_finite_differences(x64):
     """Forward and reverse derivatives of every float metric along a random direction of
     (model, target, params) against central finite differences."""
@@ -122,12 +134,8 @@ def test_record_derivatives_match_finite_differences(x64):
     shift = lambda s: jax.tree_util.tree_map(lambda x, v: x + s * v, primal, direction)
     want = (np.asarray(f(*shift(h))) - np.asarray(f(*shift(-h)))) / (2 * h)
     assert np.all(np.abs(want) > 1e-6), want
-    _, fwd = jax.jvp(_record_fn, primal, direction)
+    fwd, rev = _forward_and_reverse(primal, direction)
     np.testing.assert_allclose(fwd, want, rtol=1e-5)
-    _, pullback = jax.vjp(_record_fn, *primal)
-    jac_rows = jax.vmap(pullback)(jnp.eye(want.shape[0]))
-    rev = sum(jnp.tensordot(g, v, axes=v.ndim) for g, v in
-              zip(jax.tree_util.tree_leaves(jac_rows), jax.tree_util.tree_leaves(direction)))
     np.testing.assert_allclose(rev, want, rtol=1e-5)
 
 
@@ -139,7 +147,7 @@ def test_float32_accurate_value_with_the_plain_derivative():
     model = jaxtd.SymCP(target.weights, target.factors + 1e-2 * noise, 3)
     half, g = jax.jit(jax.value_and_grad(metrics.half_residual_sq, argnums=(0, 1)))(model, target)
     assert float(half) == float(0.5 * jaxtd.residual_sq(model, target))
-    want = jax.grad(jaxtd.losses.loss_autodiff, argnums=(0, 1))(model, target)
+    want = jax.jit(jax.grad(jaxtd.losses.loss_autodiff, argnums=(0, 1)))(model, target)
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     rel, g_rel = jax.jit(jax.value_and_grad(metrics.relative_error))(model, target)
@@ -161,7 +169,7 @@ def test_derivatives_at_zero_distance_and_exact_fit_are_finite(x64):
         rec = metrics.record(m, t, p, p)  # distance 0
         return rec["loss"] + 0.0 * rec["distance"] + 0.0 * rec["relative_error"]
 
-    grads = jax.grad(total, argnums=(0, 1, 2))(exact, target, model.factors)
+    grads = jax.jit(jax.grad(total, argnums=(0, 1, 2)))(exact, target, model.factors)
     for leaf in jax.tree_util.tree_leaves(grads):
         assert np.all(np.isfinite(np.asarray(leaf)))
     g = jax.grad(lambda p: metrics.distance(p, model.factors))(model.factors)
