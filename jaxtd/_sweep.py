@@ -270,12 +270,20 @@ def _key_impl(key) -> str:
     return str(jax.config.jax_default_prng_impl)
 
 
+# Raised whenever jaxtd's own arithmetic changes the numbers a configuration gives (2: the runner
+# carries untouched state leaves, the network's NT step uses its data set's tangent and the
+# Hermite derivatives are in closed form, which moves lazy_gd's and the network's last bits).
+NUMERICS_REVISION = 2
+
+
 def numerics_identity(base_key=None) -> dict:
-    """What besides a configuration determines a saved result's numbers: the default float dtype
-    and x64, the platform (it rounds differently and picks the loss's form,
-    :func:`jaxtd.representation.choose`) and the PRNG implementation of ``base_key`` (default:
-    JAX's). Part of the identity of every saved sweep, slope table and lazy-optimum table."""
-    return {"dtype": str(default_dtype()), "x64": bool(jax.config.jax_enable_x64),
+    """What besides a configuration determines a saved result's numbers: jaxtd's
+    :data:`NUMERICS_REVISION`, the default float dtype and x64, the platform (it rounds
+    differently and picks the loss's form, :func:`jaxtd.representation.choose`) and the PRNG
+    implementation of ``base_key`` (default: JAX's). Part of the identity of every saved sweep,
+    slope table and lazy-optimum table."""
+    return {"revision": NUMERICS_REVISION,
+            "dtype": str(default_dtype()), "x64": bool(jax.config.jax_enable_x64),
             "platform": jax.default_backend(),
             "key_impl": _key_impl(base_key_of(base_key))}
 

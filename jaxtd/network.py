@@ -152,7 +152,13 @@ def _hermite_jvp(order: int, primals, tangents):
 @functools.partial(jax.jit, static_argnums=2)  # eager calls: one program, not op by op
 def _features(w, x, order: int):
     """``(n, m)`` ``φ_{w_i}(x_j)`` for ``w`` ``(m, d)`` and ``x`` ``(n, d)`` (no checks)."""
-    return hermite(order, matmul(x, w.T), jnp.sum(w * w, axis=1))
+    return hermite(order, *_arguments(w, x))
+
+
+def _arguments(w, x) -> tuple:
+    """``(s, r)``: ``s_ji = x_j·w_i`` ``(n, m)`` and ``r_i = ||w_i||^2`` ``(m,)``, so that
+    ``φ_{w_i}(x_j) = h_l(s_ji, r_i)``."""
+    return matmul(x, w.T), jnp.sum(w * w, axis=1)
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -183,7 +189,7 @@ class Tangent(NamedTuple):
 
 def _tangent(a, w, x, order: int) -> Tangent:
     """:class:`Tangent` of ``sum_i a_i φ_{w_i}`` on ``x`` ``(n, d)`` (no checks)."""
-    s, r = matmul(x, w.T), jnp.sum(w * w, axis=1)
+    s, r = _arguments(w, x)
     h, lin = jax.linearize(lambda s, r: hermite(order, s, r), s, r)
     dh_ds = lin(jnp.ones_like(s), jnp.zeros_like(r))
     dh_dr = lin(jnp.zeros_like(s), jnp.ones_like(r))

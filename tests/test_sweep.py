@@ -204,6 +204,13 @@ def test_resume_after_interruption_equals_uninterrupted(reference, tmp_path, mon
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     with pytest.raises(ValueError, match="differs in platform: saved 'cpu', requested 'gpu'"):
         sweep(algorithm, target, out_dir=out, **kwargs)
+    monkeypatch.undo()
+    # results of an earlier jaxtd whose arithmetic gave other numbers
+    saved = jaxtd._sweep.NUMERICS_REVISION
+    monkeypatch.setattr(jaxtd._sweep, "NUMERICS_REVISION", saved + 1)
+    with pytest.raises(ValueError, match=f"differs in revision: saved {saved}, requested "
+                                         f"{saved + 1}"):
+        sweep(algorithm, target, out_dir=out, **kwargs)
 
 
 def test_key_for_seed_depends_only_on_seed():

@@ -57,8 +57,8 @@ from jaxtd.algorithms.base import OptimizerSpec
 from jaxtd.symcp import SymCP
 
 __all__ = ["network", "NetworkState", "Batch", "REGIMES", "NETWORK_INITS", "SCHEMA", "Layout",
-           "initial_layers", "trained", "with_trained", "outputs", "sample_mask", "draw_batch",
-           "empirical_loss", "network_tensor", "population_loss"]
+           "initial_layers", "trained", "with_trained", "outputs", "sample_mask", "whole_data",
+           "draw_batch", "empirical_loss", "network_tensor", "population_loss"]
 
 REGIMES = ("nn", "nt", "rf")
 NETWORK_INITS = ("standard", "antisymmetric", "small")
@@ -218,7 +218,7 @@ def network(optimizer: OptimizerSpec = 0.01, *, regime: str = "nn",
     def measure(state: NetworkState, target: SymCP) -> dict:
         # online: the batch the next step trains on (there is no data set)
         batch = (draw_batch(state, target, layout) if layout.online
-                 else Batch(state.x, state.y, sample_mask(state, layout), state.tangent))
+                 else whole_data(state, layout))
         return {"empirical_loss": empirical_loss(state, trained(state, layout), batch, layout),
                 "population_loss": population_loss(state, target, regime)}
 
@@ -343,6 +343,11 @@ def sample_mask(state: NetworkState, layout: Layout) -> jax.Array:
     return (rows < state.hparams["active_samples"]).astype(state.x.dtype)
 
 
+def whole_data(state: NetworkState, layout: Layout) -> Batch:
+    """The data set as a :class:`Batch` (masked beyond ``active_samples``)."""
+    return Batch(state.x, state.y, sample_mask(state, layout), state.tangent)
+
+
 def draw_batch(state: NetworkState, target: SymCP, layout: Layout) -> Batch:
     """Step ``count``'s :class:`Batch`, keyed by ``fold_in(key, count)``: fresh samples
     online, the active data set without minibatches, else ``batch_size`` distinct active rows
@@ -351,9 +356,9 @@ def draw_batch(state: NetworkState, target: SymCP, layout: Layout) -> Batch:
     if layout.online:
         x, y = hermite_net.sample(step_key, target, layout.batch_size, state.hparams["noise"])
         return Batch(x, y, jnp.ones_like(y))
-    mask = sample_mask(state, layout)
     if not layout.minibatch:
-        return Batch(state.x, state.y, mask, state.tangent)
+        return whole_data(state, layout)
+    mask = sample_mask(state, layout)
     # b distinct active rows, uniformly: the b smallest of per-row uniforms keyed by the row
     # index (so the choice among the first n rows does not depend on the capacity)
     u = jax.vmap(lambda j: jax.random.uniform(jax.random.fold_in(step_key, j)))(
