@@ -1,4 +1,6 @@
 import contextlib
+import faulthandler
+import glob
 import os
 import subprocess
 import sys
@@ -83,6 +85,54 @@ def _session_cache_home() -> str:
 os.environ["XDG_CACHE_HOME"] = _session_cache_home()
 
 
+# A test stuck inside native code (an XLA deadlock, say) never returns to the interpreter, so
+# pytest-timeout's signal never fires and the whole run would hang until CI's limit. A C-level
+# watchdog (faulthandler) backs it up: GRACE_S after the test's own timeout it writes every
+# thread's stack to a file in JAXTD_TEST_HANGS and ends the worker. pytest-xdist reports the
+# test as crashed and ends the run there (`--max-worker-restart=0` unless given: a restarted
+# worker would run the same test again); the terminal summary prints the stacks.
+GRACE_S = float(os.environ.get("JAXTD_TEST_GRACE_S", 60))  # tests/test_suite.py sets it lower
+
+
+# Set in the controlling process before pytest-xdist starts its workers, which inherit it.
+if "JAXTD_TEST_HANGS" not in os.environ:
+    os.environ["JAXTD_TEST_HANGS"] = tempfile.mkdtemp(prefix="jaxtd-test-hangs-")
+
+
+def _hang_dir() -> str:
+    return os.environ["JAXTD_TEST_HANGS"]
+
+
+def pytest_configure(config):
+    if getattr(config.option, "maxworkerrestart", "unset") is None:  # pytest-xdist's default
+        config.option.maxworkerrestart = "0"
+
+
+def _timeout_s(item) -> float:
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        return float(marker.args[0])
+    return float(item.config.getini("timeout") or 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    limit = _timeout_s(item)
+    if limit <= 0:
+        yield
+        return
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(os.path.join(_hang_dir(), f"{worker}-{os.getpid()}.txt"), "w") as dump:
+        dump.write(f"{item.nodeid} ran past its {limit:g} s timeout + {GRACE_S:g} s; stacks:\n")
+        dump.flush()
+        faulthandler.dump_traceback_later(limit + GRACE_S, exit=True, file=dump)
+        try:
+            yield
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+    os.remove(dump.name)
+
+
 @pytest.fixture
 def x64():
     """Enable float64 for one test, restoring the previous setting afterwards."""
@@ -159,6 +209,10 @@ def pytest_terminal_summary(terminalreporter):
             if hasattr(report, "duration") and hasattr(report, "nodeid"):
                 name = report.nodeid.split("::")[0]
                 per_file[name] = per_file.get(name, 0.0) + report.duration
+    for path in sorted(glob.glob(os.path.join(_hang_dir(), "*.txt"))):
+        with open(path) as f:
+            terminalreporter.write_sep("!", "a test hung in native code")
+            terminalreporter.write_line(f.read())
     if not per_file:
         return
     ranked = sorted(per_file.items(), key=lambda kv: -kv[1])
@@ -182,3 +236,8 @@ def _record_suite(terminalreporter, per_file: dict[str, float]) -> None:
         "workers": str(config.getoption("numprocesses", None) or 0),
         "cpus": os.cpu_count(), "load_after": os.getloadavg()[0], "counts": counts,
         "per_file_s": dict(sorted(per_file.items(), key=lambda kv: -kv[1]))})
+
+
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput") and not os.listdir(_hang_dir()):
+        os.rmdir(_hang_dir())
