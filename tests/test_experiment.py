@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from jaxtd import _executables, compile_cache, experiment, lazy, targets
 from jaxtd import config as cfg
-from jaxtd import experiment
 
 SMALL = """
 name = "small"
@@ -195,3 +195,24 @@ def test_a_sub_sweep_saved_on_another_platform_is_refused(tmp_path, monkeypatch)
     with pytest.raises(experiment.ResumeError, match="numerics.platform"):
         experiment._check_sub(config, sub, tmp_path, resume=True)
 
+
+
+def test_the_lazy_optimum_table_is_loaded_by_a_warm_run(tmp_path):
+    """The table's program is kept like the grids': with the persistent cache on, a later
+    process (here: an emptied in-memory store) loads it instead of tracing, lowering and
+    compiling it again, and gets the same numbers; best_residual_table agrees with both."""
+    target = targets.orthonormal(jax.random.PRNGKey(0), 4, 2, 3)
+    alg = experiment.make_algorithm(cfg.loads(SMALL), "lazy")
+    kwargs = dict(init="standard", signs="auto", init_scale=1.0, method="auto")
+    compile_cache.enable(tmp_path / "cache")
+    _executables.clear()
+    cold, warm = (experiment.Outcome(None, []) for _ in range(2))
+    first = experiment.lazy_best_residuals(alg, target, [0, 1], [2, 3], cold, **kwargs)
+    _executables.clear()
+    second = experiment.lazy_best_residuals(alg, target, [0, 1], [2, 3], warm, **kwargs)
+    # (cold may find the program in JAX's in-memory caches when an earlier test built it)
+    assert cold.n_loaded == 0 and len(list(_executables.disk_dir().glob("*.bin"))) == 1
+    assert (warm.n_compiles, warm.n_loaded) == (0, 1)
+    np.testing.assert_array_equal(second, first)
+    keys = jax.numpy.stack([experiment.key_for_seed(s) for s in (0, 1)])
+    np.testing.assert_array_equal(lazy.best_residual_table(keys, target, [2, 3], **kwargs), first)

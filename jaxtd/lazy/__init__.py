@@ -51,7 +51,7 @@ from jaxtd.lazy._model import lazy_loss, lazy_residual_sq, lazy_relative_error, 
 from jaxtd.initialization import antisymmetric
 from jaxtd.lazy._optimum import (LazyLstsq, normal_equations, default_rcond, lstsq, sym_dim,
                                  METHODS, DENSE_MAX_SIZE, solver_for, best_residual,
-                                 best_residual_table)
+                                 best_residual_table, TableCall, table_call, lower_table)
 from jaxtd.lazy._threshold import (AH_EXCEPTIONS, predicted_critical_width, near_threshold_widths,
                                    Threshold, threshold_experiment, fit_exponent, local_exponents,
                                    threshold_slopes)
@@ -65,6 +65,7 @@ __all__ = ["lazy_loss", "lazy_residual_sq", "lazy_relative_error", "antisymmetri
            "normal_equations", "lstsq", "best_residual", "LazyLstsq", "sym_dim",
            "cg_lstsq", "LazyCG", "normal_matvec", "normal_rhs", "block_jacobi", "default_tol",
            "default_max_iter", "METHODS", "DENSE_MAX_SIZE", "solver_for", "best_residual_table",
+           "TableCall", "table_call", "lower_table",
            "predicted_critical_width", "threshold_experiment", "Threshold", "fit_exponent",
            "local_exponents", "threshold_slopes", "near_threshold_widths",
            "LazyTrainState", "lazy_metrics", "lazy_update", "train_init", "train_step", "train",

@@ -347,6 +347,31 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
     of the same length and maximum reuses it. Cost: ``len(keys) * len(widths)`` solves of size
     ``max(widths) * d`` (masked rows cost as much as active ones).
     """
+    call = table_call(keys, target, widths, init=init, signs=signs, init_scale=init_scale,
+                      method=method, rcond=rcond, tol=tol, max_iter=max_iter,
+                      batch_size=batch_size)
+    with jax.enable_x64(True):
+        return np.asarray(_table_program(*call.args, **call.options), np.float64).T
+
+
+class TableCall(NamedTuple):
+    """A checked :func:`best_residual_table` call: its program's arguments and static options.
+
+    For callers that keep compiled programs (``jaxtd run`` saves them across processes): the
+    options and the arguments' shapes and dtypes name the program, :func:`lower_table` lowers
+    it, and the executable called on ``args`` inside ``jax.enable_x64(True)`` returns the
+    ``(len(widths), len(keys))`` table (the transpose of :func:`best_residual_table`'s).
+    """
+    args: tuple   # (keys, target, widths as int32, init_scale in the target's dtype)
+    options: dict  # static: top, init, signs, solver, rcond, tol, max_iter, batch_size
+
+
+def table_call(keys, target: SymCP, widths, *, init: str = "standard", signs: str = "auto",
+               init_scale: float = 1.0, method: str = "auto", rcond: float | None = None,
+               tol: float | None = None, max_iter: int | None = None,
+               batch_size: int = 1) -> TableCall:
+    """The arguments of :func:`best_residual_table`, checked (same errors), as a
+    :class:`TableCall`."""
     keys = _check_keys(keys)
     check_compatible(target, target, ("target", "target"))
     ws = _check_widths(widths)
@@ -362,14 +387,18 @@ def best_residual_table(keys, target: SymCP, widths, *, init: str = "standard",
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
     _check_solver_args(tol, max_iter)
     top = max(ws)
-    solver = solver_for(method, top, target.dim)
+    # numpy inputs: a jnp conversion here would compile an eager program of its own
+    args = (keys, target, np.asarray(ws, np.int32),
+            np.asarray(init_scale, target.factors.dtype))
+    options = dict(top=top, init=init, signs=signs, solver=solver_for(method, top, target.dim),
+                   rcond=None if rcond is None else float(rcond),
+                   tol=None if tol is None else float(tol),
+                   max_iter=None if max_iter is None else int(max_iter),
+                   batch_size=int(batch_size))
+    return TableCall(args, options)
+
+
+def lower_table(call: TableCall):
+    """``call``'s program, traced and lowered (float64 inside: ``jax.enable_x64``)."""
     with jax.enable_x64(True):
-        # numpy inputs: a jnp conversion here would compile an eager program of its own
-        scale = np.asarray(init_scale, target.factors.dtype)
-        out = _table_program(keys, target, np.asarray(ws, np.int32), scale, top=top,
-                             init=init, signs=signs, solver=solver,
-                             rcond=None if rcond is None else float(rcond),
-                             tol=None if tol is None else float(tol),
-                             max_iter=None if max_iter is None else int(max_iter),
-                             batch_size=int(batch_size))
-        return np.asarray(out, np.float64).T
+        return _table_program.lower(*call.args, **call.options)
