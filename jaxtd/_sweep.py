@@ -272,8 +272,9 @@ def _key_impl(key) -> str:
 
 # Raised whenever jaxtd's own arithmetic changes the numbers a configuration gives (2: the runner
 # carries untouched state leaves, the network's NT step uses its data set's tangent and the
-# Hermite derivatives are in closed form, which moves lazy_gd's and the network's last bits).
-NUMERICS_REVISION = 2
+# Hermite derivatives are in closed form, which moves lazy_gd's and the network's last bits;
+# 3: lazy GD's grid and the lazy-optimum table compile at LLVM level 1 on CPU, within an ulp).
+NUMERICS_REVISION = 3
 
 
 def numerics_identity(base_key=None) -> dict:
@@ -392,7 +393,8 @@ def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, targe
                 return jax.jit(fn_for(b), in_shardings=(seed_sh, repl, repl, repl, repl),
                                out_shardings=seed_sh).lower(*args)
 
-            b.compiled, b.compile_seconds, b.how = _executables.get(key, lower, disk_key=key)
+            b.compiled, b.compile_seconds, b.how = _executables.get(
+                key, lower, disk_key=key, program=_executables.program_name(program_key[0]))
         outs.append(b.compiled(*args))  # async dispatch: buckets queue up
     shards = len(outs[0][0].final_relative_error.sharding.device_set)
     fetched = [distributed.gather(o) if multi else jax.device_get(o) for o in outs]

@@ -463,13 +463,13 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     call = lazy.table_call(keys, target, list(widths), init=init, signs=signs,
                            init_scale=float(init_scale), method=method)
     # kept like the grids' programs: a warm run loads it instead of tracing and lowering again
-    key = ("lazy.best_residual_table", tuple(sorted(call.options.items())),
+    key = ("jaxtd.lazy.best_residual_table", tuple(sorted(call.options.items())),
            _executables.signature(call.args),
            jax.devices()[0].platform, jax.config.jax_numpy_dtype_promotion)
     t0 = time.perf_counter()
     with _CompileCounter() as compiles:
         executable, seconds, how = _executables.get(key, lambda: lazy.lower_table(call),
-                                                    disk_key=key)
+                                                    disk_key=key, program=key[0])
         with jax.enable_x64(True):
             out = np.asarray(executable(*call.args), np.float64).T
     elapsed = time.perf_counter() - t0

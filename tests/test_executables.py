@@ -220,3 +220,27 @@ def test_compiler_options_keep_the_numbers_and_unknown_options_fall_back(monkeyp
     monkeypatch.setitem(_executables.COMPILER_OPTIONS, jax.devices()[0].platform,
                         {"xla_no_such_option_in_any_xla": True})
     np.testing.assert_array_equal(np.asarray(_executables.compile_lowered(lowered)(w)), plain)
+
+
+def test_fast_compile_names_the_measured_programs_only():
+    """GD's and lazy GD's grids and the lazy-optimum table compile at LLVM level 1 on CPU; the
+    variant, a hand-assembled algorithm and other platforms keep the defaults."""
+    name = _executables.program_name
+    assert name(algorithms.gd(0.1)) == "jaxtd.algorithms._gd.gd"
+    level = {"xla_backend_optimization_level": 1}
+    for program in (name(algorithms.gd(0.1)), name(algorithms.lazy_gd(0.01)),
+                    "jaxtd.lazy.best_residual_table"):
+        assert _executables.compiler_options("cpu", program) == {
+            **_executables.COMPILER_OPTIONS["cpu"], **level}
+    for program in (name(algorithms.variant(0.1)), name(algorithms.deflation()), None):
+        assert _executables.compiler_options("cpu", program) == _executables.COMPILER_OPTIONS["cpu"]
+    assert _executables.compiler_options("gpu", name(algorithms.gd(0.1))) == {}
+    bare = algorithms.gd(0.1)._replace(static_key=None)
+    assert name(bare) is None
+    # the option compiles and keeps a GD-like program's numbers
+    fn = jax.jit(lambda w: jnp.sum(jnp.tanh(w @ w.T) ** 3, axis=1))
+    w = jax.random.normal(jax.random.key(0), (6, 4))
+    lowered = fn.lower(w)
+    np.testing.assert_allclose(
+        np.asarray(_executables.compile_lowered(lowered, "jaxtd.algorithms._gd.gd")(w)),
+        np.asarray(lowered.compile()(w)), rtol=1e-6)
