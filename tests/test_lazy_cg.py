@@ -18,8 +18,9 @@ pytestmark = pytest.mark.timeout(600)
 
 # The solvers and the error jitted once for the module: a program per shape, shared by the tests
 # that meet the shape again (called eagerly, each solve ran dozens of small programs, each
-# compiled per shape). Both are jit-able by contract and have no path of their own for concrete
-# float64 inputs; the eager calls are kept where a test is about them (argument checks, routing).
+# compiled per shape). All three are jit-able by contract; only lstsq has a path of its own for
+# concrete inputs, for float32 ones, and _lstsq is only given float64. The eager calls are kept
+# where a test is about them (argument checks, method routing).
 _cg_lstsq = jax.jit(lazy.cg_lstsq, static_argnames=("tol", "max_iter"))
 _lstsq = jax.jit(lazy.lstsq)
 _lazy_relative_error = jax.jit(lazy.lazy_relative_error)
