@@ -4,6 +4,8 @@ Every test is float64 (the ``x64`` fixture) except the float32 one, tiny (d <= 8
 <= 200 steps), and differentiates a jitted function so that each program compiles once.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +44,7 @@ WIDTH = 5
 
 
 def _problem(case):
+    """The case's run, its jitted forward ``f`` and jitted gradient ``grad`` in (lr, scale, w0)."""
     c = CASES[case]
     alg = c["make"]()
     target = _target()
@@ -54,15 +57,21 @@ def _problem(case):
                        init_params=init_params)
         return getattr(res, output)
 
-    return c, alg, target, key, run
+    return c, alg, target, key, run, jax.jit(run), jax.jit(jax.grad(run, argnums=(0, 1, 2)))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """``problem(case)``, built once per module (called inside a test, under ``x64``): the tests
+    of a case share its compiled forward and gradient programs (each costs seconds to compile)."""
+    return functools.cache(_problem)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_hparam_and_target_derivatives_match_finite_differences(case, x64):
-    c, alg, target, key, run = _problem(case)
+def test_hparam_and_target_derivatives_match_finite_differences(case, x64, problem):
+    c, alg, target, key, run, f, grad = problem(case)
     x = (c["lr"], c["scale"], 1.0)
-    f = jax.jit(run)
-    grads = jax.jit(jax.grad(run, argnums=(0, 1, 2)))(*x)
+    grads = grad(*x)
     _assert_fd(grads[0], lambda v: f(v, x[1], x[2]), x[0], 1e-6 * x[0], "learning_rate")
     _assert_fd(grads[1], lambda v: f(x[0], v, x[2]), x[1], 1e-6 * x[1], "init_scale")
     _assert_fd(grads[2], lambda v: f(x[0], x[1], v), x[2], 1e-6, "target weight")
@@ -72,23 +81,26 @@ def test_hparam_and_target_derivatives_match_finite_differences(case, x64):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_initial_factor_derivative_matches_finite_differences(case, x64):
-    c, alg, target, key, run = _problem(case)
+def test_initial_factor_derivative_matches_finite_differences(case, x64, problem):
+    c, alg, target, key, run, f, _ = problem(case)
     # the init the algorithm draws, then replaced through init_params: same run, same loss
     p0 = alg.params(alg.init(key, target, WIDTH, hparams={"init_scale": c["scale"]}))
-    drawn = jax.jit(run)(c["lr"], c["scale"], 1.0)
-    replaced = jax.jit(run)(c["lr"], c["scale"], 1.0, p0)
+    drawn = f(c["lr"], c["scale"], 1.0)
+    replaced = f(c["lr"], c["scale"], 1.0, p0)
     np.testing.assert_allclose(replaced, drawn, rtol=1e-12)
 
-    def entry(e):
-        return run(c["lr"], c["scale"], 1.0, p0.at[1, 2].set(e))
+    def entry(e):  # the program of `replaced`, with one entry of the init moved
+        p = np.array(p0)
+        p[1, 2] = e
+        return f(c["lr"], c["scale"], 1.0, jnp.asarray(p))
 
     e0 = float(p0[1, 2])
     g = jax.jit(jax.grad(run, argnums=3))(c["lr"], c["scale"], 1.0, p0)
-    _assert_fd(g[1, 2], jax.jit(entry), e0, 1e-6, "init_params[1, 2]")
+    _assert_fd(g[1, 2], entry, e0, 1e-6, "init_params[1, 2]")
     assert np.all(np.isfinite(np.asarray(g))) and np.count_nonzero(np.asarray(g)) > WIDTH
-    # forward mode along a direction of the whole init equals <grad, direction>
-    direction = jax.random.normal(jax.random.key(5), p0.shape, p0.dtype)
+    # forward mode along a direction of the whole init equals <grad, direction> (a numpy
+    # direction: jax.random would compile a program for the draw)
+    direction = jnp.asarray(np.random.default_rng(5).normal(size=p0.shape))
     _, tangent = jax.jit(lambda p, v: jax.jvp(lambda q: run(c["lr"], c["scale"], 1.0, q),
                                               (p,), (v,)))(p0, direction)
     np.testing.assert_allclose(tangent, jnp.vdot(g, direction), rtol=1e-9)
@@ -181,8 +193,9 @@ def test_integer_outputs_are_not_silently_differentiable(x64):
                         hparams={"learning_rate": lr})
 
     for name in ("fit_times", "diverged"):
+        # under jit the refusal comes while tracing (eagerly, grad ran the forward op by op)
         with pytest.raises(TypeError, match="grad requires real"):
-            jax.grad(lambda lr: getattr(res(lr), name).sum())(0.1)
+            jax.jit(jax.grad(lambda lr: getattr(res(lr), name).sum()))(0.1)
     _, tangent = jax.jit(lambda lr: jax.jvp(res, (lr,), (jnp.ones_like(lr),)))(0.1)
     for leaf in (tangent.fit_times, tangent.diverged, tangent.diverged_step,
                  tangent.active_count, tangent.history["step"], tangent.history["active_count"]):
@@ -239,13 +252,17 @@ def test_piecewise_derivative_between_discrete_events(make, steps, events, x64):
                         hparams={"init_scale": scale})
 
     scale = float(alg.hparams["init_scale"])
-    res = jax.jit(run)(scale, 1.0)
+    whole = jax.jit(run)
+    res = whole(scale, 1.0)
     assert len(np.unique(events(res.history))) > 1, "no event in the run: the test proves nothing"
-    f = jax.jit(lambda s, w: run(s, w).final_loss)
     h = 1e-7
     # the same events on both sides of the perturbation
     for a, b in ((scale + h, 1.0), (scale - h, 1.0), (scale, 1.0 + h), (scale, 1.0 - h)):
-        np.testing.assert_array_equal(events(jax.jit(run)(a, b).history), events(res.history))
+        np.testing.assert_array_equal(events(whole(a, b).history), events(res.history))
+
+    def f(s, w):  # the finite differences use the same (already compiled) program
+        return whole(s, w).final_loss
+
     grads = jax.jit(jax.grad(lambda s, w: run(s, w).final_loss, argnums=(0, 1)))(scale, 1.0)
     _assert_fd(grads[0], lambda v: f(v, 1.0), scale, h, "init_scale")
     _assert_fd(grads[1], lambda v: f(scale, v), 1.0, h, "target weight")
@@ -281,17 +298,19 @@ def test_differentiated_float32_run_keeps_every_contraction_at_highest_precision
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_masked_cell_gradient_equals_the_narrow_run(case, x64):
+def test_masked_cell_gradient_equals_the_narrow_run(case, x64, problem):
     """A sweep cell is a padded, masked run: its reverse-mode derivative must be finite and equal
     to that of the same run at its own width (a zero, masked row once made lazy GD's NaN)."""
-    c = CASES[case]
-    alg, target, key = c["make"](), _target(), jax.random.key(0)
+    c, alg, target, key, _, _, grad = problem(case)
 
     def final_loss(lr, width, active):
         return simulate(alg, key, target, width=width, steps=c["steps"], record_every=20,
                         active=active, hparams={"learning_rate": lr}).final_loss
 
     padded = jax.jit(jax.grad(lambda lr: final_loss(lr, WIDTH + 2, WIDTH)))(c["lr"])
-    alone = jax.jit(jax.grad(lambda lr: final_loss(lr, WIDTH, None)))(c["lr"])
+    # the run at its own width: the case's shared gradient program (the default init_scale is
+    # the case's scale, the target weight w0 = 1 the target's own)
+    assert alg.hparams["init_scale"] == c["scale"]
+    alone = grad(c["lr"], c["scale"], 1.0)[0]
     assert np.isfinite(float(padded)) and abs(float(alone)) > 1e-8
     np.testing.assert_allclose(float(padded), float(alone), rtol=1e-8)

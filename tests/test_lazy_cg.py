@@ -1,5 +1,6 @@
 """The matrix-free lazy optimum (jaxtd.lazy.cg) against the dense normal equations."""
 
+import functools
 import re
 
 import jax
@@ -14,6 +15,15 @@ from jaxtd.algorithms import lazy_gd
 from tests import oracles
 
 pytestmark = pytest.mark.timeout(600)
+
+# The solvers and the error jitted once for the module: a program per shape, shared by the tests
+# that meet the shape again (called eagerly, each solve ran dozens of small programs, each
+# compiled per shape). All three are jit-able by contract; only lstsq has a path of its own for
+# concrete inputs, for float32 ones, and _lstsq is only given float64. The eager calls are kept
+# where a test is about them (argument checks, method routing).
+_cg_lstsq = jax.jit(lazy.cg_lstsq, static_argnames=("tol", "max_iter"))
+_lstsq = jax.jit(lazy.lstsq)
+_lazy_relative_error = jax.jit(lazy.lazy_relative_error)
 
 
 def _model(d, l, m, seed=0, dtype=jnp.float64, signs=None):
@@ -49,8 +59,13 @@ def test_matvec_rhs_and_preconditioner_match_the_dense_blocks(order, x64):
 
 def _gd_model(d, l, m, seed, target32):
     """The float64 W0 of a lazy GD cell (standard init), as the CLI's lazy column uses."""
-    t = lazy_gd(0.01, init="standard").init(jaxtd.key_for_seed(seed), target32, m).model
+    t = _gd_init(jaxtd.key_for_seed(seed), target32, m)
     return jaxtd.SymCP(t.weights.astype(jnp.float64), t.factors.astype(jnp.float64), l)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _gd_init(key, target32, m):  # one program per width (the grid's init is jitted too)
+    return lazy_gd(0.01, init="standard").init(key, target32, m).model
 
 
 # (d, l, widths): the rule at and just below the threshold, Alexander–Hirschowitz exceptions
@@ -66,11 +81,10 @@ def test_cg_agrees_with_dense_below_at_and_above_the_threshold(d, l, widths, x64
     target = jaxtd.SymCP(target32.weights.astype(jnp.float64),
                          target32.factors.astype(jnp.float64), l)
     p = lazy.predicted_critical_width(d, l)
-    solve = jax.jit(lazy.cg_lstsq)
     for seed in (0, 1):
         for m in widths:
             model = _gd_model(d, l, m, seed, target32)
-            dense, cg = lazy.lstsq(model, target), solve(model, target)
+            dense, cg = _lstsq(model, target), _cg_lstsq(model, target)
             assert bool(cg.converged) and float(cg.normal_residual) <= 1e-10
             assert abs(float(cg.residual) - float(dense.residual)) <= 1e-6, (m, cg, dense)
             if m < p:       # a genuine gap: far above the rounding floor
@@ -81,7 +95,7 @@ def test_cg_agrees_with_dense_below_at_and_above_the_threshold(d, l, widths, x64
                 np.testing.assert_allclose(cg.delta, dense.delta, rtol=1e-5,
                                            atol=1e-6 * float(jnp.linalg.norm(dense.delta)))
             # the certificate: the residual is that of the returned delta, to the floor
-            raw = float(lazy.lazy_relative_error(model, cg.delta, target))
+            raw = float(_lazy_relative_error(model, cg.delta, target))
             assert abs(raw - float(cg.residual)) <= float(cg.floor) + 1e-9
 
 
@@ -92,12 +106,13 @@ def test_masked_rows_are_excluded_like_the_dense_path(x64):
     # garbage factors on masked rows must not matter
     noisy = jaxtd.SymCP(model.weights * mask, model.factors.at[4:].set(1e3), l)
     small = jaxtd.SymCP(model.weights[:4], model.factors[:4], l)
-    got, alone = lazy.cg_lstsq(noisy, target), lazy.cg_lstsq(small, target)
+    got, alone = _cg_lstsq(noisy, target), _cg_lstsq(small, target)
     np.testing.assert_array_equal(got.delta[4:], 0.0)
     np.testing.assert_allclose(got.residual, alone.residual, atol=1e-8)
     np.testing.assert_allclose(got.delta[:4], alone.delta, rtol=1e-5)
-    np.testing.assert_allclose(got.residual, lazy.lstsq(noisy, target).residual, atol=1e-9)
-    np.testing.assert_allclose(got.distance, lazy.lstsq(noisy, target).distance, rtol=1e-5)
+    dense = _lstsq(noisy, target)
+    np.testing.assert_allclose(got.residual, dense.residual, atol=1e-9)
+    np.testing.assert_allclose(got.distance, dense.distance, rtol=1e-5)
 
 
 def test_vmap_over_seeds_equals_per_seed(x64):
@@ -121,22 +136,22 @@ def test_vmap_over_seeds_equals_per_seed(x64):
 def test_iteration_cap_gives_an_upper_bound_and_reports_it(x64):
     d, l, m = 8, 3, 14
     model, target = _model(d, l, m), _target(d, l, r=20)
-    best = float(lazy.lstsq(model, target).residual)
-    capped = lazy.cg_lstsq(model, target, max_iter=5)
+    best = float(_lstsq(model, target).residual)
+    capped = _cg_lstsq(model, target, max_iter=5)
     assert int(capped.iterations) == 5 and not bool(capped.converged)
     assert float(capped.normal_residual) > 1e-10
     assert float(capped.residual) > best + 1e-3      # CG residuals only decrease towards it
-    full = lazy.cg_lstsq(model, target)
+    full = _cg_lstsq(model, target)
     assert bool(full.converged) and abs(float(full.residual) - best) < 1e-9
 
 
 def test_residual_floor_bounds_the_rounding(x64):
     d, l, m = 4, 3, 5          # square J, nearly singular for this seed: ||Δ*|| ~ 6e4 ||W0||
     model, target = _model(d, l, m, seed=2), _target(d, l, r=20)
-    out = lazy.cg_lstsq(model, target)
-    assert float(out.distance) > 1e3 and float(lazy.lstsq(model, target).residual) == 0.0
+    out = _cg_lstsq(model, target)
+    assert float(out.distance) > 1e3 and float(_lstsq(model, target).residual) == 0.0
     # the Gram form at the computed optimum is visibly off 0, and within the floor
-    raw = float(lazy.lazy_relative_error(model, out.delta, target))
+    raw = float(_lazy_relative_error(model, out.delta, target))
     assert 1e-6 < raw <= float(out.floor)
     assert float(out.residual) == 0.0
     # the floor grows like ||Δ||^2 and is tiny at Δ = 0
@@ -150,11 +165,11 @@ def test_zero_rhs_and_all_masked(x64):
     model = _model(d, l, 4)
     target = jaxtd.SymCP(model.weights[:2], model.factors[:2], l)   # T* inside the model
     masked = jaxtd.SymCP(jnp.zeros((4,)), model.factors, l)
-    out = lazy.cg_lstsq(masked, target)
+    out = _cg_lstsq(masked, target)
     assert int(out.iterations) == 0 and bool(out.converged)
     np.testing.assert_allclose(out.residual, 1.0, rtol=1e-12)      # nothing to fit with
     np.testing.assert_array_equal(out.delta, 0.0)
-    assert float(lazy.cg_lstsq(model, target).residual) == 0.0
+    assert float(_cg_lstsq(model, target).residual) == 0.0
 
 
 def test_best_residual_methods(x64):
@@ -180,7 +195,7 @@ def test_best_residual_methods(x64):
 def test_float32_is_approximate_but_sane():
     d, l, m = 4, 3, 3
     model, target = _model(d, l, m, dtype=jnp.float32), _target(d, l, dtype=jnp.float32)
-    out = lazy.cg_lstsq(model, target)
+    out = _cg_lstsq(model, target)
     assert out.residual.dtype == jnp.float32 and out.delta.dtype == jnp.float32
     want = oracles.lstsq_relative_residual(model.weights, model.factors, target.weights,
                                            target.factors, l)
