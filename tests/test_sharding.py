@@ -37,9 +37,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+def _without_device_count(flags: str) -> str:
+    """The suite's XLA flags for a child that sets its own CPU device count (a
+    ``--xla_force_host_platform_device_count`` would fight it); the others stay, among them the
+    one that keeps XLA's Eigen pool from deadlocking on 2 cores (tests/conftest.py)."""
+    return " ".join(f for f in flags.split()
+                    if not f.startswith("--xla_force_host_platform_device_count"))
+
+
 def test_sharded_equals_single_device(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # a --xla_force_host_platform_device_count would fight the config
+    env["XLA_FLAGS"] = _without_device_count(env.get("XLA_FLAGS", ""))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
