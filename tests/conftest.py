@@ -184,12 +184,12 @@ def _no_persistent_cache_leak():
 # prints measures them). pytest-xdist (`--dist loadfile`) hands whole files to idle workers in
 # collection order; starting the long ones first keeps a long file from being the last one
 # running while the other worker idles.
-LONG_FIRST = ("test_grad.py", "test_losses.py", "test_sweep.py", "test_notebooks.py",
-              "test_transition.py", "test_lazy.py", "test_lazy_cg.py", "test_run.py",
-              "test_algorithms_gd.py", "test_executables.py", "test_lazy_table.py",
-              "test_docs.py", "test_algorithms_deflation.py", "test_phase_preset.py",
-              "test_distributed.py", "test_cli.py", "test_algorithms_variant.py",
-              "test_network.py", "test_metrics.py", "test_shapes.py")
+LONG_FIRST = ("test_notebooks.py", "test_losses.py", "test_sweep.py", "test_grad.py",
+              "test_distributed.py", "test_run.py", "test_phase_preset.py",
+              "test_algorithms_gd.py", "test_lazy_cg.py", "test_cli.py", "test_transition.py",
+              "test_lazy.py", "test_executables.py", "test_network.py", "test_lazy_table.py",
+              "test_docs.py", "test_algorithms_deflation.py", "test_representation.py",
+              "test_algorithms_variant.py", "test_shapes.py", "test_metrics.py")
 
 
 def pytest_collection_modifyitems(session, config, items):
