@@ -273,7 +273,8 @@ def _key_impl(key) -> str:
 # Raised whenever jaxtd's own arithmetic changes the numbers a configuration gives (2: the runner
 # carries untouched state leaves, the network's NT step uses its data set's tangent and the
 # Hermite derivatives are in closed form, which moves lazy_gd's and the network's last bits;
-# 3: lazy GD's grid and the lazy-optimum table compile at LLVM level 1 on CPU, within an ulp).
+# 3: lazy GD's and deflation's grids and the lazy-optimum table compile at LLVM level 1 on CPU,
+# which moves their last bits).
 NUMERICS_REVISION = 3
 
 

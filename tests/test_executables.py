@@ -223,16 +223,16 @@ def test_compiler_options_keep_the_numbers_and_unknown_options_fall_back(monkeyp
 
 
 def test_fast_compile_names_the_measured_programs_only():
-    """GD's and lazy GD's grids and the lazy-optimum table compile at LLVM level 1 on CPU; the
-    variant, a hand-assembled algorithm and other platforms keep the defaults."""
+    """GD's, lazy GD's and deflation's grids and the lazy-optimum table compile at LLVM level 1
+    on CPU; the variant, a hand-assembled algorithm and other platforms keep the defaults."""
     name = _executables.program_name
     assert name(algorithms.gd(0.1)) == "jaxtd.algorithms._gd.gd"
     level = {"xla_backend_optimization_level": 1}
     for program in (name(algorithms.gd(0.1)), name(algorithms.lazy_gd(0.01)),
-                    "jaxtd.lazy.best_residual_table"):
+                    name(algorithms.deflation()), "jaxtd.lazy.best_residual_table"):
         assert _executables.compiler_options("cpu", program) == {
             **_executables.COMPILER_OPTIONS["cpu"], **level}
-    for program in (name(algorithms.variant(0.1)), name(algorithms.deflation()), None):
+    for program in (name(algorithms.variant(0.1)), None):
         assert _executables.compiler_options("cpu", program) == _executables.COMPILER_OPTIONS["cpu"]
     assert _executables.compiler_options("gpu", name(algorithms.gd(0.1))) == {}
     bare = algorithms.gd(0.1)._replace(static_key=None)
