@@ -39,7 +39,9 @@ def _flags_accepted(flags: str) -> bool:
 
 
 # A batched eigh (dense lazy optima over seeds) can deadlock XLA's multi-threaded Eigen pool on
-# a 2-core machine (both workers wait on work queued behind them).
+# a 2-core machine (both workers wait on work queued behind them). The flag alone did not prevent
+# it (the suite hung with it, both pool threads in lapack_dsyevd_ffi); jaxtd now calls eigh one
+# matrix at a time (jaxtd/lazy/_optimum.py), and the flag stays as a second guard.
 _add_xla_flags("--xla_cpu_multi_thread_eigen=false")
 
 # XLA:CPU's fusion emitters are much of its compile time, and the suite compiles hundreds of

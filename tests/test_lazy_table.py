@@ -1,5 +1,7 @@
 """Tables of lazy optima at the lazy GD initializations, and the threshold experiment at scale."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,3 +152,16 @@ def test_huge_windows_are_refused_before_any_work():
         lazy.near_threshold_widths(above=10 ** 12)
     with pytest.raises(ValueError, match="widths=None"):
         lazy.threshold_experiment([(10 ** 4, 4)], widths=None)
+
+
+def test_the_table_solves_one_matrix_per_eigh_call():
+    """No batched eigh in the table's program: XLA:CPU runs a batched eigh on its thread pool
+    and waits there for pieces queued on the same pool, which hung the suite on 2 cores; each
+    matrix goes through eigh on its own (a loop), with the same LAPACK routine and results."""
+    keys = jax.numpy.stack([jaxtd.key_for_seed(s) for s in range(3)])
+    target = jaxtd.targets.orthonormal(jax.random.PRNGKey(0), 4, 2, 3)
+    call = jaxtd.lazy.table_call(keys, target, [2, 3], method="dense")
+    text = jaxtd.lazy.lower_table(call).as_text()
+    calls = [ln for ln in text.splitlines() if re.search(r"custom_call @lapack_\w*syevd", ln)]
+    assert calls, "no eigh in the table's program: the test checks nothing"
+    assert all('num_batch_dims = "0"' in ln for ln in calls), calls
