@@ -386,7 +386,9 @@ def test_online_sgd_draws_fresh_samples(x64):
     run = _steps(algorithm, target, 4, 300)
     state0, history = run.initial, run.history
     assert state0.x.shape == (0, DIM)
-    np.testing.assert_array_equal(history["empirical_loss"], history["loss"])
+    # the same batch, in two programs (the step's loss under value_and_grad, the record's
+    # forward pass): equal to float64 rounding, which XLA may order differently per CPU
+    np.testing.assert_allclose(history["empirical_loss"], history["loss"], rtol=1e-13)
     for t in (0, 1):
         x, y = network.sample(jax.random.fold_in(state0.key, t), target, 64, noise)
         if t == 0:
