@@ -17,11 +17,13 @@ gives, exactly,
     β_j = sum_{i -> j} c_i σ_i^l t_i^l - c*_j.
 
 Every term is now of the size of the residual, and the squared norm of this list of ``r + m l``
-rank-one (non-symmetric) terms is the Gram sum ``α^T (∏_k X_k X_k^T) α`` over the slots ``k``.
+rank-one (non-symmetric) terms is the Gram sum ``α^T (∏_k X_k X_k^T) α`` over the slots ``k``;
+each slot vector is one of ``a_j``, ``w_i``, ``e_i``, ``ρ_i``, so every ``X_k X_k^T`` is read
+off the Gram matrix of those ``3m + r`` vectors.
 Its rounding is relative to the residual itself: in float64 relative errors are accurate to
 ~1e-4 down to ~1e-12 (the only absolute error left, ~1e-16 ``||T||``, comes from rounding
 ``ρ_i`` and the ``β_j`` sums). The identity holds for any assignment; alignment only decides
-how small the terms are. Cost ``O(l (r + m l)^2 d)``.
+how small the terms are. Cost ``O((3m + r)^2 d + l^3 m^2)``.
 """
 
 from __future__ import annotations
@@ -105,12 +107,31 @@ def _expansion(xp, mm, segment_sum, c, u, target_weights, target_factors, l):
     e = w - rho
     coef = c * sigma ** l                                          # (m,)
     beta = segment_sum(coef * t ** l, j, target_weights.shape[0]) - target_weights   # (r,)
-    # slot vectors of every term: (n, l, d) with n = r + m l
-    weight_terms = xp.repeat(target_factors[:, None, :], l, axis=1)
-    tele = [xp.stack([w] * k + [e] + [rho] * (l - 1 - k), axis=1) for k in range(l)]
-    x = xp.concatenate([weight_terms] + tele, axis=0)
-    alpha = xp.concatenate([beta] + [coef] * l)
-    h = xp.ones((x.shape[0], x.shape[0]), u.dtype)
+    # The squared norm of the r + m l terms is a Gram sum over their slots, and every slot vector
+    # is one of a_j, w_i, e_i or rho_i: the inner products of those 3m + r vectors, taken once,
+    # hold every slot's Gram (the slot vectors' own Gram would cost l^2 times more).
+    v = xp.concatenate([w, e, rho], axis=0)                        # (3m, d): kinds w, e, r
+    g, av = mm(v, v.T), mm(target_factors, v.T)                    # (3m, 3m), (r, 3m)
+    aa = mm(target_factors, target_factors.T)                      # (r, r)
+    m = w.shape[0]
+    at = {"w": 0, "e": m, "r": 2 * m}
+    pair = {(x, y): g[at[x]:at[x] + m, at[y]:at[y] + m] for x in at for y in at}
+    toward = {x: av[:, at[x]:at[x] + m] for x in at}               # (r, m) by kind
+    kinds = [["w"] * k + ["e"] + ["r"] * (l - 1 - k) for k in range(l)]   # term k's slots
+    # telescoped x telescoped: blocks (k, k2) and (k2, k) are transposes, same quadratic form
+    tele = 0.0
     for k in range(l):
-        h = h * mm(x[:, k, :], x[:, k, :].T)
-    return xp.maximum(mm(alpha, mm(h, alpha)), 0.0)
+        for k2 in range(k, l):
+            block = _product([pair[x, y] for x, y in zip(kinds[k], kinds[k2])])
+            tele = tele + (1.0 if k == k2 else 2.0) * block
+    cross = sum(_product([toward[x] for x in kinds[k]]) for k in range(l))   # (r, m)
+    total = (mm(beta, mm(aa ** l, beta)) + 2.0 * mm(beta, mm(cross, coef))
+             + mm(coef, mm(tele, coef)))
+    return xp.maximum(total, 0.0)
+
+
+def _product(factors):
+    out = factors[0]
+    for f in factors[1:]:
+        out = out * f
+    return out

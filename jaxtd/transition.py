@@ -34,7 +34,7 @@ import pandas as pd
 
 from jaxtd.algorithms.base import Algorithm
 from jaxtd._run import full_hparams, simulate, validate
-from jaxtd._sweep import base_key_of, numerics_identity
+from jaxtd._sweep import base_key_of, numerics_identity, vmap_cells
 from jaxtd.store import (READ_ERRORS, algorithm_identity, arrays_sha256, atomic_write,
                          config_fingerprint, unidentified)
 from jaxtd.symcp import SymCP
@@ -66,11 +66,8 @@ def _cell(algorithm: Algorithm, width: int, steps: int, record_every: int):
 
 
 def _table(algorithm, width, steps, record_every, seeds, actives, scales, hp, base_key, target):
-    cell = _cell(algorithm, width, steps, record_every)
-    per_scale = jax.vmap(cell, in_axes=(None, None, 0, None, None, None))
-    per_width = jax.vmap(per_scale, in_axes=(None, 0, None, None, None, None))
-    per_seed = jax.vmap(per_width, in_axes=(0, None, None, None, None, None))
-    return per_seed(seeds, actives, scales, hp, base_key, target)
+    return vmap_cells(_cell(algorithm, width, steps, record_every), seeds, actives, scales, hp,
+                      base_key, target)
 
 
 _table_jit = jax.jit(_table, static_argnums=(0, 1, 2, 3))
