@@ -2,6 +2,7 @@ import contextlib
 import faulthandler
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,23 +69,14 @@ import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
-
-
-def _session_cache_home() -> str:
-    """One cache folder per test session, shared by every pytest-xdist worker of the session
-    (they share PYTEST_XDIST_TESTRUNUID): CLI, notebook and doc subprocesses started by either
-    worker then reuse each other's compiled programs."""
-    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
-    if not run:
-        return tempfile.mkdtemp(prefix="jaxtd-test-cache-")
-    path = os.path.join(tempfile.gettempdir(), f"jaxtd-test-cache-{run}")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
-# `jaxtd run` enables JAX's persistent compilation cache in $XDG_CACHE_HOME. Point it at the
-# session's folder: no test writes into the user's home.
-os.environ["XDG_CACHE_HOME"] = _session_cache_home()
+# `jaxtd run` enables JAX's persistent compilation cache in $XDG_CACHE_HOME. Point it at one
+# folder per test session, made by the controlling process before pytest-xdist starts its
+# workers (they inherit it): no test writes into the user's home, and CLI, notebook and doc
+# subprocesses started by either worker reuse each other's compiled programs. The controlling
+# process removes it at the end.
+if "JAXTD_TEST_CACHE" not in os.environ:
+    os.environ["JAXTD_TEST_CACHE"] = tempfile.mkdtemp(prefix="jaxtd-test-cache-")
+os.environ["XDG_CACHE_HOME"] = os.environ["JAXTD_TEST_CACHE"]
 
 
 # A test stuck inside native code (an XLA deadlock, say) never returns to the interpreter, so
@@ -108,6 +100,11 @@ def _hang_dir() -> str:
 def pytest_configure(config):
     if getattr(config.option, "maxworkerrestart", "unset") is None:  # pytest-xdist's default
         config.option.maxworkerrestart = "0"
+    # `--dist loadfile` hands out files in collection order (LONG_FIRST below), not reordered by
+    # their number of tests; set here, not in addopts, so that `-p no:xdist` still runs
+    if getattr(config.option, "loadscopereorder", None) and \
+            "--loadscope-reorder" not in config.invocation_params.args:
+        config.option.loadscopereorder = False
 
 
 def _timeout_s(item) -> float:
@@ -241,5 +238,8 @@ def _record_suite(terminalreporter, per_file: dict[str, float]) -> None:
 
 
 def pytest_unconfigure(config):
-    if not hasattr(config, "workerinput") and not os.listdir(_hang_dir()):
+    if hasattr(config, "workerinput"):
+        return
+    shutil.rmtree(os.environ["JAXTD_TEST_CACHE"], ignore_errors=True)
+    if not os.listdir(_hang_dir()):
         os.rmdir(_hang_dir())

@@ -23,6 +23,8 @@ from jaxtd import algorithms, distributed
 from jaxtd.results import Results
 from jaxtd import sweep
 
+from tests.children import without_device_count
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIM, ORDER, RANK = 4, 3, 2
 KWARGS = dict(seeds=4, widths=[2, 3], steps=40, record_every=10, chunk_size=2)
@@ -66,14 +68,6 @@ WORKER = textwrap.dedent("""
 """).replace("DIM, RANK, ORDER", f"{DIM}, {RANK}, {ORDER}")
 
 
-def _without_device_count(flags: str) -> str:
-    """The suite's XLA flags for a child that sets its own CPU device count (a
-    ``--xla_force_host_platform_device_count`` would fight it); the others stay, among them the
-    one that keeps XLA's Eigen pool from deadlocking on 2 cores (tests/conftest.py)."""
-    return " ".join(f for f in flags.split()
-                    if not f.startswith("--xla_force_host_platform_device_count"))
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,7 +79,7 @@ def _two_processes(tmp_path, out_dirs, result_dir, mode="run", timeout=240):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    env["XLA_FLAGS"] = _without_device_count(env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = without_device_count(env.get("XLA_FLAGS", ""))
     port = _free_port()
     procs = []
     try:
@@ -295,7 +289,7 @@ def test_cli_two_processes_write_the_single_process_table(tmp_path):
         learning_rate = 0.2
     """))
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT, "MPLBACKEND": "Agg"}
-    env["XLA_FLAGS"] = _without_device_count(env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = without_device_count(env.get("XLA_FLAGS", ""))
     cli = [sys.executable, "-m", "jaxtd", "run", str(config), "--no-compile-cache"]
     single = subprocess.run(cli + ["--out", str(tmp_path / "one")], env=env,
                             capture_output=True, text=True, timeout=300)

@@ -14,6 +14,8 @@ import pandas as pd
 
 from jaxtd.results import Results
 
+from tests.children import without_device_count
+
 SCRIPT = textwrap.dedent("""
     import sys
     import jax
@@ -37,17 +39,9 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _without_device_count(flags: str) -> str:
-    """The suite's XLA flags for a child that sets its own CPU device count (a
-    ``--xla_force_host_platform_device_count`` would fight it); the others stay, among them the
-    one that keeps XLA's Eigen pool from deadlocking on 2 cores (tests/conftest.py)."""
-    return " ".join(f for f in flags.split()
-                    if not f.startswith("--xla_force_host_platform_device_count"))
-
-
 def test_sharded_equals_single_device(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = _without_device_count(env.get("XLA_FLAGS", ""))
+    env["XLA_FLAGS"] = without_device_count(env.get("XLA_FLAGS", ""))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -37,8 +37,10 @@ def test_a_test_stuck_in_native_code_ends_the_run_with_its_stacks(tmp_path):
     (tmp_path / "test_stuck.py").write_text(STUCK)
     (tmp_path / "pytest.ini").write_text("[pytest]\ntimeout = 300\n")
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST_", "JAXTD_TEST_HANGS"))}
-    env.update(JAXTD_TEST_GRACE_S="2", JAX_PLATFORMS="cpu")
+           if not k.startswith(("PYTEST_", "JAXTD_TEST_"))}  # the child's session is its own
+    # the child's stack dump and session cache folders go under tmp_path, not the machine's /tmp
+    (tmp_path / "tmp").mkdir()
+    env.update(JAXTD_TEST_GRACE_S="2", JAX_PLATFORMS="cpu", TMPDIR=str(tmp_path / "tmp"))
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "1", "-p", "no:cacheprovider",
                            str(tmp_path)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=200)
@@ -49,3 +51,5 @@ def test_a_test_stuck_in_native_code_ends_the_run_with_its_stacks(tmp_path):
     assert "test_stuck.py::test_stuck_in_native_code ran past its 1 s timeout + 2 s" in out
     assert "in test_stuck_in_native_code" in out  # the test's frame in the stack dump
     assert "1 failed" in out and "passed" not in out.splitlines()[-1]  # the run ended there
+    dumps = list((tmp_path / "tmp").glob("jaxtd-test-hangs-*/*.txt"))
+    assert len(dumps) == 1 and "test_stuck_in_native_code" in dumps[0].read_text()
