@@ -59,13 +59,17 @@ bucketing = "single"
 
 # -- one program --------------------------------------------------------------------------------
 
-def _time_program(lower, run_args, calls: int = 1) -> dict:
-    """Trace+lower, compile and run seconds of ``lower()`` (a ``Lowered``) and its HLO lines."""
+def _time_program(lower, run_args, calls: int = 1, program=None, plain: bool = False) -> dict:
+    """Trace+lower, compile and run seconds of ``lower()`` (a ``Lowered``) and its HLO lines,
+    compiled with the options ``jaxtd run`` gives ``program`` (a constructor's name; ``None``:
+    jaxtd's defaults), or with XLA's own defaults (``plain``, the floor)."""
     import jax
+
+    from jaxtd import _executables
     t0 = time.perf_counter()
     lowered = lower()
     t1 = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile() if plain else _executables.compile_lowered(lowered, program)
     t2 = time.perf_counter()
     jax.block_until_ready(compiled(*run_args))
     t3 = time.perf_counter()
@@ -80,7 +84,7 @@ def _sweep_programs(config, sub, algorithm, target) -> list[tuple[str, dict]]:
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from jaxtd import _sweep, experiment
+    from jaxtd import _executables, _sweep, experiment
     from jaxtd.targets import default_dtype
     s = config.sweep
     devices = jax.devices()
@@ -114,7 +118,8 @@ def _sweep_programs(config, sub, algorithm, target) -> list[tuple[str, dict]]:
             jitted = jax.jit(fn, in_shardings=(seed_sh, repl, repl, repl, repl),
                              out_shardings=seed_sh)
             label = f"{sub.folder} width {max(bucket)} x{length} seeds"
-            out.append((label, _time_program(lambda: jitted.lower(*args), args, calls)))
+            out.append((label, _time_program(lambda: jitted.lower(*args), args, calls,
+                                             _executables.program_name(algorithm))))
     return out
 
 
@@ -136,7 +141,8 @@ def _lazy_program(config, sub, target) -> tuple[str, dict]:
     with jax.enable_x64(True):
         args = (keys, target, np.asarray(widths, np.int32),
                 np.asarray(scale, target.factors.dtype))
-        result = _time_program(lambda: lo._table_program.lower(*args, **statics), args)
+        result = _time_program(lambda: lo._table_program.lower(*args, **statics), args,
+                               program="jaxtd.lazy.best_residual_table")
     return f"{sub.folder} lazy optimum {sub.seeds}x{len(widths)} ({solver})", result
 
 
@@ -190,7 +196,8 @@ def floor_program(grid: dict) -> tuple[str, dict]:
             c, a)
     fn = jax.jit(floor.make_grid(grid["order"], grid["steps"], grid["record_every"],
                                  grid["learning_rate"], grid["init_scale"], max(grid["widths"])))
-    return "floor (hand-written GD grid)", _time_program(lambda: fn.lower(*args), args)
+    return "floor (hand-written GD grid)", _time_program(lambda: fn.lower(*args), args,
+                                                         plain=True)
 
 
 # -- fresh-process ratios -------------------------------------------------------------------------

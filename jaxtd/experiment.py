@@ -45,11 +45,13 @@ from jaxtd.store import (READ_ERRORS, ResultsError, arrays_sha256, jsonable, rea
 __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "make_algorithm",
            "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
            "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
-           "machine_load", "log_paths", "phase_cells", "phase_weights", "describe_phase",
+           "machine_load", "machine_speed", "log_paths", "phase_cells", "phase_weights",
+           "describe_phase",
            "run_phase", "PhaseOutcome"]
 
-# Throughput assumed by the chunk-size and time estimates: a rough figure for 2 CPU cores
-# (float32, jit-compiled); only the order of magnitude matters.
+# Throughput assumed by the chunk sizes: a rough figure for 2 CPU cores (float32,
+# jit-compiled); only the order of magnitude matters. The time estimates use their own,
+# measured figures (below), so that re-calibrating them does not change how a run is chunked.
 _FLOPS_PER_SECOND = 1e11
 _SECONDS_PER_CHUNK = 3.0  # a progress bar that moves every few seconds
 
@@ -250,29 +252,63 @@ def count_programs(config: cfg.Config) -> int:
     return sum(len(programs_of(config, sub)) for sub in plan(config))
 
 
-# Seconds to trace, lower and compile one program on an idle 2-core CPU, by kind: calibrated
-# with benchmarks/compile.py (per-program trace+lower and compile seconds,
-# benchmarks/results/compile-*.txt) against the headline's measured total (its four programs
-# in ~21 s); a warm persistent cache still traces and lowers, then loads the executable
-# (measured: 20% of a cold compile on an idle machine, 40% on a busy one). Other platforms:
-# no measurement yet, the CPU figures are used.
+# The time estimates' constants were measured on one reference machine (2 cores, AMD EPYC,
+# jax 0.10.2, 2026-12-08: `jaxtd run` of every preset, cold and warm, and benchmarks/compile.py;
+# benchmarks/results/estimate-2026-12-08.txt). Another CPU scales them by machine_speed().
+#
+# Seconds to trace, lower and compile one program on the idle reference CPU, by kind. A warm
+# run loads the executable an earlier run saved (no tracing): about 5% of a cold compile.
+# Other platforms: no measurement yet, the CPU figures are used.
 _COMPILE_SECONDS = {
-    "cpu": {"grid:gd": 5.5, "grid:variant": 8.0, "grid:deflation": 18.0, "grid:lazy": 6.5,
-            "grid": 8.0, "lazy_table": 2.0, "slope": 4.5},
+    "cpu": {"grid:gd": 1.0, "grid:variant": 2.5, "grid:deflation": 2.0, "grid:lazy": 1.5,
+            "grid": 1.5, "lazy_table": 0.8, "slope": 2.5},
 }
-_WARM_FRACTION = {"lazy_table": 0.1, "default": 0.3}  # the table traces and lowers fast
+_WARM_FRACTION = {"default": 0.05}
 # On a busy CPU compilation slows down more than the share of the cores suggests (measured:
 # 8-13x at 5-7x oversubscription): the compile estimate scales with load ** this.
 _COMPILE_LOAD_EXPONENT = 1.2
 # Fixed seconds of a run besides compiling and computing: starting JAX, building the targets
-# (small eager programs), writing results and figures.
-_FIXED_SECONDS = 4.0
+# (small eager programs), writing results and figures (a warm headline: 8.0 s wall, 4.5 s run).
+_FIXED_SECONDS = 3.5
+# A grid's run on the reference machine: its flops (_seed_cost) at this rate, plus this many
+# seconds per padded row and step (elementwise work and loop overhead, which dominate small
+# problems); fitted to the measured run seconds of five presets' grids (within 1.4x, except
+# deflation's, under by 3x).
+_RUN_FLOPS_PER_SECOND = 2.1e11
+_ROW_STEP_SECONDS = 2.6e-8
+# The exact lazy optimum's matrix-free CG: ~20 m^2 d flops per width and iteration budget at
+# this rate (lazy-threshold's tables: 16 s estimated, 17 s measured; smaller tables converge
+# sooner and are overestimated).
+_CG_FLOPS_PER_SECOND = 5e9
+# The init-scale derivative pass runs every cell again with a forward-mode tangent: measured
+# 3x the plain runs' seconds (init-scale preset: 14 s after 4.7 s).
+_SLOPE_RUN_FACTOR = 3.0
+# machine_speed()'s probe: CPU seconds of _probe() on the reference machine (best of 5).
+_PROBE_REFERENCE_S = 0.0085
 
 
 def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
     table = _COMPILE_SECONDS.get(platform, _COMPILE_SECONDS["cpu"])
     cold = table.get(kind, table["grid"] if kind.startswith("grid:") else table["slope"])
     return cold * (_WARM_FRACTION.get(kind, _WARM_FRACTION["default"]) if warm else 1.0)
+
+
+def _probe() -> int:
+    return sum(i * i % 7 for i in range(200_000))
+
+
+def machine_speed() -> float:
+    """How many times longer than the reference machine this CPU takes to compile and run
+    (clipped to [0.25, 8]): the CPU seconds of a fixed pure-Python loop, best of 5, against the
+    reference's. CPU time, not wall time, so that a busy machine is not counted twice (its
+    load is :func:`machine_load`'s). XLA compiles on one thread and the grids' steps are
+    small, so one core's speed is what the estimate scales with."""
+    best = math.inf
+    for _ in range(5):
+        t0 = time.process_time()
+        _probe()
+        best = min(best, time.process_time() - t0)
+    return min(8.0, max(0.25, best / _PROBE_REFERENCE_S))
 
 
 def cache_state(enabled: bool = True) -> tuple[bool, str]:
@@ -322,11 +358,15 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
               * (8 * max(b) * sub.dim + (4 + 18 * sub.dim) * (max(b) + sub.rank) ** 2
                  + n_rec * (8 + sub.rank)) * 4 for b in buckets)
     seconds = (sub.seeds * _seed_cost(config, sub.algorithm, sub.order, sub.dim, sub.rank)
-               / _FLOPS_PER_SECOND if sub.train else 0.0)
-    if sub.train:  # each chunk is a dispatch and an atomic, checksummed file write, and each
-        # scanned step of a program costs a fixed few microseconds however small the cells
+               / _RUN_FLOPS_PER_SECOND if sub.train else 0.0)
+    if sub.train:
+        # each chunk is a dispatch and an atomic, checksummed file write; each scanned step of a
+        # program costs a few microseconds of loop and kernel launches, and each padded row of
+        # each cell a little per step, however small the problem
+        rows = sum(len(b) * max(b) for b in buckets) * sub.n_hparams * sub.seeds
         seconds += sub.n_chunks * (_CHUNK_OVERHEAD_SECONDS
                                    + len(buckets) * s.steps * _STEP_SECONDS)
+        seconds += rows * s.steps * _ROW_STEP_SECONDS
     if sub.lazy_best:
         # every width is solved at the largest size (masked rows), one seed's table at a time
         md = max(sub.widths) * sub.dim
@@ -336,9 +376,10 @@ def _sub_estimate(config: cfg.Config, sub: SubSweep) -> tuple[int, int, int, flo
             seconds += sub.seeds * len(sub.widths) * md ** 3 / 3 / 1e9
         else:  # matrix-free CG: Gram matrices and a few (m, d) vectors
             mem = max(mem, sub.seeds * (max(sub.widths) ** 2 + 16 * md) * 8 * 4)
-            seconds += sub.seeds * len(sub.widths) * 20 * md * max(sub.widths) ** 2 / 1e9
-    if _slope_pass(config, sub):  # the runs again with one forward-mode tangent (measured ~1.3x)
-        seconds *= 2.3
+            seconds += (sub.seeds * len(sub.widths) * 20 * md * max(sub.widths) ** 2
+                        / _CG_FLOPS_PER_SECOND)
+    if _slope_pass(config, sub):  # the runs again with one forward-mode tangent
+        seconds *= 1.0 + _SLOPE_RUN_FACTOR
     return programs, cells, lazy_cells, float(mem), float(seconds)
 
 
@@ -352,31 +393,35 @@ def estimate(config: cfg.Config) -> tuple[float, float]:
     return peak, seconds
 
 
-def estimate_wall(config: cfg.Config, *, warm: bool = False,
-                  load: float = 1.0) -> dict[str, float]:
+def estimate_wall(config: cfg.Config, *, warm: bool = False, load: float = 1.0,
+                  speed: float = 1.0) -> dict[str, float]:
     """Rough seconds of a run on this platform: ``compile`` (every program of
     :func:`programs_of`, ``warm``: loaded from the persistent cache), ``compute`` (as
     :func:`estimate`), ``fixed`` (targets, outputs, figures) and their ``total``, each times
-    ``load`` (:func:`machine_load`) on a CPU (compilation: ``load ** 1.2``)."""
+    ``speed`` (:func:`machine_speed`) and ``load`` (:func:`machine_load`) on a CPU
+    (compilation: ``load ** 1.2``)."""
     platform = jax.devices()[0].platform
     compile_s = compute = 0.0
     for sub in plan(config):
         compile_s += sum(_compile_seconds(k, warm, platform) for k in programs_of(config, sub))
         compute += _sub_estimate(config, sub)[4]
+    if platform == "cpu":
+        compile_s, compute = compile_s * speed, compute * speed
     factor = load if platform == "cpu" else 1.0
     out = {"compile": compile_s * factor ** _COMPILE_LOAD_EXPONENT, "compute": compute * factor,
-           "fixed": _FIXED_SECONDS * factor}
+           "fixed": _FIXED_SECONDS * factor * speed}
     out["total"] = sum(out.values())
     return out
 
 
 def describe(config: cfg.Config, *, compile_cache: bool = True,
-             load: Optional[float] = None) -> str:
+             load: Optional[float] = None, speed: Optional[float] = None) -> str:
     """The plan of a run as text: sub-sweeps, cells, programs to compile, a rough time (compile
     and compute apart, cold or warm compile cache) and memory estimate. Nothing is run or
     written. ``compile_cache``: whether the run uses the persistent cache (``jaxtd run``
     without ``--no-compile-cache``); ``load``: slowdown of a busy machine (default
-    :func:`machine_load`)."""
+    :func:`machine_load`); ``speed``: this CPU's time against the reference machine's (default
+    :func:`machine_speed`)."""
     s = config.sweep
     lines = [f"{config.name}: {len(config.target.sizes)} problem size(s) x "
              f"{len(s.algorithms)} algorithm(s), {s.steps} steps, record every "
@@ -399,8 +444,11 @@ def describe(config: cfg.Config, *, compile_cache: bool = True,
         total_programs += programs
     warm, cache = cache_state(compile_cache)
     load = machine_load() if load is None else load
-    wall = estimate_wall(config, warm=warm, load=load)
+    speed = machine_speed() if speed is None else speed
+    wall = estimate_wall(config, warm=warm, load=load, speed=speed)
     busy = f"; machine busy (load x{load:.1f})" if load > 1.05 else ""
+    if abs(speed - 1.0) > 0.05:
+        busy += f"; this CPU x{speed:.2f} the reference machine's time"
     loaded = (" (or to load: a warm cache holds those an earlier run of the same configuration "
               "saved)") if warm else ""
     lines.append(f"total: {total_cells} runs (cells), {total_programs} programs to compile"

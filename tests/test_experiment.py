@@ -84,8 +84,19 @@ def test_wall_estimate_compile_and_compute_apart():
     assert cold["total"] == pytest.approx(cold["compile"] + cold["compute"] + cold["fixed"])
     assert busy["compute"] == pytest.approx(3.0 * cold["compute"])
     assert busy["compile"] > 3.0 * cold["compile"]  # a busy CPU compiles slower still
-    assert experiment.describe(c, compile_cache=False, load=1.0).splitlines()[-1].endswith(
-        "compile cache off (--no-compile-cache)")
+    assert experiment.describe(c, compile_cache=False, load=1.0, speed=1.0).splitlines()[
+        -1].endswith("compile cache off (--no-compile-cache)")
+    # a CPU half as fast as the reference: every part takes twice as long, and the plan says so
+    slow = experiment.estimate_wall(c, warm=False, speed=2.0)
+    assert all(slow[k] == pytest.approx(2.0 * cold[k]) for k in cold)
+    assert "this CPU x2.00 the reference machine's time" in experiment.describe(
+        c, compile_cache=False, load=1.0, speed=2.0)
+
+
+def test_machine_speed_is_a_bounded_repeatable_ratio():
+    speed = experiment.machine_speed()
+    assert 0.25 <= speed <= 8.0
+    assert experiment.machine_speed() == pytest.approx(speed, rel=0.5)
 
 
 @pytest.mark.timeout(600)
