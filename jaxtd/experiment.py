@@ -600,13 +600,17 @@ def _slope_column(results, algorithm, target, sub: SubSweep, config: cfg.Config,
         events.phase("d error / d log init_scale")
         events("compile_start", what="d error / d log init_scale")
     t0 = time.perf_counter()
+    programs = []
     with _CompileCounter() as compiles:
         out = transition.add_slope_column(results, algorithm, target, steps=sub.steps,
                                           record_every=config.sweep.record_every,
-                                          cache=folder / "scale_slopes")
+                                          cache=folder / "scale_slopes",
+                                          on_program=lambda how, s: programs.append((how, s)))
     elapsed = time.perf_counter() - t0
+    loaded = [s for how, s in programs if how == "disk"]
     outcome.add({"n_compiles": compiles.count, "compile_seconds": compiles.seconds,
-                 "run_seconds": max(elapsed - compiles.seconds, 0.0)})
+                 "n_programs_loaded": len(loaded), "load_seconds": sum(loaded),
+                 "run_seconds": max(elapsed - compiles.seconds - sum(loaded), 0.0)})
     if events is not None:
         events.phase(None)
     return out

@@ -25,13 +25,14 @@ import dataclasses
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxtd import _executables
 from jaxtd.algorithms.base import Algorithm
 from jaxtd._run import full_hparams, simulate, validate
 from jaxtd._sweep import base_key_of, numerics_identity, vmap_cells
@@ -99,7 +100,8 @@ def _check_ints(values, name: str, low: int) -> list[int]:
 def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
                  widths: Sequence[int], scales: Sequence[float], steps: int,
                  record_every: int, hparams: Optional[Mapping[str, float]] = None,
-                 base_key=None) -> tuple[np.ndarray, np.ndarray]:
+                 base_key=None, on_program: Optional[Callable[[str, float], None]] = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Final relative error and its derivative with respect to ``log init_scale``, per cell.
 
     Cell ``(s, j, k)`` is the run of :func:`jaxtd.sweep` at seed ``seeds[s]`` (key
@@ -118,6 +120,9 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
       record_every: as in :func:`jaxtd.run`.
       hparams: fixed values of other hyper-parameters (not ``init_scale``).
       base_key: as in :func:`jaxtd.key_for_seed` (default ``PRNGKey(0)``).
+      on_program: called with ``(how, seconds)`` of getting the compiled program: ``how`` is
+        ``"compiled"``, ``"memory"`` or ``"disk"`` (saved by an earlier process next to JAX's
+        persistent compilation cache, when that cache is on, as the sweeps' programs are).
     Returns:
       ``(errors, slopes)``, float64 numpy arrays of shape ``(len(seeds), len(widths),
       len(scales))``: ``E`` and ``dE / d log δ``.
@@ -142,10 +147,17 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
     dtype = target.factors.dtype
     # numpy inputs: each jnp conversion would compile an eager program of its own
     hp = {k: np.asarray(v, dtype) for k, v in hp.items()}
-    errors, slopes = _table_jit(algorithm, padded, steps, record_every,
-                                np.asarray(seeds, np.uint32),
-                                np.asarray(widths, np.dtype(jnp.result_type(int))),
-                                np.asarray(scales, dtype), hp, base, target)
+    args = (np.asarray(seeds, np.uint32), np.asarray(widths, np.dtype(jnp.result_type(int))),
+            np.asarray(scales, dtype), hp, base, target)
+    statics = (algorithm, padded, steps, record_every)
+    key = ("jaxtd.transition.scale_slopes", *statics, _executables.signature(args),
+           jax.devices()[0].platform, jax.devices()[0].id, jax.process_count(),
+           jax.config.jax_numpy_dtype_promotion, jax.config.jax_enable_x64)
+    executable, seconds, how = _executables.get(key, lambda: _table_jit.lower(*statics, *args),
+                                                disk_key=key)
+    if on_program is not None:
+        on_program(how, seconds)
+    errors, slopes = executable(*args)
     return np.asarray(errors, np.float64), np.asarray(slopes, np.float64)
 
 
@@ -192,7 +204,8 @@ def _load_cache(path: Path, seeds, widths, scales, identity: Optional[str]):
 
 
 def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int,
-                     record_every: int, cache: Optional[str | Path] = None):
+                     record_every: int, cache: Optional[str | Path] = None,
+                     on_program: Optional[Callable[[str, float], None]] = None):
     """``results`` (a :class:`~jaxtd.results.Results` of a sweep over ``init_scale``) with the
     column :data:`COLUMN`: each row's ``d final_relative_error / d log init_scale``.
 
@@ -203,7 +216,7 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
     determines them (the algorithm's full identity, the target, steps, record cadence, dtype)
     and the sha256 of its arrays, and reused only when all match (a resumed run does not
     recompute them; an edited, damaged or foreign file is recomputed; an algorithm that cannot
-    be identified is never cached).
+    be identified is never cached). ``on_program``: as in :func:`scale_slopes`.
     """
     rows = results.rows
     missing = [c for c in ("seed", "width", "init_scale") if c not in rows.columns]
@@ -228,7 +241,7 @@ def add_slope_column(results, algorithm: Algorithm, target: SymCP, *, steps: int
         if slopes is None:
             _, slopes = scale_slopes(algorithm, target, seeds=seeds, widths=widths,
                                      scales=scales, steps=steps, record_every=record_every,
-                                     hparams=dict(zip(others, values)))
+                                     hparams=dict(zip(others, values)), on_program=on_program)
             if path is not None and identity is not None and jax.process_index() == 0:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 arrays = {"slopes": np.asarray(slopes), "seeds": np.asarray(seeds),

@@ -13,7 +13,7 @@ import pytest
 
 import jaxtd
 from jaxtd import config as cfg
-from jaxtd import plots, transition
+from jaxtd import _executables, compile_cache, plots, transition
 from jaxtd.algorithms import gd, lazy_gd
 from tests.oracles import dense
 
@@ -247,6 +247,26 @@ def test_slope_column_lands_on_its_rows_and_is_cached(tmp_path):
         patch.setattr(transition, "scale_slopes", no_recompute)
         transition.add_slope_column(res, alg, target, steps=60, record_every=20,
                                     cache=tmp_path / "slopes")
+
+
+def test_the_slope_program_is_loaded_by_a_warm_run(tmp_path):
+    """The derivative pass's program is kept like the grids': with the persistent cache on, a
+    later process (here: an emptied in-memory store) loads it instead of tracing, lowering and
+    compiling it again, and gets the same numbers."""
+    target = _target()
+    alg = gd(0.05, init="antisymmetric", lr_scaling="ntk")
+    kw = dict(seeds=[0, 1], widths=[2, 3], scales=[0.5, 2.0], steps=20, record_every=10)
+    compile_cache.enable(tmp_path / "cache")
+    _executables.clear()
+    cold, warm = [], []
+    first = transition.scale_slopes(alg, target, **kw, on_program=lambda *a: cold.append(a))
+    _executables.clear()
+    second = transition.scale_slopes(alg, target, **kw, on_program=lambda *a: warm.append(a))
+    assert [how for how, _ in cold] == ["compiled"]
+    assert [how for how, _ in warm] == ["disk"]
+    np.testing.assert_array_equal(second[0], first[0])
+    np.testing.assert_array_equal(second[1], first[1])
+    _executables.clear()
 
 
 def test_scale_slopes_bad_input_is_named():
