@@ -7,6 +7,7 @@ layer; a standalone run against a vmapped sweep cell.
 """
 
 import math
+import re
 from typing import Any, NamedTuple
 
 import jax
@@ -464,3 +465,23 @@ def test_run_and_sweep_cell_equals_run_alone():
                                    err_msg=name)
     # the mask mattered: the full data set gives another run
     assert abs(res.histories["empirical_loss"][full][-1] - hist["empirical_loss"][-1]) > 1e-4
+
+
+@pytest.mark.parametrize("solve", ["rf", "nt"])
+def test_vmapped_least_squares_solve_one_problem_per_lapack_call(solve):
+    """Under vmap the closed forms loop over problems instead of calling a batched SVD (which
+    XLA:CPU splits onto its thread pool and waits for there: a hang on 2 cores), with the same
+    numbers as one problem at a time."""
+    model = jaxtd.SymCP(jnp.ones(5), jax.random.normal(jax.random.PRNGKey(1), (5, 4)), 3)
+    xs = jax.random.normal(jax.random.PRNGKey(2), (3, 20, 4))
+    ys = jax.random.normal(jax.random.PRNGKey(3), (3, 20))
+    fit = ((lambda x, y: network.rf_least_squares(model, x, y).weights) if solve == "rf"
+           else (lambda x, y: network.nt_least_squares(model, x, y)))
+    text = jax.jit(jax.vmap(fit)).lower(xs, ys).as_text()
+    calls = [ln for ln in text.splitlines() if re.search(r"custom_call @lapack_\w*gesdd", ln)]
+    assert calls, "no SVD in the program: the test checks nothing"
+    assert all('num_batch_dims = "0"' in ln for ln in calls), calls
+    # float32: the Jacobian is formed batched or not, and least squares amplifies its rounding
+    np.testing.assert_allclose(jax.vmap(fit)(xs, ys),
+                               np.stack([fit(xs[i], ys[i]) for i in range(3)]), rtol=1e-3,
+                               atol=1e-6)
