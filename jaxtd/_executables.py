@@ -53,8 +53,8 @@ from jax.experimental import serialize_executable
 from jaxtd import store
 from jaxtd.algorithms.base import Algorithm
 
-__all__ = ["get", "clear", "signature", "stable_text", "disk_dir", "compile_lowered",
-           "compiler_options", "program_name", "COMPILER_OPTIONS", "FAST_COMPILE",
+__all__ = ["get", "clear", "signature", "program_key", "stable_text", "disk_dir",
+           "compile_lowered", "compiler_options", "program_name", "COMPILER_OPTIONS", "FAST_COMPILE",
            "FAST_COMPILE_PROGRAMS"]
 
 _MEMORY: "collections.OrderedDict[Any, Any]" = collections.OrderedDict()
@@ -69,6 +69,19 @@ def signature(args) -> tuple:
     leaves, treedef = jax.tree_util.tree_flatten(args)
     return treedef, tuple((np.shape(x), str(jnp.asarray(x).dtype) if not hasattr(x, "dtype")
                            else str(x.dtype)) for x in leaves)
+
+
+def program_key(parts: tuple, args, devices=None) -> tuple:
+    """The key of a program built from ``parts`` (its name and static arguments) and called on
+    ``args``: with everything else that shapes its compiled code, namely the arguments' tree,
+    shapes and dtypes, the devices it runs on (``devices``, default the first of
+    ``jax.devices()``; ids are global across processes, and the owning processes and the
+    process count tell a multi-process program from a single-process one), the platform and
+    JAX's dtype-promotion and x64 settings."""
+    devices = jax.devices()[:1] if devices is None else devices
+    return (*parts, signature(args), tuple((d.id, d.process_index) for d in devices),
+            jax.process_count(), devices[0].platform, jax.config.jax_numpy_dtype_promotion,
+            jax.config.jax_enable_x64)
 
 
 def clear() -> None:

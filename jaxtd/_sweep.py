@@ -318,7 +318,8 @@ def _grid_fn(algorithm: Algorithm, padded_width: int, steps: int, record_every: 
     """``f(seeds (S,), actives (W,), grid {name: (H,)}, base_key, target) -> (RunResult, final)``
     with leading axes ``(S, W, H)``: one vmap over every (seed, width, hparam combination) cell,
     seed-major (the seed axis is sharded). ``final`` is the final model's ``(weights, factors)``
-    of a float32 run, whose precise final error :func:`_precise_finals` computes on the host (``None`` in float64)."""
+    of a float32 run, whose precise final error :func:`_precise_finals` computes on the host
+    (``None`` in float64)."""
     def cell(seed, active, h, grid, base_key, target):
         hp = {k: grid[k][h] for k in hparam_names} if hparam_names else None
         result, final = trajectory(algorithm, jax.random.fold_in(base_key, seed), target,
@@ -398,12 +399,7 @@ def _run_chunk(buckets, program_key, fn_for, seeds_padded, grid, base_key, targe
         actives = put(np.asarray(b.widths, np.dtype(jnp.result_type(int))), repl)
         args = (seeds_arr, actives) + tuple(args_rest)
         if b.compiled is None:
-            # device ids are global across processes; the owning processes and the process
-            # count tell a multi-process program from a single-process one
-            key = (program_key, b.padded_width, _executables.signature(args),
-                   tuple((d.id, d.process_index) for d in devices), jax.process_count(),
-                   devices[0].platform, jax.config.jax_numpy_dtype_promotion,
-                   jax.config.jax_enable_x64)
+            key = _executables.program_key((program_key, b.padded_width), args, devices)
 
             def lower(b=b, args=args):
                 return jax.jit(fn_for(b), in_shardings=(seed_sh, repl, repl, repl, repl),

@@ -46,8 +46,7 @@ __all__ = ["SubSweep", "Outcome", "plan", "describe", "run", "make_target", "mak
            "hyperparameters", "lazy_best_residuals", "default_chunk_size", "total_cells",
            "count_programs", "programs_of", "estimate", "estimate_wall", "cache_state",
            "machine_load", "machine_speed", "log_paths", "phase_cells", "phase_weights",
-           "describe_phase",
-           "run_phase", "PhaseOutcome"]
+           "describe_phase", "run_phase", "PhaseOutcome"]
 
 # Throughput assumed by the chunk sizes: a rough figure for 2 CPU cores (float32,
 # jit-compiled); only the order of magnitude matters. The time estimates use their own,
@@ -263,7 +262,7 @@ _COMPILE_SECONDS = {
     "cpu": {"grid:gd": 1.0, "grid:variant": 2.5, "grid:deflation": 2.0, "grid:lazy": 1.5,
             "grid": 1.5, "lazy_table": 0.8, "slope": 2.5},
 }
-_WARM_FRACTION = {"default": 0.05}
+_WARM_FRACTION = 0.05
 # On a busy CPU compilation slows down more than the share of the cores suggests (measured:
 # 8-13x at 5-7x oversubscription): the compile estimate scales with load ** this.
 _COMPILE_LOAD_EXPONENT = 1.2
@@ -290,7 +289,7 @@ _PROBE_REFERENCE_S = 0.0085
 def _compile_seconds(kind: str, warm: bool, platform: str) -> float:
     table = _COMPILE_SECONDS.get(platform, _COMPILE_SECONDS["cpu"])
     cold = table.get(kind, table["grid"] if kind.startswith("grid:") else table["slope"])
-    return cold * (_WARM_FRACTION.get(kind, _WARM_FRACTION["default"]) if warm else 1.0)
+    return cold * (_WARM_FRACTION if warm else 1.0)
 
 
 def _probe() -> int:
@@ -511,9 +510,8 @@ def lazy_best_residuals(algorithm, target, seeds: Sequence[int], widths: Sequenc
     call = lazy.table_call(keys, target, list(widths), init=init, signs=signs,
                            init_scale=float(init_scale), method=method)
     # kept like the grids' programs: a warm run loads it instead of tracing and lowering again
-    key = ("jaxtd.lazy.best_residual_table", tuple(sorted(call.options.items())),
-           _executables.signature(call.args),
-           jax.devices()[0].platform, jax.config.jax_numpy_dtype_promotion)
+    key = _executables.program_key(
+        ("jaxtd.lazy.best_residual_table", tuple(sorted(call.options.items()))), call.args)
     t0 = time.perf_counter()
     with _CompileCounter() as compiles:
         executable, seconds, how = _executables.get(key, lambda: lazy.lower_table(call),

@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxtd import losses
+from jaxtd import _lapack, losses
 from jaxtd._checks import check_finite, check_int, host_value
 from jaxtd._precision import matmul
 from jaxtd.symcp import SymCP, check_compatible
@@ -297,7 +297,7 @@ def rf_least_squares(model: SymCP, x: jax.Array, y: jax.Array, rcond=None) -> Sy
     _check_labels(y, x.shape[0])
     w, x, y = _common(model.factors, x, y)
     phi = _features(w, x, model.order)
-    return SymCP(_lstsq(rcond)(phi, y), w, model.order)
+    return SymCP(_lapack.lstsq(rcond)(phi, y), w, model.order)
 
 
 def nt_least_squares(model: SymCP, x: jax.Array, y: jax.Array, rcond=None) -> jax.Array:
@@ -331,17 +331,5 @@ def nt_least_squares(model: SymCP, x: jax.Array, y: jax.Array, rcond=None) -> ja
 def _nt_lstsq(a, w, x, y, rcond, *, order: int):
     f0 = _predict(a, w, x, order)
     jac = jax.jacfwd(lambda v: _predict(a, v, x, order))(w)  # (n, m, d)
-    delta = _lstsq(rcond)(jac.reshape(x.shape[0], -1), y - f0)
+    delta = _lapack.lstsq(rcond)(jac.reshape(x.shape[0], -1), y - f0)
     return delta.reshape(w.shape)
-
-
-# Under vmap, one least-squares solve per problem in a loop instead of one batched SVD: XLA:CPU
-# runs a batched LAPACK call on its thread pool and waits there for the pieces it queued on the
-# same pool, which can hang a 2-core machine for good (as a batched eigh once hung the test
-# suite; jaxtd.lazy solves one matrix per call for the same reason). Same routine, same results.
-@functools.lru_cache(maxsize=None)
-def _lstsq(rcond):
-    """``(A, b) -> argmin ||A x - b||`` (min norm, ``jnp.linalg.lstsq``), one problem per
-    LAPACK call under vmap; one function per ``rcond``, so that jit caches it."""
-    return jax.custom_batching.sequential_vmap(
-        lambda a, b: jnp.linalg.lstsq(a, b, rcond=rcond)[0])

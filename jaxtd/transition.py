@@ -150,9 +150,7 @@ def scale_slopes(algorithm: Algorithm, target: SymCP, *, seeds: Sequence[int],
     args = (np.asarray(seeds, np.uint32), np.asarray(widths, np.dtype(jnp.result_type(int))),
             np.asarray(scales, dtype), hp, base, target)
     statics = (algorithm, padded, steps, record_every)
-    key = ("jaxtd.transition.scale_slopes", *statics, _executables.signature(args),
-           jax.devices()[0].platform, jax.devices()[0].id, jax.process_count(),
-           jax.config.jax_numpy_dtype_promotion, jax.config.jax_enable_x64)
+    key = _executables.program_key(("jaxtd.transition.scale_slopes", *statics), args)
     executable, seconds, how = _executables.get(key, lambda: _table_jit.lower(*statics, *args),
                                                 disk_key=key)
     if on_program is not None:

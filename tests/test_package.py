@@ -208,7 +208,7 @@ def test_the_imports_of_the_package_have_no_cycle():
 LAYERS = (
     ("jaxtd._sizes", "jaxtd.units", "jaxtd.schema", "jaxtd.config"),
     ("jaxtd.store", "jaxtd.results", "jaxtd.stats", "jaxtd._buckets"),
-    ("jaxtd._precision", "jaxtd._checks", "jaxtd.shapes", "jaxtd.symcp", "jaxtd._extended",
+    ("jaxtd._precision", "jaxtd._lapack", "jaxtd._checks", "jaxtd.shapes", "jaxtd.symcp", "jaxtd._extended",
      "jaxtd._aligned", "jaxtd.losses", "jaxtd.representation", "jaxtd.targets",
      "jaxtd.initialization", "jaxtd.models", "jaxtd.optimizers"),
     ("jaxtd.lazy.cg", "jaxtd.lazy._model", "jaxtd.lazy._optimum", "jaxtd.lazy._train",

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Float
 
-from jaxtd import models
+from jaxtd import _lapack, models
 from jaxtd._checks import host_value
 from jaxtd._precision import einsum, matmul
 from jaxtd._sizes import sym_dim  # re-exported (moved below JAX)
@@ -27,17 +27,6 @@ __all__ = ["LazyLstsq", "normal_equations", "default_rcond", "lstsq", "sym_dim",
 
 
 # -- the exact lazy optimum -----------------------------------------------------------------------
-
-# Under vmap, one eigh per matrix in a loop instead of one batched eigh. XLA:CPU runs a batched
-# eigh on its thread pool and waits there for the pieces it queued on the same pool; when every
-# pool thread runs such a wait (2 cores, two solves at once) nothing is left to run the pieces
-# and the process hangs for good (seen in gdb: both pool threads in lapack_dsyevd_ffi ->
-# ParallelBatchMap -> BlockingCounter::Wait, with --xla_cpu_multi_thread_eigen=false too). The
-# same LAPACK routine runs on each matrix either way, so the results are the same.
-@jax.custom_batching.sequential_vmap
-def _eigh(a):
-    return jnp.linalg.eigh(a)
-
 
 class LazyLstsq(NamedTuple):
     """Least-squares solution of the lazy model (see :func:`lstsq`).
@@ -127,8 +116,8 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     # the cut-off). Masked rows get identity blocks and zero right-hand side: never cut, no effect.
     diag = jnp.diagonal(jtj)
     scale = jnp.where(masked | (diag <= 0), 1.0, jax.lax.rsqrt(jnp.where(diag > 0, diag, 1.0)))
-    lam_s, vec_s = _eigh(scale[:, None] * jtj * scale[None, :]
-                                   + jnp.diag(masked.astype(dtype)))
+    lam_s, vec_s = _lapack.eigh(scale[:, None] * jtj * scale[None, :]
+                                + jnp.diag(masked.astype(dtype)))
     keep_s = lam_s > rcond * lam_s[-1]
     coef_s = matmul(vec_s.T, scale * jty)
     proj_sq = jnp.sum(jnp.where(keep_s, coef_s ** 2 / jnp.where(keep_s, lam_s, 1.0), 0.0))
@@ -137,7 +126,7 @@ def lstsq(model: SymCP, target: SymCP, *, rcond: float | None = None) -> LazyLst
     # The minimum-norm minimizer lives in the unscaled coordinates: truncated eigen-solution of
     # J^T J keeping the same number of directions.
     diag_max = jnp.maximum(jnp.max(diag), jnp.finfo(dtype).tiny)
-    lam, vec = _eigh(jtj + jnp.diag(jnp.where(masked, diag_max, 0.0).astype(dtype)))
+    lam, vec = _lapack.eigh(jtj + jnp.diag(jnp.where(masked, diag_max, 0.0).astype(dtype)))
     keep = (jnp.arange(m * d) >= m * d - kept) & (lam > 0)
     inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
     delta = matmul(vec, inv * matmul(vec.T, jty)).reshape(m, d)
